@@ -1,0 +1,135 @@
+"""`compresslm select` and `compresslm align`: thin wrappers over :mod:`compresslm.select`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from compresslm.cli.common import add_read_options, print_selection_summary, read_options_from, run_guarded
+from compresslm.data.readers import DEFAULT_MAX_BYTES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "select",
+        help="rank a source pool against a target set and keep the best documents",
+        description=(
+            "Rank every source document by alignment with the target set (ZIP-FIT by default; DSIR, "
+            "D4 and random as baselines) and keep the top k or a token/byte budget. Every input record "
+            "is accounted for: selected, not selected, or rejected with a reason."
+        ),
+    )
+    p.add_argument("--target", nargs="+", required=True, help="target files/globs or builtin:NAME")
+    p.add_argument("--source", nargs="+", required=True, help="source files/globs/folders or builtin:NAME")
+    p.add_argument("--method", default="zipfit", help="zipfit[:variant] | dsir[:topk] | d4 | random")
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--k", type=int, help="number of documents to keep")
+    size.add_argument("--budget-tokens", type=int, help="keep the best documents up to this many tokens")
+    size.add_argument("--budget-bytes", type=int, help="keep the best documents up to this many bytes")
+    p.add_argument("--tokenizer", help="tokenizer.json (Hugging Face tokenizers) for token budgets; "
+                   "default: whitespace words")
+    p.add_argument("--truncate-last", action="store_true",
+                   help="with a budget, cut the document that overflows so the budget is met exactly "
+                        "(the ZIP-FIT paper's scripts); default: stop before it")
+    p.add_argument("--min-tokens", type=int, default=0, help="reject documents under this many tokens")
+    z = p.add_argument_group("ZIP-FIT")
+    z.add_argument("--compressor", help="gzip:9 (the paper), lz4, zstd:LEVEL, brotli, lzma, bz2, ...")
+    z.add_argument("--contrast", choices=["none", "background"],
+                   help="subtract alignment to a seeded sample of the pool (cancels length/boilerplate bias)")
+    z.add_argument("--contrast-size", type=int, help="background sample size (default: size of the target set)")
+    b = p.add_argument_group("baselines")
+    b.add_argument("--dsir-buckets", type=int, help="DSIR hashed n-gram buckets (default 10000)")
+    b.add_argument("--dsir-min-words", type=int, help="DSIR minimum example length in words")
+    b.add_argument("--d4-embedder", help="D4 embedding backend: minilm (default) or hashing")
+    b.add_argument("--d4-clusters", type=int, help="D4 number of k-means clusters")
+    b.add_argument("--cache-dir", help="cache for D4 embeddings")
+    add_read_options(p)
+    p.add_argument("--target-field", help="text field of target records (default: --text-field)")
+    p.add_argument("--target-template", help='target text template, e.g. "{prompt}\\n{canonical_solution}"')
+    o = p.add_argument_group("outputs")
+    o.add_argument("--out", help="selected records (.jsonl/.jsonl.gz/.jsonl.zst/.parquet), best first")
+    o.add_argument("--scores", help="Parquet file with id, source, score, bytes, size, domain of every record")
+    o.add_argument("--rejects", help="JSONL of every rejected record with its reason")
+    o.add_argument("--report", help="JSON report (+ a PNG score histogram beside it)")
+    o.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--workers", type=int, help="worker processes (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=256, help="documents per scoring batch")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling (contrast, DSIR Gumbel, random)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    p.set_defaults(func=lambda a: run_guarded(_select, a))
+
+    a = subparsers.add_parser(
+        "align",
+        help="dataset-level ZIP-FIT alignment between two datasets",
+        description="Mean (1 - NCD) over (a, b) pairs: all pairs, or a seeded sample with --max-pairs.",
+    )
+    a.add_argument("a", help="first dataset (the 'source' side: it comes first in each concatenation)")
+    a.add_argument("b", help="second dataset")
+    a.add_argument("--compressor", default="gzip:9", help="compressor spec (default gzip:9, the paper's)")
+    a.add_argument("--max-pairs", type=int, default=200_000, help="sample this many pairs (0 = all)")
+    a.add_argument("--seed", type=int, default=0)
+    add_read_options(a)
+    a.add_argument("--b-template", help="text template for B (default: --template)")
+    a.set_defaults(func=lambda a: run_guarded(_align, a))
+
+
+def _select(args: argparse.Namespace) -> int:
+    from compresslm.select.methods import make_method
+    from compresslm.select.pipeline import Outputs, SelectionSpec, load_targets, run_selection
+
+    read = read_options_from(args)
+    target_read = read_options_from(args, field=args.target_field or args.text_field,
+                                    template=args.target_template)
+    target_read.max_bytes = max(read.max_bytes, DEFAULT_MAX_BYTES)
+    spec = SelectionSpec(
+        k=args.k,
+        budget_tokens=args.budget_tokens,
+        budget_bytes=args.budget_bytes,
+        tokenizer=args.tokenizer,
+        truncate_last=args.truncate_last,
+        min_tokens=args.min_tokens,
+    )
+    spec.validate()
+    outputs = Outputs(args.out, args.scores, args.rejects, args.report, args.force)
+    from compresslm.data.writers import check_outputs_free
+
+    check_outputs_free(outputs.paths(), outputs.force)
+    targets = load_targets(args.target, target_read)
+    method = make_method(
+        args.method,
+        compressor=args.compressor,
+        contrast=args.contrast,
+        contrast_size=args.contrast_size,
+        workers=args.workers,
+        seed=args.seed,
+        num_buckets=args.dsir_buckets,
+        min_example_length=args.dsir_min_words,
+        embedder=args.d4_embedder,
+        n_clusters=args.d4_clusters,
+        cache_dir=args.cache_dir,
+    )
+    progress = not args.no_progress and sys.stderr.isatty() or bool(os.environ.get("COMPRESSLM_PROGRESS"))
+    result = run_selection(
+        method, targets, args.source, spec, read_options=read, outputs=outputs,
+        batch_size=args.batch_size, progress=progress,
+    )
+    if args.json:
+        import json
+
+        print(json.dumps(result.to_dict() | {"selected": result.to_dict()["selected"][:20]}, indent=2))
+    else:
+        print_selection_summary(result, targets=len(targets), outputs=outputs)
+    return 0
+
+
+def _align(args: argparse.Namespace) -> int:
+    from compresslm.select.pipeline import load_targets
+    from compresslm.select.zipfit import alignment
+
+    a = load_targets([args.a], read_options_from(args))
+    b = load_targets([args.b], read_options_from(args, template=args.b_template or args.template))
+    value = alignment(a, b, compressor=args.compressor, max_pairs=args.max_pairs or None, seed=args.seed)
+    print(f"alignment({args.a} -> {args.b}) = {value:.6f}  [{args.compressor}, {len(a)}x{len(b)} docs]")
+    return 0

@@ -1,0 +1,75 @@
+"""Selection methods by name, so the CLI, the pipeline and the study build them the same way.
+
+A method spec is ``name[:variant]``. Variants name common settings so one study can compare the
+paper's setting with ours in a single run:
+
+* ``zipfit`` (default compressor), ``zipfit:gzip9`` (the paper), ``zipfit:lz4``, ``zipfit:zstd3``,
+  ``zipfit:lz4+contrast`` (background contrast), ``zipfit:gzip9+contrast``;
+* ``dsir`` (Gumbel top-k), ``dsir:topk`` (plain top-k by importance weight);
+* ``d4``; ``d4:hashing`` (the cheap embedding backend, not the paper's);
+* ``random``.
+
+Options given explicitly (``compressor=...``) override what a variant implies.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from compresslm.errors import ConfigError
+from compresslm.select.base import SelectionMethod
+
+METHODS = ("zipfit", "dsir", "d4", "random")
+
+
+def _zipfit_variant(variant: str) -> dict[str, Any]:
+    """``gzip9`` -> gzip:9, ``lz4+contrast`` -> lz4 with background contrast."""
+    opts: dict[str, Any] = {}
+    parts = variant.split("+")
+    comp = parts[0]
+    for extra in parts[1:]:
+        if extra != "contrast":
+            raise ConfigError(f"unknown zipfit variant modifier '+{extra}' (known: +contrast)")
+        opts["contrast"] = "background"
+    if comp:
+        m = re.fullmatch(r"([a-z0-9]+?)(?::?(\d+))?", comp)
+        if not m:
+            raise ConfigError(f"bad zipfit variant '{variant}'")
+        name, level = m.group(1), m.group(2)
+        opts["compressor"] = f"{name}:{level}" if level else name
+    return opts
+
+
+def make_method(spec: str, **options: Any) -> SelectionMethod:
+    """Build a selection method from ``name[:variant]`` plus keyword options (None = default)."""
+    name, _, variant = spec.partition(":")
+    options = {k: v for k, v in options.items() if v is not None}
+    if name == "zipfit":
+        from compresslm.select.zipfit import ZipFit
+
+        opts = _zipfit_variant(variant) if variant else {}
+        opts.update({k: v for k, v in options.items() if k in _ZIPFIT_KEYS})
+        return ZipFit(**opts)
+    if name == "dsir":
+        from compresslm.select.dsir import DSIR
+
+        opts = {"sampling": variant} if variant else {}
+        opts.update({k: v for k, v in options.items() if k in _DSIR_KEYS})
+        return DSIR(**opts)
+    if name == "d4":
+        from compresslm.select.d4 import D4
+
+        opts = {"embedder": variant} if variant else {}
+        opts.update({k: v for k, v in options.items() if k in _D4_KEYS})
+        return D4(**opts)
+    if name == "random":
+        from compresslm.select.random_select import RandomSelection
+
+        return RandomSelection(**{k: v for k, v in options.items() if k == "seed"})
+    raise ConfigError(f"unknown selection method '{spec}' (choose from: {', '.join(METHODS)})")
+
+
+_ZIPFIT_KEYS = {"compressor", "contrast", "contrast_size", "workers", "seed", "batch_size"}
+_DSIR_KEYS = {"sampling", "seed", "num_buckets", "ngrams", "min_example_length", "workers"}
+_D4_KEYS = {"embedder", "seed", "cache_dir", "n_clusters", "workers"}

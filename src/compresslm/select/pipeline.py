@@ -1,0 +1,373 @@
+"""Selection end to end: read, score, select, account, write. Every method goes through here.
+
+Passes over the source files (each streaming, memory bounded by k / the budget and the batch):
+
+1. whatever the method's ``prepare`` needs (DSIR's raw n-gram counts, a background sample, D4's
+   embeddings); ZIP-FIT without contrast needs none;
+2. the scoring pass: every record is accounted for (accepted, or rejected with a reason), scores
+   stream into a bounded top-k heap or budget selector and, on request, into a Parquet scores file;
+3. the writing pass: the selected records are picked out of the inputs again and written unchanged
+   plus ``score`` and ``record_id``, best first.
+
+Outputs are checked before any work starts (no overwrite without ``force``) and written atomically,
+so an interrupted run leaves no file that looks complete.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compresslm.data.accounting import Accounting
+from compresslm.data.readers import read_records
+from compresslm.data.records import Record, Rejection
+from compresslm.data.writers import atomic_output, check_outputs_free, write_records
+from compresslm.errors import ConfigError, DataError
+from compresslm.select.base import SelectionMethod
+from compresslm.select.pool import ReadOptions, SourcePool
+from compresslm.select.tokens import get_token_counter
+from compresslm.select.topk import BudgetSelector, TopK
+
+SCORES_SCHEMA_FIELDS = ("id", "source", "score", "bytes", "size", "domain")
+
+
+@dataclass
+class SelectionSpec:
+    """How many documents to keep: exactly one of ``k``, ``budget_tokens``, ``budget_bytes``."""
+
+    k: int | None = None
+    budget_tokens: int | None = None
+    budget_bytes: int | None = None
+    tokenizer: str | None = None
+    truncate_last: bool = False
+    min_tokens: int = 0
+
+    def validate(self) -> None:
+        given = [x for x in (self.k, self.budget_tokens, self.budget_bytes) if x is not None]
+        if len(given) != 1:
+            raise ConfigError("give exactly one of --k, --budget-tokens, --budget-bytes")
+        if given[0] <= 0:
+            raise ConfigError("--k / --budget-* must be a positive number")
+        if self.truncate_last and self.k is not None:
+            raise ConfigError("--truncate-last applies to --budget-tokens / --budget-bytes only")
+
+    @property
+    def unit(self) -> str:
+        if self.budget_bytes is not None:
+            return "bytes"
+        return "tokens" if self.tokenizer else "words"
+
+
+@dataclass
+class Outputs:
+    """Where results go; ``None`` means not requested."""
+
+    selected: str | None = None
+    scores: str | None = None
+    rejects: str | None = None
+    report: str | None = None
+    force: bool = False
+
+    def paths(self) -> list[str]:
+        paths = [p for p in (self.selected, self.scores, self.rejects, self.report) if p]
+        if self.report:
+            from compresslm.select.report import histogram_path
+
+            paths.append(str(histogram_path(self.report)))
+        return paths
+
+
+@dataclass
+class Selected:
+    """One selected document, in rank order."""
+
+    rank: int
+    index: int
+    id: str
+    source: str
+    score: float
+    size: int
+    domain: str | None
+    text: str = ""
+    truncated_to: int | None = None  # budget units kept, when the last document was truncated
+
+
+@dataclass
+class SelectionResult:
+    method: dict[str, Any]
+    selected: list[Selected]
+    accounting: dict[str, Any]
+    seconds: dict[str, float]
+    spec: dict[str, Any]
+    domains: dict[str, dict[str, int]] = field(default_factory=dict)  # domain -> {pool, selected}
+    score_samples: dict[str, list[float]] = field(default_factory=dict)  # per domain/source (reservoir)
+
+    def precision_at(self, k: int, domain: str) -> float | None:
+        """Share of ``domain`` in the top ``k`` selected documents (None without labels)."""
+        top = self.selected[:k]
+        if not top or all(s.domain is None for s in top):
+            return None
+        return sum(s.domain == domain for s in top) / len(top)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "spec": self.spec,
+            "accounting": self.accounting,
+            "seconds": self.seconds,
+            "domains": self.domains,
+            "selected": [
+                {"rank": s.rank, "id": s.id, "source": s.source, "score": s.score, "size": s.size,
+                 "domain": s.domain, "truncated_to": s.truncated_to}
+                for s in self.selected
+            ],
+        }
+
+
+class _Reservoir:
+    """Bounded uniform sample of scores per group, for histograms that do not grow with N."""
+
+    def __init__(self, cap: int = 5000, seed: int = 0) -> None:
+        self.cap = cap
+        self.rng = random.Random(seed)
+        self.seen: dict[str, int] = {}
+        self.samples: dict[str, list[float]] = {}
+
+    def add(self, group: str, value: float) -> None:
+        n = self.seen.get(group, 0) + 1
+        self.seen[group] = n
+        sample = self.samples.setdefault(group, [])
+        if len(sample) < self.cap:
+            sample.append(value)
+        else:
+            j = self.rng.randrange(n)
+            if j < self.cap:
+                sample[j] = value
+
+
+def load_targets(paths: Sequence[str], options: ReadOptions) -> list[str]:
+    """Target texts; malformed target records are always an error (a target set must be clean)."""
+    texts: list[str] = []
+    for item in read_records(
+        paths,
+        text_field=options.text_field,
+        template=options.template,
+        on_error="fail",
+        max_bytes=options.max_bytes,
+        min_bytes=1,
+    ):
+        if isinstance(item, Rejection):
+            continue  # empty targets carry no signal; counted nowhere because targets are not selected
+        texts.append(item.text)
+    if not texts:
+        raise DataError(f"no usable target documents in {', '.join(map(str, paths))}")
+    return texts
+
+
+def _scores_writer(stack: ExitStack, path: str, force: bool) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [("id", pa.string()), ("source", pa.string()), ("score", pa.float64()), ("bytes", pa.int64()),
+         ("size", pa.int64()), ("domain", pa.string())]
+    )
+    fh = stack.enter_context(atomic_output(path, force=force, mode="wb"))
+    writer = pq.ParquetWriter(fh, schema)
+    stack.callback(writer.close)  # closes before the atomic rename (ExitStack is LIFO)
+    return writer, schema
+
+
+def run_selection(
+    method: SelectionMethod,
+    targets: Sequence[str],
+    sources: Sequence[str | Path],
+    spec: SelectionSpec,
+    *,
+    read_options: ReadOptions | None = None,
+    outputs: Outputs | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+    total_hint: int | None = None,
+) -> SelectionResult:
+    """Select from ``sources`` with ``method`` against ``targets`` (texts) and write ``outputs``."""
+    spec.validate()
+    read_options = read_options or ReadOptions()
+    outputs = outputs or Outputs()
+    check_outputs_free(outputs.paths(), outputs.force)
+    if not targets:
+        raise ConfigError("the target set is empty")
+
+    counter = None
+    if spec.budget_tokens is not None or spec.min_tokens:
+        counter = get_token_counter(spec.tokenizer)
+    size_of = (lambda t: len(t.encode("utf-8"))) if spec.budget_bytes is not None else counter
+
+    pool = SourcePool(sources, read_options, batch_size=batch_size, size_of=size_of, min_size=spec.min_tokens)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    method.prepare(list(targets), pool)
+    seconds["prepare"] = time.perf_counter() - t0
+
+    acct = Accounting()
+    pool.begin_scoring_pass(acct)
+    budget = spec.budget_tokens if spec.budget_tokens is not None else spec.budget_bytes
+    selector: TopK | BudgetSelector = (
+        TopK(spec.k) if spec.k is not None else BudgetSelector(budget, truncate_last=spec.truncate_last)
+    )
+    reservoir = _Reservoir()
+    domain_pool: dict[str, int] = {}
+    t1 = time.perf_counter()
+    bar = _progress_bar(progress, total_hint)
+    with ExitStack() as stack:
+        writer = schema = None
+        if outputs.scores:
+            writer, schema = _scores_writer(stack, outputs.scores, outputs.force)
+        for indices, scores in method.score_batches(pool):
+            metas = [pool.take_meta(int(i)) for i in indices]
+            sizes = np.fromiter((m.size for m in metas), dtype=np.int64, count=len(metas))
+            if isinstance(selector, TopK):
+                selector.push_batch(indices, scores)
+            else:
+                selector.push_batch(indices, scores, sizes)
+            for m, s in zip(metas, scores, strict=True):
+                group = m.domain if m.domain is not None else m.source
+                reservoir.add(group, float(s))
+                if m.domain is not None:
+                    domain_pool[m.domain] = domain_pool.get(m.domain, 0) + 1
+            if writer is not None:
+                import pyarrow as pa
+
+                writer.write_table(
+                    pa.table(
+                        {
+                            "id": [m.id for m in metas],
+                            "source": [m.source for m in metas],
+                            "score": np.asarray(scores, dtype=np.float64),
+                            "bytes": [m.nbytes for m in metas],
+                            "size": sizes,
+                            "domain": [m.domain for m in metas],
+                        },
+                        schema=schema,
+                    )
+                )
+            if bar is not None:
+                bar.update(len(metas))
+        if pool.pending:
+            raise RuntimeError(f"method {method.name} returned no score for {len(pool.pending)} documents")
+    if bar is not None:
+        bar.close()
+    seconds["score"] = time.perf_counter() - t1
+    pool.accounting = None
+
+    ranked = _ranked(selector)
+    acct.set_selected(len(ranked))
+    acct.check()
+
+    # Writing pass: pick the selected records out of the inputs again (bounded by k).
+    t2 = time.perf_counter()
+    rank_of = {idx: r for r, (idx, _, _) in enumerate(ranked)}
+    chosen: list[Selected | None] = [None] * len(ranked)
+    rows: list[dict[str, Any] | None] = [None] * len(ranked)
+    found = 0
+    if ranked:
+        for rec in pool.accepted():
+            r = rank_of.get(rec.index)
+            if r is None:
+                continue
+            _, score, keep = ranked[r]
+            chosen[r], rows[r] = _selected_row(rec, r, score, keep, read_options, size_of)
+            found += 1
+            if found == len(ranked):
+                break
+    if None in chosen:
+        raise DataError("the inputs changed while selecting (a selected record is gone on re-reading)")
+    selected = [c for c in chosen if c is not None]
+    if outputs.selected:
+        write_records(outputs.selected, (row for row in rows if row is not None), force=outputs.force)
+    if outputs.rejects:
+        acct.write_rejects(outputs.rejects, force=outputs.force)
+    seconds["write"] = time.perf_counter() - t2
+    seconds["total"] = time.perf_counter() - t0
+
+    domains = {d: {"pool": n, "selected": sum(s.domain == d for s in selected)} for d, n in domain_pool.items()}
+    result = SelectionResult(
+        method=method.describe(),
+        selected=selected,
+        accounting=acct.summary(),
+        seconds=seconds,
+        spec={**spec.__dict__, "unit": spec.unit},
+        domains=domains,
+        score_samples=reservoir.samples,
+    )
+    if outputs.report:
+        from compresslm.select.report import write_selection_report
+
+        write_selection_report(outputs.report, result, force=outputs.force)
+    return result
+
+
+def _ranked(selector: TopK | BudgetSelector) -> list[tuple[int, float, int | None]]:
+    """(index, score, keep) in rank order; ``keep`` is the truncated size of a cut last document."""
+    out = selector.result()
+    indices, scores = out[0], out[1]
+    keeps: list[int | None] = [None] * len(indices)
+    if len(out) > 2 and out[2] is not None:  # BudgetSelector: (indices, scores, truncated_last_size)
+        keeps[-1] = int(out[2])
+    return [(int(i), float(s), k) for i, s, k in zip(indices, scores, keeps, strict=True)]
+
+
+def _selected_row(
+    rec: Record, rank: int, score: float, keep: int | None, options: ReadOptions, size_of: Any
+) -> tuple[Selected, dict[str, Any]]:
+    text = rec.text
+    if keep is not None:
+        text = _truncate(text, keep, size_of)
+    size = size_of(text) if size_of is not None else len(text.encode("utf-8"))
+    sel = Selected(rank, rec.index, rec.id, rec.source, score, size, rec.domain, text, keep)
+    if rec.raw is not None:
+        row = dict(rec.raw)
+        if keep is not None:
+            if options.template is not None:
+                raise ConfigError("--truncate-last needs --text-field, not --target/--text-template")
+            row[options.text_field] = text
+    else:
+        row = {"text": text}
+    for key in ("score", "record_id"):
+        if key in row:
+            raise DataError(f"{rec.id}: the record already has a field '{key}', which the output adds")
+    row["score"] = score
+    row["record_id"] = rec.id
+    if keep is not None:
+        row["truncated"] = True
+    return sel, row
+
+
+def _truncate(text: str, keep: int, size_of: Any) -> str:
+    """The longest prefix of ``text`` (at a character boundary) whose size is ``keep`` units or less."""
+    if size_of is None or keep <= 0:
+        return text[:0]
+    lo, hi = 0, len(text)
+    while lo < hi:  # size is monotone in the prefix length for bytes, words and tokens alike
+        mid = (lo + hi + 1) // 2
+        if size_of(text[:mid]) <= keep:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo]
+
+
+def _progress_bar(enabled: bool, total: int | None) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="doc", desc="scoring", smoothing=0.05, dynamic_ncols=True)
+
