@@ -58,7 +58,7 @@ def _snippet(text: str, width: int = 70) -> str:
 
 
 def print_selection_summary(
-    result: SelectionResult, *, targets: int, outputs: Outputs | None = None, top: int = 5
+    result: SelectionResult, *, outputs: Outputs | None = None, top: int = 5
 ) -> None:
     """The final summary: accounting, time, precision where labels exist, the best examples."""
     from rich.console import Console
@@ -69,7 +69,7 @@ def print_selection_summary(
     t = Table(title=f"selection: {result.method.get('method')}", show_header=True)
     t.add_column("what")
     t.add_column("value", justify="right")
-    t.add_row("targets", f"{targets:,}")
+    t.add_row("targets", f"{result.n_targets:,}")
     t.add_row("records read", f"{acct['read']:,}")
     t.add_row("selected", f"{acct['selected']:,}")
     t.add_row("not selected", f"{acct['not_selected']:,}")

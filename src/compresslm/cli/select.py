@@ -120,7 +120,7 @@ def _select(args: argparse.Namespace) -> int:
 
         print(json.dumps(result.to_dict() | {"selected": result.to_dict()["selected"][:20]}, indent=2))
     else:
-        print_selection_summary(result, targets=len(targets), outputs=outputs)
+        print_selection_summary(result, outputs=outputs)
     return 0
 
 

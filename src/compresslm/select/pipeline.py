@@ -106,6 +106,7 @@ class SelectionResult:
     accounting: dict[str, Any]
     seconds: dict[str, float]
     spec: dict[str, Any]
+    n_targets: int = 0
     domains: dict[str, dict[str, int]] = field(default_factory=dict)  # domain -> {pool, selected}
     score_samples: dict[str, list[float]] = field(default_factory=dict)  # per domain/source (reservoir)
 
@@ -119,6 +120,7 @@ class SelectionResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
+            "targets": self.n_targets,
             "spec": self.spec,
             "accounting": self.accounting,
             "seconds": self.seconds,
@@ -304,6 +306,7 @@ def run_selection(
         accounting=acct.summary(),
         seconds=seconds,
         spec={**spec.__dict__, "unit": spec.unit},
+        n_targets=len(targets),
         domains=domains,
         score_samples=reservoir.samples,
     )

@@ -1,0 +1,1 @@
+"""End-to-end recipes (the demo, the selection study, the tokenization study)."""
