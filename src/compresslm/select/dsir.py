@@ -1,0 +1,288 @@
+"""DSIR: data selection with importance resampling on hashed n-grams (Xie et al. 2023).
+
+A document's score is the log importance weight
+
+    log w(x) = Σ_b counts_b(x) · (log(p_target[b] + 1e-8) − log(p_raw[b] + 1e-8))
+
+over the hashed unigram+bigram buckets b, i.e. a bag-of-n-grams log-likelihood ratio between the
+target and the raw (pool) distribution. It is a *sum*, not a mean, so long documents get
+large-magnitude weights. With ``sampling="gumbel"`` (the paper's resampling) seeded Gumbel noise is
+added, so a top-k of the scores is a sample without replacement with probability ∝ w (the
+Gumbel-top-k trick); ``sampling="topk"`` keeps the plain weights (a deterministic best-first list).
+
+Exactness. Everything that determines the weights matches ``data_selection.HashedNgramDSIR``
+1.0.3 (``tokenizer="wordpunct"``): the text is lower-cased and split by NLTK's WordPunct regex
+``\\w+|[^\\w\\s]+``; every unigram, then every k-gram (k = 2..ngrams, tokens joined by one space) is
+hashed as ``int(sha256(utf8).hexdigest(), 16) % num_buckets``; p_raw is fitted on *every* pool
+document (the package's ``fit_importance_estimator(num_tokens_to_fit="all")``; its default "auto"
+stops after 1e9 counts, which no pool here reaches), p_target on all targets; the word count used by
+``min_example_length`` is the package's ``(Σ counts + n(n−1)/2) // n``. Weights are computed as
+``np.dot(log_diff, counts)`` per document, as the package does, so they agree bit for bit (the
+parity test asserts 1e-9). Differences, all deliberate: ``target_laplace_smoothing`` (a pseudo-count
+added to every target bucket; 0 = the package), seeded noise (the package's ``np.random.gumbel`` is
+unseeded), and the default ``min_example_length=0`` (the package's 100 excludes every document under
+100 words, which is most short code; pass 100 to reproduce it). Masked documents score ``-inf``:
+like the package's mask, they can never be selected.
+
+Speed. The package runs a Python ``sha256`` per n-gram occurrence. Here each *distinct* n-gram is
+hashed once per process and remembered in a bounded dict, counts come from ``np.bincount``, and
+``num_workers > 1`` featurizes batches in a process pool with bounded prefetch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+import regex
+
+from compresslm.errors import ConfigError, DataError
+from compresslm.select.base import Batch, PoolFactory, SelectionMethod
+
+# NLTK's WordPunctTokenizer is RegexpTokenizer(r"\w+|[^\w\s]+") with these flags; reimplemented so the
+# core package does not depend on nltk (the parity test checks it against nltk on random text). NLTK
+# compiles it with the third-party `regex` engine (nltk.redos), whose \w and \s follow the Unicode
+# standard and differ from stdlib `re` on about 3,400 assigned code points (combining marks,
+# superscript digits, some controls): we use `regex` too, so words split exactly as in the reference.
+_WORDPUNCT = regex.compile(r"\w+|[^\w\s]+", re.UNICODE | re.MULTILINE | re.DOTALL)
+
+# The package's smoothing constant inside both logarithms.
+_LOG_EPS = 1e-8
+
+SAMPLING_MODES = ("gumbel", "topk")
+
+
+def wordpunct_tokenize(text: str) -> list[str]:
+    """Lower-case ``text`` and split it like ``nltk.WordPunctTokenizer`` (the package's default)."""
+    return _WORDPUNCT.findall(text.lower())
+
+
+def ngram_bucket(ngram: str, num_buckets: int) -> int:
+    """The package's ``hash_buckets``: ``int(sha256(ngram).hexdigest(), 16) % num_buckets``."""
+    return int.from_bytes(hashlib.sha256(ngram.encode("utf-8")).digest(), "big") % num_buckets
+
+
+class NgramHasher:
+    """Maps a text to the bucket ids of its n-grams, hashing each distinct n-gram once.
+
+    The bucket of an n-gram never changes, so a dict from n-gram to bucket is exact. It is cleared
+    when it holds ``max_cache`` entries, which bounds memory (about 150 bytes per entry) at the cost
+    of re-hashing after a clear.
+    """
+
+    def __init__(self, num_buckets: int, ngrams: int, max_cache: int = 2_000_000) -> None:
+        self.num_buckets = num_buckets
+        self.ngrams = ngrams
+        self.max_cache = max_cache
+        self._cache: dict[str, int] = {}
+
+    def _lookup(self, grams: Iterable[str]) -> list[int]:
+        cache = self._cache
+        out: list[int] = []
+        append = out.append  # local aliases: this loop is the hot path
+        for g in grams:
+            b = cache.get(g)
+            if b is None:
+                b = ngram_bucket(g, self.num_buckets)
+                cache[g] = b
+            append(b)
+        if len(cache) > self.max_cache:
+            cache.clear()
+        return out
+
+    def bucket_ids(self, text: str) -> list[int]:
+        """Bucket of every unigram, then every k-gram for k = 2..ngrams (the package's order)."""
+        words = wordpunct_tokenize(text)
+        ids = self._lookup(words)
+        for k in range(2, self.ngrams + 1):
+            ids.extend(self._lookup(" ".join(words[i : i + k]) for i in range(len(words) - k + 1)))
+        return ids
+
+    def counts(self, text: str) -> np.ndarray:
+        """The package's ``get_ngram_counts``: an int64 count vector of length ``num_buckets``."""
+        return np.bincount(np.asarray(self.bucket_ids(text), dtype=np.int64), minlength=self.num_buckets)
+
+
+# One hasher per (num_buckets, ngrams) per process, so worker processes keep their cache across batches.
+_HASHERS: dict[tuple[int, int], NgramHasher] = {}
+
+
+def _hasher(num_buckets: int, ngrams: int) -> NgramHasher:
+    key = (num_buckets, ngrams)
+    if key not in _HASHERS:
+        _HASHERS[key] = NgramHasher(num_buckets, ngrams)
+    return _HASHERS[key]
+
+
+def _sum_counts(texts: list[str], num_buckets: int, ngrams: int) -> np.ndarray:
+    """Summed count vector of ``texts`` (int64, exact)."""
+    hasher = _hasher(num_buckets, ngrams)
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(hasher.bucket_ids(text))
+    return np.bincount(np.asarray(ids, dtype=np.int64), minlength=num_buckets)
+
+
+def _weights(
+    texts: list[str], num_buckets: int, ngrams: int, log_diff: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-document log importance weights and the package's word-count metadata."""
+    hasher = _hasher(num_buckets, ngrams)
+    remainder = ngrams * (ngrams - 1) / 2
+    weights = np.empty(len(texts), dtype=np.float64)
+    lengths = np.empty(len(texts), dtype=np.float64)
+    for i, text in enumerate(texts):
+        counts = hasher.counts(text)
+        weights[i] = np.dot(log_diff, counts)  # same call as the package: bit-identical sums
+        lengths[i] = (counts.sum() + remainder) // ngrams
+    return weights, lengths
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``map(fn, items)`` in order, in ``workers`` processes, holding at most 2·workers items in flight."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class _SumCountsJob:
+    """Picklable job for the process pool (a lambda would not pickle)."""
+
+    def __init__(self, num_buckets: int, ngrams: int) -> None:
+        self.num_buckets, self.ngrams = num_buckets, ngrams
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        return _sum_counts([text for _, text in batch], self.num_buckets, self.ngrams)
+
+
+class _WeightsJob:
+    def __init__(self, num_buckets: int, ngrams: int, log_diff: np.ndarray) -> None:
+        self.num_buckets, self.ngrams, self.log_diff = num_buckets, ngrams, log_diff
+
+    def __call__(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        indices = np.fromiter((i for i, _ in batch), dtype=np.int64, count=len(batch))
+        weights, lengths = _weights([t for _, t in batch], self.num_buckets, self.ngrams, self.log_diff)
+        return indices, weights, lengths
+
+
+class DSIR(SelectionMethod):
+    """Hashed-n-gram DSIR; see the module docstring for the exact definition and package parity.
+
+    Parameters (all recorded by :meth:`describe`):
+        num_buckets: hash buckets shared by all n-gram orders (package default 10,000).
+        ngrams: highest n-gram order; 2 = unigrams + bigrams (package default).
+        min_example_length: documents with fewer words score ``-inf`` (never selected). Default 0;
+            the package's default is 100.
+        target_laplace_smoothing: pseudo-count added to every target bucket before normalising
+            (0 = the package).
+        sampling: ``"gumbel"`` adds seeded Gumbel(0, 1) noise (DSIR's resampling); ``"topk"`` scores
+            by the plain log weight.
+        seed: seed of the Gumbel noise (``numpy.random.default_rng(seed)``, drawn per document in pool
+            order, so the scores do not depend on the batch size).
+        num_workers: processes that featurize batches (1 = in this process); does not change scores.
+    """
+
+    name = "dsir"
+
+    def __init__(
+        self,
+        *,
+        num_buckets: int = 10_000,
+        ngrams: int = 2,
+        min_example_length: int = 0,
+        target_laplace_smoothing: float = 0.0,
+        sampling: str = "gumbel",
+        seed: int = 0,
+        num_workers: int = 1,
+    ) -> None:
+        if num_buckets < 1:
+            raise ConfigError(f"dsir: num_buckets must be >= 1, got {num_buckets}")
+        if ngrams < 1:
+            raise ConfigError(f"dsir: ngrams must be >= 1, got {ngrams}")
+        if min_example_length < 0:
+            raise ConfigError(f"dsir: min_example_length must be >= 0, got {min_example_length}")
+        if target_laplace_smoothing < 0:
+            raise ConfigError(f"dsir: target_laplace_smoothing must be >= 0, got {target_laplace_smoothing}")
+        if sampling not in SAMPLING_MODES:
+            raise ConfigError(f"dsir: sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
+        if num_workers < 1:
+            raise ConfigError(f"dsir: num_workers must be >= 1, got {num_workers}")
+        self.num_buckets = num_buckets
+        self.ngrams = ngrams
+        self.min_example_length = min_example_length
+        self.target_laplace_smoothing = target_laplace_smoothing
+        self.sampling = sampling
+        self.seed = seed
+        self.num_workers = num_workers
+        self.raw_probs: np.ndarray | None = None
+        self.target_probs: np.ndarray | None = None
+        self.log_diff: np.ndarray | None = None
+
+    def fit(self, targets: Sequence[str], raw_counts: np.ndarray) -> None:
+        """Set ``log_diff`` from the targets and the pool's summed counts (``prepare`` computes them)."""
+        if not targets:
+            raise ConfigError("dsir: the target set is empty")
+        if raw_counts.sum() == 0:
+            raise DataError("dsir: the pool has no words, so its n-gram distribution is undefined")
+        target_counts = _sum_counts(list(targets), self.num_buckets, self.ngrams).astype(np.float64)
+        target_counts += self.target_laplace_smoothing
+        if target_counts.sum() == 0:
+            raise DataError("dsir: the targets have no words (and target_laplace_smoothing is 0)")
+        self.raw_probs = raw_counts / raw_counts.sum()
+        self.target_probs = target_counts / target_counts.sum()
+        self.log_diff = np.log(self.target_probs + _LOG_EPS) - np.log(self.raw_probs + _LOG_EPS)
+
+    def prepare(self, targets: Sequence[str], pool: PoolFactory) -> None:
+        """Fit p_raw on every pool document (one pass) and p_target on all targets."""
+        raw = np.zeros(self.num_buckets, dtype=np.int64)
+        for counts in _ordered_map(_SumCountsJob(self.num_buckets, self.ngrams), pool(), self.num_workers):
+            raw += counts
+        self.fit(targets, raw)
+
+    def log_weights(self, pool: PoolFactory) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield ``(indices, log importance weights, word counts)`` per batch, before masking or noise."""
+        if self.log_diff is None:
+            raise RuntimeError("dsir: call prepare() before scoring")
+        job = _WeightsJob(self.num_buckets, self.ngrams, self.log_diff)
+        yield from _ordered_map(job, pool(), self.num_workers)
+
+    def score_batches(self, pool: PoolFactory) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng(self.seed)  # fresh per pass: every pass yields the same scores
+        for indices, weights, lengths in self.log_weights(pool):
+            scores = weights.copy()
+            if self.sampling == "gumbel":
+                scores += rng.gumbel(size=len(scores))
+            scores[lengths < self.min_example_length] = -np.inf
+            yield indices, scores
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "method": self.name,
+            "num_buckets": self.num_buckets,
+            "ngrams": self.ngrams,
+            "tokenizer": "wordpunct (lower-cased)",
+            "hash": "sha256 % num_buckets",
+            "min_example_length": self.min_example_length,
+            "target_laplace_smoothing": self.target_laplace_smoothing,
+            "num_tokens_to_fit": "all",
+            "sampling": self.sampling,
+            "seed": self.seed,
+            "num_workers": self.num_workers,
+        }
