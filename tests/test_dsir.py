@@ -226,7 +226,7 @@ def test_min_length_mask(corpus: tuple[list[str], list[str]]) -> None:
 def test_parallel_workers_give_identical_scores(corpus: tuple[list[str], list[str]]) -> None:
     pool_texts, targets = corpus
     pool = make_pool(pool_texts, 40)
-    serial, parallel = DSIR(seed=3), DSIR(seed=3, num_workers=2)
+    serial, parallel = DSIR(seed=3), DSIR(seed=3, workers=2)
     serial.prepare(targets, pool)
     parallel.prepare(targets, pool)
     np.testing.assert_array_equal(collect(serial, pool)[1], collect(parallel, pool)[1])

@@ -26,7 +26,7 @@ like the package's mask, they can never be selected.
 
 Speed. The package runs a Python ``sha256`` per n-gram occurrence. Here each *distinct* n-gram is
 hashed once per process and remembered in a bounded dict, counts come from ``np.bincount``, and
-``num_workers > 1`` featurizes batches in a process pool with bounded prefetch.
+``workers > 1`` featurizes batches in a process pool with bounded prefetch.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ class DSIR(SelectionMethod):
             by the plain log weight.
         seed: seed of the Gumbel noise (``numpy.random.default_rng(seed)``, drawn per document in pool
             order, so the scores do not depend on the batch size).
-        num_workers: processes that featurize batches (1 = in this process); does not change scores.
+        workers: processes that featurize batches (1 = in this process); does not change scores.
     """
 
     name = "dsir"
@@ -210,7 +210,7 @@ class DSIR(SelectionMethod):
         target_laplace_smoothing: float = 0.0,
         sampling: str = "gumbel",
         seed: int = 0,
-        num_workers: int = 1,
+        workers: int = 1,
     ) -> None:
         if num_buckets < 1:
             raise ConfigError(f"dsir: num_buckets must be >= 1, got {num_buckets}")
@@ -222,15 +222,15 @@ class DSIR(SelectionMethod):
             raise ConfigError(f"dsir: target_laplace_smoothing must be >= 0, got {target_laplace_smoothing}")
         if sampling not in SAMPLING_MODES:
             raise ConfigError(f"dsir: sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
-        if num_workers < 1:
-            raise ConfigError(f"dsir: num_workers must be >= 1, got {num_workers}")
+        if workers < 1:
+            raise ConfigError(f"dsir: workers must be >= 1, got {workers}")
         self.num_buckets = num_buckets
         self.ngrams = ngrams
         self.min_example_length = min_example_length
         self.target_laplace_smoothing = target_laplace_smoothing
         self.sampling = sampling
         self.seed = seed
-        self.num_workers = num_workers
+        self.workers = workers
         self.raw_probs: np.ndarray | None = None
         self.target_probs: np.ndarray | None = None
         self.log_diff: np.ndarray | None = None
@@ -252,7 +252,7 @@ class DSIR(SelectionMethod):
     def prepare(self, targets: Sequence[str], pool: PoolFactory) -> None:
         """Fit p_raw on every pool document (one pass) and p_target on all targets."""
         raw = np.zeros(self.num_buckets, dtype=np.int64)
-        for counts in _ordered_map(_SumCountsJob(self.num_buckets, self.ngrams), pool(), self.num_workers):
+        for counts in _ordered_map(_SumCountsJob(self.num_buckets, self.ngrams), pool(), self.workers):
             raw += counts
         self.fit(targets, raw)
 
@@ -261,7 +261,7 @@ class DSIR(SelectionMethod):
         if self.log_diff is None:
             raise RuntimeError("dsir: call prepare() before scoring")
         job = _WeightsJob(self.num_buckets, self.ngrams, self.log_diff)
-        yield from _ordered_map(job, pool(), self.num_workers)
+        yield from _ordered_map(job, pool(), self.workers)
 
     def score_batches(self, pool: PoolFactory) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rng = np.random.default_rng(self.seed)  # fresh per pass: every pass yields the same scores
@@ -284,5 +284,5 @@ class DSIR(SelectionMethod):
             "num_tokens_to_fit": "all",
             "sampling": self.sampling,
             "seed": self.seed,
-            "num_workers": self.num_workers,
+            "workers": self.workers,
         }
