@@ -26,16 +26,14 @@ like the package's mask, they can never be selected.
 
 Speed. The package runs a Python ``sha256`` per n-gram occurrence. Here each *distinct* n-gram is
 hashed once per process and remembered in a bounded dict, counts come from ``np.bincount``, and
-``workers > 1`` featurizes batches in a process pool with bounded prefetch.
+``workers`` processes featurize batches (:func:`compresslm.select.parallel.ordered_map`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TypeVar
 
 import numpy as np
@@ -43,6 +41,9 @@ import regex
 
 from compresslm.errors import ConfigError, DataError
 from compresslm.select.base import Batch, PoolFactory, SelectionMethod
+from compresslm.select.parallel import ordered_map, resolve_workers
+
+R = TypeVar("R")
 
 # NLTK's WordPunctTokenizer is RegexpTokenizer(r"\w+|[^\w\s]+") with these flags; reimplemented so the
 # core package does not depend on nltk (the parity test checks it against nltk on random text). NLTK
@@ -143,23 +144,11 @@ def _weights(
     return weights, lengths
 
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def _ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """``map(fn, items)`` in order, in ``workers`` processes, holding at most 2·workers items in flight."""
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: deque[Future[R]] = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+def _map_batches(job: Callable[[Batch], R], pool: PoolFactory, workers: int) -> Iterator[R]:
+    """``map(job, pool())`` in order: in this process for one worker, else in a bounded process pool."""
+    if workers == 1:
+        return map(job, pool())
+    return ordered_map(job, pool(), workers=workers)
 
 
 class _SumCountsJob:
@@ -196,7 +185,8 @@ class DSIR(SelectionMethod):
             by the plain log weight.
         seed: seed of the Gumbel noise (``numpy.random.default_rng(seed)``, drawn per document in pool
             order, so the scores do not depend on the batch size).
-        workers: processes that featurize batches (1 = in this process); does not change scores.
+        workers: processes that featurize batches (None or 0 = every available core, 1 = in this
+            process); does not change the scores.
     """
 
     name = "dsir"
@@ -210,7 +200,7 @@ class DSIR(SelectionMethod):
         target_laplace_smoothing: float = 0.0,
         sampling: str = "gumbel",
         seed: int = 0,
-        workers: int = 1,
+        workers: int | None = None,
     ) -> None:
         if num_buckets < 1:
             raise ConfigError(f"dsir: num_buckets must be >= 1, got {num_buckets}")
@@ -222,8 +212,8 @@ class DSIR(SelectionMethod):
             raise ConfigError(f"dsir: target_laplace_smoothing must be >= 0, got {target_laplace_smoothing}")
         if sampling not in SAMPLING_MODES:
             raise ConfigError(f"dsir: sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
-        if workers < 1:
-            raise ConfigError(f"dsir: workers must be >= 1, got {workers}")
+        if workers is not None and workers < 0:
+            raise ConfigError(f"dsir: workers must be >= 0, got {workers}")
         self.num_buckets = num_buckets
         self.ngrams = ngrams
         self.min_example_length = min_example_length
@@ -251,8 +241,12 @@ class DSIR(SelectionMethod):
 
     def prepare(self, targets: Sequence[str], pool: PoolFactory) -> None:
         """Fit p_raw on every pool document (one pass) and p_target on all targets."""
+        if not targets:
+            raise ConfigError("dsir: the target set is empty")
         raw = np.zeros(self.num_buckets, dtype=np.int64)
-        for counts in _ordered_map(_SumCountsJob(self.num_buckets, self.ngrams), pool(), self.workers):
+        for counts in _map_batches(
+            _SumCountsJob(self.num_buckets, self.ngrams), pool, resolve_workers(self.workers)
+        ):
             raw += counts
         self.fit(targets, raw)
 
@@ -261,7 +255,7 @@ class DSIR(SelectionMethod):
         if self.log_diff is None:
             raise RuntimeError("dsir: call prepare() before scoring")
         job = _WeightsJob(self.num_buckets, self.ngrams, self.log_diff)
-        yield from _ordered_map(job, pool(), self.workers)
+        yield from _map_batches(job, pool, resolve_workers(self.workers))
 
     def score_batches(self, pool: PoolFactory) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rng = np.random.default_rng(self.seed)  # fresh per pass: every pass yields the same scores
