@@ -1,0 +1,110 @@
+"""Optional: a local Hugging Face causal LM behind the same interface as our Transformer.
+
+:class:`HFCausalLM` wraps any ``AutoModelForCausalLM`` so that ``forward(idx[B, T])`` returns
+logits ``[B, T, V]``; :func:`~compresslm.models.train.train_lm` and
+:func:`~compresslm.models.train.evaluate_lm` then fine-tune and evaluate it unchanged (the selection
+study's "any local Hugging Face causal LM given by path", DESIGN §3.5).
+
+``transformers`` is an optional extra (``pip install 'compresslm[hf]'``), imported lazily. Models
+load from a local path only (``local_files_only=True``): nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from compresslm.errors import ConfigError, OutputExistsError
+
+
+def import_transformers() -> Any:
+    """The ``transformers`` module, or a ConfigError that says how to install it."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise ConfigError(
+            "a Hugging Face model needs the optional 'transformers' package: pip install 'compresslm[hf]'"
+        ) from exc
+    return transformers
+
+
+class HFCausalLM(nn.Module):
+    """Thin adapter: ``forward(idx) -> logits``; ``vocab_size`` and ``max_seq_len`` for checks."""
+
+    def __init__(self, hf_model: nn.Module) -> None:
+        super().__init__()
+        self.hf = hf_model
+
+    @property
+    def vocab_size(self) -> int:
+        # The output layer's size, which may exceed config.vocab_size after resize_token_embeddings.
+        head = self.hf.get_output_embeddings()
+        return int(head.weight.shape[0]) if head is not None else int(self.hf.config.vocab_size)
+
+    @property
+    def max_seq_len(self) -> int | None:
+        cfg = self.hf.config
+        for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+            value = getattr(cfg, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.hf(input_ids=idx, use_cache=False).logits  # (B, T, V)
+
+    def save(self, directory: str | Path, *, force: bool = False) -> Path:
+        """``save_pretrained`` (safetensors) into a temporary sibling directory, then renamed into
+        place, so an interrupted save never leaves a half-written model at ``directory``."""
+        directory = Path(directory)
+        if directory.exists() and any(directory.iterdir()) and not force:
+            raise OutputExistsError(f"{directory} exists and is not empty; pass force=True (--force)")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+        try:
+            self.hf.save_pretrained(tmp, safe_serialization=True)
+            if directory.exists():
+                shutil.rmtree(directory)
+            tmp.rename(directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+
+def _check_local(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"{path}: not a local Hugging Face model directory (nothing is downloaded)")
+    return path
+
+
+def load_hf_causal_lm(
+    path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> HFCausalLM:
+    """Load a causal LM saved with ``save_pretrained`` from a local directory."""
+    path = _check_local(path)
+    transformers = import_transformers()
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if dtype is not None:
+        kwargs["torch_dtype"] = dtype  # "dtype" only from transformers 4.56; this works on both
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot load a causal LM: {exc}") from exc
+    return HFCausalLM(model).to(device)
+
+
+def load_hf_tokenizer(path: str | Path) -> Any:
+    """The tokenizer saved beside a local model (``AutoTokenizer``, local files only)."""
+    path = _check_local(path)
+    transformers = import_transformers()
+    try:
+        return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot load a tokenizer: {exc}") from exc
