@@ -79,6 +79,13 @@ class BaseCompressor:
             "zlib_runtime_version": zlib.ZLIB_RUNTIME_VERSION,
         }
 
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        # Pickle by spec: library handles (a ZstdCompressor, a module) do not pickle, and the spec
+        # rebuilds an equal compressor by definition.
+        from compresslm.compressors.registry import get_compressor
+
+        return get_compressor, (self.name,)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 

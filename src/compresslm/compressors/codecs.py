@@ -174,12 +174,6 @@ class Zstd(BaseCompressor):
     def compress(self, data: bytes) -> bytes:
         return self._compressor.compress(data)
 
-    def __getstate__(self) -> dict[str, object]:  # ZstdCompressor does not pickle; rebuild it
-        return {"level": self.level}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__init__(int(state["level"]))  # type: ignore[misc, arg-type]
-
 
 class Brotli(BaseCompressor):
     """brotli at ``quality`` 0-11 (generic mode, default window); 11 is the library default and

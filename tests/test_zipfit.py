@@ -1,0 +1,309 @@
+"""ZIP-FIT scoring: the formula, determinism across workers/batches, contrast, the selection method,
+and the process pool's behaviour on interrupts and dead workers."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import platform
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compresslm.compressors import get_compressor, list_compressors
+from compresslm.errors import CompressLMError, ConfigError
+from compresslm.select.parallel import default_workers, ordered_map, tune_malloc
+from compresslm.select.topk import select_top_k
+from compresslm.select.zipfit import (
+    DEFAULT_COMPRESSOR,
+    ZipFit,
+    alignment,
+    iter_scores,
+    reservoir_sample,
+    zipfit_scores,
+)
+
+STDLIB = Path(os.__file__).parent
+
+
+def _docs(n: int, start: int = 0, size: int = 600) -> list[str]:
+    """``n`` distinct Python source snippets from the standard library."""
+    out: list[str] = []
+    for path in sorted(STDLIB.glob("*.py"))[start:]:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for offset in range(0, min(len(text), 4 * size), size):
+            out.append(text[offset : offset + size])
+            if len(out) == n:
+                return out
+    raise AssertionError("not enough stdlib text")
+
+
+PROSE = [
+    "The committee met on Tuesday to discuss the harvest, the weather and the price of grain.",
+    "She walked along the river at dawn, counting herons and listening to the bells of the town.",
+    "Rain fell for three days; the roads flooded and the market moved into the old church hall.",
+]
+SOURCES = _docs(24) + PROSE
+TARGETS = _docs(6, start=40)
+
+
+def brute_force(sources: list[str], targets: list[str], compressor: str, contrast: list[str] = ()) -> list[float]:
+    """The published formula, pair by pair, in plain Python (the specification of the scores)."""
+    c = get_compressor(compressor)
+
+    def sim(x: bytes, y: bytes) -> float:
+        cx, cy, cxy = c.size(x), c.size(y), c.size(x + y)
+        return 1 - (cxy - min(cx, cy)) / max(cx, cy)
+
+    out = []
+    for s in sources:
+        x = s.encode()
+        value = math.fsum(sim(x, t.encode()) for t in targets) / len(targets)
+        background = [b.encode() for b in contrast if b.encode() != x]
+        if background:
+            value -= math.fsum(sim(x, b) for b in background) / len(background)
+        out.append(value)
+    return out
+
+
+@pytest.mark.parametrize("spec", [info.name for info in list_compressors()])
+def test_scores_follow_the_formula_exactly(spec: str) -> None:
+    got = zipfit_scores(SOURCES[:8], TARGETS[:3], compressor=spec, workers=1)
+    assert got.dtype == np.float64 and got.shape == (8,)
+    assert got.tolist() == brute_force(SOURCES[:8], TARGETS[:3], spec)
+
+
+def test_bytes_and_str_inputs_score_the_same() -> None:
+    as_str = zipfit_scores(SOURCES, TARGETS, workers=1)
+    as_bytes = zipfit_scores([s.encode() for s in SOURCES], [t.encode() for t in TARGETS], workers=1)
+    assert np.array_equal(as_str, as_bytes)
+
+
+def test_source_first_concatenation() -> None:
+    """NCD is not symmetric; the source must come first, as in the paper and the reference."""
+    x, y = SOURCES[0], TARGETS[0]
+    c = get_compressor("gzip:9")
+    cx, cy = c.size(x.encode()), c.size(y.encode())
+    expected = 1 - (c.size((x + y).encode()) - min(cx, cy)) / max(cx, cy)
+    assert zipfit_scores([x], [y], compressor="gzip:9", workers=1)[0] == expected
+
+
+def test_code_targets_prefer_code() -> None:
+    scores = zipfit_scores(SOURCES, TARGETS, workers=1)
+    code, prose = scores[: len(SOURCES) - len(PROSE)], scores[-len(PROSE) :]
+    assert code.mean() > prose.max()
+
+
+def test_identical_across_workers_batch_sizes_and_start_methods() -> None:
+    reference = zipfit_scores(SOURCES, TARGETS, compressor="gzip:6", workers=1, batch_size=len(SOURCES))
+    for workers, batch_size in [(1, 1), (1, 7), (2, 1), (2, 5), (2, 64)]:
+        got = zipfit_scores(SOURCES, TARGETS, compressor="gzip:6", workers=workers, batch_size=batch_size)
+        assert np.array_equal(got, reference), (workers, batch_size)
+    spawned = zipfit_scores(SOURCES, TARGETS, compressor="gzip:6", workers=2, batch_size=4, start_method="spawn")
+    assert np.array_equal(spawned, reference)
+
+
+def test_streams_an_iterator_of_sources() -> None:
+    seen: list[int] = []
+    got = zipfit_scores(iter(SOURCES), TARGETS, workers=2, batch_size=5, progress=seen.append)
+    assert np.array_equal(got, zipfit_scores(SOURCES, TARGETS, workers=1))
+    assert seen == [5, 5, 5, 5, 5, 2]
+
+
+def test_empty_targets_and_sources() -> None:
+    with pytest.raises(ConfigError, match="target"):
+        zipfit_scores(SOURCES, [])
+    with pytest.raises(ConfigError, match="target"):
+        ZipFit(workers=1).prepare([], lambda: iter([]))
+    with pytest.raises(ConfigError):
+        alignment([], TARGETS)
+    assert zipfit_scores([], TARGETS).shape == (0,)
+
+
+def test_single_target_is_one_minus_ncd() -> None:
+    c = get_compressor(DEFAULT_COMPRESSOR)
+    x, y = SOURCES[3].encode(), TARGETS[0].encode()
+    cx, cy = c.size(x), c.size(y)
+    ncd = (c.size(x + y) - min(cx, cy)) / max(cx, cy)
+    assert zipfit_scores([SOURCES[3]], TARGETS[:1], workers=1)[0] == 1 - ncd
+
+
+def test_duplicates_tie_and_keep_document_order() -> None:
+    sources = [SOURCES[5], SOURCES[2], SOURCES[5], SOURCES[2]]
+    scores = zipfit_scores(sources, TARGETS, workers=2, batch_size=1)
+    assert scores[0] == scores[2] and scores[1] == scores[3] and scores[0] != scores[1]
+    order = select_top_k(scores, 4).tolist()
+    best = 0 if scores[0] > scores[1] else 1
+    assert order == [best, best + 2, 1 - best, 3 - best]
+
+
+def test_contrast_is_target_alignment_minus_background_alignment() -> None:
+    background = _docs(5, start=80) + PROSE[:1]
+    got = zipfit_scores(SOURCES, TARGETS, contrast=background, compressor="gzip:6", workers=2, batch_size=4)
+    assert got.tolist() == brute_force(SOURCES, TARGETS, "gzip:6", background)
+    # Without a shared document the two terms are simply the two plain alignments.
+    plain_t = zipfit_scores(SOURCES, TARGETS, compressor="gzip:6", workers=1)
+    plain_b = zipfit_scores(SOURCES, background, compressor="gzip:6", workers=1)
+    i = SOURCES.index(PROSE[0])
+    others = np.arange(len(SOURCES)) != i
+    assert np.allclose(got[others], (plain_t - plain_b)[others], rtol=0, atol=1e-15)
+    # PROSE[0] is in the background: it is not compared with itself (no self-similarity penalty).
+    without_self = zipfit_scores([PROSE[0]], background[:-1], compressor="gzip:6", workers=1)[0]
+    assert got[i] == pytest.approx(plain_t[i] - without_self, abs=1e-15)
+    assert got[i] > plain_t[i] - plain_b[i]
+
+
+def test_contrast_measures_target_affinity_relative_to_the_background() -> None:
+    # Background == targets: nothing is more target-like than background-like.
+    assert not zipfit_scores(SOURCES, TARGETS, contrast=TARGETS, workers=1).any()
+    # Code targets against a prose background: code scores above zero, prose below.
+    prose_background = [p.replace("the", "a") for p in PROSE] * 2
+    scores = zipfit_scores(SOURCES, TARGETS, contrast=prose_background, workers=1)
+    code, prose = scores[: len(SOURCES) - len(PROSE)], scores[-len(PROSE) :]
+    assert (code > 0).mean() > 0.9 and (prose < 0).all()
+
+
+def test_alignment_all_pairs_and_sampled() -> None:
+    a, b = SOURCES[:6], TARGETS[:4]
+    c = get_compressor("lz4")
+    pairs = []
+    for x in a:
+        for y in b:
+            bx, by = x.encode(), y.encode()
+            cx, cy = c.size(bx), c.size(by)
+            pairs.append(1 - (c.size(bx + by) - min(cx, cy)) / max(cx, cy))
+    full = alignment(a, b, compressor="lz4", workers=1)
+    assert full == pytest.approx(math.fsum(pairs) / len(pairs), abs=1e-15)
+    assert alignment(a, b, compressor="lz4", max_pairs=10**6) == full
+    sampled = alignment(a, b, compressor="lz4", max_pairs=10, seed=3)
+    assert sampled == alignment(a, b, compressor="lz4", max_pairs=10, seed=3)
+    assert min(pairs) <= sampled <= max(pairs)
+    # A sample of all-but-one pairs is within one pair's weight of the full mean.
+    near = alignment(a, b, compressor="lz4", max_pairs=len(pairs) - 1, seed=1)
+    assert abs(near - full) <= (max(pairs) - min(pairs)) / (len(pairs) - 1) + 1e-12
+    with pytest.raises(ConfigError):
+        alignment(a, b, max_pairs=0)
+
+
+def _pool(texts: list[str], batch: int = 4):
+    def factory() -> Iterator[list[tuple[int, str]]]:
+        items = [(10 * i, t) for i, t in enumerate(texts)]  # sparse indices: rejected records leave gaps
+        for k in range(0, len(items), batch):
+            yield items[k : k + batch]
+
+    return factory
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_method_streams_indices_and_scores_in_pool_order(workers: int) -> None:
+    method = ZipFit(compressor="gzip:6", workers=workers, batch_size=3)
+    pool = _pool(SOURCES)
+    method.prepare(TARGETS, pool)
+    batches = list(method.score_batches(pool))
+    indices = np.concatenate([i for i, _ in batches])
+    scores = np.concatenate([s for _, s in batches])
+    assert indices.tolist() == [10 * i for i in range(len(SOURCES))]
+    assert np.array_equal(scores, zipfit_scores(SOURCES, TARGETS, compressor="gzip:6", workers=1))
+    info = method.describe()
+    assert info["compressor"] == "gzip:6" and info["zlib_runtime_version"] and info["targets"] == len(TARGETS)
+
+
+def test_method_background_contrast_uses_a_seeded_pool_sample() -> None:
+    pool = _pool(SOURCES)
+    method = ZipFit(workers=1, contrast="background", contrast_size=5, seed=7)
+    method.prepare(TARGETS, pool)
+    sample = reservoir_sample(pool, 5, 7)
+    assert len(sample) == 5 and set(sample) <= set(SOURCES)
+    assert reservoir_sample(pool, 5, 8) != sample  # the seed matters
+    scores = np.concatenate([s for _, s in method.score_batches(pool)])
+    assert np.array_equal(scores, zipfit_scores(SOURCES, TARGETS, contrast=sample, workers=1))
+    assert method.describe()["contrast_size"] == 5
+    default_size = ZipFit(workers=1, contrast="background")
+    default_size.prepare(TARGETS, pool)
+    assert default_size.describe()["contrast_size"] == len(TARGETS)
+
+
+def test_method_rejects_bad_options() -> None:
+    for kwargs in ({"compressor": "gzip:0"}, {"contrast": "pool"}, {"contrast_size": 0}, {"batch_size": 0}):
+        with pytest.raises(ConfigError):
+            ZipFit(**kwargs)  # type: ignore[arg-type]
+    assert ZipFit().workers == default_workers()
+
+
+def test_tune_malloc_on_glibc() -> None:
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert tune_malloc() is True
+
+
+# --- the process pool: interrupts and dead workers -----------------------------------------------------
+
+
+def _slow_square(x: int) -> int:
+    time.sleep(0.05 if x < 3 else 30)
+    return x * x
+
+
+def _exit_on_three(x: int) -> int:
+    if x == 3:
+        os._exit(1)
+    return x
+
+
+def _live_children() -> list[multiprocessing.Process]:
+    deadline = time.monotonic() + 5
+    while (children := multiprocessing.active_children()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return children
+
+
+def test_ordered_map_keeps_order_and_bounds_the_input() -> None:
+    consumed: list[int] = []
+
+    def tasks() -> Iterator[int]:
+        for i in range(40):
+            consumed.append(i)
+            yield i
+
+    results = ordered_map(abs, tasks(), workers=2, max_in_flight=3)
+    assert next(results) == 0
+    assert len(consumed) <= 4  # three in flight, plus at most the one submitted after the first result
+    assert list(results) == list(range(1, 40))
+    assert not _live_children()
+
+
+def test_abandoning_the_stream_terminates_workers() -> None:
+    gen = ordered_map(_slow_square, range(10), workers=2)
+    assert next(gen) == 0
+    gen.close()  # e.g. the caller hit an error; running 30 s tasks must not be waited for
+    assert not _live_children()
+
+
+def test_ctrl_c_terminates_workers_without_hanging() -> None:
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        list(ordered_map(_slow_square, range(10), workers=2))
+    timer.cancel()
+    assert time.monotonic() - start < 10
+    assert not _live_children()
+
+
+def test_a_dead_worker_is_an_error_not_a_hang() -> None:
+    with pytest.raises(CompressLMError, match="died"):
+        list(ordered_map(_exit_on_three, range(8), workers=2))
+    assert not _live_children()
+
+
+def test_iter_scores_uses_the_pool_for_several_workers() -> None:
+    batches = [SOURCES[:5], SOURCES[5:]]
+    got = list(iter_scores(batches, TARGETS, workers=2))
+    assert [len(g) for g in got] == [5, len(SOURCES) - 5]
+    assert np.array_equal(np.concatenate(got), zipfit_scores(SOURCES, TARGETS, workers=1))
