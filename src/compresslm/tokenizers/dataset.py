@@ -1,0 +1,534 @@
+"""Token datasets: a corpus tokenized once into memory-mapped arrays (nanoGPT style) plus metadata.
+
+Layout of a dataset folder::
+
+    tokenizer/            the tokenizer (tokenizer.json + model files): decodes these tokens alone
+    train.bin, val.bin    raw token ids (dtype in meta.json), one stream per split
+    train.chunks.npy      int64 (n_chunks, 4): token_start, n_tokens, n_bytes, doc (row in docs.npy)
+    train.docs.npy        int64 (n_docs, 3): token_start, n_tokens (EOD included), n_bytes
+    documents.jsonl       id, split, bytes, tokens of every document, in corpus order
+    meta.json             scheme, counts, compression ratios, accounting; written LAST (= complete)
+
+Stream invariants (each split): the stream starts with one ``eod_id``; then every document's ids,
+chunk after chunk, each document followed by ``eod_id``. A document's last chunk counts that EOD in
+its ``n_tokens``, so chunk token counts sum to ``len(stream) - 1``. Chunks are the scheme's
+10,240-byte pieces (a whole document for bytes and SentencePiece).
+
+M2 examples (:meth:`TokenDataset.rows`) are blocks of ``seq_len`` predictions that start at a chunk
+start or ``k * seq_len`` ids into a chunk and never run past the chunk's end (padded with ``pad_id``),
+each preceded by one context id (the stream's previous id: EOD at a document start). As in the
+paper, examples are aligned to the start of independently coded chunks; unlike the paper, no ids are
+trimmed away, so evaluation covers every id of the held-out bytes exactly once.
+
+The held-out split is chosen per document from a hash of its stable id, so every scheme holds out the
+same bytes. Tokenization runs on all cores in shards of documents; each finished shard is written
+atomically under ``shards/``, and a rerun with the same settings skips the shards already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compresslm.data.records import Record, Rejection, reason_kind
+from compresslm.errors import ConfigError, DataError, IntegrityError, OutputExistsError
+from compresslm.tokenizers.base import ChunkedTokenizer, Tokenizer
+from compresslm.tokenizers.registry import load_tokenizer, read_tokenizer_config, save_tokenizer
+
+META_FILE = "meta.json"
+PROGRESS_FILE = "progress.json"
+TOKENIZER_DIR = "tokenizer"
+SHARD_DIR = "shards"
+DOCS_FILE = "documents.jsonl"
+FORMAT = "compresslm.tokens"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+
+
+@dataclass
+class TokenizeOptions:
+    """How :func:`tokenize_corpus` runs. ``limit_bytes`` keeps the corpus prefix up to that many bytes
+    (whole documents), so several schemes tokenized with the same limit cover the same documents."""
+
+    val_fraction: float = 0.05
+    workers: int | None = None  # None: all cores
+    shard_bytes: int = 1 << 20
+    limit_bytes: int | None = None
+    force: bool = False
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.shard_bytes < 1:
+            raise ConfigError(f"shard bytes must be positive, got {self.shard_bytes}")
+        if self.limit_bytes is not None and self.limit_bytes < 1:
+            raise ConfigError(f"--limit-bytes must be positive, got {self.limit_bytes}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+
+
+def split_of(doc_id: str, val_fraction: float) -> str:
+    """``"val"`` for a ``val_fraction`` share of ids (by a hash of the id: order- and scheme-free)."""
+    h = int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "big")
+    return "val" if h < val_fraction * 2.0**64 else "train"
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# ------------------------------------------------------------------------------------------ workers
+
+_WORKER_TOKENIZER: Tokenizer | None = None
+
+
+def _init_worker(tokenizer_dir: str, threads: int) -> None:
+    global _WORKER_TOKENIZER
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    _WORKER_TOKENIZER = load_tokenizer(tokenizer_dir)
+
+
+def encode_document(tokenizer: Tokenizer, data: bytes) -> tuple[list[np.ndarray], list[int]]:
+    """A document's ids per chunk and the byte length of each chunk (one chunk for whole-document
+    schemes; an empty document has no chunks)."""
+    if isinstance(tokenizer, ChunkedTokenizer):
+        chunks = tokenizer.encode_chunks(data)
+        sizes = [len(c) for c in tokenizer.chunks(data)]
+        return chunks, sizes
+    if not data:
+        return [], []
+    return [tokenizer.encode_bytes(data)], [len(data)]
+
+
+def _tokenize_shard(path: str, docs: list[bytes]) -> str:
+    """Tokenize ``docs`` and write the shard file at ``path`` atomically; runs in a worker."""
+    tokenizer = _WORKER_TOKENIZER
+    assert tokenizer is not None, "worker not initialised"
+    _write_shard(Path(path), tokenizer, docs)
+    return path
+
+
+def _write_shard(path: Path, tokenizer: Tokenizer, docs: list[bytes]) -> None:
+    parts: list[np.ndarray] = []
+    chunk_rows: list[tuple[int, int, int, int]] = []  # doc, token offset in doc, n_tokens, n_bytes
+    doc_tokens: list[int] = []
+    eod = np.array([tokenizer.eod_id], dtype=tokenizer.dtype)
+    for d, data in enumerate(docs):
+        chunks, sizes = encode_document(tokenizer, data)
+        offset = 0
+        for ids, size in zip(chunks, sizes, strict=True):
+            chunk_rows.append((d, offset, len(ids), size))
+            parts.append(ids.astype(tokenizer.dtype))
+            offset += len(ids)
+        if not chunks:  # an empty document: one chunk holding only its EOD
+            chunk_rows.append((d, 0, 0, 0))
+        parts.append(eod)
+        last = chunk_rows[-1]
+        chunk_rows[-1] = (last[0], last[1], last[2] + 1, last[3])  # the EOD belongs to the last chunk
+        doc_tokens.append(offset + 1)
+    tokens = np.concatenate(parts) if parts else np.zeros(0, dtype=tokenizer.dtype)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, tokens=tokens, chunks=np.asarray(chunk_rows, dtype=np.int64).reshape(-1, 4),
+             doc_tokens=np.asarray(doc_tokens, dtype=np.int64),
+             doc_bytes=np.asarray([len(d) for d in docs], dtype=np.int64))
+    os.replace(tmp, path)
+
+
+def _load_shard(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in ("tokens", "chunks", "doc_tokens", "doc_bytes")}
+    except (OSError, ValueError, KeyError) as exc:
+        raise IntegrityError(f"{path}: unreadable shard ({exc}); delete it to tokenize it again") from exc
+
+
+# -------------------------------------------------------------------------------------- the writer
+
+
+@dataclass
+class _Doc:
+    id: str
+    split: str
+    n_bytes: int
+
+
+def _fingerprint(tokenizer_config: dict[str, Any], options: TokenizeOptions, source: str) -> str:
+    keep = {"val_fraction": options.val_fraction, "shard_bytes": options.shard_bytes,
+            "limit_bytes": options.limit_bytes}
+    blob = json.dumps({"tokenizer": tokenizer_config, "options": keep, "source": source}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _prepare_output(out: Path, tokenizer: Tokenizer, options: TokenizeOptions, source: str) -> str:
+    """Create or reuse ``out``; returns the run fingerprint. A complete dataset is only replaced with
+    force; an unfinished one with the same fingerprint is resumed."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a folder")
+    if (out / META_FILE).exists() and not options.force:
+        raise OutputExistsError(f"{out / META_FILE} exists; pass --force to overwrite the dataset")
+    fingerprint = _fingerprint(tokenizer.config(), options, source)
+    progress = out / PROGRESS_FILE
+    resumable = False
+    if progress.is_file():
+        try:
+            resumable = json.loads(progress.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            resumable = False
+    if options.force or not resumable:
+        if out.exists() and any(out.iterdir()) and not options.force:
+            raise OutputExistsError(
+                f"{out} holds an unfinished dataset made with other settings; pass --force to replace it"
+            )
+        if out.exists():
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    if not (out / TOKENIZER_DIR / "tokenizer.json").is_file():
+        save_tokenizer(tokenizer, out / TOKENIZER_DIR, force=True)
+    elif read_tokenizer_config(out / TOKENIZER_DIR).get("scheme") != tokenizer.scheme:
+        raise IntegrityError(f"{out / TOKENIZER_DIR}: a different tokenizer is saved there")
+    progress.write_text(json.dumps({"fingerprint": fingerprint}) + "\n", encoding="utf-8")
+    return fingerprint
+
+
+def _shards(
+    items: Iterable[Record | Rejection], options: TokenizeOptions, accounting: Counter[str],
+    docs: list[_Doc],
+) -> Iterator[list[bytes]]:
+    """Group accepted documents into shards of about ``shard_bytes``; count everything read."""
+    shard: list[bytes] = []
+    size = total = 0
+    for item in items:
+        accounting["read"] += 1
+        if isinstance(item, Rejection):
+            accounting["rejected"] += 1
+            accounting[f"rejected: {reason_kind(item.reason)}"] += 1
+            continue
+        if options.limit_bytes is not None and total >= options.limit_bytes:
+            accounting["beyond --limit-bytes"] += 1
+            continue
+        data = item.data
+        accounting["tokenized"] += 1
+        docs.append(_Doc(item.id, split_of(item.id, options.val_fraction), len(data)))
+        shard.append(data)
+        size += len(data)
+        total += len(data)
+        if size >= options.shard_bytes:
+            yield shard
+            shard, size = [], 0
+    if shard:
+        yield shard
+
+
+def tokenize_corpus(
+    items: Iterable[Record | Rejection],
+    tokenizer: Tokenizer,
+    out_dir: str | Path,
+    options: TokenizeOptions | None = None,
+    *,
+    source: str = "",
+) -> dict[str, Any]:
+    """Tokenize every accepted record of ``items`` into a dataset folder; returns its metadata.
+
+    ``source`` names the corpus in the metadata and the resume fingerprint (e.g. the input paths).
+    """
+    options = options or TokenizeOptions()
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    fingerprint = _prepare_output(out, tokenizer, options, source)
+    accounting: Counter[str] = Counter()
+    docs: list[_Doc] = []
+    shard_paths: list[Path] = []
+    workers = options.workers or default_workers()
+    reused = 0
+    bar = _progress_bar(options.progress, tokenizer.name)
+
+    def shard_path(i: int) -> Path:
+        return out / SHARD_DIR / f"{i:06d}.npz"
+
+    todo: list[tuple[Path, list[bytes]]] = []
+    pool: ProcessPoolExecutor | None = None
+    pending: list[tuple[Future[str], int]] = []
+    try:
+        for i, shard in enumerate(_shards(items, options, accounting, docs)):
+            path = shard_path(i)
+            shard_paths.append(path)
+            if path.is_file():
+                reused += 1
+                bar.update(sum(map(len, shard)))
+                continue
+            todo.append((path, shard))
+            if workers == 1 or (pool is None and len(todo) < 2):
+                continue  # one shard is done inline: a process pool costs seconds to start
+            if pool is None:
+                pool = _start_pool(workers, out / TOKENIZER_DIR)
+            for p, s in todo:
+                pending.append((pool.submit(_tokenize_shard, str(p), s), sum(map(len, s))))
+            todo = []
+            while len(pending) >= 2 * workers:  # bounded: memory stays flat on big corpora
+                fut, n_done = pending.pop(0)
+                fut.result()
+                bar.update(n_done)
+        for fut, n_done in pending:
+            fut.result()
+            bar.update(n_done)
+        for p, s in todo:
+            _write_shard(p, tokenizer, s)
+            bar.update(sum(map(len, s)))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    bar.close()
+    t_tokenize = time.perf_counter() - t0
+    if not docs:
+        raise DataError(f"{source or 'input'}: no usable documents to tokenize")
+    meta = _merge(out, tokenizer, docs, shard_paths, options)
+    meta.update({
+        "source": source,
+        "fingerprint": fingerprint,
+        "accounting": dict(accounting),
+        "options": asdict(options) | {"workers": workers},
+        "shards_reused": reused,
+        "seconds": {"tokenize": round(t_tokenize, 3), "total": round(time.perf_counter() - t0, 3)},
+        "bytes_per_second": round(sum(d.n_bytes for d in docs) / max(t_tokenize, 1e-9), 1),
+    })
+    _write_json(out / META_FILE, meta)
+    shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
+    (out / PROGRESS_FILE).unlink(missing_ok=True)
+    return meta
+
+
+def _start_pool(workers: int, tokenizer_dir: Path) -> ProcessPoolExecutor:
+    """Workers load the saved tokenizer once each (M1 included) and use one torch thread: the
+    parallelism is across shards. ``spawn``: forking a process whose torch already started its
+    thread pools can deadlock."""
+    import multiprocessing as mp
+
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(str(tokenizer_dir), 1))
+
+
+def _progress_bar(enabled: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=None, unit="B", unit_scale=True, disable=not enabled, desc=f"tokenize {desc}",
+                dynamic_ncols=True)
+
+
+def _merge(
+    out: Path, tokenizer: Tokenizer, docs: list[_Doc], shard_paths: list[Path], options: TokenizeOptions
+) -> dict[str, Any]:
+    """Concatenate the shards into one stream per split with its chunk and document tables."""
+    from compresslm.data.writers import atomic_output, json_line
+
+    dtype = tokenizer.dtype
+    splits: dict[str, Any] = {}
+    for split in SPLITS:
+        chunk_table: list[np.ndarray] = []
+        doc_table: list[tuple[int, int, int]] = []
+        pos = 1  # after the leading EOD
+        n_bytes = 0
+        with atomic_output(out / f"{split}.bin", mode="wb", force=True) as f:
+            f.write(np.array([tokenizer.eod_id], dtype=dtype).tobytes())
+            d0 = 0
+            for path in shard_paths:
+                shard = _load_shard(path)
+                n_docs = len(shard["doc_tokens"])
+                starts = np.concatenate([[0], np.cumsum(shard["doc_tokens"])])
+                chunks = shard["chunks"]
+                for d in range(n_docs):
+                    if docs[d0 + d].split != split:
+                        continue
+                    ids = shard["tokens"][starts[d] : starts[d + 1]]
+                    f.write(ids.astype(dtype).tobytes())
+                    rows = chunks[chunks[:, 0] == d]
+                    table = np.empty((len(rows), 4), dtype=np.int64)
+                    table[:, 0] = pos + rows[:, 1]
+                    table[:, 1] = rows[:, 2]
+                    table[:, 2] = rows[:, 3]
+                    table[:, 3] = len(doc_table)
+                    chunk_table.append(table)
+                    doc_table.append((pos, len(ids), int(shard["doc_bytes"][d])))
+                    pos += len(ids)
+                    n_bytes += int(shard["doc_bytes"][d])
+                d0 += n_docs
+        if d0 != len(docs):
+            raise IntegrityError(f"{out / SHARD_DIR}: shards hold {d0} documents, the corpus {len(docs)}")
+        chunks_arr = np.concatenate(chunk_table) if chunk_table else np.zeros((0, 4), dtype=np.int64)
+        _save_npy(out / f"{split}.chunks.npy", chunks_arr)
+        _save_npy(out / f"{split}.docs.npy", np.asarray(doc_table, dtype=np.int64).reshape(-1, 3))
+        n_docs = len(doc_table)
+        data_tokens = pos - 1 - n_docs
+        splits[split] = {
+            "documents": n_docs,
+            "chunks": len(chunks_arr),
+            "bytes": n_bytes,
+            "tokens": data_tokens,  # data ids only (no EOD, no padding)
+            "stream_tokens": pos,  # the .bin file's length: leading EOD + data + one EOD per document
+            "compression_ratio": n_bytes / data_tokens if data_tokens else None,
+        }
+    if options.val_fraction > 0 and splits["val"]["documents"] == 0:
+        raise ConfigError(
+            f"no document fell into the held-out split ({len(docs)} documents, --val-fraction "
+            f"{options.val_fraction}); use a larger corpus or fraction"
+        )
+    with atomic_output(out / DOCS_FILE, mode="wb", force=True) as f:
+        for d in docs:
+            f.write(json_line({"id": d.id, "split": d.split, "bytes": d.n_bytes}))
+    total_bytes = sum(s["bytes"] for s in splits.values())
+    total_tokens = sum(s["tokens"] for s in splits.values())
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "scheme": tokenizer.scheme,
+        "tokenizer": tokenizer.describe(),
+        "dtype": np.dtype(dtype).name,
+        "eod_id": tokenizer.eod_id,
+        "pad_id": tokenizer.pad_id,
+        "chunk_bytes": getattr(tokenizer, "chunk_bytes", None),
+        "bytes": total_bytes,
+        "tokens": total_tokens,
+        "compression_ratio": total_bytes / total_tokens if total_tokens else None,
+        "splits": splits,
+    }
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.npy")
+    np.save(tmp, arr, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    from compresslm.data.writers import atomic_output
+
+    with atomic_output(path, force=True) as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+
+
+# -------------------------------------------------------------------------------------- the reader
+
+
+class TokenDataset:
+    """A dataset folder written by :func:`tokenize_corpus` (read-only, memory-mapped)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        path = self.directory / META_FILE
+        if not path.is_file():
+            hint = " (unfinished: rerun the same tokenize command to resume)" if (
+                self.directory / PROGRESS_FILE).exists() else ""
+            raise ConfigError(f"{path}: not a token dataset{hint}")
+        try:
+            self.meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise IntegrityError(f"{path}: invalid JSON: {exc}") from exc
+        if self.meta.get("format") != FORMAT or self.meta.get("format_version") != FORMAT_VERSION:
+            raise IntegrityError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} dataset")
+        self.dtype = np.dtype(self.meta["dtype"])
+        self.eod_id = int(self.meta["eod_id"])
+        self.pad_id = int(self.meta["pad_id"])
+
+    def __repr__(self) -> str:
+        return f"TokenDataset({str(self.directory)!r}, {self.name})"
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["tokenizer"]["name"])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["tokenizer"]["vocab_size"])
+
+    @property
+    def data_vocab_size(self) -> int:
+        return int(self.meta["tokenizer"]["data_vocab_size"])
+
+    @property
+    def uses_m1(self) -> bool:
+        return bool(self.meta["tokenizer"]["uses_m1"])
+
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        return load_tokenizer(self.directory / TOKENIZER_DIR)
+
+    def split_info(self, split: str) -> dict[str, Any]:
+        if split not in self.meta["splits"]:
+            raise ConfigError(f"{self.directory}: no split {split!r}")
+        return dict(self.meta["splits"][split])
+
+    def stream(self, split: str) -> np.ndarray:
+        """The split's whole token stream (memory-mapped)."""
+        path = self.directory / f"{split}.bin"
+        expected = self.split_info(split)["stream_tokens"]
+        if not path.is_file() or path.stat().st_size != expected * self.dtype.itemsize:
+            raise IntegrityError(f"{path}: missing or not {expected} tokens of {self.dtype}")
+        return np.memmap(path, dtype=self.dtype, mode="r", shape=(expected,))
+
+    def chunks(self, split: str) -> np.ndarray:
+        return np.load(self.directory / f"{split}.chunks.npy", allow_pickle=False)
+
+    def docs(self, split: str) -> np.ndarray:
+        return np.load(self.directory / f"{split}.docs.npy", allow_pickle=False)
+
+    def document_ids(self, split: str, index: int) -> np.ndarray:
+        """Ids of document ``index`` of ``split`` (its EOD left out)."""
+        start, n, _ = self.docs(split)[index]
+        return np.asarray(self.stream(split)[start : start + n - 1])
+
+    def rows(self, split: str, seq_len: int) -> np.ndarray:
+        """M2 examples: (n_rows, seq_len + 1) ids, see the module docstring; every id of the split
+        after the leading EOD is a target in exactly one row."""
+        if seq_len < 1:
+            raise ConfigError(f"seq_len must be positive, got {seq_len}")
+        stream = self.stream(split)
+        chunks = self.chunks(split)
+        starts_l: list[np.ndarray] = []
+        ends_l: list[np.ndarray] = []
+        for start, n, _, _ in chunks:
+            if n == 0:
+                continue
+            s = np.arange(start, start + n, seq_len, dtype=np.int64)
+            starts_l.append(s)
+            ends_l.append(np.full(len(s), start + n, dtype=np.int64))
+        if not starts_l:
+            raise DataError(f"{self.directory}: split {split!r} has no tokens")
+        starts, ends = np.concatenate(starts_l), np.concatenate(ends_l)
+        idx = starts[:, None] - 1 + np.arange(seq_len + 1, dtype=np.int64)[None, :]
+        valid = idx < ends[:, None]
+        out = np.where(valid, np.asarray(stream)[np.minimum(idx, len(stream) - 1)], self.pad_id)
+        return out.astype(self.dtype)
+
+    def token_stream(self, split: str, seq_len: int) -> Any:
+        """The split's rows as a :class:`compresslm.models.TokenStream` (padding masked out)."""
+        from compresslm.models import TokenStream
+
+        return TokenStream(self.rows(split, seq_len), pad_id=self.pad_id, name=f"{self.name}:{split}")
+
+    def unigram_counts(self, split: str = "train") -> np.ndarray:
+        """Occurrences of each data id in ``split`` (int64, data_vocab_size)."""
+        s = np.asarray(self.stream(split))
+        s = s[s < self.data_vocab_size]
+        return np.bincount(s.astype(np.int64), minlength=self.data_vocab_size)

@@ -1,0 +1,220 @@
+"""Scheme names, building a tokenizer for a scheme, and saving/loading one as a folder.
+
+Scheme specs accepted everywhere (CLI, study, API):
+
+=================  ==========================================
+``bytes``          Bytes
+``spm``            SentencePiece (``spm-4096``: vocabulary size)
+``gzip``           GZip[v=256] (``gzip-65k``: v = 65,536)
+``static-ac``      StaticAC[v=256] (``static-ac-65k``)
+``ac``             AC[v=256] (``ac-65k``)
+``eqinfo16-256``   EqualInfoAC[b=16, v=256] (``eqinfo{b}-{256|65k}``)
+``equal-info``     EqualInfoAC with ``window_bits``/``token_bits`` given separately
+=================  ==========================================
+
+A tokenizer folder holds ``tokenizer.json`` (format, version, the tokenizer's ``config()``) and the
+files the scheme needs (``spm.model``; ``m1/`` for M1-based schemes). ``tokenizer.json`` is written
+last, so a folder that has it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from compresslm.errors import ConfigError, IntegrityError, OutputExistsError
+from compresslm.tokenizers.base import CHUNK_BYTES, TOKEN_BITS, Tokenizer
+
+CONFIG_FILE = "tokenizer.json"
+FORMAT = "compresslm.tokenizer"
+FORMAT_VERSION = 1
+
+SCHEMES = ("bytes", "spm", "gzip", "static-ac", "ac", "equal-info")
+WINDOW_BITS = (16, 24, 32, 64, 128)
+M1_SCHEMES = ("ac", "equal-info")
+TRAINED_SCHEMES = ("spm", "static-ac")  # estimated from the corpus they will tokenize
+
+_SPEC = re.compile(
+    r"^(?:(?P<eq>eqinfo|equal-info)(?P<b>\d+)?|(?P<name>bytes|spm|gzip|static-ac|ac))"
+    r"(?:-(?P<v>256|65k|65536|\d+))?$"
+)
+
+
+@dataclass(frozen=True)
+class SchemeSpec:
+    """What to build: a scheme and its parameters (``token_bits`` 8 or 16, ``window_bits`` b)."""
+
+    scheme: str
+    token_bits: int = 8
+    window_bits: int = 16
+    spm_vocab_size: int | None = None
+    chunk_bytes: int = CHUNK_BYTES
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ConfigError(f"unknown scheme {self.scheme!r}; choose one of {', '.join(SCHEMES)}")
+        if self.token_bits not in TOKEN_BITS:
+            raise ConfigError(f"--token-bits must be 8 or 16, got {self.token_bits}")
+        if self.scheme == "equal-info" and self.window_bits % 8:
+            raise ConfigError(f"--window-bits must be a multiple of 8, got {self.window_bits}")
+
+    @property
+    def label(self) -> str:
+        """Short label, parseable by :func:`parse_scheme` (``eqinfo16-65k``)."""
+        v = "65k" if self.token_bits == 16 else "256"
+        if self.scheme == "equal-info":
+            return f"eqinfo{self.window_bits}-{v}"
+        if self.scheme == "bytes":
+            return "bytes"
+        if self.scheme == "spm":
+            return "spm" if self.spm_vocab_size is None else f"spm-{self.spm_vocab_size}"
+        return self.scheme if self.token_bits == 8 else f"{self.scheme}-65k"
+
+    @property
+    def uses_m1(self) -> bool:
+        return self.scheme in M1_SCHEMES
+
+
+def parse_scheme(text: str, **overrides: Any) -> SchemeSpec:
+    """``"eqinfo16-65k"`` -> SchemeSpec("equal-info", token_bits=16, window_bits=16), etc.
+
+    ``overrides`` (e.g. ``token_bits`` from a CLI option) apply where the text does not say."""
+    m = _SPEC.match(text.strip().lower())
+    if not m:
+        raise ConfigError(
+            f"unknown scheme {text!r}; use bytes, spm[-N], gzip[-65k], static-ac[-65k], ac[-65k], "
+            "eqinfo{16,24,32,64,128}-{256,65k} or equal-info"
+        )
+    kw: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    v = m.group("v")
+    if m.group("eq"):
+        scheme = "equal-info"
+        if m.group("b"):
+            kw["window_bits"] = int(m.group("b"))
+    else:
+        scheme = m.group("name")
+    if v is not None:
+        if scheme == "spm":
+            kw["spm_vocab_size"] = int(v.replace("65k", "65536"))
+        elif scheme == "bytes":
+            raise ConfigError(f"scheme {text!r}: bytes has no vocabulary option")
+        else:
+            if v not in ("256", "65k", "65536"):
+                raise ConfigError(f"scheme {text!r}: v must be 256 or 65k")
+            kw["token_bits"] = 8 if v == "256" else 16
+    return SchemeSpec(scheme, **kw)
+
+
+def build_tokenizer(
+    spec: SchemeSpec | str,
+    *,
+    texts: Callable[[], Iterable[str]] | None = None,
+    m1: str | Path | None = None,
+    **m1_options: Any,
+) -> Tokenizer:
+    """A tokenizer for ``spec``. ``texts`` (a callable returning the training texts; called only for
+    SentencePiece and StaticAC, which are estimated from the corpus) and ``m1`` (an M1 checkpoint
+    folder, for AC and EqualInfoAC) as the scheme needs. ``m1_options`` go to the M1 schemes."""
+    if isinstance(spec, str):
+        spec = parse_scheme(spec)
+    if spec.scheme == "bytes":
+        from compresslm.tokenizers.bytes import ByteTokenizer
+
+        return ByteTokenizer()
+    if spec.scheme == "gzip":
+        from compresslm.tokenizers.gzip import GZipTokenizer
+
+        return GZipTokenizer(spec.token_bits, spec.chunk_bytes)
+    if spec.scheme in TRAINED_SCHEMES:
+        if texts is None:
+            raise ConfigError(f"scheme {spec.label} is trained on the corpus: give the training texts")
+        if spec.scheme == "spm":
+            from compresslm.tokenizers.spm import DEFAULT_VOCAB_SIZE, SentencePieceTokenizer
+
+            return SentencePieceTokenizer.train(texts(), spec.spm_vocab_size or DEFAULT_VOCAB_SIZE)
+        from compresslm.tokenizers.static_ac import StaticACTokenizer
+
+        return StaticACTokenizer.train(texts(), spec.token_bits, chunk_bytes=spec.chunk_bytes)
+    if m1 is None:
+        raise ConfigError(f"scheme {spec.label} needs an M1 model: give --model M1_FOLDER")
+    if spec.scheme == "ac":
+        from compresslm.tokenizers.ac import ACTokenizer
+
+        return ACTokenizer.from_checkpoint(m1, spec.token_bits, chunk_bytes=spec.chunk_bytes, **m1_options)
+    from compresslm.tokenizers.equal_info import EqualInfoTokenizer
+
+    return EqualInfoTokenizer.from_checkpoint(
+        m1, spec.window_bits, spec.token_bits, chunk_bytes=spec.chunk_bytes, **m1_options
+    )
+
+
+def save_tokenizer(tokenizer: Tokenizer, directory: str | Path, *, force: bool = False) -> Path:
+    """Write ``tokenizer`` as a folder (model files first, ``tokenizer.json`` last)."""
+    from compresslm.data.writers import atomic_output
+
+    directory = Path(directory)
+    if (directory / CONFIG_FILE).exists() and not force:
+        raise OutputExistsError(f"{directory / CONFIG_FILE} exists; pass --force to overwrite it")
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(directory)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **tokenizer.config(),
+            "describe": tokenizer.describe()}
+    with atomic_output(directory / CONFIG_FILE, force=True) as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return directory
+
+
+def read_tokenizer_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a tokenizer folder ({CONFIG_FILE} missing)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"{path}: invalid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise IntegrityError(f"{path}: not a {FORMAT} file")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise IntegrityError(f"{path}: unsupported format_version {meta.get('format_version')!r}")
+    return meta
+
+
+def load_tokenizer(directory: str | Path, **m1_options: Any) -> Tokenizer:
+    """The tokenizer saved in ``directory`` by :func:`save_tokenizer`."""
+    directory = Path(directory)
+    meta = read_tokenizer_config(directory)
+    scheme = meta.get("scheme")
+    if scheme == "bytes":
+        from compresslm.tokenizers.bytes import ByteTokenizer
+
+        return ByteTokenizer()
+    if scheme == "gzip":
+        from compresslm.tokenizers.gzip import GZipTokenizer
+
+        return GZipTokenizer(meta["token_bits"], meta["chunk_bytes"], meta.get("level", -1))
+    if scheme == "spm":
+        from compresslm.tokenizers.spm import SentencePieceTokenizer
+
+        return SentencePieceTokenizer.load(directory, meta)
+    if scheme == "static-ac":
+        from compresslm.tokenizers.static_ac import StaticACTokenizer
+
+        return StaticACTokenizer(meta["counts"], meta["token_bits"], meta["chunk_bytes"], meta["precision"])
+    if scheme == "ac":
+        from compresslm.tokenizers.ac import ACTokenizer
+
+        return ACTokenizer.load(directory, meta, **m1_options)
+    if scheme == "equal-info":
+        from compresslm.tokenizers.equal_info import EqualInfoTokenizer
+
+        return EqualInfoTokenizer.load(directory, meta, **m1_options)
+    raise IntegrityError(f"{directory / CONFIG_FILE}: unknown scheme {scheme!r}")
+
+
+def with_chunk_bytes(spec: SchemeSpec, chunk_bytes: int) -> SchemeSpec:
+    return replace(spec, chunk_bytes=chunk_bytes)
