@@ -54,3 +54,14 @@ NOT_UTF8 = "not UTF-8"
 EMPTY = "empty"
 TOO_LARGE = "over size limit"
 TOO_SMALL = "under min size"
+NOT_STRING = "not a string"
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a rejection reason: its text before the first ``:`` or ``(``.
+
+    ``"bad JSON: Expecting value"`` -> ``"bad JSON"``; ``"over size limit (9 bytes > 4)"`` ->
+    ``"over size limit"``. Reports group rejections by this kind.
+    """
+    cut = min((i for i in (reason.find(":"), reason.find("(")) if i >= 0), default=len(reason))
+    return reason[:cut].strip()
