@@ -202,10 +202,23 @@ def _python_file(path: str, rel: str) -> list[Doc]:
                     if MIN_DOC <= _size(text) <= MAX_DOC:
                         docs.append(Doc(text, "python", f"{rel}:{node.name}.{member.name}"))
     # Docstrings of one module, in source order, packed together: most are a paragraph or two.
-    strings = [ast.get_docstring(node, clean=True) for node in ast.walk(tree) if isinstance(node, (ast.Module, *defs))]
+    strings = [ast.get_docstring(node, clean=True) for node in _documented(tree)]
     prose = "\n\n".join(doc for doc in strings if doc and len(doc) >= MIN_BLOCK)
     docs.extend(_blocks(prose + "\n", "prose", f"{rel}:__doc__"))
     return docs
+
+
+def _documented(node: ast.AST) -> Iterator[ast.AST]:
+    """The module and every function/class in it, in source order, visiting statements only.
+
+    ``ast.walk`` would visit every expression node too: five times slower on the whole stdlib.
+    """
+    if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        yield node
+    for field in ("body", "orelse", "handlers", "finalbody"):
+        for child in getattr(node, field, ()):
+            if isinstance(child, (ast.stmt, ast.excepthandler)):
+                yield from _documented(child)
 
 
 # ------------------------------------------------------------------------------------------ prose
