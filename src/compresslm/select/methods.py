@@ -32,7 +32,11 @@ def _zipfit_variant(variant: str) -> dict[str, Any]:
         if extra != "contrast":
             raise ConfigError(f"unknown zipfit variant modifier '+{extra}' (known: +contrast)")
         opts["contrast"] = "background"
-    if comp:
+    from compresslm.compressors.registry import list_compressors
+
+    if comp in {info.name for info in list_compressors()}:  # "lz4" is a name, not "lz" at level 4
+        opts["compressor"] = comp
+    elif comp:
         m = re.fullmatch(r"([a-z0-9]+?)(?::?(\d+))?", comp)
         if not m:
             raise ConfigError(f"bad zipfit variant '{variant}'")
