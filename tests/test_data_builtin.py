@@ -138,10 +138,14 @@ def test_builtin_names_parse():
 def test_stdlib_corpus_degrades_gracefully_without_tests_topics_or_headers(tmp_path):
     lib = tmp_path / "lib"
     (lib / "pkg").mkdir(parents=True)
-    body = "\n".join(f"    x{i} = {i} * 2  # a line of code to make the function long enough" for i in range(6))
+    body = "\n".join(
+        f"    x{i} = {i} * 2  # a line of code to make the function long enough" for i in range(6)
+    )
     (lib / "pkg" / "mod.py").write_text(f'"""Module."""\n\n\ndef useful(a, b):\n{body}\n    return a\n')
     (lib / "broken.py").write_text("def (:\n")
-    (lib / "notes.txt").write_text(("A paragraph of plain text that is long enough to keep. " * 4 + "\n\n") * 3)
+    (lib / "notes.txt").write_text(
+        ("A paragraph of plain text that is long enough to keep. " * 4 + "\n\n") * 3
+    )
     corpus = sc.stdlib_corpus.__wrapped__(str(lib), str(tmp_path / "no-include"))
     everything = [*corpus.heldout_python, *(d for docs in corpus.pool.values() for d in docs)]
     assert {d.domain for d in everything} == {"python", "text"}

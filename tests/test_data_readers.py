@@ -85,7 +85,9 @@ def test_json_array_elements_that_are_not_objects_are_malformed(tmp_path):
         items([path])
 
 
-@pytest.mark.parametrize("body", ['[{"text": "a"} {"text": "b"}]', '[{"text": "a"}, {"text": ', '[{"text": "a"}] x'])
+@pytest.mark.parametrize(
+    "body", ['[{"text": "a"} {"text": "b"}]', '[{"text": "a"}, {"text": ', '[{"text": "a"}] x']
+)
 def test_json_syntax_errors_are_fatal_even_when_skipping(tmp_path, body):
     path = tmp_path / "a.json"
     path.write_text(body)
@@ -157,7 +159,10 @@ def test_dataset_saved_by_the_datasets_library_round_trips(tmp_path):
     rows = {"text": TEXTS, "label": list(range(len(TEXTS)))}
     datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "ds"))
     datasets.DatasetDict(
-        {"train": datasets.Dataset.from_dict(rows), "test": datasets.Dataset.from_dict({"text": ["t"], "label": [9]})}
+        {
+            "train": datasets.Dataset.from_dict(rows),
+            "test": datasets.Dataset.from_dict({"text": ["t"], "label": [9]}),
+        }
     ).save_to_disk(str(tmp_path / "dd"))
     out = items([tmp_path / "ds", tmp_path / "dd"])
     ds, dd = out[: len(TEXTS)], out[len(TEXTS) :]
@@ -250,7 +255,9 @@ def test_skip_mode_yields_a_rejection_for_every_malformed_record(tmp_path):
     bad_at = len(b'{"text": "caf')
     assert "U+D800" in reasons[6] and f"at byte {bad_at}" in reasons[5]
     for line in (3, 4, 5, 6, 7):  # each of them is fatal by default
-        one = raw_lines(tmp_path / f"{line}.jsonl", [b'{"text": "fine"}', path.read_bytes().splitlines()[line - 1]])
+        one = raw_lines(
+            tmp_path / f"{line}.jsonl", [b'{"text": "fine"}', path.read_bytes().splitlines()[line - 1]]
+        )
         with pytest.raises(DataError, match=rf"^{one}:2: {reason_kind(reasons[line])}: "):
             items([one])
 
@@ -288,7 +295,9 @@ def test_template_builds_text_and_missing_field_is_malformed(tmp_path):
 
 
 def test_dotted_text_field_walks_nested_objects_unless_the_key_exists(tmp_path):
-    path = write_jsonl(tmp_path / "n.jsonl", [{"meta": {"text": "nested"}}, {"meta.text": "flat key"}, {"meta": "x"}])
+    path = write_jsonl(
+        tmp_path / "n.jsonl", [{"meta": {"text": "nested"}}, {"meta.text": "flat key"}, {"meta": "x"}]
+    )
     out = items([path], text_field="meta.text", on_error="skip")
     assert [getattr(r, "text", None) for r in out] == ["nested", "flat key", None]
     assert out[2].reason == "missing field: 'meta.text'"

@@ -185,7 +185,9 @@ def test_lone_surrogates_are_escaped_and_read_back_as_malformed_text(tmp_path):
 
 # --------------------------------------------------------------------------- property: round trips
 
-json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text()
+json_scalars = (
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text()
+)
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -214,14 +216,18 @@ def test_property_jsonl_round_trips_arbitrary_records(tmp_path_factory, rows):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(texts=st.lists(valid_text, min_size=1, max_size=8), ext=st.sampled_from(["jsonl", "jsonl.zst", "parquet"]))
+@given(
+    texts=st.lists(valid_text, min_size=1, max_size=8), ext=st.sampled_from(["jsonl", "jsonl.zst", "parquet"])
+)
 def test_property_text_round_trips_exactly(tmp_path_factory, texts, ext):
     path = tmp_path_factory.mktemp("rt") / f"rows.{ext}"
     write_records(path, [{"text": t, "n": i} for i, t in enumerate(texts)])
     out = list(read_records([path]))
     assert [isinstance(r, Record) for r in out] == [expect_accepted(t) for t in texts]
     assert [r.text for r in out if isinstance(r, Record)] == [t for t in texts if expect_accepted(t)]
-    assert [r.raw["n"] for r in out if isinstance(r, Record)] == [i for i, t in enumerate(texts) if expect_accepted(t)]
+    assert [r.raw["n"] for r in out if isinstance(r, Record)] == [
+        i for i, t in enumerate(texts) if expect_accepted(t)
+    ]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -245,4 +251,6 @@ def test_property_parquet_round_trips_typed_records(tmp_path_factory, rows):
     write_records(path, rows)
     out = list(read_records([path], on_error="skip"))
     assert [r.id for r in out] == [f"{path}:{i}" for i in range(len(rows))]
-    assert [r.raw for r in out if isinstance(r, Record)] == [row for row in rows if expect_accepted(row["text"])]
+    assert [r.raw for r in out if isinstance(r, Record)] == [
+        row for row in rows if expect_accepted(row["text"])
+    ]

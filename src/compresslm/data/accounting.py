@@ -167,7 +167,10 @@ class Accounting:
         if scored is not None and scored != total.accepted:
             problems.append(f"{scored} documents were scored but {total.accepted} were accepted")
         parts = self._sources.values()
-        if sum(c.accepted for c in parts) != total.accepted or sum(c.rejected for c in parts) != total.rejected:
+        if (
+            sum(c.accepted for c in parts) != total.accepted
+            or sum(c.rejected for c in parts) != total.rejected
+        ):
             problems.append("per-source counts do not add up to the totals")
         if self._per_source_selected:
             if sum(c.selected for c in parts) != total.selected:

@@ -25,7 +25,11 @@ HumanEval problem's fields plus ``text``.
 Sampling: each position of the pool draws a domain by weight from its own seeded generator, then
 takes that domain's next document from a seeded shuffle; a domain that runs out starts a fresh
 shuffle (sampling with replacement beyond the natural number of documents, spread evenly), so
-100k and 1M pools for memory benchmarks are cheap to generate (:func:`iter_builtin_pool` streams).
+100k and 1M pools for memory benchmarks are cheap to generate (:func:`iter_builtin_pool` streams;
+1M records take a few seconds once the corpus is built). CPython 3.11's stdlib yields about 15,900
+documents, 7,300 of them Python, so the default 20,000-document pool repeats non-Python documents
+(about 12,600 distinct texts; every Python document in it is distinct). The corpus is built once per
+process (about 3 s of CPU: ``ast`` parsing dominates).
 """
 
 from __future__ import annotations
@@ -113,7 +117,9 @@ def _iter_docs(name: str, n: int, seed: int) -> Iterator[Doc]:
     if name == "python-targets":
         docs = list(corpus.heldout_python)
         if n > len(docs):
-            raise ConfigError(f"builtin:python-targets: asked for {n}, but only {len(docs)} held-out functions exist")
+            raise ConfigError(
+                f"builtin:python-targets: asked for {n}, but only {len(docs)} held-out functions exist"
+            )
         random.Random(f"compresslm-targets-{seed}").shuffle(docs)
         return iter(docs[:n])
     raise DataError(f"unknown built-in corpus builtin:{name}")
@@ -163,7 +169,9 @@ def parse_builtin(spec: str) -> tuple[str, int | None]:
         return name, None
     if name in _SIZED:
         return name, int(size) if size is not None else None
-    raise DataError(f"unknown built-in corpus {spec!r}; known: {', '.join(BUILTIN_NAMES)} (sized ones take :N)")
+    raise DataError(
+        f"unknown built-in corpus {spec!r}; known: {', '.join(BUILTIN_NAMES)} (sized ones take :N)"
+    )
 
 
 def open_builtin(spec: str) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -81,7 +81,7 @@ class _ZstdFrames(io.RawIOBase):
         self._fh, self._path = fh, path
         self._obj = zstandard.ZstdDecompressor().decompressobj()
         self._in_frame = False
-        self._out = b""
+        self._out, self._at = b"", 0  # decompressed bytes not yet returned start at self._at
 
     def readable(self) -> bool:
         return True
@@ -92,16 +92,16 @@ class _ZstdFrames(io.RawIOBase):
         super().close()
 
     def readinto(self, buffer: Any) -> int:
-        while not self._out:
+        while self._at == len(self._out):
             chunk = self._fh.read(_CHUNK)
             if not chunk:
                 if self._in_frame:
                     raise DataError(f"{self._path}: truncated zstd stream (frame ends early)")
                 return 0
             self._feed(chunk)
-        n = min(len(buffer), len(self._out))
-        buffer[:n] = self._out[:n]
-        self._out = self._out[n:]
+        n = min(len(buffer), len(self._out) - self._at)
+        buffer[:n] = memoryview(self._out)[self._at : self._at + n]
+        self._at += n
         return n
 
     def _feed(self, data: bytes) -> None:
@@ -118,7 +118,7 @@ class _ZstdFrames(io.RawIOBase):
             else:
                 data = b""
                 self._in_frame = True
-        self._out += b"".join(parts)
+        self._out, self._at = b"".join(parts), 0
 
 
 def _open_binary(path: str) -> IO[bytes]:
@@ -451,7 +451,9 @@ def iter_text_folder(folder: str, *, max_bytes: int | None = None) -> Iterator[I
 
 # ---------------------------------------------------------------------------------------- dispatcher
 
-_JSONL_SUFFIXES = tuple(f"{ext}{comp}" for ext in (".jsonl", ".ndjson") for comp in ("", ".gz", ".zst", ".zstd"))
+_JSONL_SUFFIXES = tuple(
+    f"{ext}{comp}" for ext in (".jsonl", ".ndjson") for comp in ("", ".gz", ".zst", ".zstd")
+)
 FORMATS = ".jsonl, .jsonl.gz, .jsonl.zst, .ndjson, .json, .parquet, .txt, a folder, a saved HF dataset"
 
 

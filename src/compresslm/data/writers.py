@@ -23,7 +23,7 @@ from typing import IO, Any, Literal
 
 from compresslm.errors import ConfigError, DataError, OutputExistsError
 
-PARQUET_ROW_GROUP = 50_000
+PARQUET_ROW_GROUP = 10_000
 """Rows buffered per Parquet row group; the first group fixes the schema of the file."""
 
 _umask_lock = threading.Lock()
@@ -231,7 +231,9 @@ def _write_parquet(path: Path, rows: Iterable[dict[str, Any]], force: bool) -> i
                     else:
                         table = pa.Table.from_pylist(chunk, schema=schema)
                 except (pa.ArrowException, UnicodeEncodeError) as exc:
-                    raise DataError(f"{path}: rows {n}..{n + len(chunk) - 1} do not fit Parquet: {exc}") from exc
+                    raise DataError(
+                        f"{path}: rows {n}..{n + len(chunk) - 1} do not fit Parquet: {exc}"
+                    ) from exc
                 writer.write_table(table)
                 n += len(chunk)
             if writer is None:  # no rows: still a valid (empty) Parquet file
