@@ -109,34 +109,42 @@ def pretrain_key(settings: PretrainSettings, data_sha256: str) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
-def mixture_stream(settings: PretrainSettings) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) byte streams of ``builtin:mixture``: the held-out part is the last
-    ``heldout_fraction`` of the documents."""
-    from compresslm.data.builtin import generic_mixture
+def mixture_stream(
+    settings: PretrainSettings, texts: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) byte streams of ``builtin:mixture`` (or of ``texts``): the held-out part is
+    the last ``heldout_fraction`` of the documents."""
+    if texts is None:
+        from compresslm.data.builtin import generic_mixture
 
-    texts = [r.text for r in generic_mixture(settings.mixture_docs)]
+        texts = [r.text for r in generic_mixture(settings.mixture_docs)]
     cut = max(1, int(len(texts) * (1 - settings.heldout_fraction)))
     if cut >= len(texts):
-        raise ConfigError(f"builtin:mixture with {len(texts)} documents is too small to hold some out")
+        raise ConfigError(f"a pretraining corpus of {len(texts)} documents is too small to hold some out")
     return encode_bytes(texts[:cut]), encode_bytes(texts[cut:])
 
 
 def pretrain_base_model(
     settings: PretrainSettings = PretrainSettings(),
     *,
+    texts: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
     device: str = "auto",
     threads: int | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> BaseModel:
-    """The cached base model for ``settings``, pretraining and caching it first if needed."""
+    """The cached base model for ``settings``, pretraining and caching it first if needed.
+
+    ``texts`` replaces the built-in mixture as the pretraining corpus (its bytes enter the cache
+    key like the mixture's do).
+    """
     from compresslm.models.checkpoint import CONFIG_FILE, load_model, save_model
     from compresslm.models.train import TrainConfig, evaluate_lm, train_lm
     from compresslm.models.transformer import Transformer, config_for_size
 
     say = log or (lambda _msg: None)
-    train, heldout = mixture_stream(settings)
+    train, heldout = mixture_stream(settings, texts)
     key = pretrain_key(settings, hashlib.sha256(train.tobytes() + b"|" + heldout.tobytes()).hexdigest())
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     folder = root / "base-models" / key
@@ -163,7 +171,7 @@ def pretrain_base_model(
     model.to("cpu")
     heldout_loss = evaluate_lm(model, TokenStream(heldout, name="mixture-heldout"), seq_len=settings.seq_len)
     extra = {
-        "recipe": "pretrained on builtin:mixture",
+        "recipe": "pretrained on builtin:mixture" if texts is None else "pretrained on given texts",
         "settings": asdict(settings),
         "key": key,
         "heldout_loss": heldout_loss,
