@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compresslm.errors import ConfigError
+from compresslm.errors import ConfigError, DataError
 from compresslm.select.base import Batch, PoolFactory
 from compresslm.select.dsir import DSIR, NgramHasher, ngram_bucket, wordpunct_tokenize
 
@@ -111,6 +111,15 @@ def test_counts_match_package(text: str, n: int) -> None:
     expected = hashed.get_ngram_counts(text, n=n, num_buckets=97)
     assert wordpunct_tokenize(text) == hashed.wpt.tokenize(text.lower())
     np.testing.assert_array_equal(NgramHasher(97, n).counts(text), expected)
+
+
+@pytest.mark.parametrize(
+    "text", ["a\x1cb c\x1fd", "plain ascii, text!", "caf\u00e9 x\u00b2 e\u0301t\u00e9", "\u00a0a\u2003b"]
+)
+def test_tokenizer_matches_nltk_on_engine_differences(text: str) -> None:
+    """Texts where stdlib `re` and `regex` disagree (information separators, superscripts, marks)."""
+    nltk_tokenize = pytest.importorskip("nltk.tokenize")
+    assert wordpunct_tokenize(text) == nltk_tokenize.WordPunctTokenizer().tokenize(text.lower())
 
 
 def test_hash_cache_is_bounded_and_exact() -> None:
@@ -230,6 +239,26 @@ def test_parallel_workers_give_identical_scores(corpus: tuple[list[str], list[st
     serial.prepare(targets, pool)
     parallel.prepare(targets, pool)
     np.testing.assert_array_equal(collect(serial, pool)[1], collect(parallel, pool)[1])
+
+
+def test_scores_without_kept_features_are_identical(corpus: tuple[list[str], list[str]]) -> None:
+    pool_texts, targets = corpus
+    pool = make_pool(pool_texts, 40)
+    kept, recomputed = DSIR(seed=3, workers=1), DSIR(seed=3, workers=1, keep_features_mb=0.01)
+    kept.prepare(targets, pool)
+    recomputed.prepare(targets, pool)
+    assert kept._features is not None and recomputed._features is None
+    np.testing.assert_array_equal(collect(kept, pool)[1], collect(recomputed, pool)[1])
+
+
+def test_pool_that_changes_between_passes_is_an_error(corpus: tuple[list[str], list[str]]) -> None:
+    pool_texts, targets = corpus
+    method = DSIR(workers=1)
+    method.prepare(targets, make_pool(pool_texts, 40))
+    with pytest.raises(DataError, match="pool changed"):
+        collect(method, make_pool(pool_texts[:-1], 40))
+    with pytest.raises(DataError, match="pool changed"):
+        collect(method, make_pool(pool_texts, 40, start=1))
 
 
 def test_bad_options_and_inputs() -> None:
