@@ -14,6 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=1000, help="documents to select (default 1000)")
     p.add_argument("--workers", type=int, help="worker processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="overwrite outputs of an earlier demo")
+    p.add_argument("--skip-study", action="store_true", help="skip step 2, the small selection study")
     p.set_defaults(func=lambda a: run_guarded(_demo, a))
 
 
@@ -29,4 +30,25 @@ def _demo(args: argparse.Namespace) -> int:
     if p is not None:
         print(f"precision@{len(result.selected)} of the python domain: {p:.3f}")
     print(f"outputs in {args.out}/: selected.jsonl, scores.parquet, rejects.jsonl, report.json, report.png")
+    if not args.skip_study:
+        _study(args)
     return 0
+
+
+def _study(args: argparse.Namespace) -> None:
+    from compresslm.cli.study import print_study_summary
+    from compresslm.experiments.demo import (
+        DEMO_STUDY_BUDGET,
+        DEMO_STUDY_METHODS,
+        DEMO_STUDY_POOL,
+        DEMO_STUDY_SEEDS,
+        run_study_demo,
+    )
+
+    print(f"\n[2] selection study: {', '.join(DEMO_STUDY_METHODS)} select {DEMO_STUDY_BUDGET:,} bytes from "
+          f"{DEMO_STUDY_POOL} against HumanEval's first half; a tiny byte-level model is fine-tuned on each "
+          f"selection ({len(DEMO_STUDY_SEEDS)} seeds) and scored on HumanEval's second half", flush=True)
+    results = run_study_demo(args.out, force=args.force, workers=args.workers,
+                             log=lambda m: print(m, file=sys.stderr, flush=True))
+    print_study_summary(results)
+    print(f"study report: {args.out}/study/report/index.html (results.json, loss curves PNG)")
