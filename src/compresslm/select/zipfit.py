@@ -16,7 +16,7 @@ How it is made fast without changing a single score (DESIGN 3.2):
 * per source, the per-pair similarities are summed with ``math.fsum`` (exact, hence independent of
   order), so a score is bit-identical whatever the worker count, batch size or scheduling;
 * the per-pair loop is one C-level ``map`` chain per source (see ``Compressor.concat_sizes``), and
-  glibc's heap trimming is disabled in workers (:func:`compresslm.select.parallel.tune_malloc`).
+  glibc's heap trimming is tamed wherever scoring runs (:func:`compresslm.select.parallel.tune_malloc`).
 
 Background contrast (``contrast=``): score = alignment to the targets - alignment to a background
 sample (of the pool itself, in :class:`ZipFit`). It cancels what makes a document compress well
@@ -39,7 +39,7 @@ import numpy as np
 from compresslm.compressors import canonical_spec, get_compressor
 from compresslm.errors import ConfigError
 from compresslm.select.base import PoolFactory, SelectionMethod
-from compresslm.select.parallel import ordered_map, resolve_workers
+from compresslm.select.parallel import ordered_map, resolve_workers, tune_malloc
 
 #: The compressor used when none is named. The paper's is gzip:9 (``--compressor gzip:9``); LZ4
 #: block is ~11x faster per pair and selected the target domain better in DESIGN 3.2's measurements.
@@ -153,6 +153,7 @@ def iter_scores(
     scorer = PairScorer(spec, target_bytes, contrast_bytes)  # sizes computed once, here
     n_workers = resolve_workers(workers)
     if n_workers == 1:
+        tune_malloc()  # the parent scores: same glibc trap as in a worker (idempotent, bounded retention)
         yield from map(scorer.score_batch, batches)
         return
     yield from ordered_map(
