@@ -5,10 +5,11 @@ The steps, with our choices where the papers leave them open:
 
 1. **Embed** every pool document (:mod:`compresslm.select.embeddings`; default all-MiniLM-L6-v2,
    unit vectors; the paper used OPT-125M). Embeddings are cached on disk.
-2. **Cluster** with spherical k-means (cosine on unit vectors): greedy k-means++ seeding on a sample, then
-   Lloyd iterations with normalised centroids until no label changes or ``max_iter``. Default
-   ``n_clusters = round(sqrt(N))`` (the papers give no count for small pools). Hand-written in numpy
-   because the usual libraries (scikit-learn, faiss) are not dependencies; it is short and seeded.
+2. **Cluster** with spherical k-means (cosine on unit vectors): greedy k-means++ seeding on a seeded
+   sample, then Lloyd iterations with normalised centroids until no label changes or ``max_iter``
+   (25, faiss's default ``niter``). Default ``n_clusters = round(sqrt(N))`` (the papers give no
+   count for small pools). Hand-written in numpy because the usual libraries (scikit-learn, faiss)
+   are not dependencies; it is short and seeded.
 3. **SemDeDup** inside each cluster: order the members farthest-from-centroid first (ties by pool
    order) and drop a member whose cosine similarity to an *earlier* member exceeds ``1 − eps``, so
    of a group of near-duplicates the one farthest from the centroid is kept (SemDeDup's
@@ -18,8 +19,8 @@ The steps, with our choices where the papers leave them open:
    D4, from ``dedup_keep_ratio`` (R_dedup, default 0.75): one global threshold, the R-quantile of the
    members' max similarity to earlier members, so exactly about R of the pool survives under
    ``"all"`` (ties may keep a few more) and at least R under ``"kept"``.
-4. **Re-cluster** the survivors (``recluster=True``, same k rule on the survivor count) and score each
-   by its cosine distance to its centroid (SSL prototypicality: far = hard = kept).
+4. **Re-cluster** the survivors (``recluster=True``, same k rule on the survivor count, seed + 1)
+   and score each by its cosine distance to its centroid (SSL prototypicality: far = hard = kept).
 5. **Ranking**: survivors score their distance, in [0, 2] (``ranking="global"``: one global order,
    as in Sorscher et al.'s prototype metric), or their within-cluster percentile in (0, 1]
    (``"balanced"``: a top-k takes about the same fraction of every cluster). Deduplicated documents
@@ -85,15 +86,16 @@ def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
             centers.append(nxt)
             continue
         candidates = rng.choice(len(x), size=trials, p=d2 / total)
-        cand_d2 = np.minimum(d2[None, :], np.maximum(2.0 - 2.0 * (x[candidates] @ x.T), 0.0))
-        best = int(np.argmin(cand_d2.sum(axis=1)))
+        sims = x @ x[candidates].T  # (N, trials): one gemm with a thin right-hand side
+        cand_d2 = np.minimum(d2[:, None], np.maximum(2.0 - 2.0 * sims, 0.0))
+        best = int(np.argmin(cand_d2.sum(axis=0)))
         centers.append(int(candidates[best]))
-        d2 = cand_d2[best]
+        d2 = np.ascontiguousarray(cand_d2[:, best])
     return x[centers].copy()
 
 
 def spherical_kmeans(
-    x: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 50, init_sample: int = 20_000
+    x: np.ndarray, k: int, *, seed: int = 0, max_iter: int = 25, init_sample: int = 4096
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cluster unit vectors by cosine; returns ``(centroids (k, d) unit float32, labels (N,) int64)``.
 
@@ -118,7 +120,7 @@ def spherical_kmeans(
         order = np.argsort(labels, kind="stable")
         sorted_labels = labels[order]
         starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
-        sums = np.add.reduceat(x[order], starts, axis=0)
+        sums = np.add.reduceat(x[order], starts, axis=0)  # per-cluster sums in one O(N·d) pass
         occupied = sorted_labels[starts]
         centroids = centroids.copy()
         centroids[occupied] = sums
@@ -238,7 +240,7 @@ class D4(SelectionMethod):
         recluster: bool = True,
         ranking: str = "global",
         seed: int = 0,
-        max_iter: int = 50,
+        max_iter: int = 25,
         cache_dir: str | os.PathLike[str] | None = None,
         use_cache: bool = True,
         embed_batch_size: int = 64,
