@@ -12,7 +12,7 @@ import pytest
 
 from compresslm.errors import ConfigError
 from compresslm.select.base import Batch, PoolFactory
-from compresslm.select.d4 import D4, DEDUP_OFFSET, semdedup, spherical_kmeans
+from compresslm.select.d4 import D4, DEDUP_OFFSET, MIN_EPS, semdedup, spherical_kmeans
 from compresslm.select.embeddings import (
     EmbeddingCache,
     HashingEmbedder,
@@ -100,6 +100,14 @@ def test_keep_ratio_sets_eps_and_the_greedy_rule_keeps_chains() -> None:
     kept_rule, _ = semdedup(chain, lab, centroid, eps=1 - threshold, against="kept")
     assert all_rule.tolist() == [True, False, False]
     assert kept_rule.tolist() == [True, False, True]
+
+
+def test_exact_duplicates_always_go_even_below_the_keep_ratio() -> None:
+    x = unit(np.random.default_rng(9).standard_normal((4, 16)))
+    data = np.concatenate([np.repeat(x[:1], 6, axis=0), x[1:]])  # 6 copies of one point + 3 others
+    keep, eps = semdedup(data, np.zeros(len(data), dtype=np.int64), unit(data.mean(axis=0, keepdims=True)))
+    assert eps >= MIN_EPS
+    assert keep.tolist() == [True] + [False] * 5 + [True] * 3  # 4/9 kept although R = 0.75
 
 
 def test_rank_puts_duplicates_last_and_far_points_first() -> None:

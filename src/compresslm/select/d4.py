@@ -17,8 +17,9 @@ The steps, with our choices where the papers leave them open:
    reference code does (max of the upper-triangular similarity matrix); ``"kept"`` compares only with
    earlier *kept* members (a chain a≈b≈c then keeps a and c). ``eps`` is either given or set, like
    D4, from ``dedup_keep_ratio`` (R_dedup, default 0.75): one global threshold, the R-quantile of the
-   members' max similarity to earlier members, so exactly about R of the pool survives under
-   ``"all"`` (ties may keep a few more) and at least R under ``"kept"``.
+   members' max similarity to earlier members, so about R of the pool survives under ``"all"``
+   (ties may keep a few more) and at least R under ``"kept"`` — except that the derived eps is at
+   least ``MIN_EPS`` (1e-5), so exact duplicates always go, even when fewer than R survive.
 4. **Re-cluster** the survivors (``recluster=True``, same k rule on the survivor count, seed + 1)
    and score each by its cosine distance to its centroid (SSL prototypicality: far = hard = kept).
 5. **Ranking**: survivors score their distance, in [0, 2] (``ranking="global"``: one global order,
@@ -51,6 +52,10 @@ from compresslm.select.embeddings import (
 
 #: Offset that puts every deduplicated document below every survivor (survivor scores are >= 0).
 DEDUP_OFFSET = -4.0
+
+#: Smallest eps derived from dedup_keep_ratio: exact duplicates (cosine 1 up to float32 rounding,
+#: about 1e-7) are always dropped, even where that leaves fewer than R_dedup of the pool.
+MIN_EPS = 1e-5
 
 _BLOCK_ELEMENTS = 1 << 24  # similarity block size (float32): 64 MB
 
@@ -183,9 +188,8 @@ def semdedup(
     if eps is None:  # the R-quantile of max_prev, so that about R of the points survive
         ranked = np.sort(max_prev)
         threshold = float(ranked[max(1, math.ceil(keep_ratio * len(x))) - 1])
-        eps = 1.0 - threshold if math.isfinite(threshold) else 2.0
-    else:
-        threshold = 1.0 - eps
+        eps = max(MIN_EPS, 1.0 - threshold) if math.isfinite(threshold) else 2.0
+    threshold = 1.0 - eps
     if against == "all":
         return max_prev <= threshold, eps
     keep = np.zeros(len(x), dtype=bool)
