@@ -34,6 +34,7 @@ process (about 3 s of CPU: ``ast`` parsing dominates).
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Iterator, Sequence
@@ -58,14 +59,18 @@ _BATCH = 4096
 
 
 def pool_weights(corpus: StdlibCorpus | None = None) -> dict[str, float]:
-    """Domain weights of the pool: Python :data:`PYTHON_SHARE`, others by natural document count."""
+    """Domain weights of the pool: Python :data:`PYTHON_SHARE`, others by the square root of their
+    natural document count, so that no single format (the stdlib's many decimal test vectors) swamps
+    the pool while every domain keeps a sizeable share."""
     counts = (corpus or stdlib_corpus()).counts()
     python = counts.pop("python", 0)
     others = sum(counts.values())
     if not python or not others:  # degraded stdlib: whatever is there, by count
         total = python + others
         return {d: n / total for d, n in sorted({**counts, "python": python}.items()) if n}
-    weights = {d: (1 - PYTHON_SHARE) * n / others for d, n in counts.items()}
+    tempered = {d: math.sqrt(n) for d, n in counts.items()}
+    norm = sum(tempered.values())
+    weights = {d: (1 - PYTHON_SHARE) * t / norm for d, t in tempered.items()}
     weights["python"] = PYTHON_SHARE
     return dict(sorted(weights.items()))
 
