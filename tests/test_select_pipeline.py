@@ -188,3 +188,20 @@ def test_target_template(tmp_path: Path) -> None:
     tgt = write_jsonl(tmp_path / "t.jsonl", [{"prompt": "def f(x):", "canonical_solution": "    return x"}])
     texts = load_targets([str(tgt)], ReadOptions(template="{prompt}\n{canonical_solution}"))
     assert texts == ["def f(x):\n    return x"]
+
+
+class _MaskOdd(SelectionMethod):
+    """Scores odd documents -inf (ineligible), like DSIR's minimum-length mask."""
+
+    name = "mask-odd"
+
+    def score_batches(self, pool: PoolFactory) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for batch in pool():
+            idx = np.array([i for i, _ in batch], dtype=np.int64)
+            yield idx, np.where(idx % 2 == 1, -np.inf, -idx.astype(np.float64))
+
+
+def test_ineligible_documents_are_never_selected(pool_file: Path) -> None:
+    result = run_selection(_MaskOdd(), TARGETS, [str(pool_file)], SelectionSpec(k=100))
+    assert [s.index for s in result.selected] == [0, 2, 4, 6]
+    assert result.accounting["not_selected"] == 4

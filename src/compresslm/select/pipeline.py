@@ -235,10 +235,15 @@ def run_selection(
         for indices, scores in method.score_batches(pool):
             metas = [pool.take_meta(int(i)) for i in indices]
             sizes = np.fromiter((m.size for m in metas), dtype=np.int64, count=len(metas))
+            # A score of -inf or NaN means "never select" (e.g. DSIR's minimum-length mask): such a
+            # document is scored and counted as not selected, even when k exceeds the eligible pool.
+            scores = np.asarray(scores, dtype=np.float64)
+            ok = scores > -np.inf
+            idx_ok = np.asarray(indices)[ok] if not ok.all() else indices
             if isinstance(selector, TopK):
-                selector.push_batch(indices, scores)
+                selector.push_batch(idx_ok, scores[ok])
             else:
-                selector.push_batch(indices, scores, sizes)
+                selector.push_batch(idx_ok, scores[ok], sizes[ok])
             for m, s in zip(metas, scores, strict=True):
                 group = m.domain if m.domain is not None else m.source
                 reservoir.add(group, float(s))
