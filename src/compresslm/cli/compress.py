@@ -1,0 +1,217 @@
+"""`compresslm m1 train`, `compress`, `decompress`, `inspect`: thin wrappers over
+:mod:`compresslm.coding`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from compresslm.cli.common import run_guarded
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    m1 = subparsers.add_parser("m1", help="train M1, the byte model of the neural compressor")
+    m1_sub = m1.add_subparsers(dest="m1_command", metavar="<m1 command>")
+    t = m1_sub.add_parser(
+        "train",
+        help="train a byte-level M1 on any corpus",
+        description="Train M1 (byte-level, contexts reset like the coder's windows) and save it as "
+        "safetensors + config.json; prints held-out bits/byte.",
+    )
+    t.add_argument("--corpus", nargs="+", required=True, help="files/folders/globs or builtin:NAME")
+    t.add_argument("--size", default="3m", help="model preset: tiny, small, 3m (the paper's M1), base, 25m")
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--context", type=int, default=128, help="positions per training row = max window bytes")
+    t.add_argument("--tokens", type=int, default=2_000_000, help="training tokens (bytes) to see")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--heldout", type=float, default=0.05, help="fraction of the bytes held out for bits/byte")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    t.add_argument("--text-field", default="text", help="field holding the text (default: text)")
+    t.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    t.add_argument("--force", action="store_true", help="overwrite an existing model in --out")
+    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--json", action="store_true", help="print the report as JSON")
+    t.set_defaults(func=lambda a: run_guarded(_train, a))
+    m1.set_defaults(func=lambda a: (m1.print_help(), 2)[1])
+
+    c = subparsers.add_parser(
+        "compress",
+        help="compress text losslessly with M1 and Equal-Info windows into a .clm file",
+        description="Code an input (.jsonl, .txt or any file, a folder, or records the data layer reads) "
+        "into b-bit windows driven by M1; decompress restores it byte for byte.",
+    )
+    c.add_argument("input", help="file, folder, or builtin:NAME / .parquet / .json records")
+    c.add_argument("-o", "--out", required=True, help="output .clm file")
+    c.add_argument("--model", required=True, help="M1 folder (from `compresslm m1 train`)")
+    c.add_argument("--window-bits", type=int, default=16, help="bits per window: 16 (default), 24, 32, 64, 128")
+    c.add_argument("--code", choices=["straddle", "zeros"], default="straddle",
+                   help="straddle: self-delimiting windows (default); zeros: the paper's zero-padded code")
+    c.add_argument("--max-window-bytes", type=int, help="cap on bytes per window (default 4 x window bits)")
+    c.add_argument("--segment-bytes", type=int, default=10_240,
+                   help="documents are coded in independent segments of this many bytes (0: never split)")
+    c.add_argument("--text-field", default="text", help="JSON field holding the text (default: text)")
+    c.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                   help="for record inputs read by the data layer: stop on malformed records or skip them")
+    _add_run_options(c)
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.set_defaults(func=lambda a: run_guarded(_compress, a))
+
+    d = subparsers.add_parser("decompress", help="restore the input of a .clm file, verified")
+    d.add_argument("clm", help=".clm file")
+    d.add_argument("-o", "--out", required=True, help="output file (or folder, for a folder input)")
+    d.add_argument("--model", help="M1 folder (default: the path recorded in the .clm)")
+    _add_run_options(d)
+    d.set_defaults(func=lambda a: run_guarded(_decompress, a))
+
+    i = subparsers.add_parser("inspect", help="what a .clm file holds: windows, bits/byte, exceptions")
+    i.add_argument("clm", help=".clm file")
+    i.add_argument("--model", help="M1 folder, to show the first windows as text (default: the recorded path)")
+    i.add_argument("--windows", type=int, default=12, help="how many leading windows to show")
+    i.add_argument("--threads", type=int, help="torch threads")
+    i.add_argument("--json", action="store_true", help="print as JSON")
+    i.set_defaults(func=lambda a: run_guarded(_inspect, a))
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=256, help="windows coded per model step")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _table(title: str, rows: list[tuple[str, str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for k, v in rows:
+        table.add_row(k, v)
+    Console().print(table)
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
+    print()
+
+
+def _train(args: argparse.Namespace) -> int:
+    from compresslm.coding.m1_train import train_m1
+    from compresslm.data.readers import read_records
+    from compresslm.data.records import Record
+    from compresslm.data.writers import check_outputs_free
+    from compresslm.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+
+    check_outputs_free([Path(args.out) / WEIGHTS_FILE, Path(args.out) / CONFIG_FILE], args.force)
+    texts: list[str] = []
+    rejected = 0
+    for item in read_records(args.corpus, text_field=args.text_field, on_error=args.on_error):
+        if isinstance(item, Record):
+            texts.append(item.text)
+        else:
+            rejected += 1
+    _, report = train_m1(
+        texts, size=args.size, context=args.context, max_tokens=args.tokens, batch_size=args.batch_size,
+        lr=args.lr, heldout_fraction=args.heldout, seed=args.seed, threads=args.threads,
+        progress=not args.no_progress, out=args.out, force=args.force,
+    )
+    summary = {k: v for k, v in report.to_dict().items() if k != "curve"}
+    summary.update(documents=len(texts), rejected=rejected, out=args.out)
+    if args.json:
+        _print_json(summary)
+        return 0
+    bpb = report.heldout_bits_per_byte
+    _table(f"M1 {report.size}", [
+        ("documents (rejected)", f"{len(texts):,} ({rejected:,})"),
+        ("parameters (non-embedding)", f"{report.n_params:,}"),
+        ("train / held-out bytes", f"{report.train_bytes:,} / {report.heldout_bytes:,}"),
+        ("tokens seen", f"{report.tokens_seen:,}"),
+        ("held-out bits/byte", "n/a" if bpb is None else f"{bpb:.3f}"),
+        ("seconds", f"{report.seconds:.1f}"),
+        ("saved to", args.out),
+    ])
+    return 0
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from compresslm.coding.compress import compress
+
+    report = compress(
+        args.input, args.out, model=args.model, window_bits=args.window_bits, code=args.code,
+        max_window_bytes=args.max_window_bytes, segment_bytes=args.segment_bytes or None,
+        text_field=args.text_field, on_error=args.on_error, batch_size=args.batch_size, threads=args.threads,
+        force=args.force, progress=not args.no_progress,
+    )
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    rows = [
+        ("input", f"{args.input} ({report.source_kind}, {report.input_bytes:,} bytes)"),
+        ("documents / segments", f"{report.documents:,} / {report.segments:,}"),
+        ("windows", f"{report.windows:,} x {report.window_bits} bits ({report.code})"),
+        ("bytes per window", f"{report.bytes_per_window:.2f}"),
+        ("bits/byte (windows, incl. padding)", f"{report.bits_per_byte:.3f}"),
+        ("bits/byte (whole .clm / input)", f"{report.file_bits_per_byte:.3f}"),
+        ("exceptions", f"{report.exceptions:,} ({100 * report.exception_rate:.3f}%)"),
+        ("backed-off windows", f"{report.backed_off:,}"),
+        ("encode speed", f"{report.bytes_per_second:,.0f} bytes/s"),
+        ("output", f"{report.output} ({report.clm_bytes:,} bytes)"),
+    ]
+    if report.rejected:
+        rows.append(("rejected records (not stored)", f"{report.rejected:,}"))
+    _table("compress", rows)
+    return 0
+
+
+def _decompress(args: argparse.Namespace) -> int:
+    from compresslm.coding.compress import decompress
+
+    report = decompress(args.clm, args.out, model=args.model, batch_size=args.batch_size, threads=args.threads,
+                        force=args.force, progress=not args.no_progress)
+    print(f"restored {report.bytes:,} bytes ({report.files} file(s), {report.documents:,} documents, every CRC "
+          f"verified) to {report.output} in {report.seconds:.1f}s ({report.bytes_per_second:,.0f} bytes/s)")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from compresslm.coding.compress import inspect
+
+    report = inspect(args.clm, model=args.model, n_windows=args.windows, threads=args.threads)
+    h = report.header
+    if args.json:
+        _print_json({
+            "header": h, "documents": report.documents, "windows": report.windows,
+            "document_bytes": report.document_bytes, "exceptions": report.exceptions,
+            "bits_per_byte": report.bits_per_byte, "exception_rate": report.exception_rate,
+            "clm_bytes": report.clm_bytes,
+            "first_windows": [{"code": c, "text": t, "exception": e} for c, t, e in report.first_windows],
+        })
+        return 0
+    coder, model, source = h.get("coder", {}), h.get("model", {}), h.get("source", {})
+    _table(str(args.clm), [
+        ("source", f"{source.get('name')} ({source.get('kind')}, {source.get('files')} file(s))"),
+        ("coder", ", ".join(f"{k}={v}" for k, v in sorted(coder.items()))),
+        ("segment bytes", str(h.get("segment_bytes"))),
+        ("model", f"{str(model.get('sha256'))[:16]}… fingerprint {str(model.get('fingerprint'))[:16]}…"),
+        ("documents", f"{report.documents:,}"),
+        ("bytes", f"{report.document_bytes:,}"),
+        ("windows", f"{report.windows:,}"),
+        ("bytes per window", f"{report.document_bytes / max(1, report.windows):.2f}"),
+        ("bits/byte (windows)", f"{report.bits_per_byte:.3f}"),
+        ("exceptions", f"{report.exceptions:,} ({100 * report.exception_rate:.3f}%)"),
+        ("file size", f"{report.clm_bytes:,} bytes"),
+    ])
+    if report.first_windows:
+        width = coder.get("window_bits", 16)
+        for k, (code, text, exc) in enumerate(report.first_windows):
+            mark = " (exception)" if exc else ""
+            print(f"  window {k:>3}  {code:0{width}b}  {text!r}{mark}")
+    elif not report.model_found:
+        print("  (model not found: pass --model to show the first windows as text)")
+    return 0

@@ -1,0 +1,424 @@
+"""File-level neural compression: ``compress`` an input into a .clm, ``decompress`` it byte for byte,
+``inspect`` what is inside.
+
+What an input becomes, and how it is rebuilt, is in :mod:`compresslm.coding.layout`.
+
+Documents longer than ``segment_bytes`` are coded as independent segments (a window never crosses
+one), so one long file still fills many rows of the batched model; each segment costs at most one
+partial window.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from compresslm import __version__
+from compresslm.coding.container import Container, DocEntry, read_container, write_container
+from compresslm.coding.equal_info import EqualInfoCoder
+from compresslm.coding.intervals import CoderParams
+from compresslm.coding.layout import decode_layout, encode_layout, read_source, rebuild
+from compresslm.coding.m1 import M1, ModelCheck, check_row_independence, fingerprint, verify_model
+from compresslm.coding.packing import pack_codes, unpack_codes
+from compresslm.coding.window_coder import Window
+from compresslm.data.writers import atomic_output, check_outputs_free
+from compresslm.errors import ConfigError, DataError, IntegrityError, OutputExistsError
+
+DEFAULT_SEGMENT_BYTES = 10_240  # the paper's example length
+
+
+# ---------------------------------------------------------------------------------------- compression
+
+
+@dataclass
+class CompressReport:
+    """What :func:`compress` did. ``bits_per_byte`` counts window bits (padding included) per
+    document byte; ``file_bits_per_byte`` the whole .clm per input byte."""
+
+    output: str
+    source_kind: str
+    documents: int
+    segments: int
+    document_bytes: int
+    input_bytes: int
+    windows: int
+    window_bits: int
+    code: str
+    exceptions: int
+    backed_off: int
+    positions: int
+    clm_bytes: int
+    layout_bytes: int
+    seconds: float
+    record_lines: int = 0
+    whole_lines: int = 0
+    rejected: int = 0
+
+    @property
+    def bytes_per_window(self) -> float:
+        return self.document_bytes / self.windows if self.windows else 0.0
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.windows * self.window_bits / self.document_bytes if self.document_bytes else 0.0
+
+    @property
+    def file_bits_per_byte(self) -> float:
+        return 8 * self.clm_bytes / self.input_bytes if self.input_bytes else 0.0
+
+    @property
+    def exception_rate(self) -> float:
+        return self.exceptions / self.windows if self.windows else 0.0
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.document_bytes / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for name in ("bytes_per_window", "bits_per_byte", "file_bits_per_byte", "exception_rate", "bytes_per_second"):
+            d[name] = getattr(self, name)
+        return d
+
+
+def segment_lengths(n: int, segment_bytes: int | None) -> list[int]:
+    """Byte counts of the segments of an ``n``-byte document (see :func:`segment`)."""
+    if not segment_bytes or n <= segment_bytes:
+        return [n] if n else []
+    return [min(segment_bytes, n - i) for i in range(0, n, segment_bytes)]
+
+
+def segment(data: bytes, segment_bytes: int | None) -> list[bytes]:
+    """``data`` cut into independent coding segments (none for an empty document)."""
+    if not segment_bytes or len(data) <= segment_bytes:
+        return [data] if data else []
+    return [data[i : i + segment_bytes] for i in range(0, len(data), segment_bytes)]
+
+
+def encode_documents(
+    coder: EqualInfoCoder, documents: Sequence[bytes], segment_bytes: int | None, progress: bool = False
+) -> tuple[list[DocEntry], list[Window]]:
+    """Code every document (segmented) in one batched run; returns the doc table and all windows
+    in container order."""
+    units: list[bytes] = []
+    owner: list[int] = []
+    for i, doc in enumerate(documents):
+        segs = segment(doc, segment_bytes)
+        units += segs
+        owner += [i] * len(segs)
+    total = sum(len(u) for u in units)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="compress", disable=not progress, dynamic_ncols=True) as bar:
+        coded = coder.encode_many(units, on_bytes=bar.update)
+    entries = [DocEntry(len(d), zlib.crc32(d), []) for d in documents]
+    windows: list[Window] = []
+    for i, wins in zip(owner, coded, strict=True):
+        entry = entries[i]
+        base = entry.windows
+        entry.exceptions += [(base + j, w.nbytes) for j, w in enumerate(wins) if w.exception]
+        entry.segment_windows.append(len(wins))
+        windows += wins
+    return entries, windows
+
+
+def compress(
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    model: str | Path | M1,
+    window_bits: int = 16,
+    code: str = "straddle",
+    max_window_bytes: int | None = None,
+    segment_bytes: int | None = DEFAULT_SEGMENT_BYTES,
+    text_field: str = "text",
+    on_error: str = "fail",
+    batch_size: int = 256,
+    threads: int | None = None,
+    force: bool = False,
+    progress: bool = False,
+) -> CompressReport:
+    """Compress ``input_path`` (file, folder or records) into the .clm ``output`` (atomically)."""
+    start = time.perf_counter()
+    check_outputs_free([output], force)
+    if segment_bytes is not None and segment_bytes < 1:
+        raise ConfigError(f"--segment-bytes must be positive, got {segment_bytes}")
+    m1 = model if isinstance(model, M1) else M1.load(model, threads=threads)
+    coder = EqualInfoCoder(m1, window_bits, code=code, max_window_bytes=max_window_bytes, batch_size=batch_size)
+    params = coder.params
+    source = read_source(input_path, text_field=text_field, on_error=on_error)
+    check_row_independence(m1, params.max_window_bytes, min(batch_size, 64))
+    entries, windows = encode_documents(coder, source.documents, segment_bytes, progress)
+    layout = encode_layout(source.files)
+    header = {
+        "format": "compresslm.clm",
+        "created_by": f"compresslm {__version__}",
+        "coder": params.to_dict(),
+        "segment_bytes": segment_bytes,
+        "model": {
+            "sha256": m1.sha256,
+            "fingerprint": fingerprint(m1, params.max_window_bytes),
+            "path": m1.path,
+            "n_params": m1.n_params,
+            "context": m1.max_context,
+        },
+        "source": {"kind": source.kind, "name": source.name, "text_field": text_field,
+                   "files": len(source.files), "input_bytes": source.input_bytes,
+                   "record_lines": source.record_lines, "whole_lines": source.whole_lines,
+                   "rejected": source.rejected},
+        "documents": len(entries),
+        "windows": len(windows),
+        "document_bytes": sum(e.nbytes for e in entries),
+        "stats": {"exceptions": coder.stats.exceptions, "backed_off": coder.stats.backed_off,
+                  "positions": coder.stats.positions},
+    }
+    container = Container(header, entries, layout, pack_codes([w.code for w in windows], window_bits))
+    with atomic_output(output, force=force, mode="wb") as f:
+        size = write_container(f, container)
+    return CompressReport(
+        output=str(output),
+        source_kind=source.kind,
+        documents=len(entries),
+        segments=sum(len(e.segment_windows) for e in entries),
+        document_bytes=header["document_bytes"],
+        input_bytes=source.input_bytes,
+        windows=len(windows),
+        window_bits=window_bits,
+        code=code,
+        exceptions=coder.stats.exceptions,
+        backed_off=coder.stats.backed_off,
+        positions=coder.stats.positions,
+        clm_bytes=size,
+        layout_bytes=len(layout),
+        seconds=time.perf_counter() - start,
+        record_lines=source.record_lines,
+        whole_lines=source.whole_lines,
+        rejected=source.rejected,
+    )
+
+
+# -------------------------------------------------------------------------------------- decompression
+
+
+def load(path: str | Path) -> Container:
+    """Read and verify a .clm file's structure (no decoding)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    return read_container(p.read_bytes(), str(p))
+
+
+def coder_params(container: Container, where: str) -> CoderParams:
+    try:
+        return CoderParams(**container.header["coder"])
+    except (TypeError, ConfigError) as exc:
+        raise IntegrityError(f"{where}: invalid coder parameters in HEAD: {exc}") from exc
+
+
+def _model_for(container: Container, where: str, model: str | Path | M1 | None, threads: int | None) -> M1:
+    info = container.header.get("model", {})
+    if model is None:
+        path = info.get("path")
+        if not path or not Path(path).is_dir():
+            raise ConfigError(f"{where}: the M1 it was written with ({path}) is not here; pass --model")
+        model = path
+    m1 = model if isinstance(model, M1) else M1.load(model, threads=threads)
+    params = coder_params(container, where)
+    verify_model(m1, ModelCheck(info.get("sha256", ""), info.get("fingerprint", "")), params.max_window_bytes, where)
+    if m1.precision != params.precision:
+        raise IntegrityError(f"{where}: coded with precision {params.precision}, the model has {m1.precision}")
+    return m1
+
+
+def decode_documents(
+    container: Container,
+    m1: M1,
+    where: str,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> list[bytes]:
+    """Every document, decoded and checked against its length and CRC32."""
+    params = coder_params(container, where)
+    codes = unpack_codes(container.window_bits, params.window_bits)
+    seg_bytes = container.header.get("segment_bytes")
+    coder = EqualInfoCoder(m1, params.window_bits, code=params.code, max_window_bytes=params.max_window_bytes,
+                           guard_bits=params.guard_bits, batch_size=batch_size)
+    units: list[list[int]] = []
+    exc_tables: list[dict[int, int]] = []
+    lengths: list[int] = []
+    pos = 0
+    for i, entry in enumerate(container.docs):
+        seg_lengths = segment_lengths(entry.nbytes, seg_bytes)
+        if len(seg_lengths) != len(entry.segment_windows):
+            raise IntegrityError(f"{where}: document {i} has {len(entry.segment_windows)} segments, its length "
+                                 f"{entry.nbytes} needs {len(seg_lengths)}")
+        exceptions = dict(entry.exceptions)
+        first = 0
+        for n_windows, n_bytes in zip(entry.segment_windows, seg_lengths, strict=True):
+            units.append(codes[pos : pos + n_windows])
+            exc_tables.append({w - first: n for w, n in exceptions.items() if first <= w < first + n_windows})
+            lengths.append(n_bytes)
+            pos += n_windows
+            first += n_windows
+    total = sum(lengths)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="decompress", disable=not progress,
+              dynamic_ncols=True) as bar:
+        try:
+            decoded = coder.decode_many(units, exc_tables, lengths, on_bytes=bar.update)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{where}: {exc}") from exc
+    out: list[bytes] = []
+    k = 0
+    for i, entry in enumerate(container.docs):
+        doc = b"".join(decoded[k : k + len(entry.segment_windows)])
+        k += len(entry.segment_windows)
+        if len(doc) != entry.nbytes or zlib.crc32(doc) != entry.crc32:
+            raise IntegrityError(f"{where}: document {i} fails its CRC32 check after decoding (model or data damaged)")
+        out.append(doc)
+    return out
+
+
+@dataclass
+class DecompressReport:
+    output: str
+    files: int
+    documents: int
+    bytes: int
+    seconds: float
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.bytes / self.seconds if self.seconds > 0 else 0.0
+
+
+def decompress(
+    clm: str | Path,
+    output: str | Path,
+    *,
+    model: str | Path | M1 | None = None,
+    batch_size: int = 256,
+    threads: int | None = None,
+    force: bool = False,
+    progress: bool = False,
+) -> DecompressReport:
+    """Restore the input of ``clm`` into ``output`` (a file, or a folder for a folder input),
+    verifying model, sections, every document's CRC32 and every file's sha256 before writing."""
+    start = time.perf_counter()
+    where = str(clm)
+    container = load(clm)
+    kind = container.header.get("source", {}).get("kind")
+    out = Path(output)
+    if kind == "folder":
+        if out.exists() and not force:
+            raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
+    else:
+        check_outputs_free([out], force)
+    m1 = _model_for(container, where, model, threads)
+    docs = decode_documents(container, m1, where, batch_size=batch_size, progress=progress)
+    files = list(rebuild(decode_layout(container.layout, where), docs, where))
+    if kind == "folder":
+        _write_folder(out, files, force)
+    else:
+        if len(files) != 1:
+            raise IntegrityError(f"{where}: a {kind} container must hold one file, it holds {len(files)}")
+        with atomic_output(out, force=force, mode="wb") as f:
+            f.write(files[0][1])
+    return DecompressReport(str(out), len(files), len(docs), sum(len(d) for _, d in files),
+                            time.perf_counter() - start)
+
+
+def _write_folder(out: Path, files: Sequence[tuple[str, bytes]], force: bool) -> None:
+    """Build the folder beside ``out`` and rename it into place, so no half-written folder remains."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        for rel, data in files:
+            target = (tmp / rel).resolve()
+            if tmp.resolve() not in target.parents:
+                raise IntegrityError(f"refusing to write {rel!r} outside the output folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        if out.exists():
+            if not force:
+                raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# -------------------------------------------------------------------------------------------- inspect
+
+
+@dataclass
+class InspectReport:
+    header: dict[str, Any]
+    documents: int
+    windows: int
+    document_bytes: int
+    exceptions: int
+    clm_bytes: int
+    first_windows: list[tuple[int, str, bool]]  # (code, text, exception) of the first windows
+    model_found: bool
+
+    @property
+    def bits_per_byte(self) -> float:
+        bits = self.header["coder"]["window_bits"]
+        return self.windows * bits / self.document_bytes if self.document_bytes else 0.0
+
+    @property
+    def exception_rate(self) -> float:
+        return self.exceptions / self.windows if self.windows else 0.0
+
+
+def inspect(
+    clm: str | Path, *, model: str | Path | M1 | None = None, n_windows: int = 12, threads: int | None = None
+) -> InspectReport:
+    """Summary of a .clm; with its model at hand, the first windows decoded one by one (each
+    window is independent, so each decodes alone)."""
+    where = str(clm)
+    container = load(clm)
+    params = coder_params(container, where)
+    codes = unpack_codes(container.window_bits, params.window_bits)
+    exceptions = {}
+    base = 0
+    for entry in container.docs:
+        exceptions.update({base + w: n for w, n in entry.exceptions})
+        base += entry.windows
+    first: list[tuple[int, str, bool]] = []
+    found = False
+    try:
+        m1 = _model_for(container, where, model, threads)
+        found = True
+    except ConfigError:
+        m1 = None
+    if m1 is not None and n_windows > 0:
+        coder = EqualInfoCoder(m1, params.window_bits, code=params.code, max_window_bytes=params.max_window_bytes,
+                               guard_bits=params.guard_bits)
+        shown = codes[:n_windows]
+        tables = [{0: exceptions[i]} if i in exceptions else {} for i in range(len(shown))]
+        texts = coder.decode_many([[c] for c in shown], tables)
+        first = [
+            (c, t.decode("utf-8", errors="backslashreplace"), i in exceptions)
+            for i, (c, t) in enumerate(zip(shown, texts, strict=True))
+        ]
+    return InspectReport(
+        header=container.header,
+        documents=len(container.docs),
+        windows=len(codes),
+        document_bytes=sum(e.nbytes for e in container.docs),
+        exceptions=sum(len(e.exceptions) for e in container.docs),
+        clm_bytes=Path(clm).stat().st_size,
+        first_windows=first,
+        model_found=found,
+    )
+

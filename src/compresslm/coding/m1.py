@@ -1,0 +1,292 @@
+"""M1, the byte-level model that drives the window coder: its deterministic inference path, its
+numerics fingerprint, and its training (DESIGN.md §4.2).
+
+**Inference for coding.** Encoder and decoder compute M1's tables with the *same* function,
+:class:`M1Session.step`: one new position per row per step, keys and values kept in a cache of a
+fixed length (``max_window_bytes``), every row restarted at each window (a START token feeds the
+BOS byte at position 0, and the row's cache is zeroed). The encoder advances each row one byte at a
+time exactly like the decoder does, so the two run identical operations on identical shapes; what
+remains to hold is that a row's result does not depend on the other rows or on the thread count:
+
+* linear layers are GEMMs over ``(rows, d)`` with ``rows`` padded to a multiple of
+  :data:`ROW_MULTIPLE`. MKL gives bit-identical rows for any row count >= 12 at any thread count,
+  but takes another code path (other rounding) for 1-3 rows, and for 5-11 rows at some thread
+  counts (measured on this machine's torch 2.13 CPU build) — hence the padding;
+* attention is a batched (1 x hs) @ (hs x L) product over the fixed cache length L, masked to the
+  row's own positions (the zeroed cache beyond them contributes exact zeros after the mask);
+* LayerNorm, GELU and softmax are row-wise.
+
+Tests check the consequences (same tables for batch sizes 1 and 64, threads 1 and 2, any other
+rows) and that this path agrees with ``Transformer.forward`` to float32 rounding. Compared with the
+DESIGN's reference (a padded full-row forward per window in the encoder, one position at a time in
+the decoder), this needs no proof that two different paths agree, and it computes only the
+positions a window uses (n + 1 for n bytes) instead of ``max_window_bytes``: the padded reference
+wastes ~90% of its positions at b = 16, where windows hold ~5 bytes.
+
+**Fingerprint.** :func:`fingerprint` hashes the tables of a fixed probe; the .clm container
+stores it next to the weights' sha256, and decompression recomputes both, so a different model or
+different numerics on another machine is a clear error instead of silent garbage.
+
+**BOS.** The vocabulary is the 256 byte values (no id above them to spare, see
+``models.data.bytes_to_tokens``); the NUL byte, the training stream's document separator, is fed
+at position 0 of every window as "start of context".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from compresslm.coding.intervals import N_SYMBOLS, quantize
+from compresslm.coding.window_coder import IDLE, START
+from compresslm.errors import ConfigError, IntegrityError
+from compresslm.models.checkpoint import load_model, weights_sha256
+from compresslm.models.transformer import Transformer
+
+BOS = 0
+ROW_MULTIPLE = 16
+FINGERPRINT_VERSION = 1
+
+# The probe behind the numerics fingerprint: prose, code, Unicode, a long run and raw bytes, so
+# peaked and flat distributions, short and long contexts all enter the hash.
+_PROBE_TEXTS: tuple[bytes, ...] = (
+    b"The three currently living species are: African savanna elephants, African forest elephants, "
+    b"and the Asian elephants.",
+    b"def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
+    "Naïve café — 日本語のテキスト, Ελληνικά, emoji 🙂 and math ∑ x² ≤ ∞.".encode(),
+    b"                                                                                        end",
+    bytes(range(0, 256, 3)),
+    b'{"id": 17, "text": "Lorem ipsum dolor sit amet, consectetur adipiscing elit."}\n',
+)
+
+
+def _padded_rows(n_rows: int) -> int:
+    return max(ROW_MULTIPLE, -(-n_rows // ROW_MULTIPLE) * ROW_MULTIPLE)
+
+
+class M1:
+    """A trained :class:`Transformer` as a :class:`~compresslm.coding.window_coder.FrequencyModel`.
+
+    ``threads``: torch intra-op threads while coding (None: torch's default, all cores).
+    ``sha256``: the weights' hash (computed when not given).
+    """
+
+    def __init__(
+        self,
+        model: Transformer,
+        *,
+        precision: int = 14,
+        threads: int | None = None,
+        sha256: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        if model.config.vocab_size < N_SYMBOLS:
+            raise ConfigError(f"M1 needs a vocabulary of at least 256 bytes, the model has {model.config.vocab_size}")
+        self.model = model.to("cpu").float().eval()
+        self.precision = precision
+        self.threads = threads
+        self.sha256 = sha256 or weights_sha256(model)
+        self.path = path
+
+    @classmethod
+    def load(cls, directory: str | Path, **kwargs: Any) -> M1:
+        """Load a checkpoint written by ``m1 train`` / ``save_model`` (hash verified on load)."""
+        model, _, _ = load_model(directory)
+        return cls(model, sha256=weights_sha256(directory), path=str(Path(directory).resolve()), **kwargs)
+
+    @property
+    def max_context(self) -> int:
+        """Most positions a window row can use (the model's ``max_seq_len``)."""
+        return self.model.config.max_seq_len
+
+    @property
+    def n_params(self) -> int:
+        """Non-embedding parameters: the paper's N in "2 N FLOPs per byte"."""
+        return self.model.n_params(non_embedding=True)
+
+    def session(self, n_rows: int, max_len: int) -> M1Session:
+        return M1Session(self, n_rows, max_len)
+
+
+class M1Session:
+    """``n_rows`` window rows (padded to a multiple of :data:`ROW_MULTIPLE`), each with a KV cache
+    of ``max_len`` positions; see the module docstring for why this path is deterministic."""
+
+    def __init__(self, m1: M1, n_rows: int, max_len: int) -> None:
+        if max_len > m1.max_context:
+            raise ConfigError(
+                f"max_window_bytes {max_len} exceeds the model's context of {m1.max_context} positions"
+            )
+        cfg = m1.model.config
+        self.m1 = m1
+        self.n_rows = n_rows
+        self.rows = _padded_rows(n_rows)
+        self.max_len = max_len
+        self.n_heads = cfg.n_heads
+        self.head_dim = cfg.d_model // cfg.n_heads
+        # Keys and values of every layer in one tensor, so resetting rows is one op per step.
+        self.cache = torch.zeros(2, cfg.n_layers, self.rows, cfg.n_heads, max_len, self.head_dim)
+        self.pos = torch.zeros(self.rows, dtype=torch.long)
+        self.arange = torch.arange(self.rows)
+        self.key_index = torch.arange(max_len)
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        # Thread count is set once per session: torch.set_num_threads rebuilds the OpenMP pool, which
+        # costs more than a whole step of a small model.
+        self._threads_before: int | None = None
+        if m1.threads is not None and m1.threads != torch.get_num_threads():
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(m1.threads)
+
+    def close(self) -> None:
+        """Restore the thread count changed for this session."""
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        if len(tokens) != self.n_rows:
+            raise ConfigError(f"step needs {self.n_rows} tokens, got {len(tokens)}")
+        tok = np.full(self.rows, START, dtype=np.int64)
+        tok[: self.n_rows] = tokens
+        tok[tok == IDLE] = START  # an idle row is kept at position 0
+        reset = torch.from_numpy(tok == START)
+        ids = torch.from_numpy(np.where(tok == START, BOS, tok))
+        pos = torch.where(reset, torch.zeros_like(self.pos), self.pos + 1)
+        if int(pos.max()) >= self.max_len:
+            raise ConfigError(f"a window row ran past its {self.max_len} positions")
+        if bool(reset.any()):
+            self.cache[:, :, reset] = 0.0
+        self.pos = pos
+        with torch.no_grad():
+            probs = self._forward(ids, pos)
+        return quantize(probs[: self.n_rows], self.m1.precision)
+
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor) -> np.ndarray:
+        model = self.m1.model
+        R, nh, hs = self.rows, self.n_heads, self.head_dim
+        x = model.wte(ids) + model.wpe(pos)  # (R, C)
+        visible = (self.key_index[None, :] <= pos[:, None]).view(R, 1, 1, self.max_len)
+        for i, block in enumerate(model.blocks):
+            attn, keys, values = block.attn, self.cache[0, i], self.cache[1, i]
+            q, k, v = attn.c_attn(block.ln_1(x)).split(nh * hs, dim=1)  # (R, C) each
+            keys[self.arange, :, pos] = k.view(R, nh, hs)
+            values[self.arange, :, pos] = v.view(R, nh, hs)
+            att = (q.view(R, nh, 1, hs) @ keys.transpose(-2, -1)) * self.scale  # (R, nh, 1, L)
+            att = F.softmax(att.masked_fill(~visible, float("-inf")), dim=-1)
+            y = (att @ values).view(R, nh * hs)  # (R, nh, 1, hs) -> (R, C)
+            x = x + attn.c_proj(y)
+            x = x + block.mlp(block.ln_2(x))
+        logits = model.lm_head(model.ln_f(x))[:, :N_SYMBOLS]
+        return F.softmax(logits.float(), dim=-1).numpy()
+
+
+def reference_tables(m1: M1, windows: Sequence[bytes], max_len: int) -> list[np.ndarray]:
+    """Tables from ``Transformer.forward`` on whole padded rows ``[BOS] + window`` of ``max_len``
+    positions: ``tables[i][t]`` is the distribution of window i's byte t. The cross-check of
+    :class:`M1Session` (equal to float32 rounding, see tests) and the DESIGN's reference shape."""
+    rows = np.zeros((len(windows), max_len), dtype=np.int64)
+    for i, w in enumerate(windows):
+        if len(w) >= max_len:
+            raise ConfigError(f"window {i} has {len(w)} bytes; at most {max_len - 1} fit a row of {max_len}")
+        rows[i, 1 : 1 + len(w)] = np.frombuffer(w, dtype=np.uint8)
+    rows[:, 0] = BOS
+    with torch.no_grad():
+        logits = m1.model(torch.from_numpy(rows))[..., :N_SYMBOLS]
+        probs = F.softmax(logits.float(), dim=-1).numpy()
+    return [quantize(probs[i, : len(w) + 1], m1.precision) for i, w in enumerate(windows)]
+
+
+def session_tables(m1: M1, windows: Sequence[bytes], max_len: int, *, n_rows: int | None = None,
+                   rows_of: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Tables of every position of every window through :class:`M1Session` (the coding path).
+
+    Window i runs in row ``rows_of[i]`` of a session of ``n_rows`` rows (default: one row each);
+    the other rows stay idle. Used by the fingerprint and the determinism tests.
+    """
+    n_rows = n_rows or len(windows)
+    rows_of = list(rows_of) if rows_of is not None else list(range(len(windows)))
+    session = m1.session(n_rows, max_len)
+    out: list[list[np.ndarray]] = [[] for _ in windows]
+    try:
+        _run_windows(session, windows, n_rows, rows_of, out)
+    finally:
+        session.close()
+    return [np.stack(o) for o in out]
+
+
+def _run_windows(
+    session: M1Session, windows: Sequence[bytes], n_rows: int, rows_of: Sequence[int], out: list[list[np.ndarray]]
+) -> None:
+    longest = max((len(w) for w in windows), default=-1)
+    for t in range(longest + 1):
+        tokens = np.full(n_rows, IDLE, dtype=np.int64)
+        for i, w in enumerate(windows):
+            if t <= len(w):
+                tokens[rows_of[i]] = START if t == 0 else w[t - 1]
+        tables = session.step(tokens)
+        for i, w in enumerate(windows):
+            if t <= len(w):
+                out[i].append(tables[rows_of[i]])
+
+
+def _probe_windows(max_len: int) -> list[bytes]:
+    return [text[i : i + max_len - 1] for text in _PROBE_TEXTS for i in range(0, len(text), max_len - 1)]
+
+
+def fingerprint(m1: M1, max_len: int) -> str:
+    """sha256 of M1's quantized tables on the fixed probe, through the coding path."""
+    digest = hashlib.sha256(f"compresslm-m1-fingerprint-v{FINGERPRINT_VERSION}:{m1.precision}:{max_len}:".encode())
+    for table in session_tables(m1, _probe_windows(max_len), max_len):
+        digest.update(np.ascontiguousarray(table, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def check_row_independence(m1: M1, max_len: int, batch_size: int) -> None:
+    """Raise IntegrityError if the probe's tables change when it runs among ``batch_size`` other
+    rows: on such hardware the coder could not promise identical tables to the decoder."""
+    probe = _probe_windows(max_len)
+    alone = session_tables(m1, probe, max_len)
+    n_rows = max(batch_size, len(probe))
+    rng = np.random.default_rng(0)
+    rows_of = rng.permutation(n_rows)[: len(probe)]
+    others = [bytes(rng.integers(32, 127, size=max_len - 1, dtype=np.uint8)) for _ in range(n_rows - len(probe))]
+    free = [r for r in range(n_rows) if r not in set(rows_of.tolist())]
+    mixed = session_tables(m1, [*probe, *others], max_len, n_rows=n_rows, rows_of=[*rows_of.tolist(), *free])
+    for a, b in zip(alone, mixed, strict=False):
+        if not np.array_equal(a, b):
+            raise IntegrityError(
+                "M1's tables on this machine depend on the batch they run in; coding would not be "
+                f"reproducible here (torch {torch.__version__}, {os.cpu_count()} CPUs)"
+            )
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """Identity of the model a container was written with."""
+
+    sha256: str
+    fingerprint: str
+
+
+def verify_model(m1: M1, expected: ModelCheck, max_len: int, where: str) -> None:
+    """IntegrityError naming ``where`` (a .clm path) if ``m1`` is not the model it was made with."""
+    if m1.sha256 != expected.sha256:
+        raise IntegrityError(
+            f"{where}: written with M1 weights sha256 {expected.sha256[:16]}…, but the model given has "
+            f"{m1.sha256[:16]}… (pass the right --model)"
+        )
+    got = fingerprint(m1, max_len)
+    if got != expected.fingerprint:
+        raise IntegrityError(
+            f"{where}: the M1 weights match but its numerics fingerprint differs on this machine "
+            f"({got[:16]}… vs {expected.fingerprint[:16]}…): decoding here would not reproduce the bytes"
+        )

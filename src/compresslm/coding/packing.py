@@ -1,0 +1,55 @@
+"""Window codes <-> bytes and tokens, MSB first (the paper's Fig. 9: bits 1111000011110011 are the
+8-bit tokens [240, 243] and the 16-bit token 61683).
+
+Windows are concatenated as one bit string; with ``window_bits`` a multiple of 8 every window is
+whole bytes, and tokens of 8 or 16 bits may cross window boundaries (b = 24 at v = 2**16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from compresslm.errors import ConfigError, IntegrityError
+
+TOKEN_BITS = (8, 16)
+
+
+def pack_codes(codes: Sequence[int], window_bits: int) -> bytes:
+    """Each code as ``window_bits // 8`` big-endian bytes."""
+    width = window_bits // 8
+    return b"".join(int(c).to_bytes(width, "big") for c in codes)
+
+
+def unpack_codes(data: bytes, window_bits: int) -> list[int]:
+    """Inverse of :func:`pack_codes`; the length must be a whole number of windows."""
+    width = window_bits // 8
+    if len(data) % width:
+        raise IntegrityError(f"{len(data)} bytes of window bits is not a whole number of {window_bits}-bit windows")
+    if width == 2:  # the common case, vectorised
+        return np.frombuffer(data, dtype=">u2").astype(np.int64).tolist()
+    return [int.from_bytes(data[i : i + width], "big") for i in range(0, len(data), width)]
+
+
+def to_tokens(codes: Sequence[int], window_bits: int, token_bits: int = 16) -> np.ndarray:
+    """M2 tokens: the windows' bits cut into ``token_bits``-bit ids (uint8 or uint16)."""
+    if token_bits not in TOKEN_BITS:
+        raise ConfigError(f"token bits must be one of {TOKEN_BITS}, got {token_bits}")
+    raw = pack_codes(codes, window_bits)
+    if token_bits == 8:
+        return np.frombuffer(raw, dtype=np.uint8).copy()
+    if len(raw) % 2:
+        raise ConfigError(f"{len(codes)} windows of {window_bits} bits do not fill whole 16-bit tokens")
+    return np.frombuffer(raw, dtype=">u2").astype(np.uint16)
+
+
+def from_tokens(tokens: Sequence[int] | np.ndarray, window_bits: int, token_bits: int = 16) -> list[int]:
+    """Window codes from M2 tokens (inverse of :func:`to_tokens`)."""
+    if token_bits not in TOKEN_BITS:
+        raise ConfigError(f"token bits must be one of {TOKEN_BITS}, got {token_bits}")
+    arr = np.asarray(tokens, dtype=np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= 1 << token_bits):
+        raise IntegrityError(f"token ids must be in 0..{(1 << token_bits) - 1}")
+    raw = arr.astype(np.uint8).tobytes() if token_bits == 8 else arr.astype(">u2").tobytes()
+    return unpack_codes(raw, window_bits)

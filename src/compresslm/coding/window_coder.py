@@ -1,0 +1,348 @@
+"""The Equal-Info window coder (DESIGN.md §4.1): bytes -> b-bit windows -> bytes, exactly.
+
+Every window is coded on its own: the interval restarts at ``[0, 2**(b+G))`` and the model's
+context restarts (a START token), so each window decodes from its own ``b`` bits.
+
+Encoder (per unit of bytes, e.g. one document): add bytes while the next one *fits* (its child
+holds a whole cell) and the window has fewer than ``max_window_bytes``; that is the greedy end
+``n``. With ``code="straddle"`` the window ends at the longest *stoppable* prefix ``k <= n`` (its
+interval holds a whole cell that straddles a boundary between its children, or ``k`` is the cap)
+and its code is the lowest such cell; when no prefix is stoppable the greedy window is kept and
+recorded as an exception. With ``code="zeros"`` (the paper's) the window is always the greedy one
+and its code the shortest dyadic interval, zero-padded; when that cell sits inside one child of
+the last interval the token-only decoder would run past the end: an exception.
+
+Decoder (tokens only): from cell ``C``, take the child holding ``C``'s start; if ``C`` lies inside
+it, that is the next byte; if ``C`` straddles a boundary, or the cap is reached, the window is
+complete. For an exception window the decoder instead takes exactly the recorded byte count.
+
+Why this decodes exactly: ``C`` lies inside the interval of every prefix of the window, hence
+inside the child of each of its bytes, and it straddles at the end by construction.
+
+Models are queried through :class:`FrequencyModel` sessions that serve many rows (windows of
+different units) per step, which is how M1 batches one fixed-shape forward across documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from compresslm.coding.intervals import (
+    CoderParams,
+    cell_straddles,
+    check_table,
+    child,
+    find_child,
+    fits,
+    lowest_straddling_cell,
+    shortest_dyadic_cell,
+    whole_cells,
+)
+from compresslm.errors import IntegrityError
+
+START = 256  # token that resets a row: the next table is for the first byte of a window
+IDLE = -1  # token for a row with nothing to do; its table is ignored
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One coded window: ``code`` is the cell index (``window_bits`` bits, MSB first when packed),
+    ``nbytes`` the bytes it covers. ``exception`` marks windows whose byte count the tokens alone
+    do not give (the decoder needs ``nbytes`` from the exception table)."""
+
+    code: int
+    nbytes: int
+    exception: bool = False
+
+
+class FrequencySession(Protocol):
+    """Rows of independent contexts, advanced one position per :meth:`step`."""
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """``tokens[r]``: a byte (0..255) appended to row ``r``, :data:`START` to reset it, or
+        :data:`IDLE`. Returns a fresh int64 array (rows, 257): row ``r``'s cumulative frequency
+        table for its next byte (rubbish for idle rows). A session may also have ``close()``,
+        called when the coder is done with it."""
+        ...
+
+
+class FrequencyModel(Protocol):
+    """A next-byte model the coder can drive: quantized tables, one session per batch."""
+
+    precision: int
+
+    def session(self, n_rows: int, max_len: int) -> FrequencySession:
+        """A session of ``n_rows`` rows; a row never holds more than ``max_len`` positions."""
+        ...
+
+
+class CallableModel:
+    """A :class:`FrequencyModel` from a Python function of the window prefix (bytes since START).
+
+    For tests, static models (unigram) and experiments; M1 has its own batched session.
+    """
+
+    def __init__(self, table: Callable[[bytes], np.ndarray], precision: int = 14) -> None:
+        self.table = table
+        self.precision = precision
+
+    def session(self, n_rows: int, max_len: int) -> FrequencySession:
+        return _CallableSession(self, n_rows)
+
+
+class _CallableSession:
+    def __init__(self, model: CallableModel, n_rows: int) -> None:
+        self.model = model
+        self.prefixes = [bytearray() for _ in range(n_rows)]
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(self.prefixes), 257), dtype=np.int64)
+        for r, tok in enumerate(int(t) for t in tokens):
+            if tok == IDLE:
+                continue
+            if tok == START:
+                self.prefixes[r].clear()
+            else:
+                self.prefixes[r].append(tok)
+            cum = np.asarray(self.model.table(bytes(self.prefixes[r])), dtype=np.int64)
+            check_table(cum, self.model.precision)
+            out[r] = cum
+        return out
+
+
+class _UnitEncoder:
+    """Encodes one unit of bytes into windows, fed one frequency table per step."""
+
+    def __init__(self, data: bytes, params: CoderParams) -> None:
+        self.data = data
+        self.params = params
+        self.windows: list[Window] = []
+        self.start = 0  # first byte of the current window
+        self.backed_off = 0  # windows that ended before their greedy end
+        self.positions = 0  # model positions consumed (for the waste accounting)
+        self._new_window()
+
+    def _new_window(self) -> None:
+        self.t = 0
+        self.tables: list[np.ndarray] = []  # tables[i]: distribution of the window's byte i
+        self.bounds: list[tuple[int, int]] = [(0, self.params.scale)]  # bounds[i]: interval of i bytes
+
+    @property
+    def done(self) -> bool:
+        return self.start >= len(self.data)
+
+    def next_token(self) -> int:
+        return START if self.t == 0 else self.data[self.start + self.t - 1]
+
+    def feed(self, cum: np.ndarray) -> int:
+        """Consume the table for the window's next byte; returns bytes finished (0 while open)."""
+        self.positions += 1
+        self.tables.append(cum)
+        t = self.t
+        if self.start + t == len(self.data):
+            return self._finish(t)
+        lo, hi = child(*self.bounds[t], cum, self.data[self.start + t])
+        if not fits(lo, hi, self.params.guard_bits):
+            return self._finish(t)
+        self.t = t + 1
+        self.bounds.append((lo, hi))
+        if self.t == self.params.max_window_bytes:
+            return self._finish(self.t)
+        return 0
+
+    def _finish(self, n: int) -> int:
+        p = self.params
+        if p.code == "zeros":
+            lo, hi = self.bounds[n]
+            cell = shortest_dyadic_cell(lo, hi, p.window_bits, p.guard_bits)
+            over_runs = n < p.max_window_bytes and not cell_straddles(lo, hi, self.tables[n], cell, p.guard_bits)
+            window = Window(cell, n, over_runs)
+        else:
+            window = self._stoppable(n)
+        if window.nbytes < n:
+            self.backed_off += 1
+        self.windows.append(window)
+        self.start += window.nbytes
+        self._new_window()
+        return window.nbytes
+
+    def _stoppable(self, n: int) -> Window:
+        """The longest stoppable prefix of the greedy window ``n`` (an exception when none is)."""
+        g = self.params.guard_bits
+        if n == self.params.max_window_bytes:
+            return Window(whole_cells(*self.bounds[n], g)[0], n)
+        for k in range(n, 0, -1):
+            cell = lowest_straddling_cell(*self.bounds[k], self.tables[k], g)
+            if cell is not None:
+                return Window(cell, k)
+        return Window(whole_cells(*self.bounds[n], g)[0], n, True)
+
+
+class _UnitDecoder:
+    """Decodes the windows of one unit, fed one frequency table per step."""
+
+    def __init__(
+        self, codes: Sequence[int], exceptions: Mapping[int, int], params: CoderParams, length: int | None
+    ) -> None:
+        self.codes = codes
+        self.exceptions = exceptions
+        self.params = params
+        self.length = length
+        self.out = bytearray()
+        self.w = 0  # current window
+        self.t = 0
+        self.lo, self.hi = 0, params.scale
+
+    @property
+    def done(self) -> bool:
+        return self.w >= len(self.codes)
+
+    def next_token(self) -> int:
+        return START if self.t == 0 else self.out[-1]
+
+    def feed(self, cum: np.ndarray) -> int:
+        p = self.params
+        start = self.codes[self.w] << p.guard_bits
+        s, lo, hi = find_child(self.lo, self.hi, cum, start)
+        limit = self.exceptions.get(self.w)
+        if limit is None and hi < start + (1 << p.guard_bits):  # the cell straddles: window complete
+            if self.t == 0:
+                raise IntegrityError(f"window {self.w} decodes to no bytes: the window bits are corrupt")
+            return self._end_window()
+        self.out.append(s)
+        self.t += 1
+        self.lo, self.hi = lo, hi
+        if self.length is not None and len(self.out) > self.length:
+            raise IntegrityError(
+                f"window {self.w} decodes past the recorded length of {self.length} bytes: the window "
+                "bits, the exception table or the model do not match"
+            )
+        if self.t == (p.max_window_bytes if limit is None else limit):
+            return self._end_window()
+        return 0
+
+    def _end_window(self) -> int:
+        n = self.t
+        self.w += 1
+        self.t = 0
+        self.lo, self.hi = 0, self.params.scale
+        return n
+
+
+def _drive(
+    units: Sequence[_UnitEncoder | _UnitDecoder],
+    model: FrequencyModel,
+    batch_size: int,
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    """Run every unit to completion, ``batch_size`` rows at a time; a row that finishes its unit
+    takes the next one, so one session step always serves as many windows as there are rows."""
+    pending: Iterator[_UnitEncoder | _UnitDecoder] = (u for u in units if not u.done)
+    n_rows = max(1, min(batch_size, sum(1 for u in units if not u.done)))
+    rows: list[_UnitEncoder | _UnitDecoder | None] = [next(pending, None) for _ in range(n_rows)]
+    if all(r is None for r in rows):
+        return
+    session = model.session(n_rows, units[0].params.max_window_bytes)
+    try:
+        while True:
+            tokens = np.array([IDLE if r is None else r.next_token() for r in rows], dtype=np.int64)
+            if np.all(tokens == IDLE):
+                return
+            tables = session.step(tokens)
+            for i, unit in enumerate(rows):
+                if unit is None:
+                    continue
+                finished = unit.feed(tables[i])
+                if finished and on_bytes is not None:
+                    on_bytes(finished)
+                if unit.done:
+                    rows[i] = next(pending, None)
+    finally:
+        close = getattr(session, "close", None)
+        if close is not None:
+            close()
+
+
+@dataclass
+class EncodeStats:
+    """What the encoder did, for reports: back-offs and model positions per coded byte."""
+
+    windows: int = 0
+    bytes: int = 0
+    exceptions: int = 0
+    backed_off: int = 0
+    positions: int = 0
+
+
+def encode_units(
+    units: Sequence[bytes],
+    model: FrequencyModel,
+    params: CoderParams,
+    *,
+    batch_size: int = 256,
+    on_bytes: Callable[[int], None] | None = None,
+    stats: EncodeStats | None = None,
+) -> list[list[Window]]:
+    """Windows of every unit (each coded independently), batching ``batch_size`` units per step."""
+    encoders = [_UnitEncoder(bytes(u), params) for u in units]
+    _drive(encoders, model, batch_size, on_bytes)
+    if stats is not None:
+        for e in encoders:
+            stats.windows += len(e.windows)
+            stats.bytes += len(e.data)
+            stats.exceptions += sum(w.exception for w in e.windows)
+            stats.backed_off += e.backed_off
+            stats.positions += e.positions
+    return [e.windows for e in encoders]
+
+
+def decode_units(
+    units: Sequence[tuple[Sequence[int], Mapping[int, int]]],
+    model: FrequencyModel,
+    params: CoderParams,
+    *,
+    lengths: Sequence[int] | None = None,
+    batch_size: int = 256,
+    on_bytes: Callable[[int], None] | None = None,
+) -> list[bytes]:
+    """Bytes of every unit from its window codes and exception table ``{window index: nbytes}``.
+
+    ``lengths`` (optional) are the expected byte counts: decoding past one is an IntegrityError
+    at once instead of a run to the cap, and a shorter result is one too.
+    """
+    limits: Sequence[int | None] = list(lengths) if lengths is not None else [None] * len(units)
+    for i, (codes, exceptions) in enumerate(units):
+        _check_unit(i, codes, exceptions, params)
+    decoders = [
+        _UnitDecoder(list(codes), dict(exc), params, limit)
+        for (codes, exc), limit in zip(units, limits, strict=True)
+    ]
+    _drive(decoders, model, batch_size, on_bytes)
+    out = [bytes(d.out) for d in decoders]
+    if lengths is not None:
+        for i, (data, n) in enumerate(zip(out, lengths, strict=True)):
+            if len(data) != n:
+                raise IntegrityError(f"unit {i} decodes to {len(data)} bytes, the container records {n}")
+    return out
+
+
+def _check_unit(index: int, codes: Sequence[int], exceptions: Mapping[int, int], params: CoderParams) -> None:
+    top = 1 << params.window_bits
+    for c in codes:
+        if not 0 <= c < top:
+            raise IntegrityError(f"unit {index}: window code {c} does not fit in {params.window_bits} bits")
+    for w, n in exceptions.items():
+        if not 0 <= w < len(codes) or not 1 <= n <= params.max_window_bytes:
+            raise IntegrityError(
+                f"unit {index}: exception (window {w}, {n} bytes) is outside the unit's {len(codes)} windows "
+                f"or the 1..{params.max_window_bytes} byte range"
+            )
+
+
+def exception_table(windows: Iterable[Window]) -> dict[int, int]:
+    """``{window index: nbytes}`` for the windows the tokens alone cannot delimit."""
+    return {i: w.nbytes for i, w in enumerate(windows) if w.exception}
