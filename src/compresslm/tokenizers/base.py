@@ -87,6 +87,15 @@ class Tokenizer(ABC):
     def decode_bytes(self, ids: Ids) -> bytes:
         """Inverse of :meth:`encode_bytes`; raises DataError for ids that no input produces."""
 
+    def encode_documents(self, docs: Sequence[bytes]) -> list[tuple[list[np.ndarray], list[int]]]:
+        """Each document's ids cut at its chunk boundaries, with each chunk's byte length (the token
+        dataset records both). A whole-document scheme has one chunk; an empty document none.
+        Schemes that batch a model across documents (M1) override this."""
+        out: list[tuple[list[np.ndarray], list[int]]] = []
+        for data in docs:
+            out.append(([self.encode_bytes(data)], [len(data)]) if data else ([], []))
+        return out
+
     def encode(self, text: str) -> list[int]:
         return self.encode_bytes(text.encode("utf-8")).tolist()
 
@@ -180,9 +189,11 @@ class ChunkedTokenizer(Tokenizer):
         parts = [self.encode_chunk(chunk) for chunk in self.chunks(data)]
         return np.concatenate(parts).astype(self.dtype) if parts else np.zeros(0, dtype=self.dtype)
 
-    def encode_chunks(self, data: bytes) -> list[np.ndarray]:
-        """Ids of each chunk separately (the dataset writer records chunk boundaries)."""
-        return [self.encode_chunk(chunk).astype(self.dtype) for chunk in self.chunks(data)]
+    def encode_documents(self, docs: Sequence[bytes]) -> list[tuple[list[np.ndarray], list[int]]]:
+        return [
+            ([self.encode_chunk(c).astype(self.dtype) for c in self.chunks(d)], [len(c) for c in self.chunks(d)])
+            for d in docs
+        ]
 
     def decode_bytes(self, ids: Ids) -> bytes:
         arr = self._check_ids(ids, skip_special=False)
