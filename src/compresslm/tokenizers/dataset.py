@@ -98,14 +98,9 @@ def default_workers() -> int:
 _WORKER_TOKENIZER: Tokenizer | None = None
 
 
-def _init_worker(tokenizer_dir: str, threads: int) -> None:
+def _init_worker(tokenizer_dir: str) -> None:
+    """Load the saved tokenizer once per worker (M1 schemes load M1 with one torch thread)."""
     global _WORKER_TOKENIZER
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
     _WORKER_TOKENIZER = load_tokenizer(tokenizer_dir)
 
 
@@ -313,7 +308,7 @@ def _start_pool(workers: int, tokenizer_dir: Path) -> ProcessPoolExecutor:
     import multiprocessing as mp
 
     return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=(str(tokenizer_dir), 1))
+                               initargs=(str(tokenizer_dir),))
 
 
 def _progress_bar(enabled: bool, desc: str) -> Any:

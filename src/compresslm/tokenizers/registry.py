@@ -187,7 +187,8 @@ def read_tokenizer_config(directory: str | Path) -> dict[str, Any]:
 def load_tokenizer(directory: str | Path, **m1_options: Any) -> Tokenizer:
     """The tokenizer saved in ``directory`` by :func:`save_tokenizer`."""
     directory = Path(directory)
-    meta = read_tokenizer_config(directory)
+    meta = {k: v for k, v in read_tokenizer_config(directory).items()
+            if k not in ("format", "format_version", "describe")}
     scheme = meta.get("scheme")
     if scheme == "bytes":
         from compresslm.tokenizers.bytes import ByteTokenizer

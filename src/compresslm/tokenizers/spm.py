@@ -57,7 +57,8 @@ class SentencePieceTokenizer(Tokenizer):
         max_sentences: int = 2_000_000,
         threads: int | None = None,
     ) -> SentencePieceTokenizer:
-        """Train a unigram model of ``vocab_size`` pieces (including 256 byte pieces and ``<unk>``)."""
+        """Train a unigram model of at most ``vocab_size`` pieces (including 256 byte pieces and
+        ``<unk>``); a corpus too small for that many gets fewer."""
         import sentencepiece as spm
 
         if vocab_size < 260:
@@ -68,6 +69,7 @@ class SentencePieceTokenizer(Tokenizer):
                 sentence_iterator=_sentences(texts),
                 model_writer=buf,
                 vocab_size=vocab_size,
+                hard_vocab_limit=False,  # a small corpus gets the pieces it supports (see data_vocab_size)
                 model_type="unigram",
                 byte_fallback=True,
                 normalization_rule_name="identity",
@@ -75,7 +77,7 @@ class SentencePieceTokenizer(Tokenizer):
                 add_dummy_prefix=False,
                 allow_whitespace_only_pieces=True,
                 split_digits=False,
-                character_coverage=1.0,
+                character_coverage=0.9995,  # rarer characters fall back to byte pieces
                 user_defined_symbols=["\n"],
                 max_sentence_length=_SENTENCE_CHARS * 4 + 16,
                 input_sentence_size=max_sentences,
