@@ -188,7 +188,7 @@ def print_study_summary(results: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from compresslm.experiments.selection_report import faster_text, spread_text
+    from compresslm.experiments.selection_report import spread_text
 
     console = Console()
     unit = results["unit"]
@@ -197,8 +197,9 @@ def print_study_summary(results: dict[str, Any]) -> None:
     for b in results["budgets"]:
         t = Table(title=f"selection study, budget {b['label']} {unit}, {len(results['config']['seeds'])} seeds; "
                         f"base model test loss {results['base_loss']:.4f}")
-        for col in ("method", "lowest loss", f"{unit} to lowest", "select s", f"{domain or 'domain'} share"):
-            t.add_column(col, justify="left" if col == "method" else "right")
+        t.add_column("method", no_wrap=True)
+        for col in ("lowest loss", f"{unit} to lowest", "select s", f"{domain or 'domain'} share"):
+            t.add_column(col, justify="right")
         for bl in baselines:
             t.add_column(f"faster vs {bl}", justify="right")
         for spec, m in b["methods"].items():
@@ -206,8 +207,21 @@ def print_study_summary(results: dict[str, Any]) -> None:
             prec = m["selection"]["precision"]
             t.add_row(spec, spread_text(s["lowest"]), spread_text(s["tokens_to_lowest"], ",.0f"),
                       f"{m['selection']['seconds']:.1f}", "–" if prec is None else f"{prec:.3f}",
-                      *["–" if bl == spec else faster_text(b["faster"][spec][bl]) for bl in baselines])
+                      *["–" if bl == spec else _faster_cell(b["faster"][spec][bl]) for bl in baselines])
         console.print(t)
+    console.print("faster vs X: 1 − (tokens to reach X's lowest loss) / (tokens X needs to reach it), on the mean "
+                  "curves (± over seeds); never: does not reach it; n/a: X never improved on the base model. "
+                  "Details per seed in the report.")
+
+
+def _faster_cell(f: dict[str, Any]) -> str:
+    """Compact: "74.2% ±7.1", "never", "n/a"; the per-seed details are in the report."""
+    head = f["mean_curve"]
+    if head["value"] is None:
+        return "never" if head["reason"] == "never" else "n/a"
+    spread = f["spread"]
+    tail = f" ±{100 * spread['std']:.1f}" if spread is not None and spread["n"] > 1 else ""
+    return f"{100 * head['value']:.1f}%{tail}"
 
 
 def print_alignment_summary(results: dict[str, Any]) -> None:
