@@ -254,3 +254,14 @@ def test_alignment_study_needs_three_datasets(toy: dict[str, str], tmp_path: Pat
                                   base_model=toy["base"], finetune=TOY_FT)
     with pytest.raises(ConfigError, match="at least 3"):
         run_alignment_study(config, log=lambda _m: None)
+
+
+def test_demo_study_settings_are_valid() -> None:
+    from compresslm.experiments.demo import demo_study_config
+    from compresslm.select.methods import make_method
+
+    config = demo_study_config("unused")
+    config.validate()
+    assert config.out.endswith("study") and len(config.seeds) >= 3
+    for spec in config.methods:
+        make_method(spec)  # every method name resolves

@@ -70,12 +70,23 @@ def render_loss_curves(
         ax.plot([mean.tokens_to_lowest], [mean.lowest], marker="o", color=line.get_color(), markersize=5)
     if reference is not None:
         ax.axhline(reference, color="grey", linestyle=":", linewidth=1, label=reference_label)
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _si(v)))
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def _si(value: float) -> str:
+    """Token counts on an axis: 0, 500, 20k, 1.5M."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= div:
+            return f"{value / div:g}{suffix}"
+    return f"{value:g}"
 
 
 def render_scatter_fit(
