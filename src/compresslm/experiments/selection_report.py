@@ -128,5 +128,18 @@ def write_report(
     intro = ["Does data selected by ZIP-FIT train faster? Each method selects from the same pool at the same "
              "budget; the same base model is fine-tuned on each selection for the same number of tokens, and "
              "the held-out test cross-entropy is measured along the way."]
-    sections.insert(0, Section("Setting", tables=[setting]))
+    protocol = [
+        f"Units: {unit}. " + ("The base model is byte level, so each selection is cut to a byte budget (the "
+                              "selection's budget_bytes) and the model trains on that many bytes: the selection "
+                              "budget and the training tokens agree." if unit == "bytes" else
+                              "Budgets and training tokens are the base model's tokenizer's tokens."),
+        "Every run trains for exactly the budget on random blocks of its selection (about one pass; a "
+        "selection smaller than the budget is repeated), from the same base weights, with the same "
+        "hyper-parameters; only the data differs.",
+        "Each method ranks the pool once; a budget takes the best-ranked documents while they fit and cuts "
+        "the overflowing one to the remainder (the ZIP-FIT paper's protocol).",
+        "Seeds vary the fine-tuning (batch order); each selection is made once with the selection seed, so "
+        "the spread does not include the selection noise of random or DSIR's Gumbel sampling.",
+    ]
+    sections.insert(0, Section("Setting", tables=[setting], notes=protocol))
     return write_html(folder / "index.html", "compresslm selection study", sections, intro=intro, force=force)
