@@ -20,12 +20,20 @@ def faster_text(f: dict[str, Any]) -> str:
     head = f["mean_curve"]["text"]
     seeds = len(f["per_seed"])
     parts = []
-    if f["spread"] is not None and seeds > 1:
-        s = f["spread"]
-        parts.append(f"seeds {100 * s['mean']:.1f} ± {100 * s['std']:.1f}%" + (f" of {s['n']}" if s["n"] < seeds else ""))
+    s = f["spread"]
+    if s is not None and seeds > 1:
+        if s["n"] > 1:
+            parts.append(f"seeds {100 * s['mean']:.1f} ± {100 * s['std']:.1f}%"
+                         + (f", {s['n']} of {seeds} defined" if s["n"] < seeds else ""))
+        else:
+            parts.append(f"1 of {seeds} seeds: {100 * s['mean']:.1f}%")
     if f["never"]:
-        parts.append(f"{f['never']} of {seeds} never")
+        parts.append(f"{f['never']} of {seeds} seeds never")
     return f"{head} ({'; '.join(parts)})" if parts else head
+
+
+def _join(paths: Any) -> str:
+    return ", ".join(paths) if isinstance(paths, list) else str(paths)
 
 
 def spread_text(s: dict[str, Any], fmt: str = ".4f", scale: float = 1.0) -> str:
@@ -112,7 +120,7 @@ def write_report(
     setting = Table(["setting", "value"], [
         ["targets", f"{results['targets']['documents']} documents from {', '.join(results['targets']['paths'])}"],
         ["test set", f"{results['test']['documents']} documents ({results['test']['tokens']:,} {unit}) from "
-                     f"{results['test']['paths']}"],
+                     f"{_join(results['test']['paths'])}"],
         ["sources", ", ".join(cfg["sources"])],
         ["base model", f"{results['base_model']['kind']} ({results['base_model'].get('n_params', '?'):,} "
                        f"parameters) from {results['base_model']['source']}"],
