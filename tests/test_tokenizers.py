@@ -64,8 +64,9 @@ def _make(label: str) -> Callable[[], Tokenizer]:
             from compresslm.tokenizers.ac import ACTokenizer
 
             return ACTokenizer(tiny_m1(), spec.token_bits, CHUNK, context=16)
-        if spec.scheme == "equal-info":
-            return EqualInfoTokenizer(tiny_m1(), spec.window_bits, spec.token_bits, chunk_bytes=CHUNK)
+        if spec.scheme == "equal-info":  # b = 16, v = 256 also cuts chunks into several coding units
+            unit = 16 if label == "eqinfo16-256" else CHUNK
+            return EqualInfoTokenizer(tiny_m1(), spec.window_bits, spec.token_bits, chunk_bytes=CHUNK, unit_bytes=unit)
         return build_tokenizer(spec, texts=lambda: iter(CORPUS * 20))
 
     return build

@@ -13,7 +13,7 @@ import sys
 from compresslm import __version__
 
 # Modules of this package that contribute commands, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("select", "study", "demo", "compress")
+COMMAND_MODULES: tuple[str, ...] = ("select", "study", "demo", "compress", "tokens")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,11 +14,12 @@ chunk after chunk, each document followed by ``eod_id``. A document's last chunk
 its ``n_tokens``, so chunk token counts sum to ``len(stream) - 1``. Chunks are the scheme's
 10,240-byte pieces (a whole document for bytes and SentencePiece).
 
-M2 examples (:meth:`TokenDataset.rows`) are blocks of ``seq_len`` predictions that start at a chunk
-start or ``k * seq_len`` ids into a chunk and never run past the chunk's end (padded with ``pad_id``),
-each preceded by one context id (the stream's previous id: EOD at a document start). As in the
-paper, examples are aligned to the start of independently coded chunks; unlike the paper, no ids are
-trimmed away, so evaluation covers every id of the held-out bytes exactly once.
+M2 examples (:meth:`TokenDataset.rows`): consecutive chunks are grouped into packs of at most
+10,240 bytes (several short documents, or one piece of a long one: the paper concatenates documents
+and cuts 10,240-byte examples), and each pack is cut into blocks of ``seq_len`` predictions, padded
+with ``pad_id`` at the pack's end, each preceded by one context id (the stream's previous id: EOD at
+a document start). So examples start where a coded stream starts, as in the paper; unlike the paper,
+no ids are trimmed away, so evaluation covers every id of the held-out bytes exactly once.
 
 The held-out split is chosen per document from a hash of its stable id, so every scheme holds out the
 same bytes. Tokenization runs on all cores in shards of documents; each finished shard is written
@@ -84,6 +85,20 @@ def split_of(doc_id: str, val_fraction: float) -> str:
     """``"val"`` for a ``val_fraction`` share of ids (by a hash of the id: order- and scheme-free)."""
     h = int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "big")
     return "val" if h < val_fraction * 2.0**64 else "train"
+
+
+def training_texts(items: Iterable[Record | Rejection], options: TokenizeOptions) -> Iterator[str]:
+    """The texts :func:`tokenize_corpus` puts in the training split (same limit, same hash): what
+    SentencePiece and StaticAC are estimated on, so the held-out documents stay unseen."""
+    total = 0
+    for item in items:
+        if isinstance(item, Rejection):
+            continue
+        if options.limit_bytes is not None and total >= options.limit_bytes:
+            return
+        total += len(item.data)
+        if split_of(item.id, options.val_fraction) == "train":
+            yield item.text
 
 
 def default_workers() -> int:
@@ -480,27 +495,44 @@ class TokenDataset:
         start, n, _ = self.docs(split)[index]
         return np.asarray(self.stream(split)[start : start + n - 1])
 
-    def rows(self, split: str, seq_len: int) -> np.ndarray:
-        """M2 examples: (n_rows, seq_len + 1) ids, see the module docstring; every id of the split
-        after the leading EOD is a target in exactly one row."""
+    def packs(self, split: str, pack_bytes: int | None = None) -> np.ndarray:
+        """(n_packs, 2) token start and length of each pack: consecutive chunks of whole documents
+        holding at most ``pack_bytes`` bytes together (default: the scheme's chunk size, 10,240), the
+        paper's "documents concatenated, then cut into 10,240-byte examples". A chunk never splits."""
+        limit = pack_bytes or self.meta.get("chunk_bytes") or 10_240
+        packs: list[tuple[int, int]] = []
+        start = n_tok = n_bytes = 0
+        for c_start, c_tokens, c_bytes, _ in self.chunks(split).tolist():
+            if n_tok and n_bytes + c_bytes > limit:
+                packs.append((start, n_tok))
+                n_tok = n_bytes = 0
+            if n_tok == 0:
+                start = c_start
+            n_tok += c_tokens
+            n_bytes += c_bytes
+        if n_tok:
+            packs.append((start, n_tok))
+        return np.asarray(packs, dtype=np.int64).reshape(-1, 2)
+
+    def rows(self, split: str, seq_len: int, pack_bytes: int | None = None) -> np.ndarray:
+        """M2 examples: (n_rows, seq_len + 1) ids. Each pack (see :meth:`packs`) is cut into blocks
+        of ``seq_len`` targets, padded at the pack's end, each preceded by one context id (the
+        stream's previous id). Every id of the split after the leading EOD is a target in exactly
+        one row."""
         if seq_len < 1:
             raise ConfigError(f"seq_len must be positive, got {seq_len}")
-        stream = self.stream(split)
-        chunks = self.chunks(split)
-        starts_l: list[np.ndarray] = []
-        ends_l: list[np.ndarray] = []
-        for start, n, _, _ in chunks:
-            if n == 0:
-                continue
-            s = np.arange(start, start + n, seq_len, dtype=np.int64)
-            starts_l.append(s)
-            ends_l.append(np.full(len(s), start + n, dtype=np.int64))
-        if not starts_l:
+        stream = np.asarray(self.stream(split))
+        packs = self.packs(split, pack_bytes)
+        packs = packs[packs[:, 1] > 0]
+        if not len(packs):
             raise DataError(f"{self.directory}: split {split!r} has no tokens")
-        starts, ends = np.concatenate(starts_l), np.concatenate(ends_l)
+        per_pack = -(-packs[:, 1] // seq_len)
+        starts = np.repeat(packs[:, 0], per_pack) + seq_len * (
+            np.arange(per_pack.sum()) - np.repeat(np.cumsum(per_pack) - per_pack, per_pack))
+        ends = np.repeat(packs[:, 0] + packs[:, 1], per_pack)
         idx = starts[:, None] - 1 + np.arange(seq_len + 1, dtype=np.int64)[None, :]
         valid = idx < ends[:, None]
-        out = np.where(valid, np.asarray(stream)[np.minimum(idx, len(stream) - 1)], self.pad_id)
+        out = np.where(valid, stream[np.minimum(idx, len(stream) - 1)], self.pad_id)
         return out.astype(self.dtype)
 
     def token_stream(self, split: str, seq_len: int) -> Any:
