@@ -13,10 +13,12 @@ prefix). The tokenizer then cuts the unit just before that window (1, 2, ... byt
 moves the window boundaries, and codes the two parts separately; if no cut helps it raises DataError.
 So every id sequence it emits decodes exactly from the ids alone.
 
-Units: each chunk is coded as units of at most ``unit_bytes`` (2,048) bytes, each ending in a window
-boundary. The coder steps all units of a batch side by side, one M1 position per step, so shorter
-units mean more rows per step and fewer steps: a corpus of 10,240-byte chunks codes about five times
-faster. The price is one forced window end per unit (about half a window, ~0.4% of the ids at b = 16).
+Units: each chunk is coded as units of at most ``unit_bytes`` (default 32 * b: 512 bytes at b = 16)
+bytes, each ending in a window boundary. The coder steps all units of a batch side by side, one M1
+position per step, so on a small corpus shorter units mean more rows per step and far fewer steps (a
+10,240-byte unit needs ~13,000 sequential M1 steps, a 512-byte one ~650). The price is one forced
+window end per unit: about half a window in ~32 * bits-per-byte windows, i.e. ~0.5-1% more ids.
+On a large corpus the batch is full (256 rows) either way.
 
 Ids and windows: at b = 24, v = 65k ids straddle windows (as in the paper's App. A.1); a document's
 window bytes are packed once and padded with one zero byte to a whole id, and a chunk's ids start at
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 
 #: Cuts tried before an exception window (bytes moved into the next unit).
 MAX_RECUTS = 16
-UNIT_BYTES = 2048
+UNIT_BYTES_PER_WINDOW_BIT = 32
 
 
 class EqualInfoTokenizer(Tokenizer):
@@ -56,7 +58,7 @@ class EqualInfoTokenizer(Tokenizer):
         token_bits: int = 16,
         *,
         chunk_bytes: int = CHUNK_BYTES,
-        unit_bytes: int = UNIT_BYTES,
+        unit_bytes: int | None = None,
         max_window_bytes: int | None = None,
         batch_size: int = 256,
         saved_config: dict[str, Any] | None = None,
@@ -67,6 +69,7 @@ class EqualInfoTokenizer(Tokenizer):
             raise ConfigError(f"token bits must be 8 or 16, got {token_bits}")
         if window_bits % 8 or window_bits < 16:
             raise ConfigError(f"--window-bits must be a multiple of 8 and at least 16, got {window_bits}")
+        unit_bytes = unit_bytes or UNIT_BYTES_PER_WINDOW_BIT * window_bits
         if chunk_bytes < 1 or unit_bytes < 1:
             raise ConfigError(f"chunk and unit bytes must be positive, got {chunk_bytes} and {unit_bytes}")
         self.m1 = m1
