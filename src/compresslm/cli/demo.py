@@ -15,6 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="worker processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="overwrite outputs of an earlier demo")
     p.add_argument("--skip-study", action="store_true", help="skip step 2, the small selection study")
+    p.add_argument("--skip-tokenization", action="store_true", help="skip step 3, the small tokenization study")
     p.set_defaults(func=lambda a: run_guarded(_demo, a))
 
 
@@ -32,6 +33,10 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"outputs in {args.out}/: selected.jsonl, scores.parquet, rejects.jsonl, report.json, report.png")
     if not args.skip_study:
         _study(args)
+    if not args.skip_tokenization:
+        from compresslm.cli.tokens import demo_step
+
+        demo_step(args)
     return 0
 
 

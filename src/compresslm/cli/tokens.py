@@ -337,3 +337,21 @@ def print_study_table(results: dict[str, Any]) -> None:
     console.print(t)
     for note in findings(results):
         console.print(f"- {escape(note)}")
+
+
+def demo_step(args: argparse.Namespace) -> None:
+    """`compresslm demo` step 3: the tokenization study at demo scale (report in OUT/tokenization/)."""
+    from compresslm.experiments.tokenization_study import (
+        DEMO_CORPUS,
+        DEMO_LIMIT_BYTES,
+        demo_settings,
+        run_tokenization_study,
+    )
+
+    settings = demo_settings(args.out, force=args.force, workers=args.workers)
+    print(f"\n[3] tokenization study: M2 (tiny) over {', '.join(settings.schemes)} on the first "
+          f"{DEMO_LIMIT_BYTES // 1000} kB of {DEMO_CORPUS}; M1 (tiny) drives AC and Equal-Info windows; "
+          "bits/byte on the same held-out bytes", flush=True)
+    results = run_tokenization_study(settings, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print_study_table(results)
+    print(f"tokenization report: {settings.out}/report/index.html (report.md, results.json, plot)")

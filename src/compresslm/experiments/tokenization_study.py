@@ -463,3 +463,20 @@ def parse_list(text: str) -> list[str]:
         raise ConfigError(f"empty list {text!r}")
     return items
 
+
+
+#: `make demo` step 3: the study at demo scale (about 5 minutes on 2 CPU cores). M1 and M2 are tiny,
+#: the corpus a 300 kB prefix of the built-in mixture; benchmarks/tokenization.py runs the full one.
+DEMO_CORPUS = "builtin:mixture:3000"
+DEMO_LIMIT_BYTES = 300_000
+
+
+def demo_settings(out_dir: str | Path, *, force: bool = False, workers: int | None = None
+                  ) -> TokenizationStudySettings:
+    return TokenizationStudySettings(
+        corpus=[DEMO_CORPUS], schemes=list(DEFAULT_SCHEMES), sizes=["tiny"], seeds=[0],
+        m1_size="tiny", m1_context=64, m1_tokens=800_000, limit_bytes=DEMO_LIMIT_BYTES, val_fraction=0.1,
+        spm_vocab_size=2048, train_tokens=60_000, seq_len=128, batch_size=16, lr=3e-3, eval_points=2,
+        workers=workers, device="cpu", out=str(Path(out_dir) / "tokenization"), force=force,
+        generate_steps=24,
+    )
