@@ -25,11 +25,22 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-DEFAULT_METHODS = ("zipfit", "zipfit:gzip9", "zipfit:lz4+contrast", "zipfit:gzip9+contrast", "dsir", "dsir:topk",
-                   "d4", "d4:hashing", "random")
+DEFAULT_METHODS = (
+    "zipfit",
+    "zipfit:gzip9",
+    "zipfit:lz4+contrast",
+    "zipfit:gzip9+contrast",
+    "dsir",
+    "dsir:topk",
+    "d4",
+    "d4:hashing",
+    "random",
+)
 
 
-def run_method(spec: str, targets: list[str], pool: str, k: int, workers: int | None, cache: str) -> dict[str, Any]:
+def run_method(
+    spec: str, targets: list[str], pool: str, k: int, workers: int | None, cache: str
+) -> dict[str, Any]:
     from compresslm.select.methods import make_method
     from compresslm.select.pipeline import SelectionSpec, run_selection
 
@@ -40,8 +51,13 @@ def run_method(spec: str, targets: list[str], pool: str, k: int, workers: int | 
     t0 = time.perf_counter()
     result = run_selection(method, targets, [pool], SelectionSpec(k=k))
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "seconds": result.seconds, "precision": result.precision_at(k, "python"),
-            "selected": len(result.selected), "method": result.method}
+    return {
+        "wall_s": wall,
+        "seconds": result.seconds,
+        "precision": result.precision_at(k, "python"),
+        "selected": len(result.selected),
+        "method": result.method,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     targets = load_targets([args.targets], ReadOptions())
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"pool {args.pool}, {len(targets)} targets from {args.targets}, k = {args.k}, {args.repeats} repeats, "
-          f"{cores} cores, zlib {zlib.ZLIB_RUNTIME_VERSION}", file=sys.stderr)
+    print(
+        f"pool {args.pool}, {len(targets)} targets from {args.targets}, k = {args.k}, {args.repeats} repeats, "
+        f"{cores} cores, zlib {zlib.ZLIB_RUNTIME_VERSION}",
+        file=sys.stderr,
+    )
     # Warm-up: build the built-in corpora once so the first method does not pay for it.
     run_method("random", targets, args.pool, args.k, args.workers, "")
 
@@ -80,10 +99,19 @@ def main(argv: list[str] | None = None) -> int:
             rows[spec] = {"skipped": True}
             continue
         walls = [r["wall_s"] for r in runs]
-        rows[spec] = {"median_s": statistics.median(walls), "min_s": min(walls), "max_s": max(walls),
-                      "prepare_s": statistics.median(r["seconds"].get("prepare", 0.0) for r in runs),
-                      "precision": runs[0]["precision"], "method": runs[0]["method"], "repeats": len(runs)}
-        print(f"{spec}: {rows[spec]['median_s']:.2f} s, precision@{args.k} {rows[spec]['precision']}", file=sys.stderr)
+        rows[spec] = {
+            "median_s": statistics.median(walls),
+            "min_s": min(walls),
+            "max_s": max(walls),
+            "prepare_s": statistics.median(r["seconds"].get("prepare", 0.0) for r in runs),
+            "precision": runs[0]["precision"],
+            "method": runs[0]["method"],
+            "repeats": len(runs),
+        }
+        print(
+            f"{spec}: {rows[spec]['median_s']:.2f} s, precision@{args.k} {rows[spec]['precision']}",
+            file=sys.stderr,
+        )
 
     dsir = rows.get("dsir", {}).get("median_s")
     print(f"\n| method | median s (min–max) | × DSIR time | precision@{args.k} (python) |")
@@ -97,8 +125,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {spec} | {r['median_s']:.2f} ({r['min_s']:.2f}–{r['max_s']:.2f}) | {ratio} | {prec} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"pool": args.pool, "targets": args.targets, "n_targets": len(targets), "k": args.k,
-                               "cores": cores, "zlib": zlib.ZLIB_RUNTIME_VERSION, "methods": rows}, indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "pool": args.pool,
+                "targets": args.targets,
+                "n_targets": len(targets),
+                "k": args.k,
+                "cores": cores,
+                "zlib": zlib.ZLIB_RUNTIME_VERSION,
+                "methods": rows,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"\nwrote {out}", file=sys.stderr)
     return 0
 

@@ -40,23 +40,34 @@ def markdown(results: dict[str, Any]) -> str:
     lines = []
     baselines = results["baselines"]
     for b in results["budgets"]:
-        lines.append(f"\nBudget {b['label']} bytes, {len(results['config']['seeds'])} seeds, base model test loss "
-                     f"{results['base_loss']:.4f} nats/byte\n")
+        lines.append(
+            f"\nBudget {b['label']} bytes, {len(results['config']['seeds'])} seeds, base model test loss "
+            f"{results['base_loss']:.4f} nats/byte\n"
+        )
         head = ["method", "lowest loss", "bytes to lowest", "select s", "python share"]
         head += [f"faster vs {x}" for x in baselines]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for spec, m in b["methods"].items():
             s = m["summary"]
-            cells = [spec, spread_text(s["lowest"]), spread_text(s["tokens_to_lowest"], ",.0f"),
-                     f"{m['selection']['seconds']:.1f}", f"{m['selection']['precision']:.3f}"]
+            cells = [
+                spec,
+                spread_text(s["lowest"]),
+                spread_text(s["tokens_to_lowest"], ",.0f"),
+                f"{m['selection']['seconds']:.1f}",
+                f"{m['selection']['precision']:.3f}",
+            ]
             for x in baselines:
                 if x == spec:
                     cells.append("–")
                     continue
                 f = b["faster"][spec][x]
                 seeds = f["spread"]
-                extra = f" ({100 * seeds['mean']:.0f} ± {100 * seeds['std']:.0f}%)" if seeds and seeds["n"] > 1 else ""
+                extra = (
+                    f" ({100 * seeds['mean']:.0f} ± {100 * seeds['std']:.0f}%)"
+                    if seeds and seeds["n"] > 1
+                    else ""
+                )
                 never = f", {f['never']}/{len(f['per_seed'])} never" if f["never"] else ""
                 cells.append(f"{f['mean_curve']['text']}{extra}{never}")
             lines.append("| " + " | ".join(cells) + " |")
@@ -81,17 +92,28 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if "d4" in methods and not _minilm_available():
         methods[methods.index("d4")] = "d4:hashing"
-        print("D4: sentence-transformers is not installed (pip install 'compresslm[d4]'); using d4:hashing, "
-              "the cheap character n-gram embedder, instead of all-MiniLM-L6-v2", file=sys.stderr)
+        print(
+            "D4: sentence-transformers is not installed (pip install 'compresslm[d4]'); using d4:hashing, "
+            "the cheap character n-gram embedder, instead of all-MiniLM-L6-v2",
+            file=sys.stderr,
+        )
     config = StudyConfig(
-        out=args.out, sources=[args.pool], methods=methods,
-        budgets=[parse_budget(b) for b in args.budgets.split(",")], seeds=list(range(args.seeds)),
-        finetune=FinetuneSettings(eval_points=args.eval_points), finetune_workers=args.jobs, force=args.force,
+        out=args.out,
+        sources=[args.pool],
+        methods=methods,
+        budgets=[parse_budget(b) for b in args.budgets.split(",")],
+        seeds=list(range(args.seeds)),
+        finetune=FinetuneSettings(eval_points=args.eval_points),
+        finetune_workers=args.jobs,
+        force=args.force,
     )
     t0 = time.perf_counter()
     results = run_selection_study(config, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(markdown(results))
-    print(f"\nwall time {time.perf_counter() - t0:.0f} s; report in {args.out}/report/index.html", file=sys.stderr)
+    print(
+        f"\nwall time {time.perf_counter() - t0:.0f} s; report in {args.out}/report/index.html",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -107,8 +107,10 @@ def test_a_curve_against_itself_is_zero_percent_faster() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.floats(0.1, 10.0), min_size=2, max_size=30),
-       st.lists(st.floats(0.1, 10.0), min_size=2, max_size=30))
+@given(
+    st.lists(st.floats(0.1, 10.0), min_size=2, max_size=30),
+    st.lists(st.floats(0.1, 10.0), min_size=2, max_size=30),
+)
 def test_percent_faster_properties(a: list[float], b: list[float]) -> None:
     n = min(len(a), len(b))
     ours, base = curve(a[:n]), curve(b[:n])
@@ -117,7 +119,9 @@ def test_percent_faster_properties(a: list[float], b: list[float]) -> None:
         assert f.value <= 1.0  # can never need fewer than zero tokens
         assert f.ours_tokens is not None and ours.losses[ours.tokens.index(f.ours_tokens)] <= base.lowest
         # no earlier point of ours reaches the level
-        assert all(x > base.lowest for t, x in zip(ours.tokens, ours.losses, strict=True) if t < f.ours_tokens)
+        assert all(
+            x > base.lowest for t, x in zip(ours.tokens, ours.losses, strict=True) if t < f.ours_tokens
+        )
     elif f.reason == NEVER:
         assert ours.lowest > base.lowest
     else:
@@ -197,15 +201,21 @@ def test_plots_render_png() -> None:
     assert png.startswith(PNG_MAGIC)
     assert render_loss_curves(runs, title="t", reference=3.0) == png  # deterministic bytes
     fit = linear_fit([0.1, 0.2, 0.3], [3.0, 2.5, 2.1])
-    assert render_scatter_fit([0.1, 0.2, 0.3], [3.0, 2.5, 2.1], ["x", "y", "z"], fit,
-                              title="t", xlabel="a", ylabel="b").startswith(PNG_MAGIC)
+    assert render_scatter_fit(
+        [0.1, 0.2, 0.3], [3.0, 2.5, 2.1], ["x", "y", "z"], fit, title="t", xlabel="a", ylabel="b"
+    ).startswith(PNG_MAGIC)
     assert render_histograms({"p": [0.1, 0.2, 0.25], "q": []}, title="h").startswith(PNG_MAGIC)
 
 
 def test_html_is_self_contained_and_escaped(tmp_path) -> None:
     png = render_histograms({"p": [0.1, 0.2]}, title="h")
-    sec = Section("Results <1>", paragraphs=["a & b"], tables=[Table(["m", "v"], [["<x>", 1.5]], "cap")],
-                  figures=[Figure(png, "curves")], notes=["n"])
+    sec = Section(
+        "Results <1>",
+        paragraphs=["a & b"],
+        tables=[Table(["m", "v"], [["<x>", 1.5]], "cap")],
+        figures=[Figure(png, "curves")],
+        notes=["n"],
+    )
     text = render_html("T", [sec])
     assert "Results &lt;1&gt;" in text and "a &amp; b" in text and "<td>&lt;x&gt;</td>" in text
     data = re.search(r'src="data:image/png;base64,([^"]+)"', text)

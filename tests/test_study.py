@@ -43,14 +43,38 @@ SEQ = 32
 TOY_FT = FinetuneSettings(lr=3e-3, batch_size=2, seq_len=SEQ, eval_points=2, threads=1)
 
 VERBS = ["add", "scale", "merge", "split", "count", "filter", "join", "parse", "clamp", "shift"]
-WORDS = ["the", "river", "ran", "past", "old", "mill", "where", "children", "played", "in", "summer", "and",
-         "farmers", "sold", "apples", "bread", "cheese", "honey", "at", "market", "every", "morning"]
+WORDS = [
+    "the",
+    "river",
+    "ran",
+    "past",
+    "old",
+    "mill",
+    "where",
+    "children",
+    "played",
+    "in",
+    "summer",
+    "and",
+    "farmers",
+    "sold",
+    "apples",
+    "bread",
+    "cheese",
+    "honey",
+    "at",
+    "market",
+    "every",
+    "morning",
+]
 
 
 def python_doc(i: int) -> str:
     v = VERBS[i % len(VERBS)]
-    return (f"def {v}_{i}(items, factor={i % 7}):\n    result = []\n    for item in items:\n"
-            f"        if item > {i}:\n            result.append(item * factor)\n    return result\n")
+    return (
+        f"def {v}_{i}(items, factor={i % 7}):\n    result = []\n    for item in items:\n"
+        f"        if item > {i}:\n            result.append(item * factor)\n    return result\n"
+    )
 
 
 def prose_doc(i: int) -> str:
@@ -97,8 +121,17 @@ def test_budget_parsing_and_labels() -> None:
 
 
 def test_budget_prefix_cuts_the_overflowing_document() -> None:
-    sel = MethodSelection("m", {}, {"total": 0.0}, texts=["aaaa", "bbbbbb", "cc"], sizes=[4, 6, 2],
-                          domains=["x", "y", "x"], scores=[3.0, 2.0, 1.0], score_samples={}, accounting={})
+    sel = MethodSelection(
+        "m",
+        {},
+        {"total": 0.0},
+        texts=["aaaa", "bbbbbb", "cc"],
+        sizes=[4, 6, 2],
+        domains=["x", "y", "x"],
+        scores=[3.0, 2.0, 1.0],
+        score_samples={},
+        accounting={},
+    )
     counter = get_token_counter(None, unit="bytes")
     assert budget_prefix(sel, 10, counter) == (["aaaa", "bbbbbb"], ["x", "y"])
     assert budget_prefix(sel, 7, counter) == (["aaaa", "bbb"], ["x", "y"])  # cut to the remainder
@@ -155,11 +188,41 @@ def test_pretrained_base_model_is_cached(tmp_path: Path) -> None:
 
 def test_selection_study_end_to_end_via_cli(toy: dict[str, str], tmp_path: Path, capsys) -> None:
     out = tmp_path / "study"
-    argv = ["study", "select", "--target", toy["target"], "--test", toy["test"], "--source", toy["pool"],
-            "--domain-field", "domain", "--methods", "zipfit:lz4,random", "--budgets", "512,1k",
-            "--seeds", "2", "--base-model", toy["base"], "--batch-size", "2", "--seq-len", str(SEQ),
-            "--eval-points", "2", "--lr", "3e-3", "--jobs", "1", "--workers", "1", "--keep-selections",
-            "--out", str(out)]
+    argv = [
+        "study",
+        "select",
+        "--target",
+        toy["target"],
+        "--test",
+        toy["test"],
+        "--source",
+        toy["pool"],
+        "--domain-field",
+        "domain",
+        "--methods",
+        "zipfit:lz4,random",
+        "--budgets",
+        "512,1k",
+        "--seeds",
+        "2",
+        "--base-model",
+        toy["base"],
+        "--batch-size",
+        "2",
+        "--seq-len",
+        str(SEQ),
+        "--eval-points",
+        "2",
+        "--lr",
+        "3e-3",
+        "--jobs",
+        "1",
+        "--workers",
+        "1",
+        "--keep-selections",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     report = out / "report"
     results = json.loads((report / "results.json").read_text())
@@ -179,7 +242,10 @@ def test_selection_study_end_to_end_via_cli(toy: dict[str, str], tmp_path: Path,
         assert len(fz["per_seed"]) == 2 and "text" in fz["mean_curve"]
         # ZIP-FIT against Python targets picks the Python documents; random does not
         assert b["methods"]["zipfit:lz4"]["selection"]["precision"] >= 0.8
-        assert b["methods"]["zipfit:lz4"]["selection"]["precision"] > b["methods"]["random"]["selection"]["precision"]
+        assert (
+            b["methods"]["zipfit:lz4"]["selection"]["precision"]
+            > b["methods"]["random"]["selection"]["precision"]
+        )
     for name in ("loss_curves_512.png", "loss_curves_1k.png", "scores_zipfit-lz4.png", "scores_random.png"):
         assert (report / name).read_bytes().startswith(PNG_MAGIC)
     html = (report / "index.html").read_text()
@@ -198,16 +264,25 @@ def test_selection_study_end_to_end_via_cli(toy: dict[str, str], tmp_path: Path,
 def test_selection_study_rejects_bad_settings(toy: dict[str, str], tmp_path: Path) -> None:
     from compresslm.experiments.selection_study import run_selection_study
 
-    base = {"out": str(tmp_path), "targets": [toy["target"]], "test": [toy["test"]], "sources": [toy["pool"]],
-            "base_model": toy["base"], "finetune": TOY_FT}
+    base = {
+        "out": str(tmp_path),
+        "targets": [toy["target"]],
+        "test": [toy["test"]],
+        "sources": [toy["pool"]],
+        "base_model": toy["base"],
+        "finetune": TOY_FT,
+    }
     with pytest.raises(ConfigError, match="smaller than one training step"):
         run_selection_study(StudyConfig(methods=["random"], budgets=[10], **base), log=lambda _m: None)
     with pytest.raises(ConfigError, match="twice"):
-        run_selection_study(StudyConfig(methods=["random", "random"], budgets=[512], **base), log=lambda _m: None)
+        run_selection_study(
+            StudyConfig(methods=["random", "random"], budgets=[512], **base), log=lambda _m: None
+        )
     with pytest.raises(ConfigError, match="max_seq_len"):
         big = FinetuneSettings(batch_size=2, seq_len=SEQ * 2)
-        run_selection_study(StudyConfig(methods=["random"], budgets=[512], **{**base, "finetune": big}),
-                            log=lambda _m: None)
+        run_selection_study(
+            StudyConfig(methods=["random"], budgets=[512], **{**base, "finetune": big}), log=lambda _m: None
+        )
 
 
 # -- the alignment study -----------------------------------------------------------------------------
@@ -224,14 +299,26 @@ def test_parse_dataset_and_cut_to_budget() -> None:
 
 
 def test_alignment_study_end_to_end(toy: dict[str, str], tmp_path: Path) -> None:
-    mix = write_jsonl(tmp_path / "mix.jsonl", [{"text": python_doc(500 + i) if i % 2 else prose_doc(500 + i)}
-                                               for i in range(20)])
+    mix = write_jsonl(
+        tmp_path / "mix.jsonl",
+        [{"text": python_doc(500 + i) if i % 2 else prose_doc(500 + i)} for i in range(20)],
+    )
     config = AlignmentStudyConfig(
-        out=str(tmp_path / "align"), test=[toy["test"]],
-        datasets=[parse_dataset(f"python={toy['python']}"), parse_dataset(f"prose={toy['prose']}"),
-                  parse_dataset(f"mix={mix}")],
-        budget=1024, seeds=[0, 1], compressor="lz4", max_pairs=None, alignment_workers=1,
-        base_model=toy["base"], finetune=TOY_FT, finetune_workers=1,
+        out=str(tmp_path / "align"),
+        test=[toy["test"]],
+        datasets=[
+            parse_dataset(f"python={toy['python']}"),
+            parse_dataset(f"prose={toy['prose']}"),
+            parse_dataset(f"mix={mix}"),
+        ],
+        budget=1024,
+        seeds=[0, 1],
+        compressor="lz4",
+        max_pairs=None,
+        alignment_workers=1,
+        base_model=toy["base"],
+        finetune=TOY_FT,
+        finetune_workers=1,
     )
     results = run_alignment_study(config, log=lambda _m: None)
     d = results["datasets"]
@@ -249,9 +336,13 @@ def test_alignment_study_end_to_end(toy: dict[str, str], tmp_path: Path) -> None
 
 
 def test_alignment_study_needs_three_datasets(toy: dict[str, str], tmp_path: Path) -> None:
-    config = AlignmentStudyConfig(out=str(tmp_path), test=[toy["test"]],
-                                  datasets=[parse_dataset(f"a={toy['python']}"), parse_dataset(f"b={toy['prose']}")],
-                                  base_model=toy["base"], finetune=TOY_FT)
+    config = AlignmentStudyConfig(
+        out=str(tmp_path),
+        test=[toy["test"]],
+        datasets=[parse_dataset(f"a={toy['python']}"), parse_dataset(f"b={toy['prose']}")],
+        base_model=toy["base"],
+        finetune=TOY_FT,
+    )
     with pytest.raises(ConfigError, match="at least 3"):
         run_alignment_study(config, log=lambda _m: None)
 

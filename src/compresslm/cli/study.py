@@ -23,13 +23,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("base model and fine-tuning")
-    m.add_argument("--base-model", help="compresslm checkpoint folder or local Hugging Face causal LM folder "
-                   "(default: pretrain a byte-level model on builtin:mixture, cached)")
-    m.add_argument("--base-size", default="small", help="size preset of the default base model (default small)")
-    m.add_argument("--pretrain-tokens", default="2M", help="pretraining bytes of the default base model (default 2M)")
+    m.add_argument(
+        "--base-model",
+        help="compresslm checkpoint folder or local Hugging Face causal LM folder "
+        "(default: pretrain a byte-level model on builtin:mixture, cached)",
+    )
+    m.add_argument(
+        "--base-size", default="small", help="size preset of the default base model (default small)"
+    )
+    m.add_argument(
+        "--pretrain-tokens", default="2M", help="pretraining bytes of the default base model (default 2M)"
+    )
     m.add_argument("--cache-dir", help="cache folder (default $COMPRESSLM_CACHE or ~/.cache/compresslm)")
     m.add_argument("--seeds", default="3", help="N (seeds 0..N-1) or a comma list, e.g. 0,5,9 (default 3)")
-    m.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    m.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
+    m.add_argument("--warmup", type=float, default=0.1, help="warmup share of the steps (default 0.1)")
     m.add_argument("--batch-size", type=int, default=8, help="sequences per step (default 8)")
     m.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (default 256)")
     m.add_argument("--eval-points", type=int, default=10, help="test evaluations per run (default 10)")
@@ -43,28 +51,47 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 def _register_select(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "select", help="select with each method, fine-tune on each selection, compare target loss curves",
+        "select",
+        help="select with each method, fine-tune on each selection, compare target loss curves",
         description="For each method and budget: select from the sources against the target set, fine-tune the "
-                    "same base model on the selection for the same number of tokens, record the test loss "
-                    "along the way, and write report/ (results.json, index.html, PNGs).",
+        "same base model on the selection for the same number of tokens, record the test loss "
+        "along the way, and write report/ (results.json, index.html, PNGs).",
     )
-    p.add_argument("--target", nargs="+", default=None,
-                   help="target files/globs or builtin:NAME (default: builtin:humaneval-target)")
-    p.add_argument("--test", nargs="+", default=None,
-                   help="test set for the loss (default: builtin:humaneval-test with the default target, "
-                        "else the second half of the target records)")
+    p.add_argument(
+        "--target",
+        nargs="+",
+        default=None,
+        help="target files/globs or builtin:NAME (default: builtin:humaneval-target)",
+    )
+    p.add_argument(
+        "--test",
+        nargs="+",
+        default=None,
+        help="test set for the loss (default: builtin:humaneval-test with the default target, "
+        "else the second half of the target records)",
+    )
     p.add_argument("--source", nargs="+", default=["builtin:pool"], help="source pool (default builtin:pool)")
-    p.add_argument("--methods", default=None,
-                   help="comma list, variants allowed (default: zipfit:gzip9,zipfit:lz4,zipfit:lz4+contrast,"
-                        "dsir,d4,random: the paper's gzip-9 and our lz4 settings against every baseline)")
-    p.add_argument("--budgets", default="200k", help="comma list of token budgets, e.g. 200k,500k (bytes for "
-                   "the byte-level base model)")
-    p.add_argument("--domain", default="python", help="domain whose share is reported as precision (default python)")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma list, variants allowed (default: zipfit:gzip9,zipfit:lz4,zipfit:lz4+contrast,"
+        "dsir,d4,random: the paper's gzip-9 and our lz4 settings against every baseline)",
+    )
+    p.add_argument(
+        "--budgets",
+        default="200k",
+        help="comma list of token budgets, e.g. 200k,500k (bytes for the byte-level base model)",
+    )
+    p.add_argument(
+        "--domain", default="python", help="domain whose share is reported as precision (default python)"
+    )
     p.add_argument("--selection-seed", type=int, default=0, help="seed of the selection methods (default 0)")
     p.add_argument("--workers", type=int, help="selection scoring processes (default: all cores)")
     p.add_argument("--keep-selections", action="store_true", help="write OUT/selections/METHOD@BUDGET.jsonl")
     p.add_argument("--target-field", help="text field of target/test records (default: --text-field)")
-    p.add_argument("--target-template", help='target/test text template, e.g. "{prompt}\\n{canonical_solution}"')
+    p.add_argument(
+        "--target-template", help='target/test text template, e.g. "{prompt}\\n{canonical_solution}"'
+    )
     add_read_options(p)
     _add_model_options(p)
     p.set_defaults(func=lambda a: run_guarded(_select, a))
@@ -72,19 +99,30 @@ def _register_select(sub: argparse._SubParsersAction) -> None:
 
 def _register_alignment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "alignment", help="fine-tune on datasets of differing alignment; R² of alignment vs test loss",
+        "alignment",
+        help="fine-tune on datasets of differing alignment; R² of alignment vs test loss",
         description="Fine-tune the base model on several datasets for the same tokens, compute each dataset's "
-                    "ZIP-FIT alignment with the test set, and fit test loss on alignment (R², scatter plot).",
+        "ZIP-FIT alignment with the test set, and fit test loss on alignment (R², scatter plot).",
     )
-    p.add_argument("--test", nargs="+", default=["builtin:humaneval-test"],
-                   help="test set (alignment and loss), default builtin:humaneval-test")
-    p.add_argument("--dataset", action="append", default=None,
-                   help="DOMAIN, DOMAIN+DOMAIN (built-in pool) or NAME=PATH[,PATH]; repeat (default: every "
-                        "built-in domain and two mixtures)")
+    p.add_argument(
+        "--test",
+        nargs="+",
+        default=["builtin:humaneval-test"],
+        help="test set (alignment and loss), default builtin:humaneval-test",
+    )
+    p.add_argument(
+        "--dataset",
+        action="append",
+        default=None,
+        help="DOMAIN, DOMAIN+DOMAIN (built-in pool) or NAME=PATH[,PATH]; repeat (default: every "
+        "built-in domain and two mixtures)",
+    )
     p.add_argument("--pool", default="builtin:pool", help="where built-in domain datasets come from")
     p.add_argument("--budget", default="100k", help="training tokens per dataset (default 100k)")
     p.add_argument("--compressor", help="alignment compressor (default: ZIP-FIT's default)")
-    p.add_argument("--max-pairs", type=int, default=20_000, help="alignment pairs sampled per dataset (default 20000)")
+    p.add_argument(
+        "--max-pairs", type=int, default=20_000, help="alignment pairs sampled per dataset (default 20000)"
+    )
     p.add_argument("--workers", type=int, help="alignment processes (default: all cores)")
     p.add_argument("--target-field", help="text field of test records (default: --text-field)")
     p.add_argument("--target-template", help="test text template")
@@ -94,7 +132,7 @@ def _register_alignment(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """"3" -> [0, 1, 2]; "0,5,9" -> [0, 5, 9]."""
+    """ "3" -> [0, 1, 2]; "0,5,9" -> [0, 5, 9]."""
     try:
         if "," in text:
             return [int(s) for s in text.split(",") if s.strip()]
@@ -116,8 +154,15 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
         "seeds": parse_seeds(args.seeds),
         "base_model": args.base_model,
         "pretrain": PretrainSettings(size=args.base_size, tokens=parse_budget(args.pretrain_tokens)),
-        "finetune": FinetuneSettings(lr=args.lr, batch_size=args.batch_size, seq_len=args.seq_len,
-                                     eval_points=args.eval_points, eval_tokens=args.eval_tokens, device=args.device),
+        "finetune": FinetuneSettings(
+            lr=args.lr,
+            warmup_fraction=args.warmup,
+            batch_size=args.batch_size,
+            seq_len=args.seq_len,
+            eval_points=args.eval_points,
+            eval_tokens=args.eval_tokens,
+            device=args.device,
+        ),
         "finetune_workers": args.jobs,
         "cache_dir": args.cache_dir,
         "force": args.force,
@@ -140,14 +185,22 @@ def _select(args: argparse.Namespace) -> int:
 
     targets = args.target or [HUMANEVAL_TARGET]
     test = args.test if args.test is not None else ([HUMANEVAL_TEST] if args.target is None else None)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else list(DEFAULT_METHODS)
+    methods = (
+        [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else list(DEFAULT_METHODS)
+    )
     config = StudyConfig(
-        targets=targets, test=test, sources=args.source, methods=methods,
+        targets=targets,
+        test=test,
+        sources=args.source,
+        methods=methods,
         budgets=[parse_budget(b) for b in args.budgets.split(",") if b.strip()],
         read_options=read_options_from(args),
         target_options=read_options_from(args, field=args.target_field, template=args.target_template),
-        domain=args.domain or None, selection_seed=args.selection_seed, selection_workers=args.workers,
-        keep_selections=args.keep_selections, **_common(args),
+        domain=args.domain or None,
+        selection_seed=args.selection_seed,
+        selection_workers=args.workers,
+        keep_selections=args.keep_selections,
+        **_common(args),
     )
     results = run_selection_study(config, log=_log)
     if args.json:
@@ -170,10 +223,16 @@ def _alignment(args: argparse.Namespace) -> int:
     from compresslm.experiments.selection_study import parse_budget
 
     config = AlignmentStudyConfig(
-        test=args.test, test_options=read_options_from(args, field=args.target_field, template=args.target_template),
+        test=args.test,
+        test_options=read_options_from(args, field=args.target_field, template=args.target_template),
         datasets=[parse_dataset(d) for d in args.dataset] if args.dataset else default_datasets(),
-        pool=args.pool, read_options=read_options_from(args), budget=parse_budget(args.budget),
-        compressor=args.compressor, max_pairs=args.max_pairs, alignment_workers=args.workers, **_common(args),
+        pool=args.pool,
+        read_options=read_options_from(args),
+        budget=parse_budget(args.budget),
+        compressor=args.compressor,
+        max_pairs=args.max_pairs,
+        alignment_workers=args.workers,
+        **_common(args),
     )
     results = run_alignment_study(config, log=_log)
     if args.json:
@@ -198,8 +257,10 @@ def print_study_summary(results: dict[str, Any]) -> None:
     baselines = results["baselines"]
     domain = results["config"].get("domain")
     for b in results["budgets"]:
-        t = Table(title=f"selection study, budget {b['label']} {unit}, {len(results['config']['seeds'])} seeds; "
-                        f"base model test loss {results['base_loss']:.4f}")
+        t = Table(
+            title=f"selection study, budget {b['label']} {unit}, {len(results['config']['seeds'])} seeds; "
+            f"base model test loss {results['base_loss']:.4f}"
+        )
         t.add_column("method", no_wrap=True)
         for col in ("lowest loss", f"{unit} to lowest", "select s", f"{domain or 'domain'} share"):
             t.add_column(col, justify="right")
@@ -208,13 +269,20 @@ def print_study_summary(results: dict[str, Any]) -> None:
         for spec, m in b["methods"].items():
             s = m["summary"]
             prec = m["selection"]["precision"]
-            t.add_row(spec, spread_text(s["lowest"]), spread_text(s["tokens_to_lowest"], ",.0f"),
-                      f"{m['selection']['seconds']:.1f}", "–" if prec is None else f"{prec:.3f}",
-                      *["–" if bl == spec else _faster_cell(b["faster"][spec][bl]) for bl in baselines])
+            t.add_row(
+                spec,
+                spread_text(s["lowest"]),
+                spread_text(s["tokens_to_lowest"], ",.0f"),
+                f"{m['selection']['seconds']:.1f}",
+                "–" if prec is None else f"{prec:.3f}",
+                *["–" if bl == spec else _faster_cell(b["faster"][spec][bl]) for bl in baselines],
+            )
         console.print(t)
-    console.print("faster vs X: 1 − (tokens to reach X's lowest loss) / (tokens X needs to reach it), on the mean "
-                  "curves (± over seeds); never: does not reach it; n/a: X never improved on the base model. "
-                  "Details per seed in the report.")
+    console.print(
+        "faster vs X: 1 − (tokens to reach X's lowest loss) / (tokens X needs to reach it), on the mean "
+        "curves (± over seeds); never: does not reach it; n/a: X never improved on the base model. "
+        "Details per seed in the report."
+    )
 
 
 def _faster_cell(f: dict[str, Any]) -> str:
@@ -231,7 +299,9 @@ def print_alignment_summary(results: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"alignment vs test loss ({results['compressor']}, {results['budget']:,} {results['unit']} each)")
+    t = Table(
+        title=f"alignment vs test loss ({results['compressor']}, {results['budget']:,} {results['unit']} each)"
+    )
     for col in ("dataset", "alignment", "lowest loss", "final loss"):
         t.add_column(col, justify="left" if col == "dataset" else "right")
     for name, d in sorted(results["datasets"].items(), key=lambda kv: -kv[1]["alignment"]):
@@ -240,5 +310,7 @@ def print_alignment_summary(results: dict[str, Any]) -> None:
     console = Console()
     console.print(t)
     f = results["fit_lowest"]
-    console.print(f"lowest loss ~ alignment: R² = {f['r_squared']:.3f}, r = {f['r']:.3f}, slope = {f['slope']:.3f}, "
-                  f"permutation p = {f['p_value']:.3g} (n = {f['n']})")
+    console.print(
+        f"lowest loss ~ alignment: R² = {f['r_squared']:.3f}, r = {f['r']:.3f}, slope = {f['slope']:.3f}, "
+        f"permutation p = {f['p_value']:.3g} (n = {f['n']})"
+    )

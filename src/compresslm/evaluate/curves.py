@@ -46,7 +46,9 @@ class LossCurve:
 
     def __post_init__(self) -> None:
         if len(self.tokens) != len(self.losses):
-            raise ConfigError(f"curve {self.label!r}: {len(self.tokens)} token counts but {len(self.losses)} losses")
+            raise ConfigError(
+                f"curve {self.label!r}: {len(self.tokens)} token counts but {len(self.losses)} losses"
+            )
         if not self.tokens:
             raise ConfigError(f"curve {self.label!r} has no points")
         if any(b <= a for a, b in zip(self.tokens, self.tokens[1:], strict=False)):
@@ -86,7 +88,7 @@ class LossCurve:
 
 @dataclass(frozen=True)
 class Faster:
-    """"X% faster to lowest loss" of one curve against a baseline; ``value`` is a fraction."""
+    """ "X% faster to lowest loss" of one curve against a baseline; ``value`` is a fraction."""
 
     value: float | None  # 0.85 means 85% fewer tokens; None with ``reason`` when undefined
     reason: str | None
@@ -104,7 +106,7 @@ class Faster:
         }
 
     def describe(self) -> str:
-        """"85.1%", "-20.0%", "never" or "n/a (baseline never improved)"."""
+        """ "85.1%", "-20.0%", "never" or "n/a (baseline never improved)"."""
         if self.value is not None:
             return f"{100 * self.value:.1f}%"
         return NEVER if self.reason == NEVER else f"n/a ({self.reason})"
@@ -129,7 +131,9 @@ def mean_curve(curves: Sequence[LossCurve], label: str = "") -> LossCurve:
     grid = curves[0].tokens
     for c in curves[1:]:
         if c.tokens != grid:
-            raise ConfigError(f"curves {curves[0].label!r} and {c.label!r} are evaluated at different token counts")
+            raise ConfigError(
+                f"curves {curves[0].label!r} and {c.label!r} are evaluated at different token counts"
+            )
     losses = np.mean(np.array([c.losses for c in curves], dtype=np.float64), axis=0)
     return LossCurve(grid, tuple(float(x) for x in losses), label or curves[0].label)
 
@@ -173,7 +177,7 @@ def curve_summary(runs: Sequence[LossCurve]) -> dict[str, Any]:
 
 
 def faster_summary(ours: Sequence[LossCurve], baseline: Sequence[LossCurve]) -> dict[str, Any]:
-    """"X% faster" of ours against a baseline, over seeds.
+    """ "X% faster" of ours against a baseline, over seeds.
 
     * ``mean_curve``: computed on the two mean curves (the headline number);
     * ``per_seed``: seed i of ours against seed i of the baseline (same seed = same fine-tuning

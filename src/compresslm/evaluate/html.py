@@ -89,7 +89,12 @@ def render_html(title: str, sections: Sequence[Section], *, intro: Sequence[str]
 
 
 def write_html(
-    path: str | Path, title: str, sections: Sequence[Section], *, intro: Sequence[str] = (), force: bool = True
+    path: str | Path,
+    title: str,
+    sections: Sequence[Section],
+    *,
+    intro: Sequence[str] = (),
+    force: bool = True,
 ) -> Path:
     """Render and write atomically."""
     from compresslm.data.writers import atomic_output

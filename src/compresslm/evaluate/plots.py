@@ -106,8 +106,13 @@ def render_scatter_fit(
         ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
     lo, hi = float(min(x)), float(max(x))
     xs = np.linspace(lo, hi, 2)
-    ax.plot(xs, fit.slope * xs + fit.intercept, color="tab:red", linewidth=1.2,
-            label=f"fit: R² = {fit.r_squared:.3f}, p = {fit.p_value:.3g} (n = {fit.n})")
+    ax.plot(
+        xs,
+        fit.slope * xs + fit.intercept,
+        color="tab:red",
+        linewidth=1.2,
+        label=f"fit: R² = {fit.r_squared:.3f}, p = {fit.p_value:.3g} (n = {fit.n})",
+    )
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -128,8 +133,14 @@ def render_histograms(
         edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
         for label, v in samples.items():
             if len(v):
-                ax.hist(np.asarray(v, dtype=np.float64), bins=edges, density=True, histtype="step",
-                        linewidth=1.4, label=f"{label} (n={len(v)})")
+                ax.hist(
+                    np.asarray(v, dtype=np.float64),
+                    bins=edges,
+                    density=True,
+                    histtype="step",
+                    linewidth=1.4,
+                    label=f"{label} (n={len(v)})",
+                )
         ax.legend(fontsize=8)
     ax.set_title(title)
     ax.set_xlabel(xlabel)

@@ -32,8 +32,14 @@ class LinearFit:
     n: int
 
     def to_dict(self) -> dict[str, float | int]:
-        return {"slope": self.slope, "intercept": self.intercept, "r": self.r,
-                "r_squared": self.r_squared, "p_value": self.p_value, "n": self.n}
+        return {
+            "slope": self.slope,
+            "intercept": self.intercept,
+            "r": self.r,
+            "r_squared": self.r_squared,
+            "p_value": self.p_value,
+            "n": self.n,
+        }
 
 
 def pearson_r(x: Sequence[float], y: Sequence[float]) -> float:
@@ -49,7 +55,9 @@ def r_squared(x: Sequence[float], y: Sequence[float]) -> float:
     return pearson_r(x, y) ** 2
 
 
-def permutation_p_value(x: Sequence[float], y: Sequence[float], *, samples: int = 20_000, seed: int = 0) -> float:
+def permutation_p_value(
+    x: Sequence[float], y: Sequence[float], *, samples: int = 20_000, seed: int = 0
+) -> float:
     """Two-sided p-value of |r| under random pairing of x and y (see module doc)."""
     xa, ya = _pair(x, y)
     dx, dy = xa - xa.mean(), ya - ya.mean()

@@ -99,7 +99,9 @@ class AlignmentStudyConfig:
 
     def validate(self) -> None:
         if len(self.datasets) < 3:
-            raise ConfigError(f"the alignment study needs at least 3 datasets for a fit, got {len(self.datasets)}")
+            raise ConfigError(
+                f"the alignment study needs at least 3 datasets for a fit, got {len(self.datasets)}"
+            )
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
             raise ConfigError(f"dataset names must be unique: {', '.join(names)}")
@@ -130,7 +132,7 @@ def _domain_texts(pool: str, domains: Sequence[str], budget: int, size_of: Calla
     for group in zip(*[iter(per_domain[d]) for d in domains], strict=False):  # interleave
         out.extend(group)
     for d in domains:  # the leftovers of longer lists
-        out.extend(per_domain[d][min(len(per_domain[x]) for x in domains):])
+        out.extend(per_domain[d][min(len(per_domain[x]) for x in domains) :])
     return out
 
 
@@ -140,8 +142,14 @@ def load_dataset(spec: DatasetSpec, config: AlignmentStudyConfig, size_of: Calla
     if spec.domains:
         return _domain_texts(config.pool, spec.domains, config.budget, size_of)
     o = config.read_options
-    texts = read_texts(list(spec.paths), text_field=o.text_field, template=o.template, on_error=o.on_error,
-                       max_bytes=o.max_bytes, min_bytes=o.min_bytes)
+    texts = read_texts(
+        list(spec.paths),
+        text_field=o.text_field,
+        template=o.template,
+        on_error=o.on_error,
+        max_bytes=o.max_bytes,
+        min_bytes=o.min_bytes,
+    )
     if not texts:
         raise DataError(f"dataset {spec.name}: no usable documents in {', '.join(spec.paths)}")
     return texts
@@ -163,7 +171,9 @@ def cut_to_budget(texts: Sequence[str], budget: int, counter: Any) -> list[str]:
     return out
 
 
-def run_alignment_study(config: AlignmentStudyConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_alignment_study(
+    config: AlignmentStudyConfig, *, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Run the study and write ``out/report/{results.json,index.html,alignment_vs_loss.png,...}``."""
     from compresslm.data.writers import check_outputs_free
     from compresslm.select.pipeline import load_targets
@@ -171,8 +181,10 @@ def run_alignment_study(config: AlignmentStudyConfig, *, log: Callable[[str], No
 
     config.validate()
     report = Path(config.out) / "report"
-    check_outputs_free([report / n for n in ("results.json", "index.html", "alignment_vs_loss.png",
-                                             "loss_curves.png")], config.force)
+    check_outputs_free(
+        [report / n for n in ("results.json", "index.html", "alignment_vs_loss.png", "loss_curves.png")],
+        config.force,
+    )
     t0 = time.perf_counter()
     base = resolve_base_model(_as_selection_config(config), log)
     from compresslm.experiments.selection_study import _counter
@@ -192,8 +204,13 @@ def run_alignment_study(config: AlignmentStudyConfig, *, log: Callable[[str], No
         if not texts:
             raise DataError(f"dataset {ds.name}: nothing fits in the budget")
         t = time.perf_counter()
-        aligns[ds.name] = alignment(texts, test_texts, compressor=compressor, max_pairs=config.max_pairs,
-                                    workers=config.alignment_workers)
+        aligns[ds.name] = alignment(
+            texts,
+            test_texts,
+            compressor=compressor,
+            max_pairs=config.max_pairs,
+            workers=config.alignment_workers,
+        )
         align_s[ds.name] = time.perf_counter() - t
         datasets[ds.name] = texts
         log(f"dataset {ds.name}: {len(texts):,} documents, alignment {aligns[ds.name]:.4f}")
@@ -215,10 +232,14 @@ def run_alignment_study(config: AlignmentStudyConfig, *, log: Callable[[str], No
     x = [aligns[n] for n in names]
     rows = {}
     for n in names:
-        rows[n] = {"alignment": aligns[n], "alignment_s": align_s[n], "documents": len(datasets[n]),
-                   "units": int(sum(counter.count_many(datasets[n]))),
-                   "summary": curve_summary([r.curve for r in by_name[n]]),
-                   "runs": [r.to_dict() for r in sorted(by_name[n], key=lambda r: r.seed)]}
+        rows[n] = {
+            "alignment": aligns[n],
+            "alignment_s": align_s[n],
+            "documents": len(datasets[n]),
+            "units": int(sum(counter.count_many(datasets[n]))),
+            "summary": curve_summary([r.curve for r in by_name[n]]),
+            "runs": [r.to_dict() for r in sorted(by_name[n], key=lambda r: r.seed)],
+        }
     fit_lowest = linear_fit(x, [rows[n]["summary"]["lowest"]["mean"] for n in names])
     fit_final = linear_fit(x, [rows[n]["summary"]["final"]["mean"] for n in names])
     results = {
@@ -247,8 +268,13 @@ def _as_selection_config(config: AlignmentStudyConfig) -> Any:
     """The few fields :func:`resolve_base_model` reads, from an alignment config."""
     from compresslm.experiments.selection_study import StudyConfig
 
-    return StudyConfig(out=config.out, base_model=config.base_model, pretrain=config.pretrain,
-                       finetune=config.finetune, cache_dir=config.cache_dir)
+    return StudyConfig(
+        out=config.out,
+        base_model=config.base_model,
+        pretrain=config.pretrain,
+        finetune=config.finetune,
+        cache_dir=config.cache_dir,
+    )
 
 
 def _write_report(folder: Path, results: dict[str, Any], curves: dict[str, Any], *, force: bool) -> None:
@@ -261,38 +287,85 @@ def _write_report(folder: Path, results: dict[str, Any], curves: dict[str, Any],
     from compresslm.evaluate.stats import LinearFit
 
     scatter = render_scatter_fit(
-        x, y, names, LinearFit(**fit), title=f"alignment with the test set vs lowest test loss ({unit})",
-        xlabel=f"ZIP-FIT alignment ({results['compressor']})", ylabel=f"lowest test cross-entropy (nats / {unit[:-1]})",
+        x,
+        y,
+        names,
+        LinearFit(**fit),
+        title=f"alignment with the test set vs lowest test loss ({unit})",
+        xlabel=f"ZIP-FIT alignment ({results['compressor']})",
+        ylabel=f"lowest test cross-entropy (nats / {unit[:-1]})",
     )
     save_png(folder / "alignment_vs_loss.png", scatter, force=force)
-    lc = render_loss_curves(curves, title=f"fine-tuning on each dataset ({format_budget(results['budget'])} {unit})",
-                            xlabel=f"training {unit}", reference=results["base_loss"], reference_label="base model")
+    lc = render_loss_curves(
+        curves,
+        title=f"fine-tuning on each dataset ({format_budget(results['budget'])} {unit})",
+        xlabel=f"training {unit}",
+        reference=results["base_loss"],
+        reference_label="base model",
+    )
     save_png(folder / "loss_curves.png", lc, force=force)
     rows = []
     for n in sorted(names, key=lambda k: -results["datasets"][k]["alignment"]):
         d = results["datasets"][n]
         s = d["summary"]
-        rows.append([n, f"{d['alignment']:.4f}", f"{s['lowest']['mean']:.4f} ± {s['lowest']['std']:.4f}",
-                     f"{s['final']['mean']:.4f} ± {s['final']['std']:.4f}", f"{d['documents']:,}"])
+        rows.append(
+            [
+                n,
+                f"{d['alignment']:.4f}",
+                f"{s['lowest']['mean']:.4f} ± {s['lowest']['std']:.4f}",
+                f"{s['final']['mean']:.4f} ± {s['final']['std']:.4f}",
+                f"{d['documents']:,}",
+            ]
+        )
     fl, ff = results["fit_lowest"], results["fit_final"]
-    pairs = "all pairs" if results["max_pairs"] is None else f"a seeded sample of up to {results['max_pairs']:,} pairs"
+    pairs = (
+        "all pairs"
+        if results["max_pairs"] is None
+        else f"a seeded sample of up to {results['max_pairs']:,} pairs"
+    )
     sections = [
-        Section("Fit", paragraphs=[
-            f"Lowest loss on alignment: R² = {fl['r_squared']:.3f} (r = {fl['r']:.3f}, slope {fl['slope']:.3f}, "
-            f"permutation p = {fl['p_value']:.3g}, n = {fl['n']}). Final loss: R² = {ff['r_squared']:.3f} "
-            f"(r = {ff['r']:.3f}, p = {ff['p_value']:.3g}).",
-            "A negative slope means better-aligned data gives lower test loss (the paper's claim).",
-        ], figures=[Figure(scatter, "Each point: one dataset, mean over seeds.")]),
-        Section("Datasets", tables=[Table(["dataset", "alignment", "lowest loss", "final loss", "documents"], rows,
-                                          f"{len(results['seeds'])} seeds, {results['budget']:,} {unit} each")],
-                figures=[Figure(lc, "Test loss while fine-tuning.")]),
-        Section("Setting", tables=[Table(["setting", "value"], [
-            ["test set", f"{results['test']['documents']} documents from {', '.join(results['test']['paths'])}"],
-            ["base model", f"{results['base_model']['kind']} from {results['base_model']['source']}"],
-            ["base model test loss", f"{results['base_loss']:.4f}"],
-            ["alignment", f"{results['compressor']}, {pairs}"],
-            ["wall time", f"{results['seconds']:.0f} s"],
-        ])]),
+        Section(
+            "Fit",
+            paragraphs=[
+                f"Lowest loss on alignment: R² = {fl['r_squared']:.3f} (r = {fl['r']:.3f}, slope {fl['slope']:.3f}, "
+                f"permutation p = {fl['p_value']:.3g}, n = {fl['n']}). Final loss: R² = {ff['r_squared']:.3f} "
+                f"(r = {ff['r']:.3f}, p = {ff['p_value']:.3g}).",
+                "A negative slope means better-aligned data gives lower test loss (the paper's claim).",
+            ],
+            figures=[Figure(scatter, "Each point: one dataset, mean over seeds.")],
+        ),
+        Section(
+            "Datasets",
+            tables=[
+                Table(
+                    ["dataset", "alignment", "lowest loss", "final loss", "documents"],
+                    rows,
+                    f"{len(results['seeds'])} seeds, {results['budget']:,} {unit} each",
+                )
+            ],
+            figures=[Figure(lc, "Test loss while fine-tuning.")],
+        ),
+        Section(
+            "Setting",
+            tables=[
+                Table(
+                    ["setting", "value"],
+                    [
+                        [
+                            "test set",
+                            f"{results['test']['documents']} documents from {', '.join(results['test']['paths'])}",
+                        ],
+                        [
+                            "base model",
+                            f"{results['base_model']['kind']} from {results['base_model']['source']}",
+                        ],
+                        ["base model test loss", f"{results['base_loss']:.4f}"],
+                        ["alignment", f"{results['compressor']}, {pairs}"],
+                        ["wall time", f"{results['seconds']:.0f} s"],
+                    ],
+                )
+            ],
+        ),
     ]
     write_html(folder / "index.html", "compresslm alignment study", sections, force=force)
 

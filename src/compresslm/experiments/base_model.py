@@ -92,8 +92,14 @@ class BaseModel:
         return copy.deepcopy(self.model)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "unit": self.unit, "max_seq_len": self.max_seq_len, "source": self.source,
-                "tokenizer": self.tokenizer, **self.info}
+        return {
+            "kind": self.kind,
+            "unit": self.unit,
+            "max_seq_len": self.max_seq_len,
+            "source": self.source,
+            "tokenizer": self.tokenizer,
+            **self.info,
+        }
 
 
 def encode_bytes(texts: Sequence[str]) -> np.ndarray:
@@ -105,7 +111,9 @@ def encode_bytes(texts: Sequence[str]) -> np.ndarray:
 
 def pretrain_key(settings: PretrainSettings, data_sha256: str) -> str:
     """Cache key: sha256 over the settings, the training data and the recipe version (16 hex)."""
-    payload = json.dumps({"v": _KEY_VERSION, "settings": asdict(settings), "data": data_sha256}, sort_keys=True)
+    payload = json.dumps(
+        {"v": _KEY_VERSION, "settings": asdict(settings), "data": data_sha256}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
@@ -150,18 +158,29 @@ def pretrain_base_model(
     folder = root / "base-models" / key
     if (folder / CONFIG_FILE).is_file():
         model, config, extra = load_model(folder)
-        say(f"base model: cached at {folder} (held-out mixture loss {extra.get('heldout_loss', float('nan')):.4f})")
+        say(
+            f"base model: cached at {folder} (held-out mixture loss {extra.get('heldout_loss', float('nan')):.4f})"
+        )
         return _byte_model(model, config.max_seq_len, str(folder), extra)
 
-    say(f"base model: pretraining '{settings.size}' on {settings.tokens:,} bytes of builtin:mixture "
-        f"(cached afterwards in {folder})")
+    say(
+        f"base model: pretraining '{settings.size}' on {settings.tokens:,} bytes of builtin:mixture "
+        f"(cached afterwards in {folder})"
+    )
     config = config_for_size(settings.size, BYTE_VOCAB, settings.seq_len)
     model = Transformer(config, seed=settings.seed)
     total_steps = max(1, settings.tokens // (settings.batch_size * settings.seq_len))
     tc = TrainConfig(
-        max_tokens=settings.tokens, batch_size=settings.batch_size, seq_len=settings.seq_len, lr=settings.lr,
-        min_lr_ratio=settings.min_lr_ratio, warmup_steps=max(1, int(total_steps * settings.warmup_fraction)),
-        weight_decay=settings.weight_decay, seed=settings.seed, device=device, threads=threads,
+        max_tokens=settings.tokens,
+        batch_size=settings.batch_size,
+        seq_len=settings.seq_len,
+        lr=settings.lr,
+        min_lr_ratio=settings.min_lr_ratio,
+        warmup_steps=max(1, int(total_steps * settings.warmup_fraction)),
+        weight_decay=settings.weight_decay,
+        seed=settings.seed,
+        device=device,
+        threads=threads,
         eval_at_start=False,
     )
     from compresslm.models.data import TokenStream
@@ -201,10 +220,20 @@ def _save_atomically(folder: Path, save: Callable[[Path], object]) -> None:
 
 
 def _byte_model(model: nn.Module, max_seq_len: int, source: str, extra: dict[str, Any]) -> BaseModel:
-    info = {"heldout_loss": extra.get("heldout_loss"), "recipe": extra.get("recipe"),
-            "n_params": sum(p.numel() for p in model.parameters())}
-    return BaseModel(model=model, kind="compresslm", unit="bytes", max_seq_len=max_seq_len, encode=encode_bytes,
-                     source=source, info=info)
+    info = {
+        "heldout_loss": extra.get("heldout_loss"),
+        "recipe": extra.get("recipe"),
+        "n_params": sum(p.numel() for p in model.parameters()),
+    }
+    return BaseModel(
+        model=model,
+        kind="compresslm",
+        unit="bytes",
+        max_seq_len=max_seq_len,
+        encode=encode_bytes,
+        source=source,
+        info=info,
+    )
 
 
 def load_base_model(path: str | Path) -> BaseModel:
@@ -237,7 +266,9 @@ def _hf_base_model(folder: Path) -> BaseModel:
     tokenizer = load_hf_tokenizer(folder)
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise ConfigError(f"--base-model {folder}: the tokenizer has no end-of-sequence token to separate documents")
+        raise ConfigError(
+            f"--base-model {folder}: the tokenizer has no end-of-sequence token to separate documents"
+        )
     tokenizer_json = folder / "tokenizer.json"
 
     def encode(texts: Sequence[str]) -> np.ndarray:
@@ -245,6 +276,13 @@ def _hf_base_model(folder: Path) -> BaseModel:
         return pack_documents(ids, eos)
 
     max_len = model.max_seq_len or 1024
-    return BaseModel(model=model, kind="hf", unit="tokens", max_seq_len=max_len, encode=encode, source=str(folder),
-                     tokenizer=str(tokenizer_json) if tokenizer_json.is_file() else None,
-                     info={"n_params": sum(p.numel() for p in model.parameters())})
+    return BaseModel(
+        model=model,
+        kind="hf",
+        unit="tokens",
+        max_seq_len=max_len,
+        encode=encode,
+        source=str(folder),
+        tokenizer=str(tokenizer_json) if tokenizer_json.is_file() else None,
+        info={"n_params": sum(p.numel() for p in model.parameters())},
+    )

@@ -16,15 +16,17 @@ from compresslm.evaluate.plots import render_histograms, render_loss_curves, sav
 
 
 def faster_text(f: dict[str, Any]) -> str:
-    """"85.1% (seeds 80.0 ± 5.0%)", "never (3 of 3 seeds never)", ... from a faster_summary dict."""
+    """ "85.1% (seeds 80.0 ± 5.0%)", "never (3 of 3 seeds never)", ... from a faster_summary dict."""
     head = f["mean_curve"]["text"]
     seeds = len(f["per_seed"])
     parts = []
     s = f["spread"]
     if s is not None and seeds > 1:
         if s["n"] > 1:
-            parts.append(f"seeds {100 * s['mean']:.1f} ± {100 * s['std']:.1f}%"
-                         + (f", {s['n']} of {seeds} defined" if s["n"] < seeds else ""))
+            parts.append(
+                f"seeds {100 * s['mean']:.1f} ± {100 * s['std']:.1f}%"
+                + (f", {s['n']} of {seeds} defined" if s["n"] < seeds else "")
+            )
         else:
             parts.append(f"1 of {seeds} seeds: {100 * s['mean']:.1f}%")
     if f["never"]:
@@ -46,26 +48,42 @@ def summary_table(results: dict[str, Any], budget: dict[str, Any]) -> Table:
     unit = results["unit"]
     domain = results["config"].get("domain")
     baselines = results["baselines"]
-    headers = ["method", "lowest loss", f"{unit} to lowest", "final loss", "selection s",
-               f"{domain} share" if domain else "precision"]
+    headers = [
+        "method",
+        "lowest loss",
+        f"{unit} to lowest",
+        "final loss",
+        "selection s",
+        f"{domain} share" if domain else "precision",
+    ]
     headers += [f"faster vs {b}" for b in baselines]
     rows = []
     for spec, m in budget["methods"].items():
         s = m["summary"]
         prec = m["selection"]["precision"]
         row: list[object] = [
-            spec, spread_text(s["lowest"]), spread_text(s["tokens_to_lowest"], ",.0f"), spread_text(s["final"]),
-            f"{m['selection']['seconds']:.1f}", "–" if prec is None else f"{prec:.3f}",
+            spec,
+            spread_text(s["lowest"]),
+            spread_text(s["tokens_to_lowest"], ",.0f"),
+            spread_text(s["final"]),
+            f"{m['selection']['seconds']:.1f}",
+            "–" if prec is None else f"{prec:.3f}",
         ]
         row += ["–" if b == spec else faster_text(budget["faster"][spec][b]) for b in baselines]
         rows.append(row)
-    return Table(headers, rows, f"budget {budget['label']} {unit}, {results['config']['seeds'].__len__()} seeds "
-                                f"(mean ± sample std over seeds)")
+    return Table(
+        headers,
+        rows,
+        f"budget {budget['label']} {unit}, {results['config']['seeds'].__len__()} seeds "
+        f"(mean ± sample std over seeds)",
+    )
 
 
 def _curves(budget: dict[str, Any]) -> dict[str, list[LossCurve]]:
-    return {spec: [LossCurve(tuple(r["curve"]["tokens"]), tuple(r["curve"]["losses"]), spec) for r in m["runs"]]
-            for spec, m in budget["methods"].items()}
+    return {
+        spec: [LossCurve(tuple(r["curve"]["tokens"]), tuple(r["curve"]["losses"]), spec) for r in m["runs"]]
+        for spec, m in budget["methods"].items()
+    }
 
 
 def write_report(
@@ -82,65 +100,112 @@ def write_report(
     sections: list[Section] = []
     for b in results["budgets"]:
         png = render_loss_curves(
-            _curves(b), title=f"test cross-entropy while fine-tuning, budget {b['label']} {unit}",
-            xlabel=f"training {unit}", ylabel=f"test cross-entropy (nats / {unit[:-1]})",
-            reference=results["base_loss"], reference_label="base model",
+            _curves(b),
+            title=f"test cross-entropy while fine-tuning, budget {b['label']} {unit}",
+            xlabel=f"training {unit}",
+            ylabel=f"test cross-entropy (nats / {unit[:-1]})",
+            reference=results["base_loss"],
+            reference_label="base model",
         )
         save_png(folder / f"loss_curves_{b['label']}.png", png, force=force)
-        sections.append(Section(
-            f"Budget {b['label']} {unit}",
-            tables=[summary_table(results, b)],
-            figures=[Figure(png, "Mean over seeds (line), lowest to highest seed (band), lowest point (dot).")],
-            notes=["X% faster = 1 − (tokens the method needs to reach the baseline's lowest loss) / (tokens the "
-                   "baseline needs to reach it). Headline on the mean curves; per-seed values pair equal seeds. "
-                   "'never': the method does not reach the baseline's lowest loss within the budget."],
-        ))
+        sections.append(
+            Section(
+                f"Budget {b['label']} {unit}",
+                tables=[summary_table(results, b)],
+                figures=[
+                    Figure(png, "Mean over seeds (line), lowest to highest seed (band), lowest point (dot).")
+                ],
+                notes=[
+                    "X% faster = 1 − (tokens the method needs to reach the baseline's lowest loss) / (tokens the "
+                    "baseline needs to reach it). Headline on the mean curves; per-seed values pair equal seeds. "
+                    "'never': the method does not reach the baseline's lowest loss within the budget."
+                ],
+            )
+        )
 
     sel_rows = []
     figures = []
     for spec, s in selections.items():
         secs = s.seconds
         params = ", ".join(f"{k}={v}" for k, v in s.describe.items() if k != "method")
-        sel_rows.append([spec, f"{secs.get('prepare', 0):.1f}", f"{secs.get('score', 0):.1f}",
-                         f"{secs.get('total', 0):.1f}", f"{len(s.texts):,}", params])
+        sel_rows.append(
+            [
+                spec,
+                f"{secs.get('prepare', 0):.1f}",
+                f"{secs.get('score', 0):.1f}",
+                f"{secs.get('total', 0):.1f}",
+                f"{len(s.texts):,}",
+                params,
+            ]
+        )
         if s.score_samples:
             png = render_histograms(s.score_samples, title=f"{spec}: scores by domain (sample)")
             save_png(folder / f"scores_{_slug(spec)}.png", png, force=force)
             figures.append(Figure(png, f"{spec}: score distribution per domain of the pool"))
-    sections.append(Section(
-        "Selection",
-        paragraphs=["Each method ranks the pool once; budgets are prefixes of its ranking. Seconds are wall "
-                    "time of that one run on this machine (prepare = fitting/embedding/background sample)."],
-        tables=[Table(["method", "prepare s", "score s", "total s", "documents", "parameters"], sel_rows)],
-        figures=figures,
-    ))
+    sections.append(
+        Section(
+            "Selection",
+            paragraphs=[
+                "Each method ranks the pool once; budgets are prefixes of its ranking. Seconds are wall "
+                "time of that one run on this machine (prepare = fitting/embedding/background sample)."
+            ],
+            tables=[
+                Table(["method", "prepare s", "score s", "total s", "documents", "parameters"], sel_rows)
+            ],
+            figures=figures,
+        )
+    )
 
     cfg = results["config"]
     ft = cfg["finetune"]
-    setting = Table(["setting", "value"], [
-        ["targets", f"{results['targets']['documents']} documents from {', '.join(results['targets']['paths'])}"],
-        ["test set", f"{results['test']['documents']} documents ({results['test']['tokens']:,} {unit}) from "
-                     f"{_join(results['test']['paths'])}"],
-        ["sources", ", ".join(cfg["sources"])],
-        ["base model", f"{results['base_model']['kind']} ({results['base_model'].get('n_params', '?'):,} "
-                       f"parameters) from {results['base_model']['source']}"],
-        ["base model test loss", f"{results['base_loss']:.4f}" if results["base_loss"] is not None else "–"],
-        ["unit", f"{unit} (selection budget = training {unit})"],
-        ["fine-tuning", f"AdamW lr {ft['lr']}, warmup {ft['warmup_fraction']:.0%} then cosine to "
-                        f"{ft['min_lr_ratio']}×, batch {ft['batch_size']} × {ft['seq_len']}, clip {ft['grad_clip']}, "
-                        f"weight decay {ft['weight_decay']}, {ft['eval_points']} evaluations"],
-        ["seeds", ", ".join(map(str, cfg["seeds"])) + f" (selection seed {cfg['selection_seed']})"],
-        ["environment", ", ".join(f"{k} {v}" for k, v in results["environment"].items())],
-        ["wall time", f"{results.get('seconds', 0):.0f} s"],
-    ])
-    intro = ["Does data selected by ZIP-FIT train faster? Each method selects from the same pool at the same "
-             "budget; the same base model is fine-tuned on each selection for the same number of tokens, and "
-             "the held-out test cross-entropy is measured along the way."]
+    setting = Table(
+        ["setting", "value"],
+        [
+            [
+                "targets",
+                f"{results['targets']['documents']} documents from {', '.join(results['targets']['paths'])}",
+            ],
+            [
+                "test set",
+                f"{results['test']['documents']} documents ({results['test']['tokens']:,} {unit}) from "
+                f"{_join(results['test']['paths'])}",
+            ],
+            ["sources", ", ".join(cfg["sources"])],
+            [
+                "base model",
+                f"{results['base_model']['kind']} ({results['base_model'].get('n_params', '?'):,} "
+                f"parameters) from {results['base_model']['source']}",
+            ],
+            [
+                "base model test loss",
+                f"{results['base_loss']:.4f}" if results["base_loss"] is not None else "–",
+            ],
+            ["unit", f"{unit} (selection budget = training {unit})"],
+            [
+                "fine-tuning",
+                f"AdamW lr {ft['lr']}, warmup {ft['warmup_fraction']:.0%} then cosine to "
+                f"{ft['min_lr_ratio']}×, batch {ft['batch_size']} × {ft['seq_len']}, clip {ft['grad_clip']}, "
+                f"weight decay {ft['weight_decay']}, {ft['eval_points']} evaluations",
+            ],
+            ["seeds", ", ".join(map(str, cfg["seeds"])) + f" (selection seed {cfg['selection_seed']})"],
+            ["environment", ", ".join(f"{k} {v}" for k, v in results["environment"].items())],
+            ["wall time", f"{results.get('seconds', 0):.0f} s"],
+        ],
+    )
+    intro = [
+        "Does data selected by ZIP-FIT train faster? Each method selects from the same pool at the same "
+        "budget; the same base model is fine-tuned on each selection for the same number of tokens, and "
+        "the held-out test cross-entropy is measured along the way."
+    ]
     protocol = [
-        f"Units: {unit}. " + ("The base model is byte level, so each selection is cut to a byte budget (the "
-                              "selection's budget_bytes) and the model trains on that many bytes: the selection "
-                              "budget and the training tokens agree." if unit == "bytes" else
-                              "Budgets and training tokens are the base model's tokenizer's tokens."),
+        f"Units: {unit}. "
+        + (
+            "The base model is byte level, so each selection is cut to a byte budget (the "
+            "selection's budget_bytes) and the model trains on that many bytes: the selection "
+            "budget and the training tokens agree."
+            if unit == "bytes"
+            else "Budgets and training tokens are the base model's tokenizer's tokens."
+        ),
         "Every run trains for exactly the budget on random blocks of its selection (about one pass; a "
         "selection smaller than the budget is repeated), from the same base weights, with the same "
         "hyper-parameters; only the data differs.",

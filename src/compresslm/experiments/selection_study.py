@@ -98,8 +98,10 @@ class StudyConfig:
             raise ConfigError("give a target set (--target) and at least one source (--source)")
         smallest = min(self.budgets)
         if smallest < self.finetune.tokens_per_step:
-            raise ConfigError(f"budget {smallest:,} is smaller than one training step "
-                              f"({self.finetune.batch_size} x {self.finetune.seq_len} tokens)")
+            raise ConfigError(
+                f"budget {smallest:,} is smaller than one training step "
+                f"({self.finetune.batch_size} x {self.finetune.seq_len} tokens)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -132,7 +134,7 @@ def format_budget(n: int) -> str:
 
 
 def parse_budget(text: str) -> int:
-    """"200k" -> 200000, "1.5M" -> 1500000, "5000" -> 5000."""
+    """ "200k" -> 200000, "1.5M" -> 1500000, "5000" -> 5000."""
     t = text.strip().lower().replace("_", "").replace(",", "")
     mult = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(t[-1:], 1)
     num = t[:-1] if mult > 1 else t
@@ -163,7 +165,9 @@ def load_target_and_test(config: StudyConfig) -> tuple[list[str], list[str]]:
     test = load_targets(config.test, config.target_options)
     overlap = set(targets) & set(test)
     if overlap:
-        raise DataError(f"{len(overlap)} test documents also appear in the target set; the test must be held out")
+        raise DataError(
+            f"{len(overlap)} test documents also appear in the target set; the test must be held out"
+        )
     return targets, test
 
 
@@ -173,7 +177,9 @@ def _counter(base: BaseModel) -> Any:
     if base.unit == "bytes":
         return get_token_counter(None, unit="bytes")
     if base.tokenizer is None:
-        raise ConfigError(f"--base-model {base.source}: no tokenizer.json beside the model to count token budgets")
+        raise ConfigError(
+            f"--base-model {base.source}: no tokenizer.json beside the model to count token budgets"
+        )
     return get_token_counter(base.tokenizer)
 
 
@@ -191,14 +197,21 @@ def select_once(
         sel = SelectionSpec(budget_tokens=budget, tokenizer=base.tokenizer, truncate_last=True)
     result = run_selection(method, targets, config.sources, sel, read_options=config.read_options)
     return MethodSelection(
-        spec=spec, describe=result.method, seconds=result.seconds,
-        texts=[s.text for s in result.selected], sizes=[s.size for s in result.selected],
-        domains=[s.domain for s in result.selected], scores=[s.score for s in result.selected],
-        score_samples=result.score_samples, accounting=result.accounting,
+        spec=spec,
+        describe=result.method,
+        seconds=result.seconds,
+        texts=[s.text for s in result.selected],
+        sizes=[s.size for s in result.selected],
+        domains=[s.domain for s in result.selected],
+        scores=[s.score for s in result.selected],
+        score_samples=result.score_samples,
+        accounting=result.accounting,
     )
 
 
-def budget_prefix(selection: MethodSelection, budget: int, counter: Any) -> tuple[list[str], list[str | None]]:
+def budget_prefix(
+    selection: MethodSelection, budget: int, counter: Any
+) -> tuple[list[str], list[str | None]]:
     """The best-ranked documents while they fit in ``budget``, the overflowing one cut to the rest."""
     texts: list[str] = []
     domains: list[str | None] = []
@@ -234,8 +247,9 @@ def resolve_base_model(config: StudyConfig, log: Callable[[str], None]) -> BaseM
         base = load_base_model(config.base_model)
         log(f"base model: {base.kind} from {base.source} ({base.unit})")
         return base
-    return pretrain_base_model(config.pretrain, cache_dir=config.cache_dir, device=config.finetune.device,
-                               threads=None, log=log)
+    return pretrain_base_model(
+        config.pretrain, cache_dir=config.cache_dir, device=config.finetune.device, threads=None, log=log
+    )
 
 
 def _output_paths(config: StudyConfig) -> list[str]:
@@ -244,8 +258,11 @@ def _output_paths(config: StudyConfig) -> list[str]:
     paths += [report / f"loss_curves_{format_budget(b)}.png" for b in config.budgets]
     paths += [report / f"scores_{_slug(m)}.png" for m in config.methods]
     if config.keep_selections:
-        paths += [Path(config.out) / "selections" / f"{_slug(m)}@{format_budget(b)}.jsonl"
-                  for m in config.methods for b in config.budgets]
+        paths += [
+            Path(config.out) / "selections" / f"{_slug(m)}@{format_budget(b)}.jsonl"
+            for m in config.methods
+            for b in config.budgets
+        ]
     return [str(p) for p in paths]
 
 
@@ -254,7 +271,11 @@ def _slug(spec: str) -> str:
 
 
 def run_selection_study(config: StudyConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the whole study and write its report; returns the ``results.json`` content."""
+    """Run the whole study and write its report; returns the ``results.json`` content.
+
+    With ``finetune_workers != 1`` the runs go to spawned processes, which re-import the calling
+    script: call this from under ``if __name__ == "__main__":`` (as with any multiprocessing code).
+    """
     from compresslm.data.writers import check_outputs_free
 
     config.validate()
@@ -262,11 +283,15 @@ def run_selection_study(config: StudyConfig, *, log: Callable[[str], None] = pri
     t_start = time.perf_counter()
     base = resolve_base_model(config, log)
     if config.finetune.seq_len > base.max_seq_len:
-        raise ConfigError(f"fine-tuning seq_len {config.finetune.seq_len} exceeds the base model's "
-                          f"max_seq_len {base.max_seq_len}")
+        raise ConfigError(
+            f"fine-tuning seq_len {config.finetune.seq_len} exceeds the base model's "
+            f"max_seq_len {base.max_seq_len}"
+        )
     targets, test_texts = load_target_and_test(config)
     test = base.encode(test_texts)
-    log(f"targets: {len(targets)} documents; test set: {len(test_texts)} documents, {len(test):,} {base.unit}")
+    log(
+        f"targets: {len(targets)} documents; test set: {len(test_texts)} documents, {len(test):,} {base.unit}"
+    )
 
     counter = _counter(base)
     largest = max(config.budgets)
@@ -275,8 +300,10 @@ def run_selection_study(config: StudyConfig, *, log: Callable[[str], None] = pri
         sel = select_once(spec, targets, config, base, largest)
         selections[spec] = sel
         p = precision(sel.domains, config.domain)
-        log(f"select {spec}: {len(sel.texts):,} documents in {sel.seconds.get('total', 0):.1f} s"
-            + (f", {config.domain} share {p:.3f}" if p is not None else ""))
+        log(
+            f"select {spec}: {len(sel.texts):,} documents in {sel.seconds.get('total', 0):.1f} s"
+            + (f", {config.domain} share {p:.3f}" if p is not None else "")
+        )
 
     specs: list[RunSpec] = []
     data: dict[tuple[str, int], dict[str, Any]] = {}
@@ -286,20 +313,27 @@ def run_selection_study(config: StudyConfig, *, log: Callable[[str], None] = pri
             if not texts:
                 raise DataError(f"{spec} selected nothing within the budget {budget:,}")
             stream = base.encode(texts)
-            data[(spec, budget)] = {"documents": len(texts), "units": int(sum(counter.count_many(texts))),
-                                    "stream_tokens": int(len(stream)),
-                                    "precision": precision(domains, config.domain)}
+            data[(spec, budget)] = {
+                "documents": len(texts),
+                "units": int(sum(counter.count_many(texts))),
+                "stream_tokens": int(len(stream)),
+                "precision": precision(domains, config.domain),
+            }
             specs += [RunSpec(f"{spec}@{budget}", seed, stream, budget) for seed in config.seeds]
             if config.keep_selections:
                 _write_selection(config, spec, budget, texts, domains)
 
     workers = config.finetune_workers or default_workers(config.finetune, len(specs))
-    log(f"fine-tuning: {len(specs)} runs ({len(config.methods)} methods x {len(config.budgets)} budgets x "
-        f"{len(config.seeds)} seeds), {workers} at a time")
+    log(
+        f"fine-tuning: {len(specs)} runs ({len(config.methods)} methods x {len(config.budgets)} budgets x "
+        f"{len(config.seeds)} seeds), {workers} at a time"
+    )
 
     def on_run(r: RunResult) -> None:
-        log(f"  {r.key} seed {r.seed}: lowest {r.curve.lowest:.4f} at {r.curve.tokens_to_lowest:,} "
-            f"(final {r.curve.final:.4f}, {r.elapsed_s:.0f} s)")
+        log(
+            f"  {r.key} seed {r.seed}: lowest {r.curve.lowest:.4f} at {r.curve.tokens_to_lowest:,} "
+            f"(final {r.curve.final:.4f}, {r.elapsed_s:.0f} s)"
+        )
 
     runs = run_all(base, specs, test, config.finetune, workers=workers, log=on_run)
     results = build_results(config, base, targets, test_texts, len(test), selections, data, runs)
@@ -310,8 +344,9 @@ def run_selection_study(config: StudyConfig, *, log: Callable[[str], None] = pri
     return results
 
 
-def _write_selection(config: StudyConfig, spec: str, budget: int, texts: list[str],
-                     domains: list[str | None]) -> None:
+def _write_selection(
+    config: StudyConfig, spec: str, budget: int, texts: list[str], domains: list[str | None]
+) -> None:
     from compresslm.data.writers import write_records
 
     path = Path(config.out) / "selections" / f"{_slug(spec)}@{format_budget(budget)}.jsonl"
@@ -348,9 +383,17 @@ def build_results(
                 "summary": curve_summary(curves[spec]),
                 "runs": [r.to_dict() for r in rs],
             }
-        faster = {ours: {other: faster_summary(curves[ours], curves[other])
-                         for other in config.methods if other != ours} for ours in config.methods}
-        budgets_out.append({"budget": budget, "label": format_budget(budget), "methods": methods, "faster": faster})
+        faster = {
+            ours: {
+                other: faster_summary(curves[ours], curves[other])
+                for other in config.methods
+                if other != ours
+            }
+            for ours in config.methods
+        }
+        budgets_out.append(
+            {"budget": budget, "label": format_budget(budget), "methods": methods, "faster": faster}
+        )
     return {
         "study": "selection",
         "version": RESULTS_VERSION,
@@ -359,14 +402,28 @@ def build_results(
         "base_model": base.describe(),
         "base_loss": base_loss,
         "targets": {"documents": len(targets), "paths": config.targets},
-        "test": {"documents": len(test_texts), "tokens": test_tokens,
-                 "paths": config.test if config.test is not None else "second half of the targets"},
+        "test": {
+            "documents": len(test_texts),
+            "tokens": test_tokens,
+            "paths": config.test if config.test is not None else "second half of the targets",
+        },
         "baselines": [m for m in config.methods if m.partition(":")[0] in BASELINE_NAMES],
-        "selection": {spec: {"method": s.describe, "seconds": s.seconds, "accounting": s.accounting,
-                             "documents_at_largest_budget": len(s.texts)} for spec, s in selections.items()},
+        "selection": {
+            spec: {
+                "method": s.describe,
+                "seconds": s.seconds,
+                "accounting": s.accounting,
+                "documents_at_largest_budget": len(s.texts),
+            }
+            for spec, s in selections.items()
+        },
         "budgets": budgets_out,
-        "environment": {"zlib": zlib.ZLIB_RUNTIME_VERSION, "torch": torch.__version__,
-                        "python": platform.python_version(), "machine": platform.machine()},
+        "environment": {
+            "zlib": zlib.ZLIB_RUNTIME_VERSION,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+        },
     }
 
 
@@ -386,9 +443,13 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         for spec, m in b["methods"].items():
             s = m["summary"]
             row = {
-                "budget": b["label"], "method": spec,
-                "lowest": s["lowest"], "tokens_to_lowest": s["tokens_to_lowest"], "final": s["final"],
-                "selection_s": m["selection"]["seconds"], "precision": m["selection"]["precision"],
+                "budget": b["label"],
+                "method": spec,
+                "lowest": s["lowest"],
+                "tokens_to_lowest": s["tokens_to_lowest"],
+                "final": s["final"],
+                "selection_s": m["selection"]["seconds"],
+                "precision": m["selection"]["precision"],
                 "faster": {bl: b["faster"][spec][bl] for bl in baselines if bl != spec},
             }
             rows.append(row)
