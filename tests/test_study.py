@@ -356,3 +356,26 @@ def test_demo_study_settings_are_valid() -> None:
     assert config.out.endswith("study") and len(config.seeds) >= 3
     for spec in config.methods:
         make_method(spec)  # every method name resolves
+
+
+def test_seed_option_and_faster_text() -> None:
+    from compresslm.cli.study import parse_seeds
+    from compresslm.evaluate.curves import LossCurve, faster_summary
+    from compresslm.experiments.selection_report import faster_text
+
+    assert parse_seeds("3") == [0, 1, 2]
+    assert parse_seeds("0,5,9") == [0, 5, 9]
+    for bad in ("0", "x", "1,a"):
+        with pytest.raises(ConfigError):
+            parse_seeds(bad)
+
+    def c(*losses: float) -> LossCurve:
+        return LossCurve(tuple(range(0, 100 * len(losses), 100)), losses)
+
+    base = [c(3.0, 2.5, 2.0), c(3.0, 2.5, 2.1)]
+    assert faster_text(faster_summary([c(3.0, 2.0, 1.9), c(3.0, 2.0, 1.9)], base)) == (
+        "50.0% (seeds 50.0 ± 0.0%)"
+    )
+    # the mean curve never reaches the baseline's mean lowest (2.05); one seed does, one does not
+    text = faster_text(faster_summary([c(3.0, 2.9, 2.8), c(3.0, 2.0, 1.9)], base))
+    assert text == "never (1 of 2 seeds: 50.0%; 1 of 2 seeds never)"
