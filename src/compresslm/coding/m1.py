@@ -12,8 +12,10 @@ remains to hold is that a row's result does not depend on the other rows or on t
   :data:`ROW_MULTIPLE`. MKL gives bit-identical rows for any row count >= 12 at any thread count,
   but takes another code path (other rounding) for 1-3 rows, and for 5-11 rows at some thread
   counts (measured on this machine's torch 2.13 CPU build) — hence the padding;
-* attention is a batched (1 x hs) @ (hs x L) product over the fixed cache length L, masked to the
-  row's own positions (the zeroed cache beyond them contributes exact zeros after the mask);
+* attention is a batched (1 x hs) @ (hs x n) product over a fixed number n of cached positions
+  chosen by the row's own position alone (the first 16-position page while the row is inside it,
+  all ``max_len`` positions after that), masked to the row's positions: the cache beyond them gets
+  weight exactly +0.0 and adds exactly nothing;
 * LayerNorm, GELU and softmax are row-wise.
 
 Tests check the consequences (same tables for batch sizes 1 and 64, threads 1 and 2, any other
@@ -37,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +57,7 @@ from compresslm.models.transformer import Transformer
 
 BOS = 0
 ROW_MULTIPLE = 16
+NEAR_POSITIONS = 16  # the first cache page: most window positions at b = 16 fall inside it
 FINGERPRINT_VERSION = 1
 
 # The probe behind the numerics fingerprint: prose, code, Unicode, a long run and raw bytes, so
@@ -67,6 +71,16 @@ _PROBE_TEXTS: tuple[bytes, ...] = (
     bytes(range(0, 256, 3)),
     b'{"id": 17, "text": "Lorem ipsum dolor sit amet, consectetur adipiscing elit."}\n',
 )
+
+
+@dataclass
+class StepTimings:
+    """Where coding time goes inside M1 (accumulated over sessions; the rest is the Python coder)."""
+
+    forward_s: float = 0.0
+    quantize_s: float = 0.0
+    steps: int = 0
+    row_positions: int = 0  # positions computed, padding rows included
 
 
 def _padded_rows(n_rows: int) -> int:
@@ -96,6 +110,10 @@ class M1:
         self.threads = threads
         self.sha256 = sha256 or weights_sha256(model)
         self.path = path
+        self.timings = StepTimings()
+        # Probe results per cache length: the weights never change after construction.
+        self._fingerprints: dict[int, str] = {}
+        self._independent: set[tuple[int, int]] = set()
 
     @classmethod
     def load(cls, directory: str | Path, **kwargs: Any) -> M1:
@@ -133,12 +151,21 @@ class M1Session:
         self.max_len = max_len
         self.n_heads = cfg.n_heads
         self.head_dim = cfg.d_model // cfg.n_heads
-        # Keys and values of every layer in one tensor, so resetting rows is one op per step.
-        self.cache = torch.zeros(2, cfg.n_layers, self.rows, cfg.n_heads, max_len, self.head_dim)
+        # The cache is paged: positions [0, near) and [near, max_len). Keys are stored transposed,
+        # (hs, positions) per head, so q @ K reads them contiguously. Rows are never cleared: a
+        # restarted row's old keys and values sit beyond its position, where the mask gives them
+        # weight exactly +0.0, and 0 * v adds exactly nothing to a sum.
+        self.near = min(NEAR_POSITIONS, max_len)
+        far = max_len - self.near
+        shape = (cfg.n_layers, self.rows, cfg.n_heads)
+        self.keys_near = torch.zeros(*shape, self.head_dim, self.near)
+        self.values_near = torch.zeros(*shape, self.near, self.head_dim)
+        self.keys_far = torch.zeros(*shape, self.head_dim, far)
+        self.values_far = torch.zeros(*shape, far, self.head_dim)
         self.pos = torch.zeros(self.rows, dtype=torch.long)
-        self.arange = torch.arange(self.rows)
         self.key_index = torch.arange(max_len)
         self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.timings = m1.timings
         # Thread count is set once per session: torch.set_num_threads rebuilds the OpenMP pool, which
         # costs more than a whole step of a small model.
         self._threads_before: int | None = None
@@ -163,27 +190,50 @@ class M1Session:
         pos = torch.where(reset, torch.zeros_like(self.pos), self.pos + 1)
         if int(pos.max()) >= self.max_len:
             raise ConfigError(f"a window row ran past its {self.max_len} positions")
-        if bool(reset.any()):
-            self.cache[:, :, reset] = 0.0
         self.pos = pos
+        t0 = time.perf_counter()
         with torch.no_grad():
             probs = self._forward(ids, pos)
-        return quantize(probs[: self.n_rows], self.m1.precision)
+        t1 = time.perf_counter()
+        tables = quantize(probs[: self.n_rows], self.m1.precision)
+        timings = self.timings
+        timings.forward_s += t1 - t0
+        timings.quantize_s += time.perf_counter() - t1
+        timings.steps += 1
+        timings.row_positions += self.rows
+        return tables
 
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor) -> np.ndarray:
+        """One position per row. Attention is computed over the ``near`` page for every row, and
+        again over all ``max_len`` positions for the rows past the near page, whose results replace
+        the first. So each row's arithmetic depends only on its own position, never on which other
+        rows share the step; most rows (windows hold a few bytes) read 16 cached positions, not 64."""
         model = self.m1.model
-        R, nh, hs = self.rows, self.n_heads, self.head_dim
+        R, nh, hs, near = self.rows, self.n_heads, self.head_dim, self.near
+        short = torch.nonzero(pos < near).view(-1)
+        long = torch.nonzero(pos >= near).view(-1)
         x = model.wte(ids) + model.wpe(pos)  # (R, C)
-        visible = (self.key_index[None, :] <= pos[:, None]).view(R, 1, 1, self.max_len)
+        hidden_near = (self.key_index[None, :near] > pos[:, None]).view(R, 1, 1, near)
+        hidden_all = (self.key_index[None, :] > pos[long, None]).view(len(long), 1, 1, self.max_len)
         for i, block in enumerate(model.blocks):
-            attn, keys, values = block.attn, self.cache[0, i], self.cache[1, i]
+            attn = block.attn
             q, k, v = attn.c_attn(block.ln_1(x)).split(nh * hs, dim=1)  # (R, C) each
-            keys[self.arange, :, pos] = k.view(R, nh, hs)
-            values[self.arange, :, pos] = v.view(R, nh, hs)
-            att = (q.view(R, nh, 1, hs) @ keys.transpose(-2, -1)) * self.scale  # (R, nh, 1, L)
-            att = F.softmax(att.masked_fill(~visible, float("-inf")), dim=-1)
-            y = (att @ values).view(R, nh * hs)  # (R, nh, 1, hs) -> (R, C)
-            x = x + attn.c_proj(y)
+            k, v, q = k.view(R, nh, hs), v.view(R, nh, hs), q.view(R, nh, 1, hs)
+            self.keys_near[i, short, :, :, pos[short]] = k[short]
+            self.values_near[i, short, :, pos[short]] = v[short]
+            att = (q @ self.keys_near[i]) * self.scale  # (R, nh, 1, near)
+            att = F.softmax(att.masked_fill(hidden_near, float("-inf")), dim=-1)
+            y = att @ self.values_near[i]  # (R, nh, 1, hs)
+            if len(long):
+                far_pos = pos[long] - near
+                self.keys_far[i, long, :, :, far_pos] = k[long]
+                self.values_far[i, long, :, far_pos] = v[long]
+                keys = torch.cat([self.keys_near[i, long], self.keys_far[i, long]], dim=-1)  # (n, nh, hs, L)
+                values = torch.cat([self.values_near[i, long], self.values_far[i, long]], dim=-2)
+                att_l = (q[long] @ keys) * self.scale
+                att_l = F.softmax(att_l.masked_fill(hidden_all, float("-inf")), dim=-1)
+                y[long] = att_l @ values
+            x = x + attn.c_proj(y.view(R, nh * hs))
             x = x + block.mlp(block.ln_2(x))
         logits = model.lm_head(model.ln_f(x))[:, :N_SYMBOLS]
         return F.softmax(logits.float(), dim=-1).numpy()
@@ -243,16 +293,21 @@ def _probe_windows(max_len: int) -> list[bytes]:
 
 
 def fingerprint(m1: M1, max_len: int) -> str:
-    """sha256 of M1's quantized tables on the fixed probe, through the coding path."""
-    digest = hashlib.sha256(f"compresslm-m1-fingerprint-v{FINGERPRINT_VERSION}:{m1.precision}:{max_len}:".encode())
-    for table in session_tables(m1, _probe_windows(max_len), max_len):
-        digest.update(np.ascontiguousarray(table, dtype="<i8").tobytes())
-    return digest.hexdigest()
+    """sha256 of M1's quantized tables on the fixed probe, through the coding path (computed once
+    per M1 object and cache length)."""
+    if max_len not in m1._fingerprints:
+        digest = hashlib.sha256(f"compresslm-m1-fingerprint-v{FINGERPRINT_VERSION}:{m1.precision}:{max_len}:".encode())
+        for table in session_tables(m1, _probe_windows(max_len), max_len):
+            digest.update(np.ascontiguousarray(table, dtype="<i8").tobytes())
+        m1._fingerprints[max_len] = digest.hexdigest()
+    return m1._fingerprints[max_len]
 
 
 def check_row_independence(m1: M1, max_len: int, batch_size: int) -> None:
     """Raise IntegrityError if the probe's tables change when it runs among ``batch_size`` other
     rows: on such hardware the coder could not promise identical tables to the decoder."""
+    if (max_len, batch_size) in m1._independent:
+        return
     probe = _probe_windows(max_len)
     alone = session_tables(m1, probe, max_len)
     n_rows = max(batch_size, len(probe))
@@ -267,6 +322,7 @@ def check_row_independence(m1: M1, max_len: int, batch_size: int) -> None:
                 "M1's tables on this machine depend on the batch they run in; coding would not be "
                 f"reproducible here (torch {torch.__version__}, {os.cpu_count()} CPUs)"
             )
+    m1._independent.add((max_len, batch_size))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ different units) per step, which is how M1 batches one fixed-shape forward acros
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,6 +33,7 @@ from typing import Protocol
 import numpy as np
 
 from compresslm.coding.intervals import (
+    N_SYMBOLS,
     CoderParams,
     cell_straddles,
     check_table,
@@ -124,6 +126,7 @@ class _UnitEncoder:
         self.start = 0  # first byte of the current window
         self.backed_off = 0  # windows that ended before their greedy end
         self.positions = 0  # model positions consumed (for the waste accounting)
+        self.ideal_bits = 0.0
         self._new_window()
 
     def _new_window(self) -> None:
@@ -165,6 +168,9 @@ class _UnitEncoder:
             window = self._stoppable(n)
         if window.nbytes < n:
             self.backed_off += 1
+        for t in range(window.nbytes):  # the information the window carries, -log2 p(x_t | prefix)
+            cum, x = self.tables[t], self.data[self.start + t]
+            self.ideal_bits += math.log2(int(cum[N_SYMBOLS]) / int(cum[x + 1] - cum[x]))
         self.windows.append(window)
         self.start += window.nbytes
         self._new_window()
@@ -276,6 +282,7 @@ class EncodeStats:
     exceptions: int = 0
     backed_off: int = 0
     positions: int = 0
+    ideal_bits: float = 0.0  # sum of -log2 p over coded bytes: the model's cross-entropy in windows
 
 
 def encode_units(
@@ -297,6 +304,7 @@ def encode_units(
             stats.exceptions += sum(w.exception for w in e.windows)
             stats.backed_off += e.backed_off
             stats.positions += e.positions
+            stats.ideal_bits += e.ideal_bits
     return [e.windows for e in encoders]
 
 

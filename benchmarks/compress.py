@@ -1,0 +1,315 @@
+"""Neural compression benchmark: round trips, compression against gzip/zstd/xz, and speed against
+this machine's float32 matmul FLOP/s, all measured in one run (the machine is shared and noisy:
+timings are medians of ``--repeats`` runs, and the matmul reference is measured beside them).
+
+    python benchmarks/compress.py            # 3m M1 (trained once into bench-out/ if missing)
+    python benchmarks/compress.py --quick    # smaller sample, tiny model: a minute
+    python benchmarks/compress.py --stdlib all --roundtrip-model bench-out/m1-small  # every stdlib file
+
+Prints a table; ``--json`` also writes every number.
+
+What is measured:
+
+* **Round trip** (``--code straddle`` and ``--code zeros``) on built-in corpus documents and on
+  Python standard-library files: byte-identical restores, windows that decode from the tokens
+  alone, exceptions, back-offs and their cost in bytes per window.
+* **Compression**: M1's cross-entropy inside the windows (bits/byte), EqualInfoAC[b] bytes per
+  window and bits/byte including padding, gzip -9, zstd -19 and xz -9e on the same documents.
+* **Speed**: encode and decode bytes/s (median of repeats on a fixed sample), the encoder's useful
+  FLOP/s (2 N_params per encoded byte) as a fraction of the measured matmul FLOP/s, and where the
+  encoder's time goes (M1 forward, quantization, the Python coder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import lzma
+import statistics
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import zstandard
+
+from compresslm.coding.compress import DEFAULT_SEGMENT_BYTES, segment
+from compresslm.coding.equal_info import EqualInfoCoder
+from compresslm.coding.m1 import M1, StepTimings
+from compresslm.coding.window_coder import exception_table
+
+
+def matmul_flops(threads: int | None, size: int = 1024, repeats: int = 7) -> float:
+    """Median float32 GEMM FLOP/s of an n x n x n product (all torch threads unless given)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    torch.set_num_threads(before)
+    return 2 * size**3 / statistics.median(times)
+
+
+def builtin_docs(n: int) -> list[bytes]:
+    from compresslm.data.builtin import generic_mixture
+
+    return [r.data for r in generic_mixture(n, seed=1)]
+
+
+def stdlib_files(mode: str, limit_bytes: int) -> list[tuple[str, bytes]]:
+    """Every ``.py`` file of the stdlib (``all``), or an evenly spread sample up to ``limit_bytes``."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and p.is_file())
+    if mode == "all":
+        return [(str(p.relative_to(root)), p.read_bytes()) for p in files]
+    out, total = [], 0
+    step = max(1, len(files) // 400)
+    for p in files[::step]:
+        data = p.read_bytes()
+        if total + len(data) > limit_bytes:
+            continue
+        out.append((str(p.relative_to(root)), data))
+        total += len(data)
+    return out
+
+
+def ensure_model(path: Path, size: str, tokens: int, threads: int | None) -> Path:
+    if (path / "config.json").is_file():
+        return path
+    from compresslm.coding.m1_train import train_m1
+
+    print(f"training M1 {size} into {path} ({tokens:,} tokens; once, then cached)", file=sys.stderr)
+    texts = [d.decode("utf-8") for d in builtin_docs(10_000)]
+    train_m1(texts, size=size, context=128, max_tokens=tokens, lr=2e-3, threads=threads, out=path)
+    return path
+
+
+def split(docs: list[bytes], segment_bytes: int) -> tuple[list[bytes], list[int]]:
+    """Documents cut into the independent segments the .clm format codes (and their owners)."""
+    units, owner = [], []
+    for i, d in enumerate(docs):
+        segs = segment(d, segment_bytes)
+        units += segs
+        owner += [i] * len(segs)
+    return units, owner
+
+
+def round_trip(coder: EqualInfoCoder, docs: list[bytes], segment_bytes: int) -> dict[str, Any]:
+    """Encode and decode every document (in segments, like ``compress``); count what decodes from
+    the tokens alone."""
+    coder.stats = type(coder.stats)()
+    units, owner = split(docs, segment_bytes)
+    t = time.perf_counter()
+    coded = coder.encode_many(units)
+    enc = time.perf_counter() - t
+    t = time.perf_counter()
+    pieces = coder.decode_many(coded, lengths=[len(u) for u in units])
+    dec = time.perf_counter() - t
+    restored = [b""] * len(docs)
+    exc_docs = set()
+    for i, piece, wins in zip(owner, pieces, coded, strict=True):
+        restored[i] += piece
+        if exception_table(wins):
+            exc_docs.add(i)
+    windows = sum(len(w) for w in coded)
+    n_bytes = sum(len(d) for d in docs)
+    identical = sum(a == b for a, b in zip(restored, docs, strict=True))
+    s = coder.stats
+    return {
+        "documents": len(docs),
+        "identical": identical,
+        "bytes": n_bytes,
+        "windows": windows,
+        "exceptions": s.exceptions,
+        "token_only_windows": windows - s.exceptions,
+        "token_only_docs": len(docs) - len(exc_docs),
+        "backed_off": s.backed_off,
+        "bytes_per_window": n_bytes / max(1, windows),
+        "bits_per_byte": windows * coder.params.window_bits / max(1, n_bytes),
+        "m1_bits_per_byte": s.ideal_bits / max(1, n_bytes),
+        "positions_per_byte": s.positions / max(1, n_bytes),
+        "encode_s": enc,
+        "decode_s": dec,
+    }
+
+
+def baselines(docs: list[bytes]) -> dict[str, float]:
+    """bits/byte of gzip -9, zstd -19 and xz -9e, per document (like the coder) and on the concatenation."""
+    n = sum(len(d) for d in docs)
+    zc = zstandard.ZstdCompressor(level=19)
+    per_doc = {
+        "gzip -9": sum(len(gzip.compress(d, 9, mtime=0)) for d in docs),
+        "zstd -19": sum(len(zc.compress(d)) for d in docs),
+        "xz -9e": sum(len(lzma.compress(d, preset=9 | lzma.PRESET_EXTREME)) for d in docs),
+    }
+    joined = b"".join(docs)
+    whole = {
+        "gzip -9": len(gzip.compress(joined, 9, mtime=0)),
+        "zstd -19": len(zc.compress(joined)),
+        "xz -9e": len(lzma.compress(joined, preset=9 | lzma.PRESET_EXTREME)),
+    }
+    out = {f"{k} (per document)": 8 * v / n for k, v in per_doc.items()}
+    out.update({f"{k} (concatenated)": 8 * v / n for k, v in whole.items()})
+    return out
+
+
+def speed(m1: M1, docs: list[bytes], window_bits: int, batch_size: int, repeats: int,
+          segment_bytes: int) -> dict[str, Any]:
+    """Median encode/decode bytes/s over repeats on ``docs``, with the encoder's time split."""
+    coder = EqualInfoCoder(m1, window_bits, batch_size=batch_size)
+    docs, _ = split(docs, segment_bytes)
+    n = sum(len(d) for d in docs)
+    enc, dec, splits = [], [], []
+    for _ in range(repeats):
+        m1.timings = StepTimings()
+        t = time.perf_counter()
+        coded = coder.encode_many(docs)
+        enc.append(time.perf_counter() - t)
+        splits.append((m1.timings.forward_s, m1.timings.quantize_s, m1.timings.steps, m1.timings.row_positions))
+        t = time.perf_counter()
+        assert coder.decode_many(coded) == docs
+        dec.append(time.perf_counter() - t)
+    i = enc.index(statistics.median_low(enc))
+    forward, quant, steps, rows = splits[i]
+    return {
+        "bytes": n,
+        "encode_bytes_per_s": n / statistics.median(enc),
+        "decode_bytes_per_s": n / statistics.median(dec),
+        "encode_s_runs": enc,
+        "decode_s_runs": dec,
+        "encode_forward_share": forward / enc[i],
+        "encode_quantize_share": quant / enc[i],
+        "encode_coder_share": 1 - (forward + quant) / enc[i],
+        "encode_steps": steps,
+        "encode_row_positions_per_byte": rows / n,
+        "positions_per_s_in_forward": rows / forward if forward else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sample and the tiny model (about a minute)")
+    p.add_argument("--model", help="M1 folder (default bench-out/m1-3m, trained if missing; tiny with --quick)")
+    p.add_argument("--train-tokens", type=int, default=1_500_000, help="tokens when the model must be trained")
+    p.add_argument("--docs", type=int, default=300, help="built-in mixture documents for the round trip")
+    p.add_argument("--stdlib", choices=["sample", "all"], default="sample", help="stdlib .py files: sample or all")
+    p.add_argument("--stdlib-bytes", type=int, default=400_000, help="size of the stdlib sample")
+    p.add_argument("--roundtrip-model", help="M1 for the stdlib round trip (default --model); a small one "
+                   "makes --stdlib all affordable")
+    p.add_argument("--speed-bytes", type=int, default=120_000, help="bytes of the speed sample")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--window-bits", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--segment-bytes", type=int, default=DEFAULT_SEGMENT_BYTES, help="independent coding units")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--json", help="write all numbers here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.docs, args.stdlib_bytes, args.speed_bytes, args.repeats = 60, 60_000, 20_000, 3
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = "tiny" if args.quick else "3m"
+    model_dir = Path(args.model or f"bench-out/m1-{size}")
+    ensure_model(model_dir, size, 200_000 if args.quick else args.train_tokens, args.threads)
+    m1 = M1.load(model_dir)
+    results: dict[str, Any] = {"model": str(model_dir), "n_params": m1.n_params, "threads": torch.get_num_threads(),
+                               "window_bits": args.window_bits}
+
+    flops_before = matmul_flops(args.threads)
+    mixture = builtin_docs(args.docs)
+    stdlib = stdlib_files(args.stdlib, args.stdlib_bytes)
+    rt_m1 = M1.load(args.roundtrip_model) if args.roundtrip_model else m1
+    for code in ("straddle", "zeros"):
+        coder = EqualInfoCoder(m1, args.window_bits, code=code, batch_size=args.batch_size)
+        results[f"mixture/{code}"] = round_trip(coder, mixture, args.segment_bytes)
+        rt = EqualInfoCoder(rt_m1, args.window_bits, code=code, batch_size=args.batch_size)
+        results[f"stdlib/{code}"] = round_trip(rt, [d for _, d in stdlib], args.segment_bytes)
+    results["baselines/mixture"] = baselines(mixture)
+    results["baselines/stdlib"] = baselines([d for _, d in stdlib])
+
+    sample, total = [], 0
+    for d in mixture:
+        if total >= args.speed_bytes:
+            break
+        sample.append(d)
+        total += len(d)
+    results["speed"] = speed(m1, sample, args.window_bits, args.batch_size, args.repeats, args.segment_bytes)
+    flops_after = matmul_flops(args.threads)
+    flops = statistics.median([flops_before, flops_after])
+    sp = results["speed"]
+    bound = flops / (2 * m1.n_params)
+    results["matmul_flops"] = {"before": flops_before, "after": flops_after, "median": flops}
+    results["bound_bytes_per_s"] = bound
+    results["encoder_fraction_of_bound"] = sp["encode_bytes_per_s"] / bound
+    results["decoder_fraction_of_bound"] = sp["decode_bytes_per_s"] / bound
+    print_table(results)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    ok = all(results[f"{c}/{k}"]["identical"] == results[f"{c}/{k}"]["documents"]
+             for c in ("mixture", "stdlib") for k in ("straddle", "zeros"))
+    return 0 if ok else 1
+
+
+def print_table(r: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    b = r["window_bits"]
+    t = Table(title=f"EqualInfoAC[b={b}] with M1 {r['model']} ({r['n_params']:,} non-embedding params, "
+                    f"{r['threads']} threads)")
+    t.add_column("")
+    for col in ("mixture: straddle", "mixture: zeros (paper)", "stdlib: straddle", "stdlib: zeros (paper)"):
+        t.add_column(col, justify="right")
+    keys = [f"{c}/{k}" for c in ("mixture", "stdlib") for k in ("straddle", "zeros")]
+    rows = [
+        ("documents (bytes)", lambda x: f"{x['documents']:,} ({x['bytes']:,})"),
+        ("byte-identical round trips", lambda x: f"{x['identical']}/{x['documents']}"),
+        ("windows from tokens alone", lambda x: f"{100 * x['token_only_windows'] / max(1, x['windows']):.3f}%"),
+        ("documents from tokens alone", lambda x: f"{100 * x['token_only_docs'] / max(1, x['documents']):.2f}%"),
+        ("exceptions", lambda x: f"{x['exceptions']:,} / {x['windows']:,}"),
+        ("backed-off windows", lambda x: f"{100 * x['backed_off'] / max(1, x['windows']):.2f}%"),
+        ("bytes per window", lambda x: f"{x['bytes_per_window']:.3f}"),
+        ("bits/byte incl. padding", lambda x: f"{x['bits_per_byte']:.3f}"),
+        ("M1 bits/byte in the windows", lambda x: f"{x['m1_bits_per_byte']:.3f}"),
+    ]
+    for name, fmt in rows:
+        t.add_row(name, *(fmt(r[k]) for k in keys))
+    for c in ("mixture", "stdlib"):
+        cost = r[f"{c}/zeros"]["bytes_per_window"] - r[f"{c}/straddle"]["bytes_per_window"]
+        r[f"{c}/backoff_cost_bytes_per_window"] = cost
+    t.add_row("back-off cost (bytes/window)", f"{r['mixture/backoff_cost_bytes_per_window']:.3f}", "",
+              f"{r['stdlib/backoff_cost_bytes_per_window']:.3f}", "")
+    for name in r["baselines/mixture"]:
+        t.add_row(f"{name} bits/byte", f"{r['baselines/mixture'][name]:.3f}", "", f"{r['baselines/stdlib'][name]:.3f}", "")
+    Console().print(t)
+
+    sp = r["speed"]
+    s = Table(title="speed (medians; shared machine: timings are noisy)")
+    s.add_column("")
+    s.add_column("value", justify="right")
+    flops = r["matmul_flops"]
+    s.add_row("float32 matmul (1024^3), measured before/after", f"{flops['before'] / 1e9:.1f} / {flops['after'] / 1e9:.1f} GFLOP/s")
+    s.add_row("bound = matmul FLOP/s / (2 N_params)", f"{r['bound_bytes_per_s']:,.0f} bytes/s")
+    s.add_row("encode", f"{sp['encode_bytes_per_s']:,.0f} bytes/s")
+    s.add_row("encoder useful FLOP/s / matmul FLOP/s", f"{100 * r['encoder_fraction_of_bound']:.1f}%")
+    s.add_row("decode", f"{sp['decode_bytes_per_s']:,.0f} bytes/s ({100 * r['decoder_fraction_of_bound']:.1f}%)")
+    s.add_row("M1 positions computed per encoded byte", f"{sp['encode_row_positions_per_byte']:.2f}")
+    s.add_row("encoder time: M1 forward / quantize / Python coder",
+              f"{100 * sp['encode_forward_share']:.0f}% / {100 * sp['encode_quantize_share']:.0f}% / "
+              f"{100 * sp['encode_coder_share']:.0f}%")
+    s.add_row("positions/s inside the forward", f"{sp['positions_per_s_in_forward']:,.0f}")
+    Console().print(s)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
