@@ -76,13 +76,19 @@ def test_vocabulary_mismatch_is_an_error() -> None:
         generate(model, build_tokenizer("bytes"), "x")
 
 
+def _corpus(path: Path, n: int) -> str:
+    lines = [json.dumps({"text": f"import os\n\ndef f_{i}(x):\n    return os.path.join(x, '{i}')\n"}) for i in range(n)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
 def test_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     m1_dir = tmp_path / "m1"
     save_model(m1_dir, tiny_m1().model)
     tokens, m2 = tmp_path / "tokens", tmp_path / "m2"
-    corpus = "builtin:mixture:16"
+    corpus = _corpus(tmp_path / "corpus.jsonl", 60)
     assert main(["tokenize", corpus, "--scheme", "eqinfo16-256", "--model", str(m1_dir), "-o", str(tokens),
-                 "--val-fraction", "0.25", "--workers", "1", "--limit-bytes", "6k", "--json"]) == 0
+                 "--val-fraction", "0.25", "--workers", "1", "--limit-bytes", "3k", "--json"]) == 0
     meta = json.loads(capsys.readouterr().out)
     assert meta["splits"]["val"]["documents"] > 0 and meta["tokenizer"]["name"] == "EqualInfoAC[b=16, v=256]"
     assert main(["tokenize", corpus, "--scheme", "eqinfo16-256", "--model", str(m1_dir), "-o", str(tokens)]) == 2
@@ -107,7 +113,7 @@ def test_study_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[
     m1_dir = tmp_path / "m1"
     save_model(m1_dir, tiny_m1().model)
     out = tmp_path / "study"
-    args = ["study", "tokenization", "--corpus", "builtin:mixture:60", "--limit-bytes", "20k", "--schemes",
+    args = ["study", "tokenization", "--corpus", _corpus(tmp_path / "corpus.jsonl", 200), "--limit-bytes", "10k", "--schemes",
             "bytes,gzip,ac,eqinfo16-256", "--sizes", "tiny", "--train-tokens", "2k", "--seq-len", "32",
             "--batch-size", "8", "--m1", str(m1_dir), "--jobs", "1", "--workers", "1", "--device", "cpu",
             "--val-fraction", "0.2", "--out", str(out)]
