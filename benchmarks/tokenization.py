@@ -1,6 +1,6 @@
 """The tokenization study on built-in data, plus tokenizer throughput (bytes/s) and generation bytes/step.
 
-    .venv/bin/python benchmarks/tokenization.py                 # the README table (~1 h on 2 CPU cores)
+    .venv/bin/python benchmarks/tokenization.py                 # the README table (~1-2 h on 2 CPU cores)
     .venv/bin/python benchmarks/tokenization.py --quick         # a few minutes: tiny M2, one seed
 
 Prints two markdown tables: held-out bits/byte per scheme and M2 size (mean ± sd over seeds; 3 seeds
@@ -31,8 +31,7 @@ from compresslm.experiments.tokenization_study import (
 )
 from compresslm.tokenizers.dataset import TokenDataset
 
-FULL_SCHEMES = (*DEFAULT_SCHEMES, "gzip-65k", "static-ac-65k", "ac-65k", "eqinfo24-65k", "eqinfo64-256",
-                "eqinfo128-256")
+EXTRA_SCHEMES = ("gzip-65k", "static-ac-65k", "ac-65k", "eqinfo24-65k", "eqinfo64-256", "eqinfo128-256")
 
 
 def throughput(dataset: TokenDataset, texts: list[bytes], repeats: int) -> dict[str, Any]:
@@ -61,20 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench-out/tokenization")
     p.add_argument("--quick", action="store_true", help="tiny M2 only, one seed, fewer tokens")
-    p.add_argument("--schemes", help=f"comma list (default: {','.join(FULL_SCHEMES)})")
+    p.add_argument("--schemes", help=f"comma list (default: {','.join(DEFAULT_SCHEMES)}; more: "
+                   f"{','.join(EXTRA_SCHEMES)})")
     p.add_argument("--sizes", default="tiny,small")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--train-tokens", type=int, default=400_000)
-    p.add_argument("--limit-bytes", type=int, default=2_000_000)
-    p.add_argument("--m1-size", default="small")
-    p.add_argument("--m1-tokens", type=int, default=3_000_000)
+    p.add_argument("--train-tokens", type=int, default=150_000)
+    p.add_argument("--limit-bytes", type=int, default=600_000)
+    p.add_argument("--m1-size", default="tiny")
+    p.add_argument("--m1-tokens", type=int, default=1_500_000)
     p.add_argument("--jobs", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--throughput-bytes", type=int, default=50_000)
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
 
-    schemes = parse_list(args.schemes) if args.schemes else list(FULL_SCHEMES)
+    schemes = parse_list(args.schemes) if args.schemes else list(DEFAULT_SCHEMES)
     settings = TokenizationStudySettings(
         corpus=["builtin:mixture"], schemes=schemes, sizes=["tiny"] if args.quick else parse_list(args.sizes),
         seeds=list(range(1 if args.quick else args.seeds)), m1_size="tiny" if args.quick else args.m1_size,

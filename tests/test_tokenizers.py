@@ -210,6 +210,11 @@ def test_corrupt_ids_raise() -> None:
     ids = tok.encode(CORPUS[1])
     with pytest.raises(DataError, match="truncated"):
         tok.decode(ids[:-3])
+    with pytest.raises(DataError, match="impossible"):  # 65,535 bytes announced: more than a chunk
+        tok.decode([255, 255, 0, 1, 7, 7, 7, 7])
+    big = StaticACTokenizer(tok.counts, 8, chunk_bytes=10_240)
+    with pytest.raises(DataError, match="impossible"):  # 8,192 bytes cannot fit in zero words
+        big.decode([0x20, 0, 0, 0])
 
 
 def test_compression_ratios_order() -> None:

@@ -330,7 +330,7 @@ def print_study_table(results: dict[str, Any]) -> None:
 
     t = Table(title="tokenization study: held-out bits/byte")
     for i, h in enumerate(_HEADERS):
-        t.add_column(h, justify="left" if i == 0 else "right")
+        t.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in table_rows(results):
         t.add_row(*[escape(c) for c in row])
     console = _console()

@@ -107,7 +107,7 @@ class ACTokenizer(ChunkedTokenizer):
     def decode_chunk(self, ids: np.ndarray) -> tuple[bytes, int]:
         from compresslm.coding.window_coder import START
 
-        n, words, used = read_frame(ids, self.token_bits)
+        n, words, used = read_frame(ids, self.token_bits, self.chunk_bytes)
         decoder = StreamDecoder(words)
         out = bytearray()
         session = self.m1.session(1, self.context)

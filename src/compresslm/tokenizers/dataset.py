@@ -257,6 +257,7 @@ def tokenize_corpus(
     accounting: Counter[str] = Counter()
     docs: list[_Doc] = []
     shard_paths: list[Path] = []
+    shard_counts: list[int] = []
     workers = options.workers or default_workers()
     reused = 0
     bar = _progress_bar(options.progress, tokenizer.name)
@@ -271,6 +272,7 @@ def tokenize_corpus(
         for i, shard in enumerate(_shards(items, options, accounting, docs)):
             path = shard_path(i)
             shard_paths.append(path)
+            shard_counts.append(len(shard))
             if path.is_file():
                 reused += 1
                 bar.update(sum(map(len, shard)))
@@ -300,7 +302,7 @@ def tokenize_corpus(
     t_tokenize = time.perf_counter() - t0
     if not docs:
         raise DataError(f"{source or 'input'}: no usable documents to tokenize")
-    meta = _merge(out, tokenizer, docs, shard_paths, options)
+    meta = _merge(out, tokenizer, docs, shard_paths, shard_counts, options)
     meta.update({
         "source": source,
         "fingerprint": fingerprint,
@@ -334,7 +336,8 @@ def _progress_bar(enabled: bool, desc: str) -> Any:
 
 
 def _merge(
-    out: Path, tokenizer: Tokenizer, docs: list[_Doc], shard_paths: list[Path], options: TokenizeOptions
+    out: Path, tokenizer: Tokenizer, docs: list[_Doc], shard_paths: list[Path], shard_counts: list[int],
+    options: TokenizeOptions,
 ) -> dict[str, Any]:
     """Concatenate the shards into one stream per split with its chunk and document tables."""
     from compresslm.data.writers import atomic_output, json_line
@@ -349,9 +352,14 @@ def _merge(
         with atomic_output(out / f"{split}.bin", mode="wb", force=True) as f:
             f.write(np.array([tokenizer.eod_id], dtype=dtype).tobytes())
             d0 = 0
-            for path in shard_paths:
+            for path, expected in zip(shard_paths, shard_counts, strict=True):
                 shard = _load_shard(path)
                 n_docs = len(shard["doc_tokens"])
+                if n_docs != expected:
+                    raise IntegrityError(
+                        f"{path} holds {n_docs} documents where this run has {expected}: the corpus changed "
+                        "since the interrupted run; pass --force to start over"
+                    )
                 starts = np.concatenate([[0], np.cumsum(shard["doc_tokens"])])
                 chunks = shard["chunks"]
                 for d in range(n_docs):
@@ -370,8 +378,6 @@ def _merge(
                     pos += len(ids)
                     n_bytes += int(shard["doc_bytes"][d])
                 d0 += n_docs
-        if d0 != len(docs):
-            raise IntegrityError(f"{out / SHARD_DIR}: shards hold {d0} documents, the corpus {len(docs)}")
         chunks_arr = np.concatenate(chunk_table) if chunk_table else np.zeros((0, 4), dtype=np.int64)
         _save_npy(out / f"{split}.chunks.npy", chunks_arr)
         _save_npy(out / f"{split}.docs.npy", np.asarray(doc_table, dtype=np.int64).reshape(-1, 3))

@@ -50,7 +50,7 @@ class StaticACTokenizer(ChunkedTokenizer):
         return encode_stream(np.frombuffer(chunk, dtype=np.uint8), self.probs, self.token_bits)
 
     def decode_chunk(self, ids: np.ndarray) -> tuple[bytes, int]:
-        n, words, used = read_frame(ids, self.token_bits)
+        n, words, used = read_frame(ids, self.token_bits, self.chunk_bytes)
         symbols = StreamDecoder(words).decode_static(self.probs, n)
         return symbols.astype(np.uint8).tobytes(), used
 

@@ -63,8 +63,14 @@ def encode_stream(symbols: np.ndarray, probs: np.ndarray, token_bits: int) -> np
     return bytes_to_ids(np.concatenate([header, words]).astype(">u4").tobytes(), token_bits)
 
 
-def read_frame(ids: np.ndarray, token_bits: int) -> tuple[int, np.ndarray, int]:
-    """(n_bytes, coder words, ids used) of the framed chunk at the start of ``ids``."""
+#: No byte costs less than -log2(16129 / 16384) = 0.0227 bits under 14-bit quantisation, so a frame of
+#: w words holds at most 32 w / 0.02 bytes: a bound that rejects random ids before a long decode.
+MIN_BITS_PER_BYTE = 0.02
+
+
+def read_frame(ids: np.ndarray, token_bits: int, max_bytes: int | None = None) -> tuple[int, np.ndarray, int]:
+    """(n_bytes, coder words, ids used) of the framed chunk at the start of ``ids``; DataError when
+    the header is impossible (more than ``max_bytes``, or more bytes than the words can hold)."""
     per_word = 32 // token_bits
     if len(ids) < per_word:
         raise DataError("coded chunk truncated: no header")
@@ -73,6 +79,8 @@ def read_frame(ids: np.ndarray, token_bits: int) -> tuple[int, np.ndarray, int]:
     used = per_word * (1 + n_words)
     if len(ids) < used:
         raise DataError(f"coded chunk truncated: header announces {n_words} words, {len(ids) // per_word - 1} left")
+    if (max_bytes is not None and n_bytes > max_bytes) or n_bytes * MIN_BITS_PER_BYTE > 32 * n_words + 64:
+        raise DataError(f"coded chunk header is impossible: {n_bytes} bytes in {n_words} words")
     words = np.frombuffer(ids_to_bytes(ids[per_word:used], token_bits), dtype=">u4").astype(np.uint32)
     return n_bytes, words, used
 
