@@ -73,8 +73,15 @@ def test_parity_with_data_selection_package(tmp_path: Path) -> None:
         num_proc=2,
         min_example_length=100,
     )
-    ref.fit_importance_estimator(num_tokens_to_fit="all")
-    ref.compute_importance_weights()
+    try:
+        ref.fit_importance_estimator(num_tokens_to_fit="all")
+        ref.compute_importance_weights()
+    finally:
+        # joblib keeps its loky worker processes alive for reuse; stop them so later tests that
+        # check for leftover child processes see only their own.
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
     shards = [np.load(tmp_path / "cache" / "log_importance_weights" / f"{k}.npy") for k in (0, 1)]
     meta = [np.load(tmp_path / "cache" / "perexample_metadata" / f"{k}.npy") for k in (0, 1)]
     ref_weights = np.empty(len(pool_texts))
