@@ -72,9 +72,14 @@ def parse_dataset(text: str) -> DatasetSpec:
 
 
 def default_datasets() -> list[DatasetSpec]:
-    return [DatasetSpec(d, domains=(d,)) for d in BUILTIN_DOMAINS] + [
-        DatasetSpec("+".join(m), domains=m) for m in BUILTIN_MIXTURES
-    ]
+    """One dataset per domain of :data:`BUILTIN_DOMAINS` that the built-in pool has on this machine
+    (a stdlib without, e.g., config files has no ``config`` domain), plus the 50/50 mixtures."""
+    from compresslm.data.builtin import pool_weights
+
+    present = set(pool_weights())
+    singles = [DatasetSpec(d, domains=(d,)) for d in BUILTIN_DOMAINS if d in present]
+    mixes = [DatasetSpec("+".join(m), domains=m) for m in BUILTIN_MIXTURES if set(m) <= present]
+    return singles + mixes
 
 
 @dataclass
