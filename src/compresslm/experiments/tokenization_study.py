@@ -56,6 +56,7 @@ PAPER_BPB_25M: dict[str, float] = {
     "gzip-65k": 2.92, "eqinfo64-256": 1.85, "eqinfo64-65k": 1.82, "eqinfo128-256": 1.71, "eqinfo128-65k": 1.70,
 }
 PROMPT = "def "
+SIZE_COST = {"tiny": 1, "small": 2, "3m": 4, "base": 6, "25m": 8}  # relative cost of the output layer (d_model)
 
 
 @dataclass
@@ -214,6 +215,8 @@ def run_all(
             done.append(json.loads(path.read_text(encoding="utf-8")))
         else:
             todo.append(run)
+    # Longest first (the 65,538-way softmax dominates a small M2), so parallel jobs finish together.
+    todo.sort(key=lambda r: -TokenDataset(r.dataset).vocab_size * SIZE_COST.get(r.size, 1))
     on_gpu = resolve_device(settings.device).type == "cuda"
     jobs = settings.jobs or (1 if on_gpu else default_workers())
     jobs = max(1, min(jobs, len(todo) or 1))
@@ -475,8 +478,8 @@ def demo_settings(out_dir: str | Path, *, force: bool = False, workers: int | No
                   ) -> TokenizationStudySettings:
     return TokenizationStudySettings(
         corpus=[DEMO_CORPUS], schemes=list(DEFAULT_SCHEMES), sizes=["tiny"], seeds=[0],
-        m1_size="tiny", m1_context=64, m1_tokens=800_000, limit_bytes=DEMO_LIMIT_BYTES, val_fraction=0.1,
-        spm_vocab_size=2048, train_tokens=60_000, seq_len=128, batch_size=16, lr=3e-3, eval_points=2,
+        m1_size="tiny", m1_context=64, m1_tokens=600_000, limit_bytes=DEMO_LIMIT_BYTES, val_fraction=0.1,
+        spm_vocab_size=2048, train_tokens=48_000, seq_len=128, batch_size=16, lr=3e-3, eval_points=2,
         workers=workers, device="cpu", out=str(Path(out_dir) / "tokenization"), force=force,
         generate_steps=24,
     )
