@@ -147,7 +147,6 @@ class M1Session:
         cfg = m1.model.config
         self.m1 = m1
         self.n_rows = n_rows
-        self.rows = _padded_rows(n_rows)
         self.max_len = max_len
         self.n_heads = cfg.n_heads
         self.head_dim = cfg.d_model // cfg.n_heads
@@ -156,13 +155,13 @@ class M1Session:
         # restarted row's old keys and values sit beyond its position, where the mask gives them
         # weight exactly +0.0, and 0 * v adds exactly nothing to a sum.
         self.near = min(NEAR_POSITIONS, max_len)
-        far = max_len - self.near
-        shape = (cfg.n_layers, self.rows, cfg.n_heads)
-        self.keys_near = torch.zeros(*shape, self.head_dim, self.near)
-        self.values_near = torch.zeros(*shape, self.near, self.head_dim)
-        self.keys_far = torch.zeros(*shape, self.head_dim, far)
-        self.values_far = torch.zeros(*shape, far, self.head_dim)
-        self.pos = torch.zeros(self.rows, dtype=torch.long)
+        self.n_layers = cfg.n_layers
+        # Logical rows (what the caller indexes) live in physical rows of the cache; a row that goes
+        # idle gives its physical row up, and when half of them are free the cache is compacted, so
+        # the tail of a batch does not keep computing finished rows. Copying a row's cache is exact
+        # and rows never influence each other, so where a row lives changes none of its results.
+        self.phys = np.full(n_rows, -1, dtype=np.int64)
+        self._allocate(_padded_rows(n_rows))
         self.key_index = torch.arange(max_len)
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.timings = m1.timings
@@ -173,6 +172,44 @@ class M1Session:
             self._threads_before = torch.get_num_threads()
             torch.set_num_threads(m1.threads)
 
+    def _allocate(self, rows: int, keep: torch.Tensor | None = None) -> None:
+        """(Re)build the cache with ``rows`` physical rows; ``keep`` lists old rows copied, in order,
+        into the first new ones."""
+        shape = (self.n_layers, rows, self.n_heads)
+        far = self.max_len - self.near
+        fresh = {
+            "keys_near": torch.zeros(*shape, self.head_dim, self.near),
+            "values_near": torch.zeros(*shape, self.near, self.head_dim),
+            "keys_far": torch.zeros(*shape, self.head_dim, far),
+            "values_far": torch.zeros(*shape, far, self.head_dim),
+        }
+        pos = torch.zeros(rows, dtype=torch.long)
+        if keep is not None and len(keep):
+            for name, tensor in fresh.items():
+                tensor[:, : len(keep)] = getattr(self, name).index_select(1, keep)
+            pos[: len(keep)] = self.pos[keep]
+        for name, tensor in fresh.items():
+            setattr(self, name, tensor)
+        self.pos = pos
+        self.rows = rows
+
+    def _place(self, active: np.ndarray, starting: np.ndarray) -> None:
+        """Give every active logical row a physical row, compacting or growing the cache."""
+        self.phys[~active] = -1
+        n_active = int(active.sum())
+        if n_active > self.rows or (self.rows > ROW_MULTIPLE and n_active <= self.rows // 2):
+            kept = np.flatnonzero(active & (self.phys >= 0))
+            self._allocate(_padded_rows(n_active), torch.from_numpy(self.phys[kept]))
+            self.phys[:] = -1
+            self.phys[kept] = np.arange(len(kept))
+        homeless = np.flatnonzero(active & (self.phys < 0))
+        if len(homeless):
+            if not starting[homeless].all():
+                raise ConfigError("a row lost its context: only a START token may open an idle row")
+            used = np.zeros(self.rows, dtype=bool)
+            used[self.phys[self.phys >= 0]] = True
+            self.phys[homeless] = np.flatnonzero(~used)[: len(homeless)]
+
     def close(self) -> None:
         """Restore the thread count changed for this session."""
         if self._threads_before is not None:
@@ -182,9 +219,15 @@ class M1Session:
     def step(self, tokens: np.ndarray) -> np.ndarray:
         if len(tokens) != self.n_rows:
             raise ConfigError(f"step needs {self.n_rows} tokens, got {len(tokens)}")
-        tok = np.full(self.rows, START, dtype=np.int64)
-        tok[: self.n_rows] = tokens
-        tok[tok == IDLE] = START  # an idle row is kept at position 0
+        tokens = np.asarray(tokens, dtype=np.int64)
+        active = tokens != IDLE
+        tables = np.zeros((self.n_rows, N_SYMBOLS + 1), dtype=np.int64)
+        if not active.any():
+            return tables
+        self._place(active, tokens == START)
+        tok = np.full(self.rows, START, dtype=np.int64)  # unused physical rows idle at position 0
+        rows = self.phys[active]
+        tok[rows] = tokens[active]
         reset = torch.from_numpy(tok == START)
         ids = torch.from_numpy(np.where(tok == START, BOS, tok))
         pos = torch.where(reset, torch.zeros_like(self.pos), self.pos + 1)
@@ -195,7 +238,7 @@ class M1Session:
         with torch.no_grad():
             probs = self._forward(ids, pos)
         t1 = time.perf_counter()
-        tables = quantize(probs[: self.n_rows], self.m1.precision)
+        tables[active] = quantize(probs[rows], self.m1.precision)
         timings = self.timings
         timings.forward_s += t1 - t0
         timings.quantize_s += time.perf_counter() - t1

@@ -138,6 +138,10 @@ class _UnitEncoder:
     def done(self) -> bool:
         return self.start >= len(self.data)
 
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
     def next_token(self) -> int:
         return START if self.t == 0 else self.data[self.start + self.t - 1]
 
@@ -207,6 +211,10 @@ class _UnitDecoder:
     def done(self) -> bool:
         return self.w >= len(self.codes)
 
+    @property
+    def size(self) -> int:
+        return self.length if self.length is not None else len(self.codes)
+
     def next_token(self) -> int:
         return START if self.t == 0 else self.out[-1]
 
@@ -246,8 +254,10 @@ def _drive(
     on_bytes: Callable[[int], None] | None,
 ) -> None:
     """Run every unit to completion, ``batch_size`` rows at a time; a row that finishes its unit
-    takes the next one, so one session step always serves as many windows as there are rows."""
-    pending: Iterator[_UnitEncoder | _UnitDecoder] = (u for u in units if not u.done)
+    takes the next one, so one session step always serves as many windows as there are rows.
+    Longest units go first (LPT scheduling): the tail, where rows run out of work, is then short."""
+    order = sorted((u for u in units if not u.done), key=lambda u: -u.size)
+    pending: Iterator[_UnitEncoder | _UnitDecoder] = iter(order)
     n_rows = max(1, min(batch_size, sum(1 for u in units if not u.done)))
     rows: list[_UnitEncoder | _UnitDecoder | None] = [next(pending, None) for _ in range(n_rows)]
     if all(r is None for r in rows):
