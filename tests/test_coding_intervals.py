@@ -137,8 +137,3 @@ def test_shortest_dyadic_cell_is_the_shortest_lowest_code(start: int, width: int
 def test_params_are_validated(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         CoderParams(**kwargs)  # type: ignore[arg-type]
-
-
-def test_fast_integer_path_covers_b_up_to_32() -> None:
-    assert all(CoderParams(window_bits=b).fast_integer_path for b in (16, 24, 32))
-    assert not any(CoderParams(window_bits=b).fast_integer_path for b in (64, 128))

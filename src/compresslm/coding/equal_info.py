@@ -89,10 +89,16 @@ class EqualInfoCoder:
         """The windows of ``data``; they cover it exactly, in order."""
         return self.encode_many([data])[0]
 
-    def encode_many(self, items: Sequence[bytes], on_bytes: Callable[[int], None] | None = None) -> list[list[Window]]:
-        """Windows of each item, coded independently; ``self.stats`` accumulates what was done."""
+    def encode_many(
+        self,
+        items: Sequence[bytes],
+        on_bytes: Callable[[int], None] | None = None,
+        trace: list[tuple[int, float]] | None = None,
+    ) -> list[list[Window]]:
+        """Windows of each item, coded independently; ``self.stats`` accumulates what was done.
+        ``trace`` (optional) receives ``(busy rows, seconds)`` per model step."""
         return encode_units(items, self.model, self.params, batch_size=self.batch_size, on_bytes=on_bytes,
-                            stats=self.stats)
+                            stats=self.stats, trace=trace)
 
     def decode(
         self,

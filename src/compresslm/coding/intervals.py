@@ -70,11 +70,6 @@ class CoderParams:
         """Width of the initial interval, ``2**(b + G)``."""
         return 1 << (self.window_bits + self.guard_bits)
 
-    @property
-    def fast_integer_path(self) -> bool:
-        """True when every product fits in int64 (``b + G + P <= 62``): b = 16, 24, 32 by default."""
-        return self.window_bits + self.guard_bits + self.precision <= 62
-
     def to_dict(self) -> dict[str, int | str]:
         return {
             "window_bits": self.window_bits,

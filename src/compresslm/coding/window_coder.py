@@ -26,6 +26,7 @@ different units) per step, which is how M1 batches one fixed-shape forward acros
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -252,6 +253,7 @@ def _drive(
     model: FrequencyModel,
     batch_size: int,
     on_bytes: Callable[[int], None] | None,
+    trace: list[tuple[int, float]] | None = None,
 ) -> None:
     """Run every unit to completion, ``batch_size`` rows at a time; a row that finishes its unit
     takes the next one, so one session step always serves as many windows as there are rows.
@@ -265,6 +267,7 @@ def _drive(
     session = model.session(n_rows, units[0].params.max_window_bytes)
     try:
         while True:
+            start = time.perf_counter()
             tokens = np.array([IDLE if r is None else r.next_token() for r in rows], dtype=np.int64)
             if np.all(tokens == IDLE):
                 return
@@ -277,6 +280,8 @@ def _drive(
                     on_bytes(finished)
                 if unit.done:
                     rows[i] = next(pending, None)
+            if trace is not None:  # (rows busy, seconds) per step: the benchmark's steady-state speed
+                trace.append((int(np.sum(tokens != IDLE)), time.perf_counter() - start))
     finally:
         close = getattr(session, "close", None)
         if close is not None:
@@ -303,10 +308,11 @@ def encode_units(
     batch_size: int = 256,
     on_bytes: Callable[[int], None] | None = None,
     stats: EncodeStats | None = None,
+    trace: list[tuple[int, float]] | None = None,
 ) -> list[list[Window]]:
     """Windows of every unit (each coded independently), batching ``batch_size`` units per step."""
     encoders = [_UnitEncoder(bytes(u), params) for u in units]
-    _drive(encoders, model, batch_size, on_bytes)
+    _drive(encoders, model, batch_size, on_bytes, trace)
     if stats is not None:
         for e in encoders:
             stats.windows += len(e.windows)
