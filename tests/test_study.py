@@ -324,7 +324,7 @@ def test_alignment_study_end_to_end(toy: dict[str, str], tmp_path: Path) -> None
     d = results["datasets"]
     assert d["python"]["alignment"] > d["mix"]["alignment"] > d["prose"]["alignment"]
     assert all(x["units"] <= 1024 for x in d.values())
-    fit = results["fit_lowest"]
+    fit = results["fit_final"]
     assert fit["n"] == 3 and 0.0 <= fit["r_squared"] <= 1.0 and 0.0 < fit["p_value"] <= 1.0
     # python-like training data lowers the loss on python test data more than prose does
     assert d["python"]["summary"]["lowest"]["mean"] < d["prose"]["summary"]["lowest"]["mean"]
@@ -332,7 +332,8 @@ def test_alignment_study_end_to_end(toy: dict[str, str], tmp_path: Path) -> None
     assert (report / "alignment_vs_loss.png").read_bytes().startswith(PNG_MAGIC)
     assert "R²" in (report / "index.html").read_text()
     on_disk = json.loads((report / "results.json").read_text())
-    assert on_disk["fit_lowest"]["r_squared"] == pytest.approx(fit["r_squared"])
+    assert on_disk["fit_final"]["r_squared"] == pytest.approx(fit["r_squared"])
+    assert on_disk["fit_lowest"]["n"] == 3
 
 
 def test_alignment_study_needs_three_datasets(toy: dict[str, str], tmp_path: Path) -> None:

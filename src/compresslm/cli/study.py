@@ -309,8 +309,8 @@ def print_alignment_summary(results: dict[str, Any]) -> None:
         t.add_row(name, f"{d['alignment']:.4f}", f"{s['lowest']['mean']:.4f}", f"{s['final']['mean']:.4f}")
     console = Console()
     console.print(t)
-    f = results["fit_lowest"]
+    f = results["fit_final"]
     console.print(
-        f"lowest loss ~ alignment: R² = {f['r_squared']:.3f}, r = {f['r']:.3f}, slope = {f['slope']:.3f}, "
+        f"final loss ~ alignment: R² = {f['r_squared']:.3f}, r = {f['r']:.3f}, slope = {f['slope']:.3f}, "
         f"permutation p = {f['p_value']:.3g} (n = {f['n']})"
     )
