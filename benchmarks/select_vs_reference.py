@@ -22,9 +22,9 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -39,18 +39,24 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON_DOMAIN = "python"
 
 FULL = {
-    "pool": 20_000, "targets": 200, "precision_at": (1000, 2000),
+    "pool": 20_000,
+    "targets": 200,
+    "precision_at": (1000, 2000),
     "fast_sweep": ["gzip:1", "gzip:6", "lz4frame:0", "zstd:3"],
     "slow_sweep": ["gzip:9", "lz4:0", "zstd:3", "zstd:19", "brotli:11", "lzma:6", "bz2:9"],
-    "slow_pool": 2000, "slow_targets": 20,
+    "slow_pool": 2000,
+    "slow_targets": 20,
     "memory": [(10_000, 200), (100_000, 20), (1_000_000, 2)],
     "bound_sources": 300,
 }
 QUICK = {
-    "pool": 1000, "targets": 30, "precision_at": (50, 100),
+    "pool": 1000,
+    "targets": 30,
+    "precision_at": (50, 100),
     "fast_sweep": ["gzip:1", "zstd:3"],
     "slow_sweep": ["gzip:9", "lz4:0", "zstd:19", "brotli:11", "lzma:6", "bz2:9"],
-    "slow_pool": 200, "slow_targets": 4,
+    "slow_pool": 200,
+    "slow_targets": 4,
     "memory": [(1_000, 30), (10_000, 3), (30_000, 1)],
     "bound_sources": 60,
 }
@@ -178,9 +184,12 @@ def job_bound(p: dict[str, Any]) -> dict[str, Any]:
     tb = [t.encode() for t in targets]
     n = len(tb)
     raw = {
-        "gzip:9": lambda x: list(map(len, map(zlib.compress, map(x.__add__, tb), repeat(9, n), repeat(-15, n)))),
-        "lz4:0": lambda x: list(map(len, map(lz4.block.compress, map(x.__add__, tb), repeat("default", n),
-                                             repeat(False, n)))),
+        "gzip:9": lambda x: list(
+            map(len, map(zlib.compress, map(x.__add__, tb), repeat(9, n), repeat(-15, n)))
+        ),
+        "lz4:0": lambda x: list(
+            map(len, map(lz4.block.compress, map(x.__add__, tb), repeat("default", n), repeat(False, n)))
+        ),
     }
     out = {}
     for spec, loop in raw.items():
@@ -198,19 +207,41 @@ def job_bound(p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-JOBS = {"ours": job_ours, "reference": job_reference, "dsir": job_dsir, "memory": job_memory, "bound": job_bound}
+JOBS = {
+    "ours": job_ours,
+    "reference": job_reference,
+    "dsir": job_dsir,
+    "memory": job_memory,
+    "bound": job_bound,
+}
 
 
 # --- the parent: run jobs in subprocesses, poll memory, build tables ---------------------------------------
 
 
-def run_job(kind: str, **params: Any) -> dict[str, Any]:
-    """Run one job in a fresh interpreter; returns its result plus ``peak_mb`` of its process tree."""
+#: Where finished jobs' results are kept, so ``--resume`` can skip them after a crash or Ctrl-C.
+RESULTS_DIR: Path | None = None
+
+
+def run_job(kind: str, name: str, **params: Any) -> dict[str, Any]:
+    """Run one job in a fresh interpreter; returns its result plus ``peak_mb`` of its process tree.
+
+    The result is saved as ``RESULTS_DIR/name.json`` (job outputs such as score arrays live beside
+    it); a saved result is reused instead of running the job again (``--resume``).
+    """
     import psutil
 
+    saved = RESULTS_DIR / f"{name}.json" if RESULTS_DIR is not None else None
+    if saved is not None and saved.exists():
+        return json.loads(saved.read_text())
+
     spec = json.dumps({"kind": kind, **params})
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--job", spec], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, __file__, "--job", spec],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         cwd=ROOT,
     )
     peak = 0
@@ -241,6 +272,10 @@ def run_job(kind: str, **params: Any) -> dict[str, Any]:
     line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")][-1]
     result = json.loads(line[len("RESULT ") :])
     result["peak_mb"] = peak / 2**20
+    # The 1-minute load average around the job: this machine may be shared, so say how busy it was.
+    result["load"] = [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else None]
+    if saved is not None:
+        saved.write_text(json.dumps(result))
     return result
 
 
@@ -295,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="scaled-down run (~1-2 minutes)")
     parser.add_argument("--out", default=str(ROOT / "bench-out"), help="folder for the JSON results")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the results of jobs that finished in an interrupted earlier run",
+    )
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.job:
@@ -308,104 +348,140 @@ def main(argv: list[str] | None = None) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     report: dict[str, Any] = {
         "command": "benchmarks/select_vs_reference.py" + (" --quick" if args.quick else ""),
-        "cores": cores, "cpu_count": os.cpu_count(), "zlib": zlib.ZLIB_RUNTIME_VERSION,
+        "cores": cores,
+        "cpu_count": os.cpu_count(),
+        "zlib": zlib.ZLIB_RUNTIME_VERSION,
         "python": sys.version.split()[0],
+        "load_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
-    with tempfile.TemporaryDirectory(prefix="clm-bench-") as tmp:
-        work = Path(tmp)
-        pool = Pool(work, cfg["pool"], cfg["targets"])
-        k1, k2 = cfg["precision_at"]
-        report.update(pool=pool.n, targets=pool.n_targets,
-                      python_share=float(np.mean(pool.domains == PYTHON_DOMAIN)))
-        print(f"pool {pool.n} docs ({report['python_share']:.1%} python), {pool.n_targets} python targets, "
-              f"{cores} cores, zlib {zlib.ZLIB_RUNTIME_VERSION}", flush=True)
-        common = {"pool": str(pool.path), "targets": str(pool.targets_path)}
-        scores: dict[str, np.ndarray] = {}
-        rows: list[dict[str, Any]] = []
+    global RESULTS_DIR
+    work = Path(args.out) / ("work-quick" if args.quick else "work-full")
+    if work.exists() and not args.resume:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    RESULTS_DIR = work
+    pool = Pool(work, cfg["pool"], cfg["targets"])
+    k1, k2 = cfg["precision_at"]
+    report.update(
+        pool=pool.n, targets=pool.n_targets, python_share=float(np.mean(pool.domains == PYTHON_DOMAIN))
+    )
+    print(
+        f"pool {pool.n} docs ({report['python_share']:.1%} python), {pool.n_targets} python targets, "
+        f"{cores} cores, zlib {zlib.ZLIB_RUNTIME_VERSION}",
+        flush=True,
+    )
+    common = {"pool": str(pool.path), "targets": str(pool.targets_path)}
+    scores: dict[str, np.ndarray] = {}
+    rows: list[dict[str, Any]] = []
 
-        def ours(name: str, compressor: str, contrast: str = "none", **extra: Any) -> dict[str, Any]:
-            out = work / f"{name}.npy"
-            res = run_job("ours", **common, compressor=compressor, contrast=contrast, out=str(out), **extra)
-            scores[name] = np.load(out)
-            print(f"  {name}: {res['seconds']:.1f} s, peak {res['peak_mb']:.0f} MB", flush=True)
-            return res
+    def ours(name: str, compressor: str, contrast: str = "none", **extra: Any) -> dict[str, Any]:
+        out = work / f"{name}.npy"
+        res = run_job("ours", name, **common, compressor=compressor, contrast=contrast, out=str(out), **extra)
+        scores[name] = np.load(out)
+        print(f"  {name}: {res['seconds']:.1f} s, peak {res['peak_mb']:.0f} MB", flush=True)
+        return res
 
-        # (1) exact parity + methods ----------------------------------------------------------------------
-        ref = run_job("reference", **common, out=str(work / "ref.npy"), out_order=str(work / "ref_order.npy"))
-        scores["reference gzip-9"] = np.load(work / "ref.npy")
-        ref_order = np.load(work / "ref_order.npy")
-        print(f"  reference: {ref['seconds']:.1f} s, peak {ref['peak_mb']:.0f} MB", flush=True)
-        exact = ours("ours gzip:9", "gzip:9")
-        default = ours("ours lz4 (default)", "lz4:0")
-        contrast_gzip = ours("ours gzip:9 +contrast", "gzip:9", "background")
-        contrast_lz4 = ours("ours lz4 +contrast", "lz4:0", "background")
-        dsir = run_job("dsir", **common, workdir=str(work / "dsir"), precision_at=list(cfg["precision_at"]))
-        print(f"  DSIR: {dsir['seconds']:.1f} s, peak {dsir['peak_mb']:.0f} MB", flush=True)
+    # (1) exact parity + methods ----------------------------------------------------------------------
+    ref = run_job(
+        "reference", "reference", **common, out=str(work / "ref.npy"), out_order=str(work / "ref_order.npy")
+    )
+    scores["reference gzip-9"] = np.load(work / "ref.npy")
+    ref_order = np.load(work / "ref_order.npy")
+    print(f"  reference: {ref['seconds']:.1f} s, peak {ref['peak_mb']:.0f} MB", flush=True)
+    exact = ours("ours gzip:9", "gzip:9")
+    default = ours("ours lz4 (default)", "lz4:0")
+    contrast_gzip = ours("ours gzip:9 +contrast", "gzip:9", "background")
+    contrast_lz4 = ours("ours lz4 +contrast", "lz4:0", "background")
+    if not (work / "dsir.json").exists():
+        shutil.rmtree(work / "dsir", ignore_errors=True)  # a half-written cache from an interrupted run
+    dsir = run_job(
+        "dsir", "dsir", **common, workdir=str(work / "dsir"), precision_at=list(cfg["precision_at"])
+    )
+    print(f"  DSIR: {dsir['seconds']:.1f} s, peak {dsir['peak_mb']:.0f} MB", flush=True)
 
-        from compresslm.select.topk import select_top_k
+    from compresslm.select.topk import select_top_k
 
-        ours_order = pool.canonical[select_top_k(scores["ours gzip:9"], pool.n)]
-        ranking_identical = bool(np.array_equal(ours_order, ref_order))
-        max_diff = float(np.max(np.abs(scores["ours gzip:9"] - scores["reference gzip-9"])))
-        pairs = pool.n * pool.n_targets
+    ours_order = pool.canonical[select_top_k(scores["ours gzip:9"], pool.n)]
+    ranking_identical = bool(np.array_equal(ours_order, ref_order))
+    max_diff = float(np.max(np.abs(scores["ours gzip:9"] - scores["reference gzip-9"])))
+    pairs = pool.n * pool.n_targets
 
-        def row(name: str, res: dict[str, Any], n_pairs: int, **more: Any) -> dict[str, Any]:
-            r = {"method": name, "seconds": res["seconds"], "vs_ref_time": res["seconds"] / ref["seconds"],
-                 "peak_mb": res["peak_mb"], "vs_ref_mem": res["peak_mb"] / ref["peak_mb"],
-                 "pairs_s": n_pairs / res["seconds"] if n_pairs else None}
-            if name in scores:
-                r[f"p@{k1}"] = pool.precision(scores[name], k1)
-                r[f"p@{k2}"] = pool.precision(scores[name], k2)
-                r["spearman_len"] = spearman(scores[name], pool.lengths)
-            r.update(more)
-            rows.append(r)
-            return r
+    def row(name: str, res: dict[str, Any], n_pairs: int, **more: Any) -> dict[str, Any]:
+        r = {
+            "method": name,
+            "seconds": res["seconds"],
+            "vs_ref_time": res["seconds"] / ref["seconds"],
+            "peak_mb": res["peak_mb"],
+            "vs_ref_mem": res["peak_mb"] / ref["peak_mb"],
+            "pairs_s": n_pairs / res["seconds"] if n_pairs else None,
+            "load": res.get("load"),
+        }
+        if name in scores:
+            r[f"p@{k1}"] = pool.precision(scores[name], k1)
+            r[f"p@{k2}"] = pool.precision(scores[name], k2)
+            r["spearman_len"] = spearman(scores[name], pool.lengths)
+        r.update(more)
+        rows.append(r)
+        return r
 
-        row("reference gzip-9", ref, pairs)
-        row("ours gzip:9", exact, pairs, max_abs_diff=max_diff, ranking_identical=ranking_identical)
-        row("ours lz4 (default)", default, pairs)
-        row("ours gzip:9 +contrast", contrast_gzip, 2 * pairs)
-        row("ours lz4 +contrast", contrast_lz4, 2 * pairs)
-        row("DSIR (data-selection, top-k)", dsir, 0,
-            **{f"p@{k1}": dsir["precision"][str(k1)], f"p@{k2}": dsir["precision"][str(k2)]})
-        report["methods"] = rows
+    row("reference gzip-9", ref, pairs)
+    row("ours gzip:9", exact, pairs, max_abs_diff=max_diff, ranking_identical=ranking_identical)
+    row("ours lz4 (default)", default, pairs)
+    row("ours gzip:9 +contrast", contrast_gzip, 2 * pairs)
+    row("ours lz4 +contrast", contrast_lz4, 2 * pairs)
+    row(
+        "DSIR (data-selection, top-k)",
+        dsir,
+        0,
+        **{f"p@{k1}": dsir["precision"][str(k1)], f"p@{k2}": dsir["precision"][str(k2)]},
+    )
+    report["methods"] = rows
 
-        # (2) compressor sweep ----------------------------------------------------------------------------------
-        sweep: list[dict[str, Any]] = []
-        for name, spec_name, res in (("ours gzip:9", "gzip:9", exact), ("ours lz4 (default)", "lz4:0", default)):
-            sweep.append(_sweep_row(spec_name, pool.n, pool.n_targets, res, scores[name], pool, (k1, k2)))
-        for spec_name in cfg["fast_sweep"]:
-            res = ours(f"sweep {spec_name}", spec_name)
-            sweep.append(_sweep_row(spec_name, pool.n, pool.n_targets, res, scores[f"sweep {spec_name}"], pool,
-                                    (k1, k2)))
-        small_n, small_t = cfg["slow_pool"], cfg["slow_targets"]
-        sk1, sk2 = small_n // 20, small_n // 10
-        for spec_name in cfg["slow_sweep"]:
-            name = f"small {spec_name}"
-            res = ours(name, spec_name, limit=small_n, n_targets=small_t)
-            sweep.append(_sweep_row(spec_name, small_n, small_t, res, scores[name], pool, (sk1, sk2), limit=small_n))
-        report["sweep"] = sweep
+    # (2) compressor sweep ----------------------------------------------------------------------------------
+    sweep: list[dict[str, Any]] = []
+    for name, spec_name, res in (("ours gzip:9", "gzip:9", exact), ("ours lz4 (default)", "lz4:0", default)):
+        sweep.append(_sweep_row(spec_name, pool.n, pool.n_targets, res, scores[name], pool, (k1, k2)))
+    for spec_name in cfg["fast_sweep"]:
+        res = ours(f"sweep {spec_name}", spec_name)
+        sweep.append(
+            _sweep_row(spec_name, pool.n, pool.n_targets, res, scores[f"sweep {spec_name}"], pool, (k1, k2))
+        )
+    small_n, small_t = cfg["slow_pool"], cfg["slow_targets"]
+    sk1, sk2 = small_n // 20, small_n // 10
+    for spec_name in cfg["slow_sweep"]:
+        name = f"small {spec_name}"
+        res = ours(name, spec_name, limit=small_n, n_targets=small_t)
+        sweep.append(
+            _sweep_row(spec_name, small_n, small_t, res, scores[name], pool, (sk1, sk2), limit=small_n)
+        )
+    report["sweep"] = sweep
 
-        # (3) memory as N grows -----------------------------------------------------------------------------------
-        memory = []
-        for n, n_targets in cfg["memory"]:
-            res = run_job("memory", n=n, n_targets=n_targets, compressor="lz4:0")
-            memory.append({"documents": n, "targets": n_targets, "seconds": res["seconds"], "peak_mb": res["peak_mb"]})
-            print(f"  memory N={n}: {res['peak_mb']:.0f} MB, {res['seconds']:.1f} s", flush=True)
-        report["memory"] = memory
+    # (3) memory as N grows -----------------------------------------------------------------------------------
+    memory = []
+    for n, n_targets in cfg["memory"]:
+        res = run_job("memory", f"memory-{n}", n=n, n_targets=n_targets, compressor="lz4:0")
+        memory.append(
+            {"documents": n, "targets": n_targets, "seconds": res["seconds"], "peak_mb": res["peak_mb"]}
+        )
+        print(f"  memory N={n}: {res['peak_mb']:.0f} MB, {res['seconds']:.1f} s", flush=True)
+    report["memory"] = memory
 
-        # (4) against the bare compressor loop ----------------------------------------------------------------------
-        bound = run_job("bound", **common, n_sources=cfg["bound_sources"], repeats=3)
-        bound.pop("peak_mb", None)
-        for spec_name, b in bound.items():
-            parallel = next(r for r in rows if r["method"] == ("ours gzip:9" if spec_name == "gzip:9" else
-                                                                 "ours lz4 (default)"))
-            b["ours_parallel_pairs_s"] = parallel["pairs_s"]
-            b["fraction_single_core"] = b["ours_pairs_s"] / b["raw_pairs_s"]
-            b["fraction_all_cores"] = parallel["pairs_s"] / (b["raw_pairs_s"] * cores)
-        report["bound"] = bound
+    # (4) against the bare compressor loop ----------------------------------------------------------------------
+    bound = run_job("bound", "bound", **common, n_sources=cfg["bound_sources"], repeats=3)
+    bound = {spec_name: b for spec_name, b in bound.items() if spec_name not in ("peak_mb", "load")}
+    for spec_name, b in bound.items():
+        parallel = next(
+            r
+            for r in rows
+            if r["method"] == ("ours gzip:9" if spec_name == "gzip:9" else "ours lz4 (default)")
+        )
+        b["ours_parallel_pairs_s"] = parallel["pairs_s"]
+        b["fraction_single_core"] = b["ours_pairs_s"] / b["raw_pairs_s"]
+        b["fraction_all_cores"] = parallel["pairs_s"] / (b["raw_pairs_s"] * cores)
+    report["bound"] = bound
 
     report["total_seconds"] = time.perf_counter() - started
+    report["load_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print_tables(report, (k1, k2))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -417,13 +493,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _sweep_row(spec: str, n: int, n_targets: int, res: dict[str, Any], scores: np.ndarray, pool: Pool,
-               ks: tuple[int, int], limit: int | None = None) -> dict[str, Any]:
+def _sweep_row(
+    spec: str,
+    n: int,
+    n_targets: int,
+    res: dict[str, Any],
+    scores: np.ndarray,
+    pool: Pool,
+    ks: tuple[int, int],
+    limit: int | None = None,
+) -> dict[str, Any]:
     lengths = pool.lengths[: limit or pool.n]
-    return {"compressor": spec, "documents": n, "targets": n_targets, "seconds": res["seconds"],
-            "pairs_s": n * n_targets / res["seconds"], "k": list(ks),
-            "p@k1": pool.precision(scores, ks[0], limit), "p@k2": pool.precision(scores, ks[1], limit),
-            "spearman_len": spearman(scores, lengths)}
+    return {
+        "compressor": spec,
+        "documents": n,
+        "targets": n_targets,
+        "seconds": res["seconds"],
+        "pairs_s": n * n_targets / res["seconds"],
+        "k": list(ks),
+        "p@k1": pool.precision(scores, ks[0], limit),
+        "p@k2": pool.precision(scores, ks[1], limit),
+        "spearman_len": spearman(scores, lengths),
+    }
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:
@@ -436,24 +527,41 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 
 def print_tables(r: dict[str, Any], ks: tuple[int, int]) -> None:
     k1, k2 = ks
-    print(f"\n## ZIP-FIT vs reference: {r['pool']} docs ({r['python_share']:.1%} python), {r['targets']} python "
-          f"targets, {r['cores']} cores, zlib {r['zlib']}, Python {r['python']}")
-    print(f"{'method':32} {'time s':>8} {'x ref':>6} {'peak MB':>8} {'x ref':>6} {'pairs/s':>9} "
-          f"{'p@' + str(k1):>7} {'p@' + str(k2):>7} {'rho len':>8}  parity")
+    print(
+        f"\n## ZIP-FIT vs reference: {r['pool']} docs ({r['python_share']:.1%} python), {r['targets']} python "
+        f"targets, {r['cores']} cores, zlib {r['zlib']}, Python {r['python']}"
+    )
+    print(
+        f"{'method':32} {'time s':>8} {'x ref':>6} {'peak MB':>8} {'x ref':>6} {'pairs/s':>9} "
+        f"{'p@' + str(k1):>7} {'p@' + str(k2):>7} {'rho len':>8}  parity"
+    )
     for m in r["methods"]:
         parity = ""
         if "max_abs_diff" in m:
             parity = f"max|d|={m['max_abs_diff']:.1e}, ranking identical: {_fmt(m['ranking_identical'])}"
-        print(f"{m['method']:32} {m['seconds']:8.1f} {m['vs_ref_time']:6.2f} {m['peak_mb']:8.0f} {m['vs_ref_mem']:6.2f} "
-              f"{_fmt(m['pairs_s'], ',.0f'):>9} {_fmt(m.get(f'p@{k1}')):>7} {_fmt(m.get(f'p@{k2}')):>7} "
-              f"{_fmt(m.get('spearman_len'), '+.2f'):>8}  {parity}")
-    print(f"random selection: p@k = {r['python_share']:.3f} in expectation; DSIR drops documents under 100 words")
+        print(
+            f"{m['method']:32} {m['seconds']:8.1f} {m['vs_ref_time']:6.2f} {m['peak_mb']:8.0f} {m['vs_ref_mem']:6.2f} "
+            f"{_fmt(m['pairs_s'], ',.0f'):>9} {_fmt(m.get(f'p@{k1}')):>7} {_fmt(m.get(f'p@{k2}')):>7} "
+            f"{_fmt(m.get('spearman_len'), '+.2f'):>8}  {parity}"
+        )
+    print(
+        f"random selection: p@k = {r['python_share']:.3f} in expectation; DSIR drops documents under 100 words"
+    )
+    loads = [x for m in r["methods"] for x in (m.get("load") or []) if x is not None]
+    if loads:
+        print(
+            f"1-minute load average during these jobs: {min(loads):.1f}-{max(loads):.1f} on {r['cpu_count']} CPUs"
+        )
 
     print("\n## Compressor sweep (ours, all cores; p@5%/p@10% of the pool = p@k1/p@k2)")
-    print(f"{'compressor':12} {'docs':>7} {'targets':>7} {'pairs/s':>10} {'p@5%':>7} {'p@10%':>7} {'rho len':>8}")
+    print(
+        f"{'compressor':12} {'docs':>7} {'targets':>7} {'pairs/s':>10} {'p@5%':>7} {'p@10%':>7} {'rho len':>8}"
+    )
     for s in r["sweep"]:
-        print(f"{s['compressor']:12} {s['documents']:7d} {s['targets']:7d} {s['pairs_s']:10,.0f} {s['p@k1']:7.3f} "
-              f"{s['p@k2']:7.3f} {s['spearman_len']:+8.2f}")
+        print(
+            f"{s['compressor']:12} {s['documents']:7d} {s['targets']:7d} {s['pairs_s']:10,.0f} {s['p@k1']:7.3f} "
+            f"{s['p@k2']:7.3f} {s['spearman_len']:+8.2f}"
+        )
 
     print("\n## Our peak memory as the pool grows (lz4, streamed from the generator into a top-1000 heap;")
     print("   targets chosen so every row scores ~the same number of pairs)")
@@ -462,11 +570,15 @@ def print_tables(r: dict[str, Any], ks: tuple[int, int]) -> None:
         print(f"{m['documents']:10,d} {m['targets']:8d} {m['seconds']:8.1f} {m['peak_mb']:8.0f}")
 
     print("\n## Pairs/s against the bare compressor loop on the same bytes (best of 3, interleaved)")
-    print(f"{'compressor':10} {'bare 1 core':>12} {'ours 1 core':>12} {'fraction':>9} {'ours all cores':>15} "
-          f"{'fraction of cores x bare':>25}")
+    print(
+        f"{'compressor':10} {'bare 1 core':>12} {'ours 1 core':>12} {'fraction':>9} {'ours all cores':>15} "
+        f"{'fraction of cores x bare':>25}"
+    )
     for spec, b in r["bound"].items():
-        print(f"{spec:10} {b['raw_pairs_s']:12,.0f} {b['ours_pairs_s']:12,.0f} {b['fraction_single_core']:9.2f} "
-              f"{b['ours_parallel_pairs_s']:15,.0f} {b['fraction_all_cores']:25.2f}")
+        print(
+            f"{spec:10} {b['raw_pairs_s']:12,.0f} {b['ours_pairs_s']:12,.0f} {b['fraction_single_core']:9.2f} "
+            f"{b['ours_parallel_pairs_s']:15,.0f} {b['fraction_all_cores']:25.2f}"
+        )
 
 
 if __name__ == "__main__":

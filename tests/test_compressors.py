@@ -31,8 +31,18 @@ from compresslm.errors import ConfigError
 
 ALL_DEFAULTS = [info.name for info in list_compressors()]
 # Fast levels of every compressor plus the non-default modes worth covering (HC, fast zstd).
-SPECS = [*ALL_DEFAULTS, "gzip:1", "gzip:6", "lz4:9", "lz4frame:3", "zstd:-3", "zstd:19", "brotli:4", "lzma:0",
-         "bz2:1"]
+SPECS = [
+    *ALL_DEFAULTS,
+    "gzip:1",
+    "gzip:6",
+    "lz4:9",
+    "lz4frame:3",
+    "zstd:-3",
+    "zstd:19",
+    "brotli:4",
+    "lzma:0",
+    "bz2:1",
+]
 
 TEXT = Path(os.__file__).read_bytes()[:3000]
 binary_data = st.binary(max_size=3000)
@@ -112,7 +122,13 @@ def test_ncd_properties(spec: str) -> None:
 
 def test_defaults_and_canonical_names() -> None:
     assert [get_compressor(n).name for n in ALL_DEFAULTS] == [
-        "gzip:9", "lz4:0", "lz4frame:0", "zstd:3", "brotli:11", "lzma:6", "bz2:9"
+        "gzip:9",
+        "lz4:0",
+        "lz4frame:0",
+        "zstd:3",
+        "brotli:11",
+        "lzma:6",
+        "bz2:9",
     ]
     assert canonical_spec(" GZIP:6 ") == "gzip:6"
     assert canonical_spec("zstd:0") == "zstd:3"  # python-zstandard's 0 means its default, 3

@@ -35,7 +35,9 @@ def batches(data: st.DataObject, n: int) -> list[tuple[int, int]]:
 
 
 def same_scores(a: np.ndarray, b: list[float]) -> bool:
-    return len(a) == len(b) and all((x == y) or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b, strict=True))
+    return len(a) == len(b) and all(
+        (x == y) or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b, strict=True)
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -52,7 +54,9 @@ def test_topk_equals_brute_force(docs: list[tuple[float, int]], k: int, data: st
     assert select_top_k(np.array(scores, dtype=np.float64), k).tolist() == expected
 
 
-def brute_force_budget(docs: list[tuple[float, int]], budget: int, truncate: bool) -> tuple[list[int], int | None]:
+def brute_force_budget(
+    docs: list[tuple[float, int]], budget: int, truncate: bool
+) -> tuple[list[int], int | None]:
     chosen: list[int] = []
     total = 0
     for i in brute_force_ranking([s for s, _ in docs]):
@@ -70,7 +74,9 @@ def brute_force_budget(docs: list[tuple[float, int]], budget: int, truncate: boo
 
 @settings(max_examples=300, deadline=None)
 @given(docs=documents, budget=st.integers(1, 80), truncate=st.booleans(), data=st.data())
-def test_budget_equals_brute_force(docs: list[tuple[float, int]], budget: int, truncate: bool, data: st.DataObject) -> None:
+def test_budget_equals_brute_force(
+    docs: list[tuple[float, int]], budget: int, truncate: bool, data: st.DataObject
+) -> None:
     sel = BudgetSelector(budget, truncate_last=truncate)
     for lo, hi in batches(data, len(docs)):
         sel.push_batch(np.arange(lo, hi), np.array([s for s, _ in docs[lo:hi]]), [n for _, n in docs[lo:hi]])

@@ -53,7 +53,9 @@ SOURCES = _docs(24) + PROSE
 TARGETS = _docs(6, start=40)
 
 
-def brute_force(sources: list[str], targets: list[str], compressor: str, contrast: list[str] = ()) -> list[float]:
+def brute_force(
+    sources: list[str], targets: list[str], compressor: str, contrast: list[str] = ()
+) -> list[float]:
     """The published formula, pair by pair, in plain Python (the specification of the scores)."""
     c = get_compressor(compressor)
 
@@ -105,7 +107,9 @@ def test_identical_across_workers_batch_sizes_and_start_methods() -> None:
     for workers, batch_size in [(1, 1), (1, 7), (2, 1), (2, 5), (2, 64)]:
         got = zipfit_scores(SOURCES, TARGETS, compressor="gzip:6", workers=workers, batch_size=batch_size)
         assert np.array_equal(got, reference), (workers, batch_size)
-    spawned = zipfit_scores(SOURCES, TARGETS, compressor="gzip:6", workers=2, batch_size=4, start_method="spawn")
+    spawned = zipfit_scores(
+        SOURCES, TARGETS, compressor="gzip:6", workers=2, batch_size=4, start_method="spawn"
+    )
     assert np.array_equal(spawned, reference)
 
 

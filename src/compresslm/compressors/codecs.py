@@ -66,7 +66,9 @@ class Gzip(BaseCompressor):
         n = len(suffixes)
         if sys.version_info >= (3, 11):
             deflate = zlib.compress
-            lengths = map(len, map(deflate, map(prefix.__add__, suffixes), repeat(self.level, n), repeat(-15, n)))
+            lengths = map(
+                len, map(deflate, map(prefix.__add__, suffixes), repeat(self.level, n), repeat(-15, n))
+            )
         else:
             level = self.level
             lengths = (len(_raw_deflate(prefix + s, level)) for s in suffixes)
@@ -108,7 +110,11 @@ class Lz4Block(BaseCompressor):
         self._compress = lz4.block.compress
         if level >= 3:
             self._args: tuple[object, ...] = ("high_compression", False, 1, level)
-            self._kwargs: dict[str, object] = {"mode": "high_compression", "compression": level, "store_size": False}
+            self._kwargs: dict[str, object] = {
+                "mode": "high_compression",
+                "compression": level,
+                "store_size": False,
+            }
         else:
             self._args = ("default", False)
             self._kwargs = {"mode": "default", "store_size": False}

@@ -34,14 +34,31 @@ class CompressorInfo:
 _REGISTRY: dict[str, CompressorInfo] = {
     info.name: info
     for info in (
-        CompressorInfo("gzip", 1, 9, 9, "gzip/DEFLATE, the ZIP-FIT paper's compressor (exact sizes of gzip.compress)",
-                       codecs.Gzip),
-        CompressorInfo("lz4", 0, 12, 0, "LZ4 block, no size prefix; 0-2 fast mode, 3-12 LZ4-HC", codecs.Lz4Block),
-        CompressorInfo("lz4frame", 0, 16, 0, "LZ4 frame (the reference zip-fit package's lz4); 0-2 fast, 3-16 HC",
-                       codecs.Lz4Frame),
-        CompressorInfo("zstd", -7, 22, 3, "Zstandard frame; 0 means 3 as in python-zstandard; <0 fast modes",
-                       codecs.Zstd),
-        CompressorInfo("brotli", 0, 11, 11, "brotli, quality 0-11 (11 = library default, slow)", codecs.Brotli),
+        CompressorInfo(
+            "gzip",
+            1,
+            9,
+            9,
+            "gzip/DEFLATE, the ZIP-FIT paper's compressor (exact sizes of gzip.compress)",
+            codecs.Gzip,
+        ),
+        CompressorInfo(
+            "lz4", 0, 12, 0, "LZ4 block, no size prefix; 0-2 fast mode, 3-12 LZ4-HC", codecs.Lz4Block
+        ),
+        CompressorInfo(
+            "lz4frame",
+            0,
+            16,
+            0,
+            "LZ4 frame (the reference zip-fit package's lz4); 0-2 fast, 3-16 HC",
+            codecs.Lz4Frame,
+        ),
+        CompressorInfo(
+            "zstd", -7, 22, 3, "Zstandard frame; 0 means 3 as in python-zstandard; <0 fast modes", codecs.Zstd
+        ),
+        CompressorInfo(
+            "brotli", 0, 11, 11, "brotli, quality 0-11 (11 = library default, slow)", codecs.Brotli
+        ),
         CompressorInfo("lzma", 0, 9, 6, "xz container, preset 0-9 (6 = library default)", codecs.Lzma),
         CompressorInfo("bz2", 1, 9, 9, "bzip2, block size level x 100 kB", codecs.Bz2),
     )
@@ -75,7 +92,9 @@ def parse_spec(spec: str) -> tuple[str, int]:
     try:
         level = int(level_text)
     except ValueError:
-        raise ConfigError(f"compressor '{spec}': level '{level_text}' is not an integer ({info.usage})") from None
+        raise ConfigError(
+            f"compressor '{spec}': level '{level_text}' is not an integer ({info.usage})"
+        ) from None
     if name == "gzip" and level == 0:
         raise ConfigError(
             "compressor 'gzip:0' stores the data without compressing it, so every ZIP-FIT score becomes a "

@@ -129,7 +129,9 @@ class BudgetSelector:
         sc = np.asarray(scores, dtype=np.float64)
         sz = np.asarray(sizes, dtype=np.int64)
         if not idx.shape == sc.shape == sz.shape:
-            raise ValueError(f"indices, scores and sizes differ in length ({idx.shape}, {sc.shape}, {sz.shape})")
+            raise ValueError(
+                f"indices, scores and sizes differ in length ({idx.shape}, {sc.shape}, {sz.shape})"
+            )
         if len(sz) and sz.min() < 0:
             raise ValueError("document sizes must be >= 0")
         self.seen += len(idx)

@@ -216,7 +216,11 @@ def zipfit_scores(
     parts: list[np.ndarray] = []
     try:
         for scores in iter_scores(
-            _chunks(sources, size), targets, compressor=compressor, contrast=contrast, workers=workers,
+            _chunks(sources, size),
+            targets,
+            compressor=compressor,
+            contrast=contrast,
+            workers=workers,
             start_method=start_method,
         ):
             parts.append(scores)
@@ -359,8 +363,12 @@ class ZipFit(SelectionMethod):
                 yield docs
 
         for scores in iter_scores(
-            texts(), self._targets, compressor=self.compressor, contrast=self._background or None,
-            workers=self.workers, start_method=self.start_method,
+            texts(),
+            self._targets,
+            compressor=self.compressor,
+            contrast=self._background or None,
+            workers=self.workers,
+            start_method=self.start_method,
         ):
             yield index_queue.popleft(), scores
 
