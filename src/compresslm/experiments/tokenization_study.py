@@ -103,9 +103,11 @@ class TokenizationStudySettings:
                 raise ConfigError(f"unknown model size {size!r}; choose from {', '.join(SIZES)}")
 
     def seeds_for(self, label: str) -> list[int]:
-        """Every seed for the key schemes (default :data:`KEY_SCHEMES`), the first for the others."""
+        """Every seed for the key schemes (default :data:`KEY_SCHEMES`; ``spm`` covers ``spm-N``), the
+        first seed for the others."""
         keys = KEY_SCHEMES if self.key_schemes is None else self.key_schemes
-        return list(self.seeds) if label in keys else self.seeds[:1]
+        family = "spm" if label.startswith("spm") else label
+        return list(self.seeds) if label in keys or family in keys else self.seeds[:1]
 
 
 def _paths(out: Path) -> dict[str, Path]:
