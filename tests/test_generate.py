@@ -40,12 +40,14 @@ class _Scripted(Transformer):
 def test_sampling_stops_at_end_of_document_and_never_samples_padding() -> None:
     tok = build_tokenizer("bytes")
     model = _Scripted(tok.vocab_size, [104, 105, tok.eod_id, 106], tok.pad_id)
-    ids, stopped = sample_ids(model, [tok.eod_id], max_steps=10, eod_id=tok.eod_id, pad_id=tok.pad_id,
-                              temperature=0)
+    ids, stopped = sample_ids(
+        model, [tok.eod_id], max_steps=10, eod_id=tok.eod_id, pad_id=tok.pad_id, temperature=0
+    )
     assert ids == [104, 105] and stopped == "end of document"
     model = _Scripted(tok.vocab_size, [104] * 50, tok.pad_id)
-    ids, stopped = sample_ids(model, [tok.eod_id] * 30, max_steps=20, eod_id=tok.eod_id, pad_id=tok.pad_id,
-                              temperature=0)  # a context longer than max_seq_len is cut to the last 16 ids
+    ids, stopped = sample_ids(
+        model, [tok.eod_id] * 30, max_steps=20, eod_id=tok.eod_id, pad_id=tok.pad_id, temperature=0
+    )  # a context longer than max_seq_len is cut to the last 16 ids
     assert ids == [104] * 20 and stopped == "max steps"
 
 
@@ -77,7 +79,10 @@ def test_vocabulary_mismatch_is_an_error() -> None:
 
 
 def _corpus(path: Path, n: int) -> str:
-    lines = [json.dumps({"text": f"import os\n\ndef f_{i}(x):\n    return os.path.join(x, '{i}')\n"}) for i in range(n)]
+    lines = [
+        json.dumps({"text": f"import os\n\ndef f_{i}(x):\n    return os.path.join(x, '{i}')\n"})
+        for i in range(n)
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return str(path)
 
@@ -87,22 +92,80 @@ def test_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     save_model(m1_dir, tiny_m1().model)
     tokens, m2 = tmp_path / "tokens", tmp_path / "m2"
     corpus = _corpus(tmp_path / "corpus.jsonl", 60)
-    assert main(["tokenize", corpus, "--scheme", "eqinfo16-256", "--model", str(m1_dir), "-o", str(tokens),
-                 "--val-fraction", "0.25", "--workers", "1", "--limit-bytes", "3k", "--json"]) == 0
+    assert (
+        main(
+            [
+                "tokenize",
+                corpus,
+                "--scheme",
+                "eqinfo16-256",
+                "--model",
+                str(m1_dir),
+                "-o",
+                str(tokens),
+                "--val-fraction",
+                "0.25",
+                "--workers",
+                "1",
+                "--limit-bytes",
+                "3k",
+                "--json",
+            ]
+        )
+        == 0
+    )
     meta = json.loads(capsys.readouterr().out)
     assert meta["splits"]["val"]["documents"] > 0 and meta["tokenizer"]["name"] == "EqualInfoAC[b=16, v=256]"
-    assert main(["tokenize", corpus, "--scheme", "eqinfo16-256", "--model", str(m1_dir), "-o", str(tokens)]) == 2
+    assert (
+        main(["tokenize", corpus, "--scheme", "eqinfo16-256", "--model", str(m1_dir), "-o", str(tokens)]) == 2
+    )
     assert "exists" in capsys.readouterr().err
-    assert main(["train", "--tokens", str(tokens), "-o", str(m2), "--train-tokens", "2k", "--seq-len", "32",
-                 "--batch-size", "8", "--device", "cpu", "--json"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--tokens",
+                str(tokens),
+                "-o",
+                str(m2),
+                "--train-tokens",
+                "2k",
+                "--seq-len",
+                "32",
+                "--batch-size",
+                "8",
+                "--device",
+                "cpu",
+                "--json",
+            ]
+        )
+        == 0
+    )
     trained = json.loads(capsys.readouterr().out)
     assert main(["eval", "--model", str(m2), "--tokens", str(tokens), "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["bits_per_byte"] == pytest.approx(trained["bits_per_byte"])
     assert evaluated["flops_per_byte"] == pytest.approx(
-        2 * evaluated["params_non_embedding"] / evaluated["compression_ratio"] + 2 * evaluated["m1_params_non_embedding"])
-    assert main(["generate", "--model", str(m2), "--tokenizer", str(tokens), "--prompt", "import ",
-                 "--max-steps", "6", "--json"]) == 0
+        2 * evaluated["params_non_embedding"] / evaluated["compression_ratio"]
+        + 2 * evaluated["m1_params_non_embedding"]
+    )
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(m2),
+                "--tokenizer",
+                str(tokens),
+                "--prompt",
+                "import ",
+                "--max-steps",
+                "6",
+                "--json",
+            ]
+        )
+        == 0
+    )
     (sample,) = json.loads(capsys.readouterr().out)
     assert sample["text"] is not None and sample["steps"] <= 6
     assert main(["generate", "--model", str(m2), "--tokenizer", str(tokens)]) == 0
@@ -113,10 +176,36 @@ def test_study_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[
     m1_dir = tmp_path / "m1"
     save_model(m1_dir, tiny_m1().model)
     out = tmp_path / "study"
-    args = ["study", "tokenization", "--corpus", _corpus(tmp_path / "corpus.jsonl", 200), "--limit-bytes", "10k", "--schemes",
-            "bytes,gzip,ac,eqinfo16-256", "--sizes", "tiny", "--train-tokens", "2k", "--seq-len", "32",
-            "--batch-size", "8", "--m1", str(m1_dir), "--jobs", "1", "--workers", "1", "--device", "cpu",
-            "--val-fraction", "0.2", "--out", str(out)]
+    args = [
+        "study",
+        "tokenization",
+        "--corpus",
+        _corpus(tmp_path / "corpus.jsonl", 200),
+        "--limit-bytes",
+        "10k",
+        "--schemes",
+        "bytes,gzip,ac,eqinfo16-256",
+        "--sizes",
+        "tiny",
+        "--train-tokens",
+        "2k",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "8",
+        "--m1",
+        str(m1_dir),
+        "--jobs",
+        "1",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--val-fraction",
+        "0.2",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "AC[v=256]" in text and "report:" in text

@@ -36,7 +36,9 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TokenDataset
     out = {}
     for scheme in ("bytes", "gzip"):
         path = tmp_path_factory.mktemp(scheme)
-        tokenize_corpus(_records(), build_tokenizer(scheme), path, TokenizeOptions(val_fraction=0.15, workers=1))
+        tokenize_corpus(
+            _records(), build_tokenizer(scheme), path, TokenizeOptions(val_fraction=0.15, workers=1)
+        )
         out[scheme] = TokenDataset(path)
     return out
 
@@ -70,10 +72,20 @@ def test_untrained_model_sits_at_the_uniform_bound(datasets: dict[str, TokenData
     assert ev.flops_per_byte == pytest.approx(2 * model.n_params(non_embedding=True))
 
 
-def test_training_learns_and_checkpoints_round_trip(datasets: dict[str, TokenDataset], tmp_path: Path) -> None:
+def test_training_learns_and_checkpoints_round_trip(
+    datasets: dict[str, TokenDataset], tmp_path: Path
+) -> None:
     ds = datasets["bytes"]
-    config = M2Config(size="tiny", seq_len=64, batch_size=8, max_tokens=16_000, lr=1e-2, device="cpu",
-                      eval_every_tokens=8_000, eval_tokens=1024)
+    config = M2Config(
+        size="tiny",
+        seq_len=64,
+        batch_size=8,
+        max_tokens=16_000,
+        lr=1e-2,
+        device="cpu",
+        eval_every_tokens=8_000,
+        eval_tokens=1024,
+    )
     model, summary = train_m2(ds, config, tmp_path / "m2")
     ev = evaluate_m2(model, ds)
     assert ev.bits_per_byte < ev.unigram_bits_per_byte < ev.uniform_bits_per_byte

@@ -66,15 +66,27 @@ def _make(label: str) -> Callable[[], Tokenizer]:
             return ACTokenizer(tiny_m1(), spec.token_bits, CHUNK, context=16)
         if spec.scheme == "equal-info":  # b = 16, v = 256 also cuts chunks into several coding units
             unit = 16 if label == "eqinfo16-256" else CHUNK
-            return EqualInfoTokenizer(tiny_m1(), spec.window_bits, spec.token_bits, chunk_bytes=CHUNK, unit_bytes=unit)
+            return EqualInfoTokenizer(
+                tiny_m1(), spec.window_bits, spec.token_bits, chunk_bytes=CHUNK, unit_bytes=unit
+            )
         return build_tokenizer(spec, texts=lambda: iter(CORPUS * 20))
 
     return build
 
 
 LABELS = [
-    "bytes", "spm-400", "gzip", "gzip-65k", "static-ac", "static-ac-65k", "ac", "ac-65k",
-    "eqinfo16-256", "eqinfo16-65k", "eqinfo24-65k", "eqinfo32-256",
+    "bytes",
+    "spm-400",
+    "gzip",
+    "gzip-65k",
+    "static-ac",
+    "static-ac-65k",
+    "ac",
+    "ac-65k",
+    "eqinfo16-256",
+    "eqinfo16-65k",
+    "eqinfo24-65k",
+    "eqinfo32-256",
 ]
 _CACHE: dict[str, Tokenizer] = {}
 
@@ -179,7 +191,9 @@ def test_equal_info_windows_are_b_bits() -> None:
     assert len(ids) == len(windows)  # b = 16, v = 65k: one id per window
     # token -> text is stable: each id decodes alone to its window's bytes
     pieces = [tok.decode_windows(tok.codes([i])) for i in ids]
-    assert pieces == [text[sum(w.nbytes for w in windows[:k]) :][: windows[k].nbytes] for k in range(len(windows))]
+    assert pieces == [
+        text[sum(w.nbytes for w in windows[:k]) :][: windows[k].nbytes] for k in range(len(windows))
+    ]
     assert b"".join(pieces) == text
 
 
@@ -219,8 +233,10 @@ def test_corrupt_ids_raise() -> None:
 
 def test_compression_ratios_order() -> None:
     text = "".join(CORPUS * 30)
-    ratio = {label: len(text.encode()) / len(build_tokenizer(label, texts=lambda: iter(CORPUS)).encode(text))
-             for label in ("bytes", "static-ac", "static-ac-65k", "gzip", "gzip-65k")}
+    ratio = {
+        label: len(text.encode()) / len(build_tokenizer(label, texts=lambda: iter(CORPUS)).encode(text))
+        for label in ("bytes", "static-ac", "static-ac-65k", "gzip", "gzip-65k")
+    }
     assert ratio["bytes"] == 1
     assert math.isclose(ratio["static-ac-65k"], 2 * ratio["static-ac"], rel_tol=0.01)
     assert math.isclose(ratio["gzip-65k"], 2 * ratio["gzip"], rel_tol=0.01)

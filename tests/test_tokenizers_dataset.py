@@ -21,9 +21,9 @@ from compresslm.tokenizers.dataset import (
     training_texts,
 )
 
-DOCS = [
-    "def f(x):\n    return x * 2\n" * (i % 5 + 1) + f"# doc {i} ünïcode 🙂\n" for i in range(60)
-] + ["x" * 700]  # one document longer than the test chunk size
+DOCS = ["def f(x):\n    return x * 2\n" * (i % 5 + 1) + f"# doc {i} ünïcode 🙂\n" for i in range(60)] + [
+    "x" * 700
+]  # one document longer than the test chunk size
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,9 @@ def test_same_held_out_documents_for_every_scheme(corpus: Path, tmp_path: Path) 
     a = _tokenize(corpus, tmp_path / "a", "bytes")
     b = _tokenize(corpus, tmp_path / "b", "gzip")
     assert a["splits"]["val"]["bytes"] == b["splits"]["val"]["bytes"] > 0
-    assert (tmp_path / "a" / "documents.jsonl").read_text() == (tmp_path / "b" / "documents.jsonl").read_text()
+    assert (tmp_path / "a" / "documents.jsonl").read_text() == (
+        tmp_path / "b" / "documents.jsonl"
+    ).read_text()
 
 
 def test_existing_dataset_needs_force_and_resume_reuses_shards(corpus: Path, tmp_path: Path) -> None:

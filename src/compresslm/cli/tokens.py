@@ -32,24 +32,38 @@ def _count(text: str) -> int:
 
 def _register_tokenize(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "tokenize", help="tokenize a corpus with any scheme into memory-mapped token arrays",
+        "tokenize",
+        help="tokenize a corpus with any scheme into memory-mapped token arrays",
         description="Tokenize a corpus (bytes, spm, gzip, static-ac, ac, equal-info) into OUT/{train,val}.bin "
-                    "plus metadata (bytes covered, tokens, compression ratio). Documents are cut into "
-                    "10,240-byte chunks coded independently; end-of-document and padding ids sit above the data "
-                    "ids. Runs on all cores; rerun the same command to resume an interrupted run.",
+        "plus metadata (bytes covered, tokens, compression ratio). Documents are cut into "
+        "10,240-byte chunks coded independently; end-of-document and padding ids sit above the data "
+        "ids. Runs on all cores; rerun the same command to resume an interrupted run.",
     )
     p.add_argument("corpus", nargs="+", help="files/folders/globs or builtin:NAME")
     p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--scheme", default="equal-info",
-                   help="bytes, spm[-N], gzip[-65k], static-ac[-65k], ac[-65k], equal-info, eqinfo{b}-{256|65k} "
-                        "(default equal-info)")
-    p.add_argument("--window-bits", type=int, help="equal-info: bits per window b (16, 24, 32, 64, 128; default 16)")
-    p.add_argument("--token-bits", type=int, choices=[8, 16], help="bits per token: 8 (v=256) or 16 (v=65,536)")
+    p.add_argument(
+        "--scheme",
+        default="equal-info",
+        help="bytes, spm[-N], gzip[-65k], static-ac[-65k], ac[-65k], equal-info, eqinfo{b}-{256|65k} "
+        "(default equal-info)",
+    )
+    p.add_argument(
+        "--window-bits", type=int, help="equal-info: bits per window b (16, 24, 32, 64, 128; default 16)"
+    )
+    p.add_argument(
+        "--token-bits", type=int, choices=[8, 16], help="bits per token: 8 (v=256) or 16 (v=65,536)"
+    )
     p.add_argument("--model", help="M1 folder (from `compresslm m1 train`) for ac and equal-info")
     p.add_argument("--vocab-size", type=int, help="spm: vocabulary size (default 8192)")
-    p.add_argument("--chunk-bytes", type=int, default=10_240, help="bytes per independently coded chunk (10240)")
-    p.add_argument("--val-fraction", type=float, default=0.05,
-                   help="share of documents held out (by a hash of the id: same documents for every scheme)")
+    p.add_argument(
+        "--chunk-bytes", type=int, default=10_240, help="bytes per independently coded chunk (10240)"
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.05,
+        help="share of documents held out (by a hash of the id: same documents for every scheme)",
+    )
     p.add_argument("--limit-bytes", help="only the first documents up to this many bytes, e.g. 2M")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="replace an existing dataset in --out")
@@ -63,11 +77,19 @@ def _tokenize(args: argparse.Namespace) -> int:
     from compresslm.tokenizers import build_tokenizer, parse_scheme
     from compresslm.tokenizers.dataset import TokenizeOptions, tokenize_corpus, training_texts
 
-    spec = parse_scheme(args.scheme, token_bits=args.token_bits, window_bits=args.window_bits,
-                        spm_vocab_size=args.vocab_size, chunk_bytes=args.chunk_bytes)
+    spec = parse_scheme(
+        args.scheme,
+        token_bits=args.token_bits,
+        window_bits=args.window_bits,
+        spm_vocab_size=args.vocab_size,
+        chunk_bytes=args.chunk_bytes,
+    )
     options = TokenizeOptions(
-        val_fraction=args.val_fraction, workers=args.workers, force=args.force,
-        limit_bytes=_count(args.limit_bytes) if args.limit_bytes else None, progress=sys.stderr.isatty(),
+        val_fraction=args.val_fraction,
+        workers=args.workers,
+        force=args.force,
+        limit_bytes=_count(args.limit_bytes) if args.limit_bytes else None,
+        progress=sys.stderr.isatty(),
     )
     read_kwargs = _read_kwargs(args)
 
@@ -84,8 +106,13 @@ def _tokenize(args: argparse.Namespace) -> int:
 
 
 def _read_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"text_field": args.text_field, "template": args.template, "on_error": args.on_error,
-            "max_bytes": args.max_bytes, "min_bytes": args.min_bytes}
+    return {
+        "text_field": args.text_field,
+        "template": args.template,
+        "on_error": args.on_error,
+        "max_bytes": args.max_bytes,
+        "min_bytes": args.min_bytes,
+    }
 
 
 def _console() -> Any:
@@ -105,8 +132,13 @@ def print_dataset_summary(meta: dict[str, Any], out: str) -> None:
         t.add_column(col, justify="right")
     for split, s in meta["splits"].items():
         ratio = s["compression_ratio"]
-        t.add_row(split, f"{s['documents']:,}", f"{s['bytes']:,}", f"{s['tokens']:,}",
-                  "-" if ratio is None else f"{ratio:.3f}")
+        t.add_row(
+            split,
+            f"{s['documents']:,}",
+            f"{s['bytes']:,}",
+            f"{s['tokens']:,}",
+            "-" if ratio is None else f"{ratio:.3f}",
+        )
     console = _console()
     console.print(t)
     acct = meta.get("accounting", {})
@@ -123,10 +155,11 @@ def print_dataset_summary(meta: dict[str, Any], out: str) -> None:
 
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="train M2 (the shared transformer) on a token dataset",
+        "train",
+        help="train M2 (the shared transformer) on a token dataset",
         description="Train M2 on the training split of a token dataset (from `compresslm tokenize`), save it as "
-                    "safetensors + config.json, then evaluate it on the held-out split (bits/byte, FLOPs/byte, "
-                    "uniform and unigram bounds).",
+        "safetensors + config.json, then evaluate it on the held-out split (bits/byte, FLOPs/byte, "
+        "uniform and unigram bounds).",
     )
     p.add_argument("--tokens", required=True, help="token dataset folder")
     p.add_argument("-o", "--out", required=True, help="output folder for M2")
@@ -136,7 +169,9 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train-tokens", default="200k", help="training positions, e.g. 200k, 2M (default 200k)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-points", type=int, default=5, help="held-out evaluations along the way (default 5)")
+    p.add_argument(
+        "--eval-points", type=int, default=5, help="held-out evaluations along the way (default 5)"
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--force", action="store_true", help="overwrite a model in --out")
@@ -148,9 +183,17 @@ def _train(args: argparse.Namespace) -> int:
     from compresslm.experiments.m2 import M2Config, evaluate_m2, train_m2
 
     max_tokens = _count(args.train_tokens)
-    config = M2Config(size=args.size, seq_len=args.seq_len, batch_size=args.batch_size, max_tokens=max_tokens,
-                      lr=args.lr, seed=args.seed, device=args.device, threads=args.threads,
-                      eval_every_tokens=max(1, max_tokens // max(1, args.eval_points)))
+    config = M2Config(
+        size=args.size,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        max_tokens=max_tokens,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        eval_every_tokens=max(1, max_tokens // max(1, args.eval_points)),
+    )
     model, summary = train_m2(args.tokens, config, args.out, force=args.force, progress=sys.stderr.isatty())
     result = evaluate_m2(model, args.tokens, extra={"train_seconds": summary["train_seconds"]})
     _write_json(Path(args.out) / "eval.json", result.to_dict())
@@ -160,10 +203,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "eval", help="bits/byte of an M2 on the held-out split of its token dataset",
+        "eval",
+        help="bits/byte of an M2 on the held-out split of its token dataset",
         description="Evaluate M2 on every id of the held-out split: bits/byte, bits/token, compression ratio, "
-                    "FLOPs/byte (2N/ratio, + 2 N_M1 for M1 schemes), the uniform bound log2(v)/ratio and the "
-                    "unigram bound beside it, and wall time.",
+        "FLOPs/byte (2N/ratio, + 2 N_M1 for M1 schemes), the uniform bound log2(v)/ratio and the "
+        "unigram bound beside it, and wall time.",
     )
     p.add_argument("--model", required=True, help="M2 folder (from `compresslm train`)")
     p.add_argument("--tokens", required=True, help="token dataset folder")
@@ -190,7 +234,11 @@ def _print_eval(result: Any, as_json: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=escape(f"M2 on {result.name} ({result.split}: {result.bytes:,} bytes, {result.targets:,} targets)"))
+    t = Table(
+        title=escape(
+            f"M2 on {result.name} ({result.split}: {result.bytes:,} bytes, {result.targets:,} targets)"
+        )
+    )
     t.add_column("metric")
     t.add_column("value", justify="right")
     t.add_row("bits/byte", f"{result.bits_per_byte:.4f}")
@@ -199,7 +247,9 @@ def _print_eval(result: Any, as_json: bool) -> None:
     t.add_row("bits/token", f"{result.bits_per_token:.4f}")
     t.add_row("compression ratio (bytes/token)", f"{result.compression_ratio:.3f}")
     t.add_row("FLOPs/byte", f"{result.flops_per_byte:,.0f}")
-    t.add_row("M2 parameters (non-embedding / total)", f"{result.params_non_embedding:,} / {result.params_total:,}")
+    t.add_row(
+        "M2 parameters (non-embedding / total)", f"{result.params_non_embedding:,} / {result.params_total:,}"
+    )
     if result.m1_params_non_embedding:
         t.add_row("M1 parameters (non-embedding)", f"{result.m1_params_non_embedding:,}")
     t.add_row("eval wall time", f"{result.seconds:.2f} s ({result.targets_per_second:,.0f} targets/s)")
@@ -221,9 +271,10 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
 
 def _register_generate(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "generate", help="sample M2 ids after a prompt and decode them to text (through M1 for equal-info)",
+        "generate",
+        help="sample M2 ids after a prompt and decode them to text (through M1 for equal-info)",
         description="Encode the prompt with the dataset's tokenizer, sample M2 ids, decode them to text (the window "
-                    "decoder driven by M1 for EqualInfoAC) and report steps/s and bytes/step.",
+        "decoder driven by M1 for EqualInfoAC) and report steps/s and bytes/step.",
     )
     p.add_argument("--model", required=True, help="M2 folder (from `compresslm train`)")
     p.add_argument("--tokenizer", required=True, help="token dataset folder (or its tokenizer/ folder)")
@@ -245,8 +296,18 @@ def _generate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--samples must be positive, got {args.samples}")
     model, _ = load_m2(args.model)
     tokenizer = load_generation_tokenizer(args.tokenizer)
-    samples = [generate(model, tokenizer, args.prompt, max_steps=args.max_steps, temperature=args.temperature,
-                        top_k=args.top_k, seed=args.seed + i) for i in range(args.samples)]
+    samples = [
+        generate(
+            model,
+            tokenizer,
+            args.prompt,
+            max_steps=args.max_steps,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            seed=args.seed + i,
+        )
+        for i in range(args.samples)
+    ]
     if args.json:
         print(json.dumps([s.to_dict() for s in samples], indent=2))
         return 0
@@ -255,8 +316,10 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"{s.prompt}{s.text if s.text is not None else ''}")
         if s.error:
             print(f"(the sampled ids do not decode: {s.error})")
-        print(f"--- {s.steps} steps ({s.stopped}), {s.bytes} bytes, {s.bytes_per_step:.2f} bytes/step, "
-              f"{s.steps_per_second:.1f} steps/s (M2), decode {s.decode_seconds * 1000:.0f} ms")
+        print(
+            f"--- {s.steps} steps ({s.stopped}), {s.bytes} bytes, {s.bytes_per_step:.2f} bytes/step, "
+            f"{s.steps_per_second:.1f} steps/s (M2), decode {s.decode_seconds * 1000:.0f} ms"
+        )
     return 0
 
 
@@ -268,22 +331,35 @@ def register_study(sub: argparse._SubParsersAction) -> None:
     from compresslm.experiments.tokenization_study import DEFAULT_SCHEMES
 
     p = sub.add_parser(
-        "tokenization", help="train M2 over every tokenization; bits/byte against FLOPs/byte",
+        "tokenization",
+        help="train M2 over every tokenization; bits/byte against FLOPs/byte",
         description="Train M1 (unless --m1 is given), tokenize the corpus with every scheme, train M2 of every size "
-                    "and seed on each, evaluate bits/byte on the same held-out bytes, and write OUT/report/ "
-                    "(results.json, report.md, index.html, bits_per_byte_vs_flops.png). Rerun to resume.",
+        "and seed on each, evaluate bits/byte on the same held-out bytes, and write OUT/report/ "
+        "(results.json, report.md, index.html, bits_per_byte_vs_flops.png). Rerun to resume.",
     )
-    p.add_argument("--corpus", nargs="+", default=["builtin:mixture"], help="corpus (default builtin:mixture)")
-    p.add_argument("--schemes", default=",".join(DEFAULT_SCHEMES), help=f"comma list (default {','.join(DEFAULT_SCHEMES)})")
+    p.add_argument(
+        "--corpus", nargs="+", default=["builtin:mixture"], help="corpus (default builtin:mixture)"
+    )
+    p.add_argument(
+        "--schemes",
+        default=",".join(DEFAULT_SCHEMES),
+        help=f"comma list (default {','.join(DEFAULT_SCHEMES)})",
+    )
     p.add_argument("--sizes", default="tiny,small", help="M2 size presets, comma list (default tiny,small)")
     p.add_argument("--seeds", default="1", help="N (seeds 0..N-1) or a comma list (default 1)")
-    p.add_argument("--key-schemes", help="schemes that get every seed (default bytes,spm,eqinfo16-256,eqinfo16-65k)")
+    p.add_argument(
+        "--key-schemes", help="schemes that get every seed (default bytes,spm,eqinfo16-256,eqinfo16-65k)"
+    )
     p.add_argument("--m1", help="an M1 folder (default: train one on the training split, OUT/m1)")
     p.add_argument("--m1-size", default="tiny", help="size of the M1 trained here (default tiny)")
     p.add_argument("--m1-context", type=int, default=64, help="M1 context = max window bytes (default 64)")
     p.add_argument("--m1-tokens", default="1M", help="M1 training bytes (default 1M)")
-    p.add_argument("--limit-bytes", default="1M", help="corpus prefix to use, e.g. 500k, 5M (default 1M; 0: all)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of documents (default 0.1)")
+    p.add_argument(
+        "--limit-bytes", default="1M", help="corpus prefix to use, e.g. 500k, 5M (default 1M; 0: all)"
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1, help="held-out share of documents (default 0.1)"
+    )
     p.add_argument("--vocab-size", type=int, default=4096, help="SentencePiece vocabulary (default 4096)")
     p.add_argument("--train-tokens", default="200k", help="M2 training positions per run (default 200k)")
     p.add_argument("--seq-len", type=int, default=128, help="M2 sequence length (default 128)")
@@ -303,12 +379,27 @@ def study_settings(args: argparse.Namespace) -> Any:
 
     limit = _count(args.limit_bytes) if args.limit_bytes not in ("0", "") else None
     return TokenizationStudySettings(
-        corpus=list(args.corpus), schemes=parse_list(args.schemes), sizes=parse_list(args.sizes),
-        seeds=parse_seeds(args.seeds), key_schemes=parse_list(args.key_schemes) if args.key_schemes else None,
-        m1=args.m1, m1_size=args.m1_size, m1_context=args.m1_context, m1_tokens=_count(args.m1_tokens),
-        limit_bytes=limit, val_fraction=args.val_fraction, spm_vocab_size=args.vocab_size,
-        train_tokens=_count(args.train_tokens), seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr,
-        workers=args.workers, jobs=args.jobs, device=args.device, out=args.out, force=args.force,
+        corpus=list(args.corpus),
+        schemes=parse_list(args.schemes),
+        sizes=parse_list(args.sizes),
+        seeds=parse_seeds(args.seeds),
+        key_schemes=parse_list(args.key_schemes) if args.key_schemes else None,
+        m1=args.m1,
+        m1_size=args.m1_size,
+        m1_context=args.m1_context,
+        m1_tokens=_count(args.m1_tokens),
+        limit_bytes=limit,
+        val_fraction=args.val_fraction,
+        spm_vocab_size=args.vocab_size,
+        train_tokens=_count(args.train_tokens),
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        workers=args.workers,
+        jobs=args.jobs,
+        device=args.device,
+        out=args.out,
+        force=args.force,
         progress=sys.stderr.isatty(),
     )
 
@@ -318,7 +409,9 @@ def _study(args: argparse.Namespace) -> int:
 
     results = run_tokenization_study(study_settings(args), log=lambda m: print(m, flush=True))
     print_study_table(results)
-    print(f"report: {Path(args.out) / 'report'}/ (index.html, report.md, results.json, bits_per_byte_vs_flops.png)")
+    print(
+        f"report: {Path(args.out) / 'report'}/ (index.html, report.md, results.json, bits_per_byte_vs_flops.png)"
+    )
     return 0
 
 
@@ -349,9 +442,12 @@ def demo_step(args: argparse.Namespace) -> None:
     )
 
     settings = demo_settings(args.out, force=args.force, workers=args.workers)
-    print(f"\n[3] tokenization study: M2 (tiny) over {', '.join(settings.schemes)} on the first "
-          f"{DEMO_LIMIT_BYTES // 1000} kB of {DEMO_CORPUS}; M1 (tiny) drives AC and Equal-Info windows; "
-          "bits/byte on the same held-out bytes", flush=True)
+    print(
+        f"\n[3] tokenization study: M2 (tiny) over {', '.join(settings.schemes)} on the first "
+        f"{DEMO_LIMIT_BYTES // 1000} kB of {DEMO_CORPUS}; M1 (tiny) drives AC and Equal-Info windows; "
+        "bits/byte on the same held-out bytes",
+        flush=True,
+    )
     results = run_tokenization_study(settings, log=lambda m: print(m, file=sys.stderr, flush=True))
     print_study_table(results)
     print(f"tokenization report: {settings.out}/report/index.html (report.md, results.json, plot)")

@@ -46,7 +46,11 @@ class Generation:
         return self.bytes / self.steps if self.steps else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "steps_per_second": self.steps_per_second, "bytes_per_step": self.bytes_per_step}
+        return {
+            **asdict(self),
+            "steps_per_second": self.steps_per_second,
+            "bytes_per_step": self.bytes_per_step,
+        }
 
 
 def load_generation_tokenizer(path: str | Path) -> Tokenizer:
@@ -135,9 +139,16 @@ def generate(
         raise ConfigError(f"--max-steps must be positive, got {max_steps}")
     prompt_ids = tokenizer.encode(prompt)
     t0 = time.perf_counter()
-    ids, stopped = sample_ids(model, [tokenizer.eod_id, *prompt_ids], max_steps=max_steps,
-                              eod_id=tokenizer.eod_id, pad_id=tokenizer.pad_id, temperature=temperature,
-                              top_k=top_k, seed=seed)
+    ids, stopped = sample_ids(
+        model,
+        [tokenizer.eod_id, *prompt_ids],
+        max_steps=max_steps,
+        eod_id=tokenizer.eod_id,
+        pad_id=tokenizer.pad_id,
+        temperature=temperature,
+        top_k=top_k,
+        seed=seed,
+    )
     m2_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     text: str | None
@@ -148,8 +159,15 @@ def generate(
     except CompressLMError as exc:
         data, text, error = b"", None, str(exc)
     return Generation(
-        prompt=prompt, text=text, ids=ids, steps=len(ids), bytes=len(data), stopped=stopped,
-        m2_seconds=m2_seconds, decode_seconds=time.perf_counter() - t1, error=error,
+        prompt=prompt,
+        text=text,
+        ids=ids,
+        steps=len(ids),
+        bytes=len(data),
+        stopped=stopped,
+        m2_seconds=m2_seconds,
+        decode_seconds=time.perf_counter() - t1,
+        error=error,
     )
 
 

@@ -135,9 +135,15 @@ def train_m2(
     if eval_split is not None and ds.split_info(eval_split)["documents"]:
         eval_sets[eval_split] = ds.token_stream(eval_split, config.seq_len)
     tc = TrainConfig(
-        max_tokens=config.max_tokens, batch_size=config.batch_size, seq_len=config.seq_len, lr=config.lr,
-        seed=config.seed, device=config.device, threads=config.threads,
-        eval_every_tokens=config.eval_every_tokens, eval_tokens=config.eval_tokens,
+        max_tokens=config.max_tokens,
+        batch_size=config.batch_size,
+        seq_len=config.seq_len,
+        lr=config.lr,
+        seed=config.seed,
+        device=config.device,
+        threads=config.threads,
+        eval_every_tokens=config.eval_every_tokens,
+        eval_tokens=config.eval_tokens,
     )
     result = train_lm(model, train, tc, eval_sets=eval_sets, progress=progress)
     summary = {
@@ -189,7 +195,9 @@ def evaluate_m2(
     seq_len = seq_len or model.config.max_seq_len
     info = ds.split_info(split)
     t0 = time.perf_counter()
-    total, count = eval_nll_sum(model, ds.token_stream(split, seq_len), seq_len=seq_len, batch_size=batch_size)
+    total, count = eval_nll_sum(
+        model, ds.token_stream(split, seq_len), seq_len=seq_len, batch_size=batch_size
+    )
     seconds = time.perf_counter() - t0
     expected = info["stream_tokens"] - 1
     if count != expected:

@@ -44,19 +44,52 @@ KEY_SCHEMES = ("bytes", "spm", "eqinfo16-256", "eqinfo16-65k")
 
 #: Token compression ratios of the paper on C4 (Table 12, App. A.1 for b = 24): what ours sit beside.
 PAPER_RATIOS: dict[str, float] = {
-    "bytes": 1.0, "spm": 4.28, "gzip": 2.23, "gzip-65k": 4.47, "static-ac": 1.73, "static-ac-65k": 3.46,
-    "ac": 5.49, "ac-65k": 10.98, "eqinfo16-256": 2.66, "eqinfo16-65k": 5.31, "eqinfo24-256": 3.15,
-    "eqinfo24-65k": 6.30, "eqinfo32-256": 3.49, "eqinfo32-65k": 6.97, "eqinfo64-256": 4.16,
-    "eqinfo64-65k": 8.33, "eqinfo128-256": 4.61, "eqinfo128-65k": 9.22,
+    "bytes": 1.0,
+    "spm": 4.28,
+    "gzip": 2.23,
+    "gzip-65k": 4.47,
+    "static-ac": 1.73,
+    "static-ac-65k": 3.46,
+    "ac": 5.49,
+    "ac-65k": 10.98,
+    "eqinfo16-256": 2.66,
+    "eqinfo16-65k": 5.31,
+    "eqinfo24-256": 3.15,
+    "eqinfo24-65k": 6.30,
+    "eqinfo32-256": 3.49,
+    "eqinfo32-65k": 6.97,
+    "eqinfo64-256": 4.16,
+    "eqinfo64-65k": 8.33,
+    "eqinfo128-256": 4.61,
+    "eqinfo128-65k": 9.22,
 }
 #: The paper's 25m bits/byte (Table 15/16), for orientation only: its M2 is 25M parameters on 26B tokens.
 PAPER_BPB_25M: dict[str, float] = {
-    "bytes": 1.29, "spm": 1.12, "ac": 1.46, "ac-65k": 1.46, "static-ac": 4.61, "static-ac-65k": 4.60,
-    "eqinfo16-256": 1.47, "eqinfo16-65k": 1.25, "eqinfo32-256": 2.05, "eqinfo32-65k": 1.95, "gzip": 2.34,
-    "gzip-65k": 2.92, "eqinfo64-256": 1.85, "eqinfo64-65k": 1.82, "eqinfo128-256": 1.71, "eqinfo128-65k": 1.70,
+    "bytes": 1.29,
+    "spm": 1.12,
+    "ac": 1.46,
+    "ac-65k": 1.46,
+    "static-ac": 4.61,
+    "static-ac-65k": 4.60,
+    "eqinfo16-256": 1.47,
+    "eqinfo16-65k": 1.25,
+    "eqinfo32-256": 2.05,
+    "eqinfo32-65k": 1.95,
+    "gzip": 2.34,
+    "gzip-65k": 2.92,
+    "eqinfo64-256": 1.85,
+    "eqinfo64-65k": 1.82,
+    "eqinfo128-256": 1.71,
+    "eqinfo128-65k": 1.70,
 }
 PROMPT = "def "
-SIZE_COST = {"tiny": 1, "small": 2, "3m": 4, "base": 6, "25m": 8}  # relative cost of the output layer (d_model)
+SIZE_COST = {
+    "tiny": 1,
+    "small": 2,
+    "3m": 4,
+    "base": 6,
+    "25m": 8,
+}  # relative cost of the output layer (d_model)
 
 
 @dataclass
@@ -88,9 +121,14 @@ class TokenizationStudySettings:
     generate_steps: int = 32
 
     def __post_init__(self) -> None:
-        self.specs = [parse_scheme(s, chunk_bytes=self.chunk_bytes,
-                                   spm_vocab_size=self.spm_vocab_size if s.strip() == "spm" else None)
-                      for s in self.schemes]
+        self.specs = [
+            parse_scheme(
+                s,
+                chunk_bytes=self.chunk_bytes,
+                spm_vocab_size=self.spm_vocab_size if s.strip() == "spm" else None,
+            )
+            for s in self.schemes
+        ]
         labels = [s.label for s in self.specs]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"--schemes lists a scheme twice: {', '.join(labels)}")
@@ -136,7 +174,9 @@ def _train_texts(records: Sequence[Record], val_fraction: float) -> list[str]:
     return [r.text for r in records if split_of(r.id, val_fraction) == "train"]
 
 
-def ensure_m1(settings: TokenizationStudySettings, records: Sequence[Record], log: Callable[[str], None]) -> str:
+def ensure_m1(
+    settings: TokenizationStudySettings, records: Sequence[Record], log: Callable[[str], None]
+) -> str:
     if settings.m1 is not None:
         return settings.m1
     path = _paths(Path(settings.out))["m1"]
@@ -146,28 +186,45 @@ def ensure_m1(settings: TokenizationStudySettings, records: Sequence[Record], lo
     from compresslm.coding.m1_train import train_m1
 
     t0 = time.perf_counter()
-    _, report = train_m1(_train_texts(records, settings.val_fraction), size=settings.m1_size,
-                         context=settings.m1_context, max_tokens=settings.m1_tokens, progress=settings.progress,
-                         out=path, force=True)
-    log(f"M1: trained {settings.m1_size} ({report.n_params:,} non-embedding parameters) in "
-        f"{time.perf_counter() - t0:.0f} s, held-out {report.heldout_bits_per_byte:.3f} bits/byte")
+    _, report = train_m1(
+        _train_texts(records, settings.val_fraction),
+        size=settings.m1_size,
+        context=settings.m1_context,
+        max_tokens=settings.m1_tokens,
+        progress=settings.progress,
+        out=path,
+        force=True,
+    )
+    log(
+        f"M1: trained {settings.m1_size} ({report.n_params:,} non-embedding parameters) in "
+        f"{time.perf_counter() - t0:.0f} s, held-out {report.heldout_bits_per_byte:.3f} bits/byte"
+    )
     return str(path)
 
 
 def ensure_tokens(
-    settings: TokenizationStudySettings, spec: SchemeSpec, records: Sequence[Record], m1: str | None,
+    settings: TokenizationStudySettings,
+    spec: SchemeSpec,
+    records: Sequence[Record],
+    m1: str | None,
     log: Callable[[str], None],
 ) -> TokenDataset:
     path = _paths(Path(settings.out))["tokens"] / spec.label
     if (path / "meta.json").is_file() and not settings.force:
         return TokenDataset(path)
-    options = TokenizeOptions(val_fraction=settings.val_fraction, workers=settings.workers, force=True,
-                              progress=settings.progress)
-    tokenizer = build_tokenizer(spec, texts=lambda: iter(_train_texts(records, settings.val_fraction)),
-                                m1=m1 if spec.uses_m1 else None)
+    options = TokenizeOptions(
+        val_fraction=settings.val_fraction, workers=settings.workers, force=True, progress=settings.progress
+    )
+    tokenizer = build_tokenizer(
+        spec,
+        texts=lambda: iter(_train_texts(records, settings.val_fraction)),
+        m1=m1 if spec.uses_m1 else None,
+    )
     meta = tokenize_corpus(records, tokenizer, path, options, source=" ".join(settings.corpus))
-    log(f"tokens: {meta['tokenizer']['name']:<26} ratio {meta['compression_ratio']:.3f}  "
-        f"{meta['bytes_per_second']:>10,.0f} bytes/s")
+    log(
+        f"tokens: {meta['tokenizer']['name']:<26} ratio {meta['compression_ratio']:.3f}  "
+        f"{meta['bytes_per_second']:>10,.0f} bytes/s"
+    )
     return TokenDataset(path)
 
 
@@ -188,15 +245,28 @@ def _run(run: Run, settings: dict[str, Any], threads: int | None) -> dict[str, A
     """Train and evaluate one M2 (in a worker process); writes and returns eval.json's content."""
     from compresslm.experiments.m2 import M2Config, evaluate_m2, train_m2
 
-    config = M2Config(size=run.size, seq_len=settings["seq_len"], batch_size=settings["batch_size"],
-                      max_tokens=settings["train_tokens"], lr=settings["lr"], seed=run.seed,
-                      device=settings["device"], threads=threads,
-                      eval_every_tokens=max(1, settings["train_tokens"] // max(1, settings["eval_points"])))
+    config = M2Config(
+        size=run.size,
+        seq_len=settings["seq_len"],
+        batch_size=settings["batch_size"],
+        max_tokens=settings["train_tokens"],
+        lr=settings["lr"],
+        seed=run.seed,
+        device=settings["device"],
+        threads=threads,
+        eval_every_tokens=max(1, settings["train_tokens"] // max(1, settings["eval_points"])),
+    )
     out = Path(run.out)
     model, summary = train_m2(run.dataset, config, out if run.save_model else None, force=True)
     result = evaluate_m2(model.to("cpu"), run.dataset)
-    record = {**result.to_dict(), "label": run.label, "size": run.size, "seed": run.seed,
-              "train_seconds": summary["train_seconds"], "curve": summary["curve"]}
+    record = {
+        **result.to_dict(),
+        "label": run.label,
+        "size": run.size,
+        "seed": run.seed,
+        "train_seconds": summary["train_seconds"],
+        "curve": summary["curve"],
+    }
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".eval.json.tmp"
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
@@ -223,12 +293,16 @@ def run_all(
     jobs = settings.jobs or (1 if on_gpu else default_workers())
     jobs = max(1, min(jobs, len(todo) or 1))
     threads = None if jobs == 1 else max(1, default_workers() // jobs)
-    plain = {k: getattr(settings, k) for k in ("seq_len", "batch_size", "train_tokens", "lr", "device",
-                                                "eval_points")}
+    plain = {
+        k: getattr(settings, k)
+        for k in ("seq_len", "batch_size", "train_tokens", "lr", "device", "eval_points")
+    }
 
     def report(rec: dict[str, Any]) -> None:
-        log(f"M2 {rec['label']:<14} {rec['size']:<6} seed {rec['seed']}: {rec['bits_per_byte']:.3f} bits/byte "
-            f"(uniform {rec['uniform_bits_per_byte']:.3f}), {rec['train_seconds']:.0f} s")
+        log(
+            f"M2 {rec['label']:<14} {rec['size']:<6} seed {rec['seed']}: {rec['bits_per_byte']:.3f} bits/byte "
+            f"(uniform {rec['uniform_bits_per_byte']:.3f}), {rec['train_seconds']:.0f} s"
+        )
 
     if jobs == 1:
         for run in todo:
@@ -266,9 +340,17 @@ def run_tokenization_study(
     m1 = ensure_m1(settings, records, log) if any(s.uses_m1 for s in settings.specs) else None
     datasets = {spec.label: ensure_tokens(settings, spec, records, m1, log) for spec in settings.specs}
     runs = [
-        Run(spec.label, size, seed, str(datasets[spec.label].directory),
-            str(paths["runs"] / spec.label / f"{size}-s{seed}"), save_model=seed == settings.seeds[0])
-        for spec in settings.specs for size in settings.sizes for seed in settings.seeds_for(spec.label)
+        Run(
+            spec.label,
+            size,
+            seed,
+            str(datasets[spec.label].directory),
+            str(paths["runs"] / spec.label / f"{size}-s{seed}"),
+            save_model=seed == settings.seeds[0],
+        )
+        for spec in settings.specs
+        for size in settings.sizes
+        for seed in settings.seeds_for(spec.label)
     ]
     records_out = run_all(runs, settings, log)
     samples = _samples(settings, runs, datasets)
@@ -278,8 +360,9 @@ def run_tokenization_study(
     return results
 
 
-def _samples(settings: TokenizationStudySettings, runs: Sequence[Run], datasets: dict[str, TokenDataset]
-             ) -> dict[str, Any]:
+def _samples(
+    settings: TokenizationStudySettings, runs: Sequence[Run], datasets: dict[str, TokenDataset]
+) -> dict[str, Any]:
     """One sample per scheme from its first saved model: steps/s, bytes/step, decodes or not."""
     from compresslm.experiments.generate import generate
     from compresslm.experiments.m2 import load_m2
@@ -289,11 +372,23 @@ def _samples(settings: TokenizationStudySettings, runs: Sequence[Run], datasets:
         if run.label in out or not run.save_model or run.size != settings.sizes[0]:
             continue
         model, _ = load_m2(run.out)
-        g = generate(model, datasets[run.label].tokenizer, PROMPT, max_steps=settings.generate_steps,
-                     temperature=0.8, seed=0)
-        out[run.label] = {"text": g.text, "steps": g.steps, "bytes": g.bytes, "bytes_per_step": g.bytes_per_step,
-                          "steps_per_second": g.steps_per_second, "decode_seconds": g.decode_seconds,
-                          "error": g.error}
+        g = generate(
+            model,
+            datasets[run.label].tokenizer,
+            PROMPT,
+            max_steps=settings.generate_steps,
+            temperature=0.8,
+            seed=0,
+        )
+        out[run.label] = {
+            "text": g.text,
+            "steps": g.steps,
+            "bytes": g.bytes,
+            "bytes_per_step": g.bytes_per_step,
+            "steps_per_second": g.steps_per_second,
+            "decode_seconds": g.decode_seconds,
+            "error": g.error,
+        }
     return out
 
 
@@ -302,8 +397,11 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def summarize(
-    settings: TokenizationStudySettings, datasets: dict[str, TokenDataset], runs: Sequence[dict[str, Any]],
-    samples: dict[str, Any], m1: str | None,
+    settings: TokenizationStudySettings,
+    datasets: dict[str, TokenDataset],
+    runs: Sequence[dict[str, Any]],
+    samples: dict[str, Any],
+    m1: str | None,
 ) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for spec in settings.specs:
@@ -315,30 +413,45 @@ def summarize(
             bpb, bpb_sd = _mean_std([r["bits_per_byte"] for r in group])
             bpt, _ = _mean_std([r["bits_per_token"] for r in group])
             first = group[0]
-            rows.append({
-                "label": spec.label, "name": ds.name, "size": size, "seeds": len(group),
-                "bits_per_byte": bpb, "bits_per_byte_std": bpb_sd, "bits_per_token": bpt,
-                "compression_ratio": first["compression_ratio"],
-                "paper_ratio": PAPER_RATIOS.get(spec.label if spec.scheme != "spm" else "spm"),
-                "paper_bits_per_byte_25m": PAPER_BPB_25M.get(spec.label if spec.scheme != "spm" else "spm"),
-                "uniform_bits_per_byte": first["uniform_bits_per_byte"],
-                "unigram_bits_per_byte": first["unigram_bits_per_byte"],
-                "flops_per_byte": first["flops_per_byte"],
-                "bytes_per_step": first["compression_ratio"],
-                "params_non_embedding": first["params_non_embedding"],
-                "params_total": first["params_total"],
-                "train_seconds": statistics.fmean(r["train_seconds"] for r in group),
-                "eval_targets_per_second": statistics.fmean(r["targets_per_second"] for r in group),
-                "tokenize_bytes_per_second": ds.meta.get("bytes_per_second"),
-                "learned": bpb < first["uniform_bits_per_byte"] - 0.02,
-            })
+            rows.append(
+                {
+                    "label": spec.label,
+                    "name": ds.name,
+                    "size": size,
+                    "seeds": len(group),
+                    "bits_per_byte": bpb,
+                    "bits_per_byte_std": bpb_sd,
+                    "bits_per_token": bpt,
+                    "compression_ratio": first["compression_ratio"],
+                    "paper_ratio": PAPER_RATIOS.get(spec.label if spec.scheme != "spm" else "spm"),
+                    "paper_bits_per_byte_25m": PAPER_BPB_25M.get(
+                        spec.label if spec.scheme != "spm" else "spm"
+                    ),
+                    "uniform_bits_per_byte": first["uniform_bits_per_byte"],
+                    "unigram_bits_per_byte": first["unigram_bits_per_byte"],
+                    "flops_per_byte": first["flops_per_byte"],
+                    "bytes_per_step": first["compression_ratio"],
+                    "params_non_embedding": first["params_non_embedding"],
+                    "params_total": first["params_total"],
+                    "train_seconds": statistics.fmean(r["train_seconds"] for r in group),
+                    "eval_targets_per_second": statistics.fmean(r["targets_per_second"] for r in group),
+                    "tokenize_bytes_per_second": ds.meta.get("bytes_per_second"),
+                    "learned": bpb < first["uniform_bits_per_byte"] - 0.02,
+                }
+            )
     return {
         "settings": {k: v for k, v in asdict(settings).items()},
         "m1": m1,
-        "m1_params_non_embedding": next((r["m1_params_non_embedding"] for r in runs if r["m1_params_non_embedding"]), 0),
-        "datasets": {label: {k: ds.meta[k] for k in ("compression_ratio", "bytes", "tokens", "splits",
-                                                      "bytes_per_second", "tokenizer")}
-                     for label, ds in datasets.items()},
+        "m1_params_non_embedding": next(
+            (r["m1_params_non_embedding"] for r in runs if r["m1_params_non_embedding"]), 0
+        ),
+        "datasets": {
+            label: {
+                k: ds.meta[k]
+                for k in ("compression_ratio", "bytes", "tokens", "splits", "bytes_per_second", "tokenizer")
+            }
+            for label, ds in datasets.items()
+        },
         "rows": rows,
         "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs],
         "curves": {f"{r['label']}/{r['size']}/s{r['seed']}": r.get("curve", []) for r in runs},
@@ -348,21 +461,46 @@ def summarize(
 
 # -- report ---------------------------------------------------------------------------------------
 
-_HEADERS = ("scheme", "M2", "seeds", "bits/byte", "± sd", "uniform", "unigram", "bits/token", "ratio",
-            "paper ratio", "FLOPs/byte", "bytes/step", "train s", "tokenize B/s")
+_HEADERS = (
+    "scheme",
+    "M2",
+    "seeds",
+    "bits/byte",
+    "± sd",
+    "uniform",
+    "unigram",
+    "bits/token",
+    "ratio",
+    "paper ratio",
+    "FLOPs/byte",
+    "bytes/step",
+    "train s",
+    "tokenize B/s",
+)
 
 
 def table_rows(results: dict[str, Any]) -> list[list[str]]:
     out = []
     for r in results["rows"]:
         paper = r["paper_ratio"]
-        out.append([
-            r["name"], r["size"], str(r["seeds"]), f"{r['bits_per_byte']:.3f}", f"{r['bits_per_byte_std']:.3f}",
-            f"{r['uniform_bits_per_byte']:.3f}", f"{r['unigram_bits_per_byte']:.3f}", f"{r['bits_per_token']:.3f}",
-            f"{r['compression_ratio']:.2f}", "-" if paper is None else f"{paper:.2f}",
-            f"{r['flops_per_byte'] / 1e3:,.0f}k", f"{r['bytes_per_step']:.2f}", f"{r['train_seconds']:.0f}",
-            f"{r['tokenize_bytes_per_second'] or 0:,.0f}",
-        ])
+        out.append(
+            [
+                r["name"],
+                r["size"],
+                str(r["seeds"]),
+                f"{r['bits_per_byte']:.3f}",
+                f"{r['bits_per_byte_std']:.3f}",
+                f"{r['uniform_bits_per_byte']:.3f}",
+                f"{r['unigram_bits_per_byte']:.3f}",
+                f"{r['bits_per_token']:.3f}",
+                f"{r['compression_ratio']:.2f}",
+                "-" if paper is None else f"{paper:.2f}",
+                f"{r['flops_per_byte'] / 1e3:,.0f}k",
+                f"{r['bytes_per_step']:.2f}",
+                f"{r['train_seconds']:.0f}",
+                f"{r['tokenize_bytes_per_second'] or 0:,.0f}",
+            ]
+        )
     return out
 
 
@@ -382,8 +520,17 @@ def render_plot(results: dict[str, Any]) -> bytes:
     ax = fig.add_subplot()
     labels = list(dict.fromkeys(r["label"] for r in results["rows"]))
     for i, label in enumerate(labels):
-        pts = sorted((r["flops_per_byte"], r["bits_per_byte"], r["bits_per_byte_std"], r["name"],
-                      r["uniform_bits_per_byte"]) for r in results["rows"] if r["label"] == label)
+        pts = sorted(
+            (
+                r["flops_per_byte"],
+                r["bits_per_byte"],
+                r["bits_per_byte_std"],
+                r["name"],
+                r["uniform_bits_per_byte"],
+            )
+            for r in results["rows"]
+            if r["label"] == label
+        )
         color = f"C{i % 10}"
         xs, ys, sds = [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
         ax.errorbar(xs, ys, yerr=sds, marker="o", color=color, label=pts[0][3], capsize=3)
@@ -414,22 +561,38 @@ def write_report(results: dict[str, Any], folder: Path) -> None:
     md = ["# Tokenization study", "", markdown_table(results), "", *[f"- {n}" for n in notes], ""]
     samples = results.get("samples", {})
     if samples:
-        md += ["## Samples (prompt \"def \")", ""]
+        md += ['## Samples (prompt "def ")', ""]
         for label, s in samples.items():
             text = "(does not decode)" if s["text"] is None else repr(s["text"][:120])
-            md.append(f"- {label}: {s['bytes_per_step']:.2f} bytes/step, {s['steps_per_second']:.1f} steps/s, "
-                      f"decode {s['decode_seconds'] * 1000:.0f} ms: {text}")
+            md.append(
+                f"- {label}: {s['bytes_per_step']:.2f} bytes/step, {s['steps_per_second']:.1f} steps/s, "
+                f"decode {s['decode_seconds'] * 1000:.0f} ms: {text}"
+            )
     with atomic_output(folder / "report.md", force=True) as f:
         f.write("\n".join(md) + "\n")
-    sample_rows = [[label, f"{s['bytes_per_step']:.2f}", f"{s['steps_per_second']:.1f}",
-                    f"{s['decode_seconds'] * 1000:.0f}", "(does not decode)" if s["text"] is None else s["text"][:80]]
-                   for label, s in samples.items()]
+    sample_rows = [
+        [
+            label,
+            f"{s['bytes_per_step']:.2f}",
+            f"{s['steps_per_second']:.1f}",
+            f"{s['decode_seconds'] * 1000:.0f}",
+            "(does not decode)" if s["text"] is None else s["text"][:80],
+        ]
+        for label, s in samples.items()
+    ]
     sections = [
-        Section("Results", tables=[Table(_HEADERS, table_rows(results),
-                                         caption="held-out bits/byte (mean over seeds) and costs")],
-                figures=[Figure(png, "bits/byte against FLOPs/byte")], notes=notes),
-        Section("Generation", tables=[Table(("scheme", "bytes/step", "steps/s", "decode ms", "sample"),
-                                            sample_rows)]),
+        Section(
+            "Results",
+            tables=[
+                Table(_HEADERS, table_rows(results), caption="held-out bits/byte (mean over seeds) and costs")
+            ],
+            figures=[Figure(png, "bits/byte against FLOPs/byte")],
+            notes=notes,
+        ),
+        Section(
+            "Generation",
+            tables=[Table(("scheme", "bytes/step", "steps/s", "decode ms", "sample"), sample_rows)],
+        ),
     ]
     write_html(folder / "index.html", "Tokenization study", sections, force=True)
 
@@ -442,23 +605,31 @@ def findings(results: dict[str, Any]) -> list[str]:
     for r in rows:
         if r["label"].startswith(("ac", "static-ac")):
             gap = r["uniform_bits_per_byte"] - r["bits_per_byte"]
-            notes.append(f"{r['name']} ({r['size']}): {gap:+.3f} bits/byte below the uniform bound "
-                         f"({'learned nothing' if gap < 0.02 else 'learned something'})")
+            notes.append(
+                f"{r['name']} ({r['size']}): {gap:+.3f} bits/byte below the uniform bound "
+                f"({'learned nothing' if gap < 0.02 else 'learned something'})"
+            )
     for size in dict.fromkeys(r["size"] for r in rows):
         eq, sp, by_ = by.get(("eqinfo16-65k", size)), by.get(("spm", size)), by.get(("bytes", size))
         if eq and sp:
-            notes.append(f"{size}: EqualInfoAC[b=16, v=65k] makes {eq['bytes_per_step']:.2f} bytes per generation "
-                         f"step, SentencePiece {sp['bytes_per_step']:.2f} "
-                         f"({100 * (1 - sp['bytes_per_step'] / eq['bytes_per_step']):+.0f}% fewer steps)")
+            notes.append(
+                f"{size}: EqualInfoAC[b=16, v=65k] makes {eq['bytes_per_step']:.2f} bytes per generation "
+                f"step, SentencePiece {sp['bytes_per_step']:.2f} "
+                f"({100 * (1 - sp['bytes_per_step'] / eq['bytes_per_step']):+.0f}% fewer steps)"
+            )
         if eq and by_:
             better = eq["bits_per_byte"] < by_["bits_per_byte"]
-            notes.append(f"{size}: EqualInfoAC[b=16, v=65k] {eq['bits_per_byte']:.3f} vs Bytes "
-                         f"{by_['bits_per_byte']:.3f} bits/byte ({'better' if better else 'worse'}) at "
-                         f"{eq['flops_per_byte'] / by_['flops_per_byte']:.2f}x the FLOPs/byte")
+            notes.append(
+                f"{size}: EqualInfoAC[b=16, v=65k] {eq['bits_per_byte']:.3f} vs Bytes "
+                f"{by_['bits_per_byte']:.3f} bits/byte ({'better' if better else 'worse'}) at "
+                f"{eq['flops_per_byte'] / by_['flops_per_byte']:.2f}x the FLOPs/byte"
+            )
     m1 = results.get("m1_params_non_embedding") or 0
     if m1:
-        notes.append(f"M1 adds 2 x {m1:,} = {2 * m1:,} FLOPs/byte to AC and EqualInfoAC; the paper's M1 (3M) is 8x "
-                     "smaller than its smallest M2, so compare FLOPs/byte only where M2 is large next to M1")
+        notes.append(
+            f"M1 adds 2 x {m1:,} = {2 * m1:,} FLOPs/byte to AC and EqualInfoAC; the paper's M1 (3M) is 8x "
+            "smaller than its smallest M2, so compare FLOPs/byte only where M2 is large next to M1"
+        )
     return notes
 
 
@@ -469,19 +640,34 @@ def parse_list(text: str) -> list[str]:
     return items
 
 
-
 #: `make demo` step 3: the study at demo scale (about 5 minutes on 2 CPU cores). M1 and M2 are tiny,
 #: the corpus a 300 kB prefix of the built-in mixture; benchmarks/tokenization.py runs the full one.
 DEMO_CORPUS = "builtin:mixture:3000"
 DEMO_LIMIT_BYTES = 300_000
 
 
-def demo_settings(out_dir: str | Path, *, force: bool = False, workers: int | None = None
-                  ) -> TokenizationStudySettings:
+def demo_settings(
+    out_dir: str | Path, *, force: bool = False, workers: int | None = None
+) -> TokenizationStudySettings:
     return TokenizationStudySettings(
-        corpus=[DEMO_CORPUS], schemes=list(DEFAULT_SCHEMES), sizes=["tiny"], seeds=[0],
-        m1_size="tiny", m1_context=64, m1_tokens=600_000, limit_bytes=DEMO_LIMIT_BYTES, val_fraction=0.1,
-        spm_vocab_size=2048, train_tokens=48_000, seq_len=128, batch_size=16, lr=3e-3, eval_points=2,
-        workers=workers, device="cpu", out=str(Path(out_dir) / "tokenization"), force=force,
+        corpus=[DEMO_CORPUS],
+        schemes=list(DEFAULT_SCHEMES),
+        sizes=["tiny"],
+        seeds=[0],
+        m1_size="tiny",
+        m1_context=64,
+        m1_tokens=600_000,
+        limit_bytes=DEMO_LIMIT_BYTES,
+        val_fraction=0.1,
+        spm_vocab_size=2048,
+        train_tokens=48_000,
+        seq_len=128,
+        batch_size=16,
+        lr=3e-3,
+        eval_points=2,
+        workers=workers,
+        device="cpu",
+        out=str(Path(out_dir) / "tokenization"),
+        force=force,
         generate_steps=24,
     )

@@ -34,8 +34,14 @@ class ACTokenizer(ChunkedTokenizer):
     uses_m1 = True
 
     def __init__(
-        self, m1: M1, token_bits: int = 8, chunk_bytes: int = CHUNK_BYTES, *, context: int | None = None,
-        batch_size: int = 256, saved_config: dict[str, Any] | None = None,
+        self,
+        m1: M1,
+        token_bits: int = 8,
+        chunk_bytes: int = CHUNK_BYTES,
+        *,
+        context: int | None = None,
+        batch_size: int = 256,
+        saved_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(token_bits, chunk_bytes)
         self.m1 = m1
@@ -52,11 +58,18 @@ class ACTokenizer(ChunkedTokenizer):
         return cls(load_m1(m1_dir, threads=threads), token_bits, **kwargs)
 
     @classmethod
-    def load(cls, directory: str | Path, config: dict[str, Any], *, threads: int | None = 1,
-             batch_size: int = 256) -> ACTokenizer:
+    def load(
+        cls, directory: str | Path, config: dict[str, Any], *, threads: int | None = 1, batch_size: int = 256
+    ) -> ACTokenizer:
         m1 = load_saved_m1(directory, config, config["context"], threads=threads)
-        return cls(m1, config["token_bits"], config["chunk_bytes"], context=config["context"],
-                   batch_size=batch_size, saved_config=config)
+        return cls(
+            m1,
+            config["token_bits"],
+            config["chunk_bytes"],
+            context=config["context"],
+            batch_size=batch_size,
+            saved_config=config,
+        )
 
     @property
     def name(self) -> str:
@@ -74,8 +87,9 @@ class ACTokenizer(ChunkedTokenizer):
             session = self.m1.session(len(group), self.context)
             tables: list[list[np.ndarray]] = [[] for _ in group]
             for t in range(max(len(b) for b in group)):
-                tokens = np.array([START if t == 0 else (b[t - 1] if t < len(b) else IDLE) for b in group],
-                                  dtype=np.int64)
+                tokens = np.array(
+                    [START if t == 0 else (b[t - 1] if t < len(b) else IDLE) for b in group], dtype=np.int64
+                )
                 cum = session.step(tokens)
                 for r, b in enumerate(group):
                     if t < len(b):
@@ -97,7 +111,9 @@ class ACTokenizer(ChunkedTokenizer):
             ids: list[np.ndarray] = []
             for c in doc:
                 p = np.concatenate([next(probs) for _ in self._blocks(c)])
-                ids.append(encode_stream(np.frombuffer(c, dtype=np.uint8), p, self.token_bits).astype(self.dtype))
+                ids.append(
+                    encode_stream(np.frombuffer(c, dtype=np.uint8), p, self.token_bits).astype(self.dtype)
+                )
             out.append((ids, [len(c) for c in doc]))
         return out
 
@@ -126,7 +142,11 @@ class ACTokenizer(ChunkedTokenizer):
         return {**self._saved_config, **base}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "token_bits": self.token_bits, "m1_params_non_embedding": self.m1.n_params}
+        return {
+            **super().describe(),
+            "token_bits": self.token_bits,
+            "m1_params_non_embedding": self.m1.n_params,
+        }
 
     def save(self, directory: str | Path) -> None:
         save_m1(self.m1, directory)

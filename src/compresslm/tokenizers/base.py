@@ -191,7 +191,10 @@ class ChunkedTokenizer(Tokenizer):
 
     def encode_documents(self, docs: Sequence[bytes]) -> list[tuple[list[np.ndarray], list[int]]]:
         return [
-            ([self.encode_chunk(c).astype(self.dtype) for c in self.chunks(d)], [len(c) for c in self.chunks(d)])
+            (
+                [self.encode_chunk(c).astype(self.dtype) for c in self.chunks(d)],
+                [len(c) for c in self.chunks(d)],
+            )
             for d in docs
         ]
 

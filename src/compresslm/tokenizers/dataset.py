@@ -146,9 +146,13 @@ def _write_shard(path: Path, tokenizer: Tokenizer, docs: list[bytes]) -> None:
         doc_tokens.append(offset + 1)
     tokens = np.concatenate(parts) if parts else np.zeros(0, dtype=tokenizer.dtype)
     tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, tokens=tokens, chunks=np.asarray(chunk_rows, dtype=np.int64).reshape(-1, 4),
-             doc_tokens=np.asarray(doc_tokens, dtype=np.int64),
-             doc_bytes=np.asarray([len(d) for d in docs], dtype=np.int64))
+    np.savez(
+        tmp,
+        tokens=tokens,
+        chunks=np.asarray(chunk_rows, dtype=np.int64).reshape(-1, 4),
+        doc_tokens=np.asarray(doc_tokens, dtype=np.int64),
+        doc_bytes=np.asarray([len(d) for d in docs], dtype=np.int64),
+    )
     os.replace(tmp, path)
 
 
@@ -171,8 +175,11 @@ class _Doc:
 
 
 def _fingerprint(tokenizer_config: dict[str, Any], options: TokenizeOptions, source: str) -> str:
-    keep = {"val_fraction": options.val_fraction, "shard_bytes": options.shard_bytes,
-            "limit_bytes": options.limit_bytes}
+    keep = {
+        "val_fraction": options.val_fraction,
+        "shard_bytes": options.shard_bytes,
+        "limit_bytes": options.limit_bytes,
+    }
     blob = json.dumps({"tokenizer": tokenizer_config, "options": keep, "source": source}, sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -210,7 +217,9 @@ def _prepare_output(out: Path, tokenizer: Tokenizer, options: TokenizeOptions, s
 
 
 def _shards(
-    items: Iterable[Record | Rejection], options: TokenizeOptions, accounting: Counter[str],
+    items: Iterable[Record | Rejection],
+    options: TokenizeOptions,
+    accounting: Counter[str],
     docs: list[_Doc],
 ) -> Iterator[list[bytes]]:
     """Group accepted documents into shards of about ``shard_bytes``; count everything read."""
@@ -303,15 +312,17 @@ def tokenize_corpus(
     if not docs:
         raise DataError(f"{source or 'input'}: no usable documents to tokenize")
     meta = _merge(out, tokenizer, docs, shard_paths, shard_counts, options)
-    meta.update({
-        "source": source,
-        "fingerprint": fingerprint,
-        "accounting": dict(accounting),
-        "options": asdict(options) | {"workers": workers},
-        "shards_reused": reused,
-        "seconds": {"tokenize": round(t_tokenize, 3), "total": round(time.perf_counter() - t0, 3)},
-        "bytes_per_second": round(sum(d.n_bytes for d in docs) / max(t_tokenize, 1e-9), 1),
-    })
+    meta.update(
+        {
+            "source": source,
+            "fingerprint": fingerprint,
+            "accounting": dict(accounting),
+            "options": asdict(options) | {"workers": workers},
+            "shards_reused": reused,
+            "seconds": {"tokenize": round(t_tokenize, 3), "total": round(time.perf_counter() - t0, 3)},
+            "bytes_per_second": round(sum(d.n_bytes for d in docs) / max(t_tokenize, 1e-9), 1),
+        }
+    )
     _write_json(out / META_FILE, meta)
     shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
     (out / PROGRESS_FILE).unlink(missing_ok=True)
@@ -324,19 +335,30 @@ def _start_pool(workers: int, tokenizer_dir: Path) -> ProcessPoolExecutor:
     thread pools can deadlock."""
     import multiprocessing as mp
 
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=(str(tokenizer_dir),))
+    return ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(str(tokenizer_dir),)
+    )
 
 
 def _progress_bar(enabled: bool, desc: str) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=None, unit="B", unit_scale=True, disable=not enabled, desc=f"tokenize {desc}",
-                dynamic_ncols=True)
+    return tqdm(
+        total=None,
+        unit="B",
+        unit_scale=True,
+        disable=not enabled,
+        desc=f"tokenize {desc}",
+        dynamic_ncols=True,
+    )
 
 
 def _merge(
-    out: Path, tokenizer: Tokenizer, docs: list[_Doc], shard_paths: list[Path], shard_counts: list[int],
+    out: Path,
+    tokenizer: Tokenizer,
+    docs: list[_Doc],
+    shard_paths: list[Path],
+    shard_counts: list[int],
     options: TokenizeOptions,
 ) -> dict[str, Any]:
     """Concatenate the shards into one stream per split with its chunk and document tables."""
@@ -441,8 +463,11 @@ class TokenDataset:
         self.directory = Path(directory)
         path = self.directory / META_FILE
         if not path.is_file():
-            hint = " (unfinished: rerun the same tokenize command to resume)" if (
-                self.directory / PROGRESS_FILE).exists() else ""
+            hint = (
+                " (unfinished: rerun the same tokenize command to resume)"
+                if (self.directory / PROGRESS_FILE).exists()
+                else ""
+            )
             raise ConfigError(f"{path}: not a token dataset{hint}")
         try:
             self.meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -534,7 +559,8 @@ class TokenDataset:
             raise DataError(f"{self.directory}: split {split!r} has no tokens")
         per_pack = -(-packs[:, 1] // seq_len)
         starts = np.repeat(packs[:, 0], per_pack) + seq_len * (
-            np.arange(per_pack.sum()) - np.repeat(np.cumsum(per_pack) - per_pack, per_pack))
+            np.arange(per_pack.sum()) - np.repeat(np.cumsum(per_pack) - per_pack, per_pack)
+        )
         ends = np.repeat(packs[:, 0] + packs[:, 1], per_pack)
         idx = starts[:, None] - 1 + np.arange(seq_len + 1, dtype=np.int64)[None, :]
         valid = idx < ends[:, None]

@@ -85,18 +85,31 @@ class EqualInfoTokenizer(Tokenizer):
 
     @classmethod
     def from_checkpoint(
-        cls, m1_dir: str | Path, window_bits: int = 16, token_bits: int = 16, *, threads: int | None = 1,
+        cls,
+        m1_dir: str | Path,
+        window_bits: int = 16,
+        token_bits: int = 16,
+        *,
+        threads: int | None = 1,
         **kwargs: Any,
     ) -> EqualInfoTokenizer:
         return cls(load_m1(m1_dir, threads=threads), window_bits, token_bits, **kwargs)
 
     @classmethod
-    def load(cls, directory: str | Path, config: dict[str, Any], *, threads: int | None = 1,
-             batch_size: int = 256) -> EqualInfoTokenizer:
+    def load(
+        cls, directory: str | Path, config: dict[str, Any], *, threads: int | None = 1, batch_size: int = 256
+    ) -> EqualInfoTokenizer:
         m1 = load_saved_m1(directory, config, config["max_window_bytes"], threads=threads)
-        return cls(m1, config["window_bits"], config["token_bits"], chunk_bytes=config["chunk_bytes"],
-                   unit_bytes=config.get("unit_bytes", config["chunk_bytes"]),
-                   max_window_bytes=config["max_window_bytes"], batch_size=batch_size, saved_config=config)
+        return cls(
+            m1,
+            config["window_bits"],
+            config["token_bits"],
+            chunk_bytes=config["chunk_bytes"],
+            unit_bytes=config.get("unit_bytes", config["chunk_bytes"]),
+            max_window_bytes=config["max_window_bytes"],
+            batch_size=batch_size,
+            saved_config=config,
+        )
 
     # -- vocabulary ------------------------------------------------------------------------------
 
@@ -166,8 +179,10 @@ class EqualInfoTokenizer(Tokenizer):
             d, c = owner[u]
             packed[d][c].append(self._pack(wins))
             sizes[d][c] += len(units[u])
-        per_doc = [[(b"".join(parts), n) for parts, n in zip(doc, sizes[d], strict=True)]
-                   for d, doc in enumerate(packed)]
+        per_doc = [
+            [(b"".join(parts), n) for parts, n in zip(doc, sizes[d], strict=True)]
+            for d, doc in enumerate(packed)
+        ]
         out: list[tuple[list[np.ndarray], list[int]]] = []
         for parts in per_doc:
             ids = bytes_to_ids(b"".join(p for p, _ in parts), self.token_bits).astype(self.dtype)
@@ -230,8 +245,12 @@ class EqualInfoTokenizer(Tokenizer):
         return {**self._saved_config, **base}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "window_bits": self.window_bits, "token_bits": self.token_bits,
-                "m1_params_non_embedding": self.m1.n_params}
+        return {
+            **super().describe(),
+            "window_bits": self.window_bits,
+            "token_bits": self.token_bits,
+            "m1_params_non_embedding": self.m1.n_params,
+        }
 
     def save(self, directory: str | Path) -> None:
         save_m1(self.m1, directory)

@@ -27,11 +27,15 @@ def load_m1(directory: str | Path, *, threads: int | None = None) -> M1:
 
     directory = Path(directory)
     if not (directory / "config.json").is_file():
-        raise ConfigError(f"{directory}: not an M1 checkpoint (config.json missing); train one with `m1 train`")
+        raise ConfigError(
+            f"{directory}: not an M1 checkpoint (config.json missing); train one with `m1 train`"
+        )
     m1 = M1.load(directory, threads=threads)
     if m1.model.config.vocab_size != 256:
-        raise ConfigError(f"{directory}: M1 must be a byte model (vocabulary 256), this one has "
-                          f"{m1.model.config.vocab_size}")
+        raise ConfigError(
+            f"{directory}: M1 must be a byte model (vocabulary 256), this one has "
+            f"{m1.model.config.vocab_size}"
+        )
     return m1
 
 
@@ -62,7 +66,9 @@ def m1_config(m1: M1, max_len: int) -> dict[str, Any]:
     }
 
 
-def load_saved_m1(directory: str | Path, config: dict[str, Any], max_len: int, *, threads: int | None = None) -> M1:
+def load_saved_m1(
+    directory: str | Path, config: dict[str, Any], max_len: int, *, threads: int | None = None
+) -> M1:
     """M1 from a tokenizer folder, checked against the sha256 and fingerprint in ``config``."""
     from compresslm.coding.m1 import ModelCheck, verify_model
 

@@ -161,8 +161,12 @@ def save_tokenizer(tokenizer: Tokenizer, directory: str | Path, *, force: bool =
         raise OutputExistsError(f"{directory / CONFIG_FILE} exists; pass --force to overwrite it")
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save(directory)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **tokenizer.config(),
-            "describe": tokenizer.describe()}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **tokenizer.config(),
+        "describe": tokenizer.describe(),
+    }
     with atomic_output(directory / CONFIG_FILE, force=True) as f:
         json.dump(meta, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -187,8 +191,11 @@ def read_tokenizer_config(directory: str | Path) -> dict[str, Any]:
 def load_tokenizer(directory: str | Path, **m1_options: Any) -> Tokenizer:
     """The tokenizer saved in ``directory`` by :func:`save_tokenizer`."""
     directory = Path(directory)
-    meta = {k: v for k, v in read_tokenizer_config(directory).items()
-            if k not in ("format", "format_version", "describe")}
+    meta = {
+        k: v
+        for k, v in read_tokenizer_config(directory).items()
+        if k not in ("format", "format_version", "describe")
+    }
     scheme = meta.get("scheme")
     if scheme == "bytes":
         from compresslm.tokenizers.bytes import ByteTokenizer

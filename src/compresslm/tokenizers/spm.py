@@ -62,7 +62,9 @@ class SentencePieceTokenizer(Tokenizer):
         import sentencepiece as spm
 
         if vocab_size < 260:
-            raise ConfigError(f"SentencePiece vocab size must be at least 260 (256 byte pieces + 4), got {vocab_size}")
+            raise ConfigError(
+                f"SentencePiece vocab size must be at least 260 (256 byte pieces + 4), got {vocab_size}"
+            )
         buf = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(

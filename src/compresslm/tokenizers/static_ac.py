@@ -27,7 +27,10 @@ class StaticACTokenizer(ChunkedTokenizer):
     scheme = "static-ac"
 
     def __init__(
-        self, counts: Iterable[int], token_bits: int = 8, chunk_bytes: int = CHUNK_BYTES,
+        self,
+        counts: Iterable[int],
+        token_bits: int = 8,
+        chunk_bytes: int = CHUNK_BYTES,
         precision: int = PRECISION,
     ) -> None:
         super().__init__(token_bits, chunk_bytes)

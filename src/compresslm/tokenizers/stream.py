@@ -78,7 +78,9 @@ def read_frame(ids: np.ndarray, token_bits: int, max_bytes: int | None = None) -
     n_bytes, n_words = int(header) >> 16, int(header) & MAX_FIELD
     used = per_word * (1 + n_words)
     if len(ids) < used:
-        raise DataError(f"coded chunk truncated: header announces {n_words} words, {len(ids) // per_word - 1} left")
+        raise DataError(
+            f"coded chunk truncated: header announces {n_words} words, {len(ids) // per_word - 1} left"
+        )
     if (max_bytes is not None and n_bytes > max_bytes) or n_bytes * MIN_BITS_PER_BYTE > 32 * n_words + 64:
         raise DataError(f"coded chunk header is impossible: {n_bytes} bytes in {n_words} words")
     words = np.frombuffer(ids_to_bytes(ids[per_word:used], token_bits), dtype=">u4").astype(np.uint32)
