@@ -36,6 +36,7 @@ from compresslm.experiments.base_model import PretrainSettings
 from compresslm.experiments.finetune import FinetuneSettings, RunResult, RunSpec, default_workers, run_all
 from compresslm.experiments.selection_study import (
     HUMANEVAL_TEST,
+    budget_counter,
     format_budget,
     resolve_base_model,
     write_json,
@@ -194,10 +195,10 @@ def run_alignment_study(
         config.force,
     )
     t0 = time.perf_counter()
-    base = resolve_base_model(_as_selection_config(config), log)
-    from compresslm.experiments.selection_study import _counter
-
-    counter = _counter(base)
+    base = resolve_base_model(
+        config.base_model, config.pretrain, cache_dir=config.cache_dir, device=config.finetune.device, log=log
+    )
+    counter = budget_counter(base)
     test_texts = load_targets(config.test, config.test_options)
     test = base.encode(test_texts)
     compressor = config.compressor or DEFAULT_COMPRESSOR
@@ -270,19 +271,6 @@ def run_alignment_study(
     }
     _write_report(report, results, {n: [r.curve for r in by_name[n]] for n in names}, force=config.force)
     return results
-
-
-def _as_selection_config(config: AlignmentStudyConfig) -> Any:
-    """The few fields :func:`resolve_base_model` reads, from an alignment config."""
-    from compresslm.experiments.selection_study import StudyConfig
-
-    return StudyConfig(
-        out=config.out,
-        base_model=config.base_model,
-        pretrain=config.pretrain,
-        finetune=config.finetune,
-        cache_dir=config.cache_dir,
-    )
 
 
 def _write_report(folder: Path, results: dict[str, Any], curves: dict[str, Any], *, force: bool) -> None:

@@ -90,7 +90,7 @@ def write_report(
     folder: str | Path, results: dict[str, Any], selections: Mapping[str, Any], *, force: bool
 ) -> Path:
     """Write every report file into ``folder``; returns the path of index.html."""
-    from compresslm.experiments.selection_study import _slug, write_json
+    from compresslm.experiments.selection_study import slug, write_json
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def write_report(
         )
         if s.score_samples:
             png = render_histograms(s.score_samples, title=f"{spec}: scores by domain (sample)")
-            save_png(folder / f"scores_{_slug(spec)}.png", png, force=force)
+            save_png(folder / f"scores_{slug(spec)}.png", png, force=force)
             figures.append(Figure(png, f"{spec}: score distribution per domain of the pool"))
     sections.append(
         Section(

@@ -171,7 +171,8 @@ def load_target_and_test(config: StudyConfig) -> tuple[list[str], list[str]]:
     return targets, test
 
 
-def _counter(base: BaseModel) -> Any:
+def budget_counter(base: BaseModel) -> Any:
+    """Counts texts in the base model's unit: bytes, or tokens of its tokenizer.json."""
     from compresslm.select.tokens import get_token_counter
 
     if base.unit == "bytes":
@@ -242,31 +243,38 @@ def precision(domains: Sequence[str | None], domain: str | None) -> float | None
 # -- the study ----------------------------------------------------------------------------------------
 
 
-def resolve_base_model(config: StudyConfig, log: Callable[[str], None]) -> BaseModel:
-    if config.base_model is not None:
-        base = load_base_model(config.base_model)
+def resolve_base_model(
+    path: str | None,
+    pretrain: PretrainSettings,
+    *,
+    cache_dir: str | None,
+    device: str,
+    log: Callable[[str], None],
+) -> BaseModel:
+    """The model at ``path``, or the default base model for ``pretrain`` (cached, trained if new)."""
+    if path is not None:
+        base = load_base_model(path)
         log(f"base model: {base.kind} from {base.source} ({base.unit})")
         return base
-    return pretrain_base_model(
-        config.pretrain, cache_dir=config.cache_dir, device=config.finetune.device, threads=None, log=log
-    )
+    return pretrain_base_model(pretrain, cache_dir=cache_dir, device=device, threads=None, log=log)
 
 
 def _output_paths(config: StudyConfig) -> list[str]:
     report = Path(config.out) / "report"
     paths = [report / "results.json", report / "index.html"]
     paths += [report / f"loss_curves_{format_budget(b)}.png" for b in config.budgets]
-    paths += [report / f"scores_{_slug(m)}.png" for m in config.methods]
+    paths += [report / f"scores_{slug(m)}.png" for m in config.methods]
     if config.keep_selections:
         paths += [
-            Path(config.out) / "selections" / f"{_slug(m)}@{format_budget(b)}.jsonl"
+            Path(config.out) / "selections" / f"{slug(m)}@{format_budget(b)}.jsonl"
             for m in config.methods
             for b in config.budgets
         ]
     return [str(p) for p in paths]
 
 
-def _slug(spec: str) -> str:
+def slug(spec: str) -> str:
+    """A method spec as a file-name part: ``zipfit:lz4+contrast`` -> ``zipfit-lz4-contrast``."""
     return spec.replace(":", "-").replace("+", "-")
 
 
@@ -281,7 +289,9 @@ def run_selection_study(config: StudyConfig, *, log: Callable[[str], None] = pri
     config.validate()
     check_outputs_free(_output_paths(config), config.force)
     t_start = time.perf_counter()
-    base = resolve_base_model(config, log)
+    base = resolve_base_model(
+        config.base_model, config.pretrain, cache_dir=config.cache_dir, device=config.finetune.device, log=log
+    )
     if config.finetune.seq_len > base.max_seq_len:
         raise ConfigError(
             f"fine-tuning seq_len {config.finetune.seq_len} exceeds the base model's "
@@ -293,7 +303,7 @@ def run_selection_study(config: StudyConfig, *, log: Callable[[str], None] = pri
         f"targets: {len(targets)} documents; test set: {len(test_texts)} documents, {len(test):,} {base.unit}"
     )
 
-    counter = _counter(base)
+    counter = budget_counter(base)
     largest = max(config.budgets)
     selections: dict[str, MethodSelection] = {}
     for spec in config.methods:
@@ -349,7 +359,7 @@ def _write_selection(
 ) -> None:
     from compresslm.data.writers import write_records
 
-    path = Path(config.out) / "selections" / f"{_slug(spec)}@{format_budget(budget)}.jsonl"
+    path = Path(config.out) / "selections" / f"{slug(spec)}@{format_budget(budget)}.jsonl"
     rows = ({"text": t, "domain": d, "rank": i} for i, (t, d) in enumerate(zip(texts, domains, strict=True)))
     write_records(path, rows, force=config.force)
 
