@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--code", choices=["straddle", "zeros"], default="straddle",
                    help="straddle: self-delimiting windows (default); zeros: the paper's zero-padded code")
     c.add_argument("--max-window-bytes", type=int, help="cap on bytes per window (default 4 x window bits)")
-    c.add_argument("--segment-bytes", type=int, default=10_240,
+    c.add_argument("--segment-bytes", type=int, default=4_096,
                    help="documents are coded in independent segments of this many bytes (0: never split)")
     c.add_argument("--text-field", default="text", help="JSON field holding the text (default: text)")
     c.add_argument("--on-error", choices=["fail", "skip"], default="fail",

@@ -33,7 +33,9 @@ from compresslm.coding.window_coder import Window
 from compresslm.data.writers import atomic_output, check_outputs_free
 from compresslm.errors import ConfigError, DataError, IntegrityError, OutputExistsError
 
-DEFAULT_SEGMENT_BYTES = 10_240  # the paper's example length
+# Documents are coded in independent segments of this many bytes: enough rows for the batched model
+# even from one long file, for at most one partial window (b bits) per segment, 0.004 bits/byte.
+DEFAULT_SEGMENT_BYTES = 4_096
 
 
 # ---------------------------------------------------------------------------------------- compression

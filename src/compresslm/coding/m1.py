@@ -175,7 +175,7 @@ class M1Session:
     def _allocate(self, rows: int, keep: torch.Tensor | None = None) -> None:
         """(Re)build the cache with ``rows`` physical rows; ``keep`` lists old rows copied, in order,
         into the first new ones."""
-        shape = (self.n_layers, rows, self.n_heads)
+        shape = (self.n_layers, rows + 1, self.n_heads)  # + a scratch row that is never read
         far = self.max_len - self.near
         fresh = {
             "keys_near": torch.zeros(*shape, self.head_dim, self.near),
@@ -192,6 +192,7 @@ class M1Session:
             setattr(self, name, tensor)
         self.pos = pos
         self.rows = rows
+        self.rows_index = torch.arange(rows)
 
     def _place(self, active: np.ndarray, starting: np.ndarray) -> None:
         """Give every active logical row a physical row, compacting or growing the cache."""
@@ -235,7 +236,7 @@ class M1Session:
             raise ConfigError(f"a window row ran past its {self.max_len} positions")
         self.pos = pos
         t0 = time.perf_counter()
-        with torch.no_grad():
+        with torch.inference_mode():
             probs = self._forward(ids, pos)
         t1 = time.perf_counter()
         tables[active] = quantize(probs[rows], self.m1.precision)
@@ -253,8 +254,13 @@ class M1Session:
         rows share the step; most rows (windows hold a few bytes) read 16 cached positions, not 64."""
         model = self.m1.model
         R, nh, hs, near = self.rows, self.n_heads, self.head_dim, self.near
-        short = torch.nonzero(pos < near).view(-1)
-        long = torch.nonzero(pos >= near).view(-1)
+        is_long = pos >= near
+        long = torch.nonzero(is_long).view(-1)
+        # Each row writes its key and value into its page; the other page's write goes to the
+        # scratch row R, which attention never reads (one write per page, no gathers).
+        scratch = torch.full_like(pos, R)
+        near_row, near_pos = torch.where(is_long, scratch, self.rows_index), torch.where(is_long, 0, pos)
+        far_row, far_pos = torch.where(is_long, self.rows_index, scratch), torch.where(is_long, pos - near, 0)
         x = model.wte(ids) + model.wpe(pos)  # (R, C)
         hidden_near = (self.key_index[None, :near] > pos[:, None]).view(R, 1, 1, near)
         hidden_all = (self.key_index[None, :] > pos[long, None]).view(len(long), 1, 1, self.max_len)
@@ -262,15 +268,14 @@ class M1Session:
             attn = block.attn
             q, k, v = attn.c_attn(block.ln_1(x)).split(nh * hs, dim=1)  # (R, C) each
             k, v, q = k.view(R, nh, hs), v.view(R, nh, hs), q.view(R, nh, 1, hs)
-            self.keys_near[i, short, :, :, pos[short]] = k[short]
-            self.values_near[i, short, :, pos[short]] = v[short]
-            att = (q @ self.keys_near[i]) * self.scale  # (R, nh, 1, near)
+            self.keys_near[i, near_row, :, :, near_pos] = k
+            self.values_near[i, near_row, :, near_pos] = v
+            att = (q @ self.keys_near[i, :R]) * self.scale  # (R, nh, 1, near)
             att = F.softmax(att.masked_fill(hidden_near, float("-inf")), dim=-1)
-            y = att @ self.values_near[i]  # (R, nh, 1, hs)
+            y = att @ self.values_near[i, :R]  # (R, nh, 1, hs)
             if len(long):
-                far_pos = pos[long] - near
-                self.keys_far[i, long, :, :, far_pos] = k[long]
-                self.values_far[i, long, :, far_pos] = v[long]
+                self.keys_far[i, far_row, :, :, far_pos] = k
+                self.values_far[i, far_row, :, far_pos] = v
                 keys = torch.cat([self.keys_near[i, long], self.keys_far[i, long]], dim=-1)  # (n, nh, hs, L)
                 values = torch.cat([self.values_near[i, long], self.values_far[i, long]], dim=-2)
                 att_l = (q[long] @ keys) * self.scale
