@@ -241,6 +241,7 @@ def _model_for(container: Container, where: str, model: str | Path | M1 | None, 
     verify_model(m1, ModelCheck(info.get("sha256", ""), info.get("fingerprint", "")), params.max_window_bytes, where)
     if m1.precision != params.precision:
         raise IntegrityError(f"{where}: coded with precision {params.precision}, the model has {m1.precision}")
+    check_row_independence(m1, params.max_window_bytes, 64)  # a clear error before any decoding
     return m1
 
 

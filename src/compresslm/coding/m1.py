@@ -1,12 +1,13 @@
-"""M1, the byte-level model that drives the window coder: its deterministic inference path, its
-numerics fingerprint, and its training (DESIGN.md §4.2).
+"""M1, the byte-level model that drives the window coder: its deterministic inference path and its
+numerics fingerprint (DESIGN.md §4.2). Training is in :mod:`compresslm.coding.m1_train`.
 
 **Inference for coding.** Encoder and decoder compute M1's tables with the *same* function,
-:class:`M1Session.step`: one new position per row per step, keys and values kept in a cache of a
-fixed length (``max_window_bytes``), every row restarted at each window (a START token feeds the
-BOS byte at position 0, and the row's cache is zeroed). The encoder advances each row one byte at a
-time exactly like the decoder does, so the two run identical operations on identical shapes; what
-remains to hold is that a row's result does not depend on the other rows or on the thread count:
+:class:`M1Session.step`: one new position per row per step, keys and values kept in a cache of
+``max_window_bytes`` positions, every row restarted at each window (a START token feeds the BOS
+byte at position 0). The encoder advances each row one byte at a time exactly like the decoder
+does, so the two run identical operations on identical shapes; what remains to hold is that a
+row's result does not depend on the other rows, on where in the batch it sits, or on the thread
+count:
 
 * linear layers are GEMMs over ``(rows, d)`` with ``rows`` padded to a multiple of
   :data:`ROW_MULTIPLE`. MKL gives bit-identical rows for any row count >= 12 at any thread count,
