@@ -18,14 +18,17 @@ import pytest
 
 from compresslm.compressors import get_compressor, list_compressors
 from compresslm.errors import CompressLMError, ConfigError
+from compresslm.select.methods import make_method
 from compresslm.select.parallel import default_workers, ordered_map, tune_malloc
 from compresslm.select.topk import select_top_k
 from compresslm.select.zipfit import (
     DEFAULT_COMPRESSOR,
+    DEFAULT_MAX_TARGETS,
     ZipFit,
     alignment,
     iter_scores,
     reservoir_sample,
+    sample_targets,
     zipfit_scores,
 )
 
@@ -231,6 +234,49 @@ def test_method_background_contrast_uses_a_seeded_pool_sample() -> None:
     default_size = ZipFit(workers=1, contrast="background")
     default_size.prepare(TARGETS, pool)
     assert default_size.describe()["contrast_size"] == len(TARGETS)
+
+
+def test_sample_targets_is_a_seeded_ordered_subset() -> None:
+    targets = [t.encode() for t in _docs(40, start=40)]
+    assert sample_targets(targets, None, 0) == targets
+    assert sample_targets(targets, 40, 0) == targets
+    got = sample_targets(targets, 8, 3)
+    assert len(got) == len(set(got)) == 8
+    positions = [targets.index(t) for t in got]
+    assert positions == sorted(positions)  # target order is kept
+    assert sample_targets(targets, 8, 3) == got  # deterministic
+    assert sample_targets(targets, 8, 4) != got  # the seed matters
+
+
+def test_default_mode_scores_a_target_sample_and_the_paper_mode_every_target() -> None:
+    targets = _docs(40, start=40)
+    sources = SOURCES[:6]
+    pool = _pool(sources)
+    default = ZipFit(workers=1, seed=5)
+    default.prepare(targets, pool)
+    info = default.describe()
+    assert (info["targets"], info["targets_scored"], info["max_targets"]) == (40, DEFAULT_MAX_TARGETS, 32)
+    sample = sample_targets([t.encode() for t in targets], DEFAULT_MAX_TARGETS, 5)
+    scores = np.concatenate([s for _, s in default.score_batches(pool)])
+    assert np.array_equal(scores, zipfit_scores(sources, sample, workers=1))
+    full = zipfit_scores(sources, targets, workers=1)
+    assert not np.array_equal(scores, full)  # a sample, not the full mean ...
+    assert np.corrcoef(scores, full)[0, 1] > 0.9  # ... that estimates it
+    for method in (
+        ZipFit(compressor="gzip:9", workers=1),
+        ZipFit(workers=1, max_targets=0),
+        make_method("zipfit:lz4+all", workers=1),
+        make_method("zipfit:gzip9", workers=1),
+    ):
+        method.prepare(targets, pool)
+        assert method.describe()["targets_scored"] == 40
+    few = ZipFit(workers=1, max_targets=64)
+    few.prepare(targets, pool)
+    assert few.describe()["targets_scored"] == 40
+    with pytest.raises(ConfigError):
+        ZipFit(max_targets=-1)
+    with pytest.raises(ConfigError, match=r"\+all"):
+        make_method("zipfit:lz4+everything")
 
 
 def test_method_rejects_bad_options() -> None:

@@ -29,10 +29,18 @@ def add_read_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("input")
     g.add_argument("--text-field", default="text", help="field holding the text (default: text)")
     g.add_argument("--template", help='build the text from fields, e.g. "{prompt}\\n{canonical_solution}"')
-    g.add_argument("--on-error", choices=["fail", "skip"], default="fail",
-                   help="malformed records: stop with file:line (fail, default) or reject and go on (skip)")
-    g.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
-                   help=f"reject documents larger than this (default {DEFAULT_MAX_BYTES:,} bytes)")
+    g.add_argument(
+        "--on-error",
+        choices=["fail", "skip"],
+        default="fail",
+        help="malformed records: stop with file:line (fail, default) or reject and go on (skip)",
+    )
+    g.add_argument(
+        "--max-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        help=f"reject documents larger than this (default {DEFAULT_MAX_BYTES:,} bytes)",
+    )
     g.add_argument("--min-bytes", type=int, default=1, help="reject documents smaller than this")
     g.add_argument("--domain-field", help="field holding a domain label (enables precision@k)")
 
@@ -57,9 +65,7 @@ def _snippet(text: str, width: int = 70) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def print_selection_summary(
-    result: SelectionResult, *, outputs: Outputs | None = None, top: int = 5
-) -> None:
+def print_selection_summary(result: SelectionResult, *, outputs: Outputs | None = None, top: int = 5) -> None:
     """The final summary: accounting, time, precision where labels exist, the best examples."""
     from rich.console import Console
     from rich.table import Table
@@ -69,7 +75,14 @@ def print_selection_summary(
     t = Table(title=f"selection: {result.method.get('method')}", show_header=True)
     t.add_column("what")
     t.add_column("value", justify="right")
-    t.add_row("targets", f"{result.n_targets:,}")
+    scored = result.method.get("targets_scored")
+    if isinstance(scored, int) and scored < result.n_targets:
+        t.add_row(
+            "targets",
+            f"{result.n_targets:,} ({scored:,} scored: seeded sample, --max-targets all for every one)",
+        )
+    else:
+        t.add_row("targets", f"{result.n_targets:,}")
     t.add_row("records read", f"{acct['read']:,}")
     t.add_row("selected", f"{acct['selected']:,}")
     t.add_row("not selected", f"{acct['not_selected']:,}")
@@ -81,16 +94,24 @@ def print_selection_summary(
             t.add_row(f"method.{key}", str(value))
     secs = result.seconds
     rate = acct["accepted"] / secs["score"] if secs.get("score") else 0.0
-    t.add_row("time (prepare / score / write)",
-              f"{secs.get('prepare', 0):.1f} / {secs.get('score', 0):.1f} / {secs.get('write', 0):.1f} s")
+    t.add_row(
+        "time (prepare / score / write)",
+        f"{secs.get('prepare', 0):.1f} / {secs.get('score', 0):.1f} / {secs.get('write', 0):.1f} s",
+    )
     t.add_row("scoring rate", f"{rate:,.0f} docs/s")
     for domain, counts in sorted(result.domains.items()):
         if counts["selected"]:
             share = counts["selected"] / max(1, len(result.selected))
-            t.add_row(f"domain {domain}", f"{counts['selected']:,} of {counts['pool']:,} ({share:.1%} of selection)")
+            t.add_row(
+                f"domain {domain}", f"{counts['selected']:,} of {counts['pool']:,} ({share:.1%} of selection)"
+            )
     if outputs is not None:
-        for label, path in (("out", outputs.selected), ("scores", outputs.scores),
-                            ("rejects", outputs.rejects), ("report", outputs.report)):
+        for label, path in (
+            ("out", outputs.selected),
+            ("scores", outputs.scores),
+            ("rejects", outputs.rejects),
+            ("report", outputs.report),
+        ):
             if path:
                 t.add_row(f"wrote {label}", path)
     console.print(t)

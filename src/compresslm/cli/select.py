@@ -27,17 +27,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument("--k", type=int, help="number of documents to keep")
     size.add_argument("--budget-tokens", type=int, help="keep the best documents up to this many tokens")
     size.add_argument("--budget-bytes", type=int, help="keep the best documents up to this many bytes")
-    p.add_argument("--tokenizer", help="tokenizer.json (Hugging Face tokenizers) for token budgets; "
-                   "default: whitespace words")
-    p.add_argument("--truncate-last", action="store_true",
-                   help="with a budget, cut the document that overflows so the budget is met exactly "
-                        "(the ZIP-FIT paper's scripts); default: stop before it")
+    p.add_argument(
+        "--tokenizer",
+        help="tokenizer.json (Hugging Face tokenizers) for token budgets; default: whitespace words",
+    )
+    p.add_argument(
+        "--truncate-last",
+        action="store_true",
+        help="with a budget, cut the document that overflows so the budget is met exactly "
+        "(the ZIP-FIT paper's scripts); default: stop before it",
+    )
     p.add_argument("--min-tokens", type=int, default=0, help="reject documents under this many tokens")
     z = p.add_argument_group("ZIP-FIT")
     z.add_argument("--compressor", help="gzip:9 (the paper), lz4, zstd:LEVEL, brotli, lzma, bz2, ...")
-    z.add_argument("--contrast", choices=["none", "background"],
-                   help="subtract alignment to a seeded sample of the pool (cancels length/boilerplate bias)")
-    z.add_argument("--contrast-size", type=int, help="background sample size (default: size of the target set)")
+    z.add_argument(
+        "--contrast",
+        choices=["none", "background"],
+        help="subtract alignment to a seeded sample of the pool (cancels length/boilerplate bias)",
+    )
+    z.add_argument(
+        "--contrast-size", type=int, help="background sample size (default: size of the target set)"
+    )
+    z.add_argument(
+        "--max-targets",
+        type=_max_targets,
+        metavar="N|all",
+        help="score against a seeded sample of at most N targets (default 32, except 'all' "
+        "with gzip:9, the paper's exact mode); 'all' scores every target",
+    )
     b = p.add_argument_group("baselines")
     b.add_argument("--dsir-buckets", type=int, help="DSIR hashed n-gram buckets (default 10000)")
     b.add_argument("--dsir-min-words", type=int, help="DSIR minimum example length in words")
@@ -49,7 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target-template", help='target text template, e.g. "{prompt}\\n{canonical_solution}"')
     o = p.add_argument_group("outputs")
     o.add_argument("--out", help="selected records (.jsonl/.jsonl.gz/.jsonl.zst/.parquet), best first")
-    o.add_argument("--scores", help="Parquet file with id, source, score, bytes, size, domain of every record")
+    o.add_argument(
+        "--scores", help="Parquet file with id, source, score, bytes, size, domain of every record"
+    )
     o.add_argument("--rejects", help="JSONL of every rejected record with its reason")
     o.add_argument("--report", help="JSON report (+ a PNG score histogram beside it)")
     o.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -80,8 +99,9 @@ def _select(args: argparse.Namespace) -> int:
     from compresslm.select.pipeline import Outputs, SelectionSpec, load_targets, run_selection
 
     read = read_options_from(args)
-    target_read = read_options_from(args, field=args.target_field or args.text_field,
-                                    template=args.target_template)
+    target_read = read_options_from(
+        args, field=args.target_field or args.text_field, template=args.target_template
+    )
     target_read.max_bytes = max(read.max_bytes, DEFAULT_MAX_BYTES)
     spec = SelectionSpec(
         k=args.k,
@@ -102,6 +122,7 @@ def _select(args: argparse.Namespace) -> int:
         compressor=args.compressor,
         contrast=args.contrast,
         contrast_size=args.contrast_size,
+        max_targets=args.max_targets,
         workers=args.workers,
         seed=args.seed,
         num_buckets=args.dsir_buckets,
@@ -112,8 +133,14 @@ def _select(args: argparse.Namespace) -> int:
     )
     progress = not args.no_progress and sys.stderr.isatty() or bool(os.environ.get("COMPRESSLM_PROGRESS"))
     result = run_selection(
-        method, targets, args.source, spec, read_options=read, outputs=outputs,
-        batch_size=args.batch_size, progress=progress,
+        method,
+        targets,
+        args.source,
+        spec,
+        read_options=read,
+        outputs=outputs,
+        batch_size=args.batch_size,
+        progress=progress,
     )
     if args.json:
         import json
@@ -122,6 +149,19 @@ def _select(args: argparse.Namespace) -> int:
     else:
         print_selection_summary(result, outputs=outputs)
     return 0
+
+
+def _max_targets(value: str) -> int:
+    """``--max-targets``: a positive count, or ``all`` (0 to the API: every target)."""
+    if value.lower() == "all":
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got '{value}'") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got '{value}'")
+    return n
 
 
 def _align(args: argparse.Namespace) -> int:

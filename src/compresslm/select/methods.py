@@ -4,7 +4,8 @@ A method spec is ``name[:variant]``. Variants name common settings so one study 
 paper's setting with ours in a single run:
 
 * ``zipfit`` (default compressor), ``zipfit:gzip9`` (the paper), ``zipfit:lz4``, ``zipfit:zstd3``,
-  ``zipfit:lz4+contrast`` (background contrast), ``zipfit:gzip9+contrast``;
+  ``zipfit:lz4+contrast`` (background contrast), ``zipfit:gzip9+contrast``, ``zipfit:lz4+all``
+  (every target, not the default mode's seeded sample of at most 32);
 * ``dsir`` (Gumbel top-k), ``dsir:topk`` (plain top-k by importance weight);
 * ``d4``; ``d4:hashing`` (the cheap embedding backend, not the paper's);
 * ``random``.
@@ -29,9 +30,12 @@ def _zipfit_variant(variant: str) -> dict[str, Any]:
     parts = variant.split("+")
     comp = parts[0]
     for extra in parts[1:]:
-        if extra != "contrast":
-            raise ConfigError(f"unknown zipfit variant modifier '+{extra}' (known: +contrast)")
-        opts["contrast"] = "background"
+        if extra == "contrast":
+            opts["contrast"] = "background"
+        elif extra == "all":
+            opts["max_targets"] = 0
+        else:
+            raise ConfigError(f"unknown zipfit variant modifier '+{extra}' (known: +contrast, +all)")
     from compresslm.compressors.registry import list_compressors
 
     if comp in {info.name for info in list_compressors()}:  # "lz4" is a name, not "lz" at level 4
@@ -74,6 +78,6 @@ def make_method(spec: str, **options: Any) -> SelectionMethod:
     raise ConfigError(f"unknown selection method '{spec}' (choose from: {', '.join(METHODS)})")
 
 
-_ZIPFIT_KEYS = {"compressor", "contrast", "contrast_size", "workers", "seed", "batch_size"}
+_ZIPFIT_KEYS = {"compressor", "contrast", "contrast_size", "workers", "seed", "batch_size", "max_targets"}
 _DSIR_KEYS = {"sampling", "seed", "num_buckets", "ngrams", "min_example_length", "workers"}
 _D4_KEYS = {"embedder", "seed", "cache_dir", "n_clusters", "workers"}

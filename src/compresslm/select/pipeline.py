@@ -126,8 +126,15 @@ class SelectionResult:
             "seconds": self.seconds,
             "domains": self.domains,
             "selected": [
-                {"rank": s.rank, "id": s.id, "source": s.source, "score": s.score, "size": s.size,
-                 "domain": s.domain, "truncated_to": s.truncated_to}
+                {
+                    "rank": s.rank,
+                    "id": s.id,
+                    "source": s.source,
+                    "score": s.score,
+                    "size": s.size,
+                    "domain": s.domain,
+                    "truncated_to": s.truncated_to,
+                }
                 for s in self.selected
             ],
         }
@@ -178,8 +185,14 @@ def _scores_writer(stack: ExitStack, path: str, force: bool) -> Any:
     import pyarrow.parquet as pq
 
     schema = pa.schema(
-        [("id", pa.string()), ("source", pa.string()), ("score", pa.float64()), ("bytes", pa.int64()),
-         ("size", pa.int64()), ("domain", pa.string())]
+        [
+            ("id", pa.string()),
+            ("source", pa.string()),
+            ("score", pa.float64()),
+            ("bytes", pa.int64()),
+            ("size", pa.int64()),
+            ("domain", pa.string()),
+        ]
     )
     fh = stack.enter_context(atomic_output(path, force=force, mode="wb"))
     writer = pq.ParquetWriter(fh, schema)
@@ -304,7 +317,9 @@ def run_selection(
     seconds["write"] = time.perf_counter() - t2
     seconds["total"] = time.perf_counter() - t0
 
-    domains = {d: {"pool": n, "selected": sum(s.domain == d for s in selected)} for d, n in domain_pool.items()}
+    domains = {
+        d: {"pool": n, "selected": sum(s.domain == d for s in selected)} for d, n in domain_pool.items()
+    }
     result = SelectionResult(
         method=method.describe(),
         selected=selected,
@@ -378,4 +393,3 @@ def _progress_bar(enabled: bool, total: int | None) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="doc", desc="scoring", smoothing=0.05, dynamic_ncols=True)
-

@@ -90,7 +90,9 @@ class SourcePool:
             if self.min_size and self.size_of is not None and self.size_of(item.text) < self.min_size:
                 if acct is not None:
                     acct.add_rejection(
-                        Rejection(item.id, item.source, item.index, f"{TOO_SMALL}: under {self.min_size} tokens")
+                        Rejection(
+                            item.id, item.source, item.index, f"{TOO_SMALL}: under {self.min_size} tokens"
+                        )
                     )
                 continue
             yield item
