@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/tokenization.py                 # the README table (~1-2 h on 2 CPU cores)
     .venv/bin/python benchmarks/tokenization.py --quick         # a few minutes: tiny M2, one seed
+    .venv/bin/python benchmarks/tokenization.py --tables-from OUT/benchmark.json   # reprint the tables
 
 Prints two markdown tables: held-out bits/byte per scheme and M2 size (mean ± sd over seeds; 3 seeds
 for the key schemes bytes, spm, eqinfo16-256, eqinfo16-65k) with the uniform and unigram bounds, our
@@ -28,6 +29,7 @@ from compresslm.experiments.tokenization_study import (
     markdown_table,
     parse_list,
     run_tokenization_study,
+    sample_bytes_per_step,
 )
 from compresslm.tokenizers.dataset import TokenDataset
 
@@ -60,6 +62,71 @@ def throughput(dataset: TokenDataset, texts: list[bytes], repeats: int) -> dict[
     }
 
 
+def throughput_table(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The throughput and generation table, with a note on every sample that does not decode.
+
+    "bytes/step" is what a generation step yields on held-out text (the held-out compression ratio);
+    "sampled" is measured on one M2 sample of ``generate_steps`` ids after the prompt. A sample of a
+    stream scheme (GZip, StaticAC, AC) decodes only if M2 produced a valid stream (a zlib header; a
+    frame header whose word count the ids then supply), which an M2 at the uniform bound does not:
+    those show ``n/a`` and the decoder's error below the table, never a 0.00."""
+    lines = [
+        "| scheme | held-out ratio | paper ratio | encode B/s | decode B/s | study tokenize B/s (all cores) | "
+        "bytes/step (held-out) | sampled bytes/step | M2 steps/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for r in rows:
+        ds = results["datasets"][r["label"]]
+        held_out = ds["splits"]["val"]["compression_ratio"]
+        paper = "-" if r["paper_ratio"] is None else f"{r['paper_ratio']:.2f}"
+        sample = results["samples"].get(r["label"])
+        sampled = "-" if sample is None else sample_bytes_per_step(sample)
+        if sample is not None and sample.get("text") is None:
+            sampled += f" [{len(notes) + 1}]"
+            notes.append(f"[{len(notes) + 1}] {r['name']}: the sampled ids do not decode: {sample['error']}")
+        sps = "-" if r["sample_steps_per_s"] is None else f"{r['sample_steps_per_s']:.0f}"
+        lines.append(
+            f"| {r['name']} | {held_out:.2f} | {paper} | {r['encode_bytes_per_s']:,.0f} | "
+            f"{r['decode_bytes_per_s']:,.0f} | {r['study_bytes_per_s']:,.0f} | {held_out:.2f} | {sampled} | {sps} |"
+        )
+    if notes:
+        lines += [
+            "",
+            "n/a: the sample is not a valid stream, so there are no bytes to count. GZip ids must start "
+            "with a zlib header, StaticAC/AC ids with a 32-bit frame header (bytes, words) followed by that "
+            "many coder words; an M2 at the uniform bound samples neither, and even a perfect one would "
+            "have to sample a whole chunk (thousands of ids) before any byte decodes.",
+            *notes,
+        ]
+    return "\n".join(lines)
+
+
+def print_study_tables(results: dict[str, Any]) -> None:
+    st = results["settings"]
+    limit = "all" if st["limit_bytes"] is None else f"{st['limit_bytes']:,}"
+    print(
+        f"\n## Held-out bits/byte ({limit} bytes of {' '.join(st['corpus'])}, M1 {st['m1_size']}, "
+        f"{st['train_tokens']:,} M2 training positions per run)\n"
+    )
+    print(markdown_table(results))
+    print()
+    for note in findings(results):
+        print(f"- {note}")
+
+
+def print_throughput_table(results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    print("\n## Tokenizers: throughput (1 process, 1 thread) and generation\n")
+    print(throughput_table(results, rows))
+
+
+def print_tables(bench: dict[str, Any]) -> None:
+    """Both tables of a finished run (``benchmark.json``), recomputed from its numbers."""
+    print_study_tables(bench["study"])
+    print_throughput_table(bench["study"], bench["throughput"])
+    print(f"\n(total {bench['seconds']:.0f} s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench-out/tokenization")
@@ -78,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--throughput-bytes", type=int, default=50_000)
     p.add_argument("--force", action="store_true")
+    p.add_argument(
+        "--tables-from", metavar="JSON", help="reprint the tables of an earlier benchmark.json and exit"
+    )
     args = p.parse_args(argv)
+    if args.tables_from:
+        print_tables(json.loads(Path(args.tables_from).read_text(encoding="utf-8")))
+        return 0
 
     schemes = parse_list(args.schemes) if args.schemes else list(DEFAULT_SCHEMES)
     settings = TokenizationStudySettings(
@@ -104,14 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     t0 = time.perf_counter()
     results = run_tokenization_study(settings, log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(
-        f"\n## Held-out bits/byte ({settings.limit_bytes:,} bytes of builtin:mixture, M1 {settings.m1_size}, "
-        f"{settings.train_tokens:,} M2 training positions per run)\n"
-    )
-    print(markdown_table(results))
-    print()
-    for note in findings(results):
-        print(f"- {note}")
+    print_study_tables(results)
 
     rows = []
     for spec in settings.specs:
@@ -130,27 +196,14 @@ def main(argv: list[str] | None = None) -> int:
             {
                 **row,
                 "label": spec.label,
-                "ratio": ds.meta["compression_ratio"],
+                "ratio": ds.meta["compression_ratio"],  # whole corpus; the table shows the held-out ratio
                 "paper_ratio": PAPER_RATIOS.get(spec.label if spec.scheme != "spm" else "spm"),
                 "study_bytes_per_s": ds.meta["bytes_per_second"],
                 "sample_bytes_per_step": sample.get("bytes_per_step"),
                 "sample_steps_per_s": sample.get("steps_per_second"),
             }
         )
-    print("\n## Tokenizers: throughput (1 process, 1 thread) and generation\n")
-    print(
-        "| scheme | ratio | paper ratio | encode B/s | decode B/s | study tokenize B/s (all cores) | "
-        "sampled bytes/step | M2 steps/s |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        paper = "-" if r["paper_ratio"] is None else f"{r['paper_ratio']:.2f}"
-        bps = "-" if r["sample_bytes_per_step"] is None else f"{r['sample_bytes_per_step']:.2f}"
-        sps = "-" if r["sample_steps_per_s"] is None else f"{r['sample_steps_per_s']:.0f}"
-        print(
-            f"| {r['name']} | {r['ratio']:.2f} | {paper} | {r['encode_bytes_per_s']:,.0f} | "
-            f"{r['decode_bytes_per_s']:,.0f} | {r['study_bytes_per_s']:,.0f} | {bps} | {sps} |"
-        )
+    print_throughput_table(results, rows)
     out = Path(args.out) / "benchmark.json"
     out.write_text(
         json.dumps(

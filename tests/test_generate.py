@@ -70,6 +70,7 @@ def test_stream_schemes_report_undecodable_samples() -> None:
     model = Transformer(config_for_size("tiny", tok.vocab_size, 32), seed=0)
     g = generate(model, tok, "hello", max_steps=8, seed=0)
     assert g.text is None and g.error
+    assert g.bytes_per_step is None and g.to_dict()["bytes_per_step"] is None  # not 0.0: nothing decoded
 
 
 def test_vocabulary_mismatch_is_an_error() -> None:

@@ -12,6 +12,7 @@ from compresslm.experiments.tokenization_study import (
     findings,
     markdown_table,
     render_plot,
+    sample_bytes_per_step,
 )
 
 
@@ -70,16 +71,33 @@ def test_report_states_the_paper_claims() -> None:
     results = {
         "rows": [
             _row("bytes", "Bytes", 4.0, 8.0, 1.0, 200_000),
-            _row("spm", "SentencePiece[4096]", 3.0, 4.3, 3.0, 70_000),
+            _row("spm-4096", "SentencePiece[4096]", 3.0, 4.3, 3.0, 70_000),
+            _row("gzip", "GZip[v=256]", 3.07, 3.069, 2.6, 77_000),
             _row("ac", "AC[v=256]", 3.43, 3.42, 2.3, 290_000),
-            _row("eqinfo16-65k", "EqualInfoAC[b=16, v=65k]", 3.9, 4.8, 3.3, 260_000),
+            _row("eqinfo16-256", "EqualInfoAC[b=16, v=256]", 4.0, 4.85, 1.65, 320_000),
+            _row("eqinfo16-65k", "EqualInfoAC[b=16, v=65k]", 4.75, 4.8, 3.3, 260_000),
         ],
         "m1_params_non_embedding": 100_096,
     }
     notes = findings(results)
-    assert any(n.startswith("AC[v=256] (tiny)") and "learned nothing" in n for n in notes)
-    assert any("3.30 bytes per generation step, SentencePiece 3.00 (+9% fewer steps)" in n for n in notes)
-    assert any("3.900 vs Bytes 4.000 bits/byte (better) at 1.30x the FLOPs/byte" in n for n in notes)
+    # every scheme at the uniform bound is named, whatever its family
+    assert any(n.startswith("AC[v=256] (tiny): 3.430 bits/byte, at the uniform bound") for n in notes)
+    assert any(n.startswith("GZip[v=256] (tiny)") and "learned nothing" in n for n in notes)
+    assert not any(n.startswith(("EqualInfoAC[b=16, v=256]", "Bytes", "SentencePiece")) for n in notes)
+    # below the uniform bound but above the unigram bound: undertrained, said so
+    assert any(n.startswith("EqualInfoAC[b=16, v=65k] (tiny)") and "unigram" in n for n in notes)
+    # spm-N is SentencePiece for the bytes/step comparison
+    assert any(
+        "3.30 bytes per generation step, SentencePiece[4096] 3.00 (+9% fewer steps)" in n for n in notes
+    )
+    assert any("4.750 vs Bytes 4.000 bits/byte (worse) at 1.30x the FLOPs/byte" in n for n in notes)
     table = markdown_table(results)
-    assert table.count("\n") == 5 and "| EqualInfoAC[b=16, v=65k] | tiny | 3 | 3.900 |" in table
+    assert table.count("\n") == 7 and "| EqualInfoAC[b=16, v=65k] | tiny | 3 | 4.750 |" in table
     assert render_plot(results).startswith(b"\x89PNG")
+
+
+def test_samples_that_do_not_decode_show_na_not_zero() -> None:
+    ok = {"text": "abc", "bytes_per_step": 1.5, "error": None}
+    stream = {"text": None, "bytes_per_step": None, "error": "coded chunk truncated"}
+    old_run = {"text": None, "bytes_per_step": 0.0, "error": "coded chunk truncated"}  # before the fix
+    assert [sample_bytes_per_step(s) for s in (ok, stream, old_run)] == ["1.50", "n/a", "n/a"]

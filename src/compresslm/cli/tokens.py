@@ -315,9 +315,13 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"--- sample {i + 1} ({tokenizer.name}) ---")
         print(f"{s.prompt}{s.text if s.text is not None else ''}")
         if s.error:
-            print(f"(the sampled ids do not decode: {s.error})")
+            print(
+                f"(the sampled ids do not decode: {s.error}; a stream scheme's sample decodes only if M2 "
+                "learned the stream format)"
+            )
+        bps = "n/a" if s.bytes_per_step is None else f"{s.bytes_per_step:.2f}"
         print(
-            f"--- {s.steps} steps ({s.stopped}), {s.bytes} bytes, {s.bytes_per_step:.2f} bytes/step, "
+            f"--- {s.steps} steps ({s.stopped}), {s.bytes} bytes, {bps} bytes/step, "
             f"{s.steps_per_second:.1f} steps/s (M2), decode {s.decode_seconds * 1000:.0f} ms"
         )
     return 0

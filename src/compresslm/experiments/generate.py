@@ -42,7 +42,12 @@ class Generation:
         return self.steps / self.m2_seconds if self.m2_seconds > 0 else float("inf")
 
     @property
-    def bytes_per_step(self) -> float:
+    def bytes_per_step(self) -> float | None:
+        """Decoded bytes per sampled id; None when the ids do not decode (a stream scheme's sample is
+        not a valid stream: GZip needs a zlib header, StaticAC/AC a chunk header whose word count
+        matches), so no byte count exists to divide."""
+        if self.text is None:
+            return None
         return self.bytes / self.steps if self.steps else 0.0
 
     def to_dict(self) -> dict[str, Any]:
