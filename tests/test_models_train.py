@@ -22,7 +22,9 @@ from compresslm.models.train import (
 from compresslm.models.transformer import Transformer, config_for_size
 
 SEQ = 32
-CORPUS = bytes_to_tokens(["the quick brown fox jumps over the lazy dog; " * 40, "pack my box with five dozen jugs. " * 40])
+CORPUS = bytes_to_tokens(
+    ["the quick brown fox jumps over the lazy dog; " * 40, "pack my box with five dozen jugs. " * 40]
+)
 TIMING_KEYS = ("elapsed_s", "train_s")
 
 
@@ -51,8 +53,11 @@ def strip_timing(curve: list[dict]) -> list[dict]:
 def test_tiny_byte_model_learns_a_repetitive_corpus() -> None:
     train, val = TokenStream(CORPUS, name="train"), TokenStream(CORPUS[:600], name="val")
     result = train_lm(
-        tiny_model(), train, config(max_tokens=120 * 8 * SEQ, eval_every_tokens=40 * 8 * SEQ),
-        eval_sets={"val": val}, progress=False,
+        tiny_model(),
+        train,
+        config(max_tokens=120 * 8 * SEQ, eval_every_tokens=40 * 8 * SEQ),
+        eval_sets={"val": val},
+        progress=False,
     )
     losses = [loss for _, loss in result.eval_curve("val")]
     assert [t for t, _ in result.eval_curve("val")] == [0, 40 * 8 * SEQ, 80 * 8 * SEQ, 120 * 8 * SEQ]
@@ -67,8 +72,13 @@ def test_same_seed_same_curve_different_seed_different_curve() -> None:
     stream = TokenStream(CORPUS)
     evals = {"val": TokenStream(CORPUS[:300])}
     runs = [
-        train_lm(tiny_model(), stream, config(seed=seed, log_every_steps=5, eval_every_tokens=20 * 8 * SEQ),
-                 eval_sets=evals, progress=False)
+        train_lm(
+            tiny_model(),
+            stream,
+            config(seed=seed, log_every_steps=5, eval_every_tokens=20 * 8 * SEQ),
+            eval_sets=evals,
+            progress=False,
+        )
         for seed in (0, 0, 1)
     ]
     a, b, c = (strip_timing(r.curve) for r in runs)
@@ -88,7 +98,9 @@ def test_training_leaves_the_global_rng_alone() -> None:
 
 
 def test_lr_schedule_warmup_cosine_floor() -> None:
-    cfg = TrainConfig(max_tokens=100 * 4 * 8, batch_size=4, seq_len=8, lr=1.0, min_lr_ratio=0.1, warmup_steps=10)
+    cfg = TrainConfig(
+        max_tokens=100 * 4 * 8, batch_size=4, seq_len=8, lr=1.0, min_lr_ratio=0.1, warmup_steps=10
+    )
     lrs = [lr_at(s, cfg) for s in range(cfg.total_steps + 5)]
     assert cfg.total_steps == 100
     assert lrs[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])  # linear warmup to the peak
@@ -98,8 +110,15 @@ def test_lr_schedule_warmup_cosine_floor() -> None:
     assert lrs[99] > 0.1 and lrs[99] == pytest.approx(0.1, abs=1e-3)
     assert lrs[100:] == [pytest.approx(0.1)] * 5  # the floor
     assert TrainConfig(max_tokens=3200, batch_size=4, seq_len=8, warmup_tokens=320).n_warmup_steps == 10
-    with pytest.raises(ConfigError, match="not both"):
+    assert TrainConfig(max_tokens=3200, batch_size=4, seq_len=8, warmup_fraction=0.25).n_warmup_steps == 25
+    assert TrainConfig(max_tokens=3200, batch_size=4, seq_len=8, warmup_fraction=0.0).n_warmup_steps == 1
+    assert TrainConfig(max_tokens=3200, batch_size=4, seq_len=8).n_warmup_steps == 5  # default 5%
+    with pytest.raises(ConfigError, match="give one of"):
         TrainConfig(max_tokens=10, batch_size=1, seq_len=1, warmup_steps=1, warmup_tokens=1)
+    with pytest.raises(ConfigError, match="give one of"):
+        TrainConfig(max_tokens=10, batch_size=1, seq_len=1, warmup_steps=1, warmup_fraction=0.1)
+    with pytest.raises(ConfigError, match="warmup_fraction"):
+        TrainConfig(max_tokens=10, batch_size=1, seq_len=1, warmup_fraction=1.0)
 
 
 def test_lr_in_the_curve_follows_the_schedule() -> None:
@@ -114,12 +133,18 @@ def test_gradient_clipping_is_applied(clip: float | None) -> None:
 
     def hook(optimizer, args, kwargs) -> None:
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        seen.append(
+            float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        )
 
     handle = register_optimizer_step_pre_hook(hook)
     try:
-        result = train_lm(tiny_model(), TokenStream(CORPUS), config(max_tokens=5 * 8 * SEQ, grad_clip=clip,
-                                                                     log_every_steps=1), progress=False)
+        result = train_lm(
+            tiny_model(),
+            TokenStream(CORPUS),
+            config(max_tokens=5 * 8 * SEQ, grad_clip=clip, log_every_steps=1),
+            progress=False,
+        )
     finally:
         handle.remove()
     assert len(seen) == 5
@@ -176,8 +201,12 @@ def test_on_eval_can_stop_training_early() -> None:
         return entry["tokens"] > 0
 
     result = train_lm(
-        tiny_model(), TokenStream(CORPUS), config(eval_every_tokens=10 * 8 * SEQ),
-        eval_sets={"val": TokenStream(CORPUS[:200])}, on_eval=stop_after_first_trained_eval, progress=False,
+        tiny_model(),
+        TokenStream(CORPUS),
+        config(eval_every_tokens=10 * 8 * SEQ),
+        eval_sets={"val": TokenStream(CORPUS[:200])},
+        on_eval=stop_after_first_trained_eval,
+        progress=False,
     )
     assert calls == [0, 10 * 8 * SEQ] and result.stopped_early and result.steps == 10
 
@@ -186,8 +215,13 @@ def test_two_d_examples_with_padding_train() -> None:
     pad = 0
     ex = np.zeros((20, SEQ + 1), dtype=np.uint8)
     ex[:, :20] = np.frombuffer(b"abcdefghijklmnopqrst", dtype=np.uint8)
-    result = train_lm(tiny_model(), TokenStream(ex, pad_id=pad), config(max_tokens=10 * 8 * SEQ),
-                      eval_sets={"ex": TokenStream(ex[:2], pad_id=pad)}, progress=False)
+    result = train_lm(
+        tiny_model(),
+        TokenStream(ex, pad_id=pad),
+        config(max_tokens=10 * 8 * SEQ),
+        eval_sets={"ex": TokenStream(ex[:2], pad_id=pad)},
+        progress=False,
+    )
     assert math.isfinite(result.final_eval["ex"])
 
 
@@ -195,8 +229,12 @@ def test_user_errors() -> None:
     with pytest.raises(ConfigError, match="max_seq_len"):
         train_lm(tiny_model(), TokenStream(CORPUS), config(seq_len=SEQ + 1), progress=False)
     with pytest.raises(DataError, match="vocabulary"):
-        train_lm(tiny_model(), TokenStream(np.full(100, 300, dtype=np.uint16), name="big"), config(),
-                 progress=False)
+        train_lm(
+            tiny_model(),
+            TokenStream(np.full(100, 300, dtype=np.uint16), name="big"),
+            config(),
+            progress=False,
+        )
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA"):
             train_lm(tiny_model(), TokenStream(CORPUS), config(device="cuda"), progress=False)

@@ -169,14 +169,13 @@ def pretrain_base_model(
     )
     config = config_for_size(settings.size, BYTE_VOCAB, settings.seq_len)
     model = Transformer(config, seed=settings.seed)
-    total_steps = max(1, settings.tokens // (settings.batch_size * settings.seq_len))
     tc = TrainConfig(
         max_tokens=settings.tokens,
         batch_size=settings.batch_size,
         seq_len=settings.seq_len,
         lr=settings.lr,
         min_lr_ratio=settings.min_lr_ratio,
-        warmup_steps=max(1, int(total_steps * settings.warmup_fraction)),
+        warmup_fraction=settings.warmup_fraction,
         weight_decay=settings.weight_decay,
         seed=settings.seed,
         device=device,

@@ -105,14 +105,13 @@ class RunResult:
 def _train_config(settings: FinetuneSettings, tokens: int, seed: int) -> Any:
     from compresslm.models.train import TrainConfig
 
-    total_steps = max(1, tokens // settings.tokens_per_step)
     return TrainConfig(
         max_tokens=tokens,
         batch_size=settings.batch_size,
         seq_len=settings.seq_len,
         lr=settings.lr,
         min_lr_ratio=settings.min_lr_ratio,
-        warmup_steps=max(1, int(total_steps * settings.warmup_fraction)),
+        warmup_fraction=settings.warmup_fraction,
         weight_decay=settings.weight_decay,
         grad_clip=settings.grad_clip,
         seed=seed,

@@ -40,8 +40,9 @@ class TrainConfig:
     seq_len: int
     lr: float = 3e-4
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio and stays there
-    warmup_steps: int | None = None  # give at most one of warmup_steps / warmup_tokens;
-    warmup_tokens: int | None = None  # neither: 5% of the steps (at least 1)
+    warmup_steps: int | None = None  # give at most one of warmup_steps / warmup_tokens /
+    warmup_tokens: int | None = None  # warmup_fraction (of the steps, at least 1 step);
+    warmup_fraction: float | None = None  # none of them: 5% of the steps (at least 1)
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
@@ -60,8 +61,15 @@ class TrainConfig:
         for name in ("max_tokens", "batch_size", "seq_len", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup_steps is not None and self.warmup_tokens is not None:
-            raise ConfigError("TrainConfig: give warmup_steps or warmup_tokens, not both")
+        given = [
+            n for n in ("warmup_steps", "warmup_tokens", "warmup_fraction") if getattr(self, n) is not None
+        ]
+        if len(given) > 1:
+            raise ConfigError(
+                f"TrainConfig: give one of warmup_steps / warmup_tokens / warmup_fraction, not {given}"
+            )
+        if self.warmup_fraction is not None and not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(f"TrainConfig.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -84,6 +92,8 @@ class TrainConfig:
             return self.warmup_steps
         if self.warmup_tokens is not None:
             return self.warmup_tokens // self.tokens_per_step
+        if self.warmup_fraction is not None:
+            return max(1, int(self.total_steps * self.warmup_fraction))
         return max(1, self.total_steps // 20)
 
     def to_dict(self) -> dict[str, Any]:
@@ -256,7 +266,9 @@ def eval_nll_sum(
             with _autocast(device, amp):
                 logits = model(x)
             nll = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=IGNORE_INDEX,
+                logits.reshape(-1, logits.shape[-1]).float(),
+                y.reshape(-1),
+                ignore_index=IGNORE_INDEX,
                 reduction="sum",
             )
             total += float(nll)
@@ -283,8 +295,9 @@ def evaluate_lm(
         _, seq_len = _model_limits(model)
         if seq_len is None:
             raise ConfigError("evaluate_lm: give seq_len (the model does not declare max_seq_len)")
-    total, count = eval_nll_sum(model, stream, seq_len=seq_len, max_tokens=max_tokens,
-                                batch_size=batch_size, amp=amp)
+    total, count = eval_nll_sum(
+        model, stream, seq_len=seq_len, max_tokens=max_tokens, batch_size=batch_size, amp=amp
+    )
     return total / count
 
 
@@ -330,14 +343,20 @@ def train_lm(
         def evaluate_into(entry: dict[str, Any]) -> bool:
             for name, stream in eval_sets.items():
                 entry[f"eval/{name}"] = evaluate_lm(
-                    model, stream, config.eval_tokens, seq_len=config.seq_len, batch_size=eval_bs,
+                    model,
+                    stream,
+                    config.eval_tokens,
+                    seq_len=config.seq_len,
+                    batch_size=eval_bs,
                     amp=config.amp,
                 )
             model.train()
             entry["elapsed_s"] = time.perf_counter() - t_start
             return bool(on_eval(entry)) if on_eval is not None else False
 
-        def new_entry(step: int, lr: float, train_loss: float | None, grad_norm: float | None) -> dict[str, Any]:
+        def new_entry(
+            step: int, lr: float, train_loss: float | None, grad_norm: float | None
+        ) -> dict[str, Any]:
             return {
                 "tokens": step * config.tokens_per_step,
                 "step": step,
@@ -357,8 +376,14 @@ def train_lm(
         next_eval = every if every is not None else None
         loss_sum = torch.zeros((), device=device)  # summed on device: no host sync per step
         loss_steps = 0
-        bar = tqdm(total=config.total_steps * config.tokens_per_step, unit="tok", unit_scale=True,
-                   disable=not progress, desc="train", dynamic_ncols=True)
+        bar = tqdm(
+            total=config.total_steps * config.tokens_per_step,
+            unit="tok",
+            unit_scale=True,
+            disable=not progress,
+            desc="train",
+            dynamic_ncols=True,
+        )
         step = 0
         try:
             while step < config.total_steps and not result.stopped_early:
