@@ -9,7 +9,9 @@ selection (prepare + score + collecting the selected records), median of ``--rep
 the min and max beside it. Ratios to DSIR are from the same run, so they survive a noisy machine.
 D4 gets a fresh embedding cache for every repeat: embedding is its main cost, and a warm cache would
 hide it. precision@k is the share of the ``python`` domain among the k selected documents (the
-built-in pool is about 20% Python).
+built-in pool is about 20% Python). "overlap" is the share of a method's k documents that the
+``--reference`` method (default ``zipfit:lz4+all``: every target scored) also selects: it shows what
+the default mode's target sample changes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 DEFAULT_METHODS = (
     "zipfit",
+    "zipfit:lz4+all",
     "zipfit:gzip9",
     "zipfit:lz4+contrast",
     "zipfit:gzip9+contrast",
@@ -56,6 +59,7 @@ def run_method(
         "seconds": result.seconds,
         "precision": result.precision_at(k, "python"),
         "selected": len(result.selected),
+        "ids": [s.id for s in result.selected],
         "method": result.method,
     }
 
@@ -68,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     ap.add_argument("--workers", type=int, help="scoring processes (default: all cores)")
+    ap.add_argument(
+        "--reference", default="zipfit:lz4+all", help="method the top-k overlap is measured against"
+    )
     ap.add_argument("--out", default="bench-out/selection_methods.json")
     args = ap.parse_args(argv)
 
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     run_method("random", targets, args.pool, args.k, args.workers, "")
 
     rows: dict[str, Any] = {}
+    selected: dict[str, set[str]] = {}
     for spec in methods:
         runs = []
         for _ in range(args.repeats):
@@ -98,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             rows[spec] = {"skipped": True}
             continue
+        selected[spec] = set(runs[0]["ids"])
         walls = [r["wall_s"] for r in runs]
         rows[spec] = {
             "median_s": statistics.median(walls),
@@ -106,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             "prepare_s": statistics.median(r["seconds"].get("prepare", 0.0) for r in runs),
             "precision": runs[0]["precision"],
             "method": runs[0]["method"],
+            "targets_scored": runs[0]["method"].get("targets_scored"),
             "repeats": len(runs),
         }
         print(
@@ -113,16 +123,28 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
 
+    reference = selected.get(args.reference)
+    for spec, r in rows.items():
+        if spec in selected and reference:
+            r["overlap_with_reference"] = len(selected[spec] & reference) / max(1, len(reference))
     dsir = rows.get("dsir", {}).get("median_s")
-    print(f"\n| method | median s (min–max) | × DSIR time | precision@{args.k} (python) |")
-    print("|---|---|---|---|")
+    print(
+        f"\n| method | targets scored | median s (min–max) | × DSIR time | precision@{args.k} (python) "
+        f"| overlap with {args.reference} |"
+    )
+    print("|---|---|---|---|---|---|")
     for spec, r in rows.items():
         if r.get("skipped"):
-            print(f"| {spec} | skipped | | |")
+            print(f"| {spec} | | skipped | | | |")
             continue
         ratio = f"{r['median_s'] / dsir:.2f}" if dsir else "–"
         prec = "–" if r["precision"] is None else f"{r['precision']:.3f}"
-        print(f"| {spec} | {r['median_s']:.2f} ({r['min_s']:.2f}–{r['max_s']:.2f}) | {ratio} | {prec} |")
+        scored = "–" if r["targets_scored"] is None else str(r["targets_scored"])
+        overlap = f"{r['overlap_with_reference']:.3f}" if "overlap_with_reference" in r else "–"
+        print(
+            f"| {spec} | {scored} | {r['median_s']:.2f} ({r['min_s']:.2f}–{r['max_s']:.2f}) | {ratio} | {prec} "
+            f"| {overlap} |"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
@@ -132,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 "targets": args.targets,
                 "n_targets": len(targets),
                 "k": args.k,
+                "reference": args.reference,
                 "cores": cores,
                 "zlib": zlib.ZLIB_RUNTIME_VERSION,
                 "methods": rows,
