@@ -101,3 +101,13 @@ def test_samples_that_do_not_decode_show_na_not_zero() -> None:
     stream = {"text": None, "bytes_per_step": None, "error": "coded chunk truncated"}
     old_run = {"text": None, "bytes_per_step": 0.0, "error": "coded chunk truncated"}  # before the fix
     assert [sample_bytes_per_step(s) for s in (ok, stream, old_run)] == ["1.50", "n/a", "n/a"]
+
+
+def test_demo_settings_keep_the_message() -> None:
+    from compresslm.experiments.tokenization_study import demo_settings
+
+    s = demo_settings("/tmp/x")
+    labels = [x.label for x in s.specs]
+    # the demo's message: AC is not learnable, EqualInfoAC is, EqualInfoAC[16, 65k] against Bytes
+    assert {"bytes", "ac", "eqinfo16-256", "eqinfo16-65k"} <= set(labels)
+    assert s.sizes == ["tiny"] and s.seeds == [0] and s.device == "cpu"
