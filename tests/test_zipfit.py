@@ -277,6 +277,12 @@ def test_default_mode_scores_a_target_sample_and_the_paper_mode_every_target() -
         ZipFit(max_targets=-1)
     with pytest.raises(ConfigError, match=r"\+all"):
         make_method("zipfit:lz4+everything")
+    sized = make_method("zipfit:lz4+targets=8+contrast=4", workers=1)
+    sized.prepare(targets, pool)
+    assert (sized.describe()["targets_scored"], sized.describe()["contrast_size"]) == (8, 4)
+    for bad in ("zipfit:lz4+targets=x", "zipfit:lz4+contrast=", "zipfit:lz4+contrast=0"):
+        with pytest.raises(ConfigError):
+            make_method(bad)
 
 
 def test_method_rejects_bad_options() -> None:

@@ -274,8 +274,8 @@ def _output_paths(config: StudyConfig) -> list[str]:
 
 
 def slug(spec: str) -> str:
-    """A method spec as a file-name part: ``zipfit:lz4+contrast`` -> ``zipfit-lz4-contrast``."""
-    return spec.replace(":", "-").replace("+", "-")
+    """A method spec as a file-name part: ``zipfit:lz4+contrast=16`` -> ``zipfit-lz4-contrast16``."""
+    return spec.replace(":", "-").replace("+", "-").replace("=", "")
 
 
 def run_selection_study(config: StudyConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:

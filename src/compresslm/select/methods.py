@@ -5,7 +5,8 @@ paper's setting with ours in a single run:
 
 * ``zipfit`` (default compressor), ``zipfit:gzip9`` (the paper), ``zipfit:lz4``, ``zipfit:zstd3``,
   ``zipfit:lz4+contrast`` (background contrast), ``zipfit:gzip9+contrast``, ``zipfit:lz4+all``
-  (every target, not the default mode's seeded sample of at most 32);
+  (every target, not the default mode's seeded sample of at most 32), ``+targets=N`` (at most N
+  targets), ``+contrast=N`` (background contrast with N documents);
 * ``dsir`` (Gumbel top-k), ``dsir:topk`` (plain top-k by importance weight);
 * ``d4``; ``d4:hashing`` (the cheap embedding backend, not the paper's);
 * ``random``.
@@ -30,12 +31,21 @@ def _zipfit_variant(variant: str) -> dict[str, Any]:
     parts = variant.split("+")
     comp = parts[0]
     for extra in parts[1:]:
-        if extra == "contrast":
+        key, eq, value = extra.partition("=")
+        if eq and not value.isdigit() and not (key == "targets" and value == "all"):
+            raise ConfigError(f"zipfit variant modifier '+{extra}' needs a count, e.g. +{key}=16")
+        if key == "contrast":
             opts["contrast"] = "background"
-        elif extra == "all":
+            if eq:
+                opts["contrast_size"] = int(value)
+        elif key == "all" and not eq:
             opts["max_targets"] = 0
+        elif key == "targets" and eq:
+            opts["max_targets"] = 0 if value == "all" else int(value)
         else:
-            raise ConfigError(f"unknown zipfit variant modifier '+{extra}' (known: +contrast, +all)")
+            raise ConfigError(
+                f"unknown zipfit variant modifier '+{extra}' (known: +contrast, +contrast=N, +targets=N, +all)"
+            )
     from compresslm.compressors.registry import list_compressors
 
     if comp in {info.name for info in list_compressors()}:  # "lz4" is a name, not "lz" at level 4
