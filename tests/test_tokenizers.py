@@ -271,5 +271,22 @@ def test_parse_scheme_rejects_nonsense() -> None:
             parse_scheme(bad)
     assert parse_scheme("spm-4096").spm_vocab_size == 4096
     assert parse_scheme("equal-info", token_bits=16, window_bits=24).label == "eqinfo24-65k"
+    assert parse_scheme("eqinfo16-65k", token_bits=16, window_bits=16).label == "eqinfo16-65k"
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "message"),
+    [
+        ("bytes", {"window_bits": 32}, "--window-bits does not apply"),
+        ("gzip", {"spm_vocab_size": 4096}, "--vocab-size does not apply"),
+        ("spm", {"token_bits": 16}, "--token-bits does not apply"),
+        ("eqinfo16-65k", {"window_bits": 32}, "sets window bits 16, but --window-bits 32"),
+        ("ac-65k", {"token_bits": 8}, "sets token bits 16, but --token-bits 8"),
+        ("spm-4096", {"spm_vocab_size": 8192}, "--vocab-size 8192"),
+    ],
+)
+def test_parse_scheme_rejects_options_it_would_ignore(text: str, options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_scheme(text, **options)
     with pytest.raises(ConfigError, match="M1"):
         build_tokenizer("eqinfo16-65k")

@@ -171,3 +171,58 @@ def test_equal_info_dataset_with_ids_across_windows(corpus: Path, tmp_path: Path
         texts = [r.text for r in records if split_of(r.id, 0.3) == split]
         assert [ds.tokenizer.decode(ds.document_ids(split, i)) for i in range(n)] == texts
     assert ds.meta["tokenizer"]["uses_m1"] and ds.meta["tokenizer"]["m1_params_non_embedding"] == m1.n_params
+
+
+def test_cli_tokenize_resumes_with_shard_bytes(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from compresslm.cli import main
+    from compresslm.tokenizers import dataset as dataset_mod
+
+    out = tmp_path / "ds"
+    args = [
+        "tokenize",
+        str(corpus),
+        "--scheme",
+        "bytes",
+        "-o",
+        str(out),
+        "--workers",
+        "1",
+        "--shard-bytes",
+        "2k",
+    ]
+    real = dataset_mod._write_shard
+    calls = {"n": 0}
+
+    def flaky(path, tokenizer, docs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real(path, tokenizer, docs)
+
+    monkeypatch.setattr(dataset_mod, "_write_shard", flaky)
+    assert main(args) == 130  # Ctrl-C: finished shards stay, no meta.json
+    assert not (out / "meta.json").exists()
+    monkeypatch.setattr(dataset_mod, "_write_shard", real)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "resumed: 2 finished shards" in capsys.readouterr().out
+    assert TokenDataset(out).meta["options"]["shard_bytes"] == 2000
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--scheme", "bytes", "--window-bits", "32"], "--window-bits does not apply"),
+        (["--scheme", "eqinfo16-65k", "--token-bits", "8"], "--token-bits 8"),
+        (["--scheme", "bytes", "--shard-bytes", "0"], "--shard-bytes: expected a positive whole number"),
+    ],
+)
+def test_cli_tokenize_rejects_options_clearly(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    from compresslm.cli import main
+
+    assert main(["tokenize", str(corpus), "-o", str(tmp_path / "ds"), *extra]) == 2
+    assert message in capsys.readouterr().err

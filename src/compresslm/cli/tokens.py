@@ -21,10 +21,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_generate(subparsers)
 
 
-def _count(text: str) -> int:
+def _count(text: str, flag: str) -> int:
+    """``"200k"`` -> 200000 for option ``flag``; a clear error naming the option otherwise."""
     from compresslm.experiments.selection_study import parse_budget
 
-    return parse_budget(text)
+    try:
+        return parse_budget(text)
+    except ConfigError:
+        raise ConfigError(
+            f"{flag}: expected a positive whole number such as 50000, 200k or 1.5M, got {text!r}"
+        ) from None
 
 
 # -- tokenize -------------------------------------------------------------------------------------
@@ -66,6 +72,11 @@ def _register_tokenize(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--limit-bytes", help="only the first documents up to this many bytes, e.g. 2M")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument(
+        "--shard-bytes",
+        help="documents per unit of work and of resumption, in bytes, e.g. 256k (default 2 MiB; "
+        "workers take whole shards, so a corpus of one shard runs on one core)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing dataset in --out")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
     add_read_options(p)
@@ -88,8 +99,9 @@ def _tokenize(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         workers=args.workers,
         force=args.force,
-        limit_bytes=_count(args.limit_bytes) if args.limit_bytes else None,
+        limit_bytes=_count(args.limit_bytes, "--limit-bytes") if args.limit_bytes else None,
         progress=sys.stderr.isatty(),
+        **({"shard_bytes": _count(args.shard_bytes, "--shard-bytes")} if args.shard_bytes else {}),
     )
     read_kwargs = _read_kwargs(args)
 
@@ -148,6 +160,8 @@ def print_dataset_summary(meta: dict[str, Any], out: str) -> None:
         f"{acct.get('tokenized', 0):,}, rejected {acct.get('rejected', 0):,}; "
         f"{meta['bytes_per_second']:,.0f} bytes/s in {meta['seconds']['total']:.1f} s"
     )
+    if meta.get("shards_reused"):
+        console.print(f"resumed: {meta['shards_reused']:,} finished shards of an interrupted run reused")
 
 
 # -- train / eval ---------------------------------------------------------------------------------
@@ -182,7 +196,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from compresslm.experiments.m2 import M2Config, evaluate_m2, train_m2
 
-    max_tokens = _count(args.train_tokens)
+    max_tokens = _count(args.train_tokens, "--train-tokens")
     config = M2Config(
         size=args.size,
         seq_len=args.seq_len,
@@ -214,6 +228,7 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", help="split to evaluate (default val)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     p.set_defaults(func=lambda a: run_guarded(_eval, a))
 
@@ -221,6 +236,7 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
 def _eval(args: argparse.Namespace) -> int:
     from compresslm.experiments.m2 import evaluate_m2, load_m2
 
+    _set_threads(args.threads)
     model, _ = load_m2(args.model, device=args.device)
     result = evaluate_m2(model, args.tokens, split=args.split, batch_size=args.batch_size)
     _print_eval(result, args.json)
@@ -258,6 +274,16 @@ def _print_eval(result: Any, as_json: bool) -> None:
     _console().print(t)
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
     from compresslm.data.writers import atomic_output
 
@@ -284,6 +310,11 @@ def _register_generate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, help="sample among the k most likely ids")
     p.add_argument("--samples", type=int, default=1, help="number of samples (seeds seed..seed+N-1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's; 1 is often faster for one sample on a busy machine)",
+    )
     p.add_argument("--json", action="store_true", help="print the samples as JSON")
     p.set_defaults(func=lambda a: run_guarded(_generate, a))
 
@@ -294,6 +325,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.samples < 1:
         raise ConfigError(f"--samples must be positive, got {args.samples}")
+    _set_threads(args.threads)
     model, _ = load_m2(args.model)
     tokenizer = load_generation_tokenizer(args.tokenizer)
     samples = [
@@ -381,7 +413,7 @@ def study_settings(args: argparse.Namespace) -> Any:
     from compresslm.cli.study import parse_seeds
     from compresslm.experiments.tokenization_study import TokenizationStudySettings, parse_list
 
-    limit = _count(args.limit_bytes) if args.limit_bytes not in ("0", "") else None
+    limit = _count(args.limit_bytes, "--limit-bytes") if args.limit_bytes not in ("0", "") else None
     return TokenizationStudySettings(
         corpus=list(args.corpus),
         schemes=parse_list(args.schemes),
@@ -391,11 +423,11 @@ def study_settings(args: argparse.Namespace) -> Any:
         m1=args.m1,
         m1_size=args.m1_size,
         m1_context=args.m1_context,
-        m1_tokens=_count(args.m1_tokens),
+        m1_tokens=_count(args.m1_tokens, "--m1-tokens"),
         limit_bytes=limit,
         val_fraction=args.val_fraction,
         spm_vocab_size=args.vocab_size,
-        train_tokens=_count(args.train_tokens),
+        train_tokens=_count(args.train_tokens, "--train-tokens"),
         seq_len=args.seq_len,
         batch_size=args.batch_size,
         lr=args.lr,

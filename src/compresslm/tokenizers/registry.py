@@ -82,31 +82,46 @@ class SchemeSpec:
 def parse_scheme(text: str, **overrides: Any) -> SchemeSpec:
     """``"eqinfo16-65k"`` -> SchemeSpec("equal-info", token_bits=16, window_bits=16), etc.
 
-    ``overrides`` (e.g. ``token_bits`` from a CLI option) apply where the text does not say."""
+    ``overrides`` (e.g. ``token_bits`` from a CLI option) apply where the text does not say; an
+    override that the scheme has no use for, or that contradicts the text, is an error (never
+    silently ignored)."""
     m = _SPEC.match(text.strip().lower())
     if not m:
         raise ConfigError(
             f"unknown scheme {text!r}; use bytes, spm[-N], gzip[-65k], static-ac[-65k], ac[-65k], "
             "eqinfo{16,24,32,64,128}-{256,65k} or equal-info"
         )
-    kw: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    scheme = "equal-info" if m.group("eq") else m.group("name")
+    from_text: dict[str, Any] = {}
+    if m.group("b"):
+        from_text["window_bits"] = int(m.group("b"))
     v = m.group("v")
-    if m.group("eq"):
-        scheme = "equal-info"
-        if m.group("b"):
-            kw["window_bits"] = int(m.group("b"))
-    else:
-        scheme = m.group("name")
     if v is not None:
         if scheme == "spm":
-            kw["spm_vocab_size"] = int(v.replace("65k", "65536"))
+            from_text["spm_vocab_size"] = int(v.replace("65k", "65536"))
         elif scheme == "bytes":
             raise ConfigError(f"scheme {text!r}: bytes has no vocabulary option")
         else:
             if v not in ("256", "65k", "65536"):
                 raise ConfigError(f"scheme {text!r}: v must be 256 or 65k")
-            kw["token_bits"] = 8 if v == "256" else 16
-    return SchemeSpec(scheme, **kw)
+            from_text["token_bits"] = 8 if v == "256" else 16
+    options = {"window_bits": "--window-bits", "token_bits": "--token-bits", "spm_vocab_size": "--vocab-size"}
+    unused = {
+        "window_bits": scheme != "equal-info",
+        "token_bits": scheme in ("bytes", "spm"),
+        "spm_vocab_size": scheme != "spm",
+    }
+    for key, flag in options.items():
+        if key not in given:
+            continue
+        if unused[key]:
+            raise ConfigError(f"{flag} does not apply to scheme {text!r}")
+        if key in from_text and from_text[key] != given[key]:
+            raise ConfigError(
+                f"scheme {text!r} sets {key.replace('_', ' ')} {from_text[key]}, but {flag} {given[key]}"
+            )
+    return SchemeSpec(scheme, **(given | from_text))
 
 
 def build_tokenizer(
