@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-METHODS = ("zipfit:gzip9", "zipfit:lz4", "zipfit:lz4+contrast", "dsir", "d4", "random")
+METHODS = ("zipfit", "zipfit:lz4+nocontrast+all", "zipfit:gzip9", "dsir", "d4", "random")
 
 
 def _minilm_available() -> bool:

@@ -209,7 +209,7 @@ def _pool(texts: list[str], batch: int = 4):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_method_streams_indices_and_scores_in_pool_order(workers: int) -> None:
-    method = ZipFit(compressor="gzip:6", workers=workers, batch_size=3)
+    method = ZipFit(compressor="gzip:6", workers=workers, batch_size=3, contrast="none")
     pool = _pool(SOURCES)
     method.prepare(TARGETS, pool)
     batches = list(method.score_batches(pool))
@@ -256,20 +256,31 @@ def test_default_mode_scores_a_target_sample_and_the_paper_mode_every_target() -
     default.prepare(targets, pool)
     info = default.describe()
     assert (info["targets"], info["targets_scored"], info["max_targets"]) == (40, DEFAULT_MAX_TARGETS, 32)
+    assert (info["compressor"], info["contrast"], info["contrast_size"]) == (
+        "lz4:0",
+        "background",
+        len(sources),
+    )
     sample = sample_targets([t.encode() for t in targets], DEFAULT_MAX_TARGETS, 5)
+    background = reservoir_sample(pool, DEFAULT_MAX_TARGETS, 5)
     scores = np.concatenate([s for _, s in default.score_batches(pool)])
+    assert np.array_equal(scores, zipfit_scores(sources, sample, contrast=background, workers=1))
+    plain = ZipFit(workers=1, seed=5, contrast="none")
+    plain.prepare(targets, pool)
+    scores = np.concatenate([s for _, s in plain.score_batches(pool)])
     assert np.array_equal(scores, zipfit_scores(sources, sample, workers=1))
     full = zipfit_scores(sources, targets, workers=1)
     assert not np.array_equal(scores, full)  # a sample, not the full mean ...
     assert np.corrcoef(scores, full)[0, 1] > 0.9  # ... that estimates it
-    for method in (
-        ZipFit(compressor="gzip:9", workers=1),
-        ZipFit(workers=1, max_targets=0),
-        make_method("zipfit:lz4+all", workers=1),
-        make_method("zipfit:gzip9", workers=1),
-    ):
+    for method in (ZipFit(compressor="gzip:9", workers=1), make_method("zipfit:gzip9", workers=1)):
         method.prepare(targets, pool)
-        assert method.describe()["targets_scored"] == 40
+        assert (method.describe()["targets_scored"], method.describe()["contrast"]) == (40, "none")
+    for method in (ZipFit(workers=1, max_targets=0), make_method("zipfit:lz4+all", workers=1)):
+        method.prepare(targets, pool)
+        assert (method.describe()["targets_scored"], method.describe()["contrast"]) == (40, "background")
+    plain_all = make_method("zipfit:lz4+nocontrast+all", workers=1)
+    plain_all.prepare(targets, pool)
+    assert (plain_all.describe()["targets_scored"], plain_all.describe()["contrast"]) == (40, "none")
     few = ZipFit(workers=1, max_targets=64)
     few.prepare(targets, pool)
     assert few.describe()["targets_scored"] == 40

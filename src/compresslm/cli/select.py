@@ -43,10 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     z.add_argument(
         "--contrast",
         choices=["none", "background"],
-        help="subtract alignment to a seeded sample of the pool (cancels length/boilerplate bias)",
+        help="subtract alignment to a seeded sample of the pool (cancels length/boilerplate bias); "
+        "default: background, except none with gzip:9 (the paper's exact mode)",
     )
     z.add_argument(
-        "--contrast-size", type=int, help="background sample size (default: size of the target set)"
+        "--contrast-size", type=int, help="background sample size (default: number of targets scored)"
     )
     z.add_argument(
         "--max-targets",

@@ -52,7 +52,7 @@ from compresslm.experiments.base_model import (
 from compresslm.experiments.finetune import FinetuneSettings, RunResult, RunSpec, default_workers, run_all
 from compresslm.select.pool import ReadOptions
 
-DEFAULT_METHODS = ("zipfit:gzip9", "zipfit:lz4", "zipfit:lz4+contrast", "dsir", "d4", "random")
+DEFAULT_METHODS = ("zipfit", "zipfit:lz4+nocontrast", "zipfit:gzip9", "dsir", "d4", "random")
 BASELINE_NAMES = ("dsir", "d4", "random")  # method names (before ":") that count as baselines
 HUMANEVAL_TARGET = "builtin:humaneval-target"
 HUMANEVAL_TEST = "builtin:humaneval-test"

@@ -3,10 +3,11 @@
 A method spec is ``name[:variant]``. Variants name common settings so one study can compare the
 paper's setting with ours in a single run:
 
-* ``zipfit`` (default compressor), ``zipfit:gzip9`` (the paper), ``zipfit:lz4``, ``zipfit:zstd3``,
-  ``zipfit:lz4+contrast`` (background contrast), ``zipfit:gzip9+contrast``, ``zipfit:lz4+all``
-  (every target, not the default mode's seeded sample of at most 32), ``+targets=N`` (at most N
-  targets), ``+contrast=N`` (background contrast with N documents);
+* ``zipfit`` (the default mode: LZ4, background contrast, at most 32 sampled targets),
+  ``zipfit:gzip9`` (the paper: every target, no contrast), ``zipfit:lz4`` (= the default mode),
+  ``zipfit:zstd3``; modifiers: ``+contrast`` / ``+contrast=N`` (background contrast, N documents),
+  ``+nocontrast``, ``+targets=N`` (at most N sampled targets), ``+all`` (every target); e.g.
+  ``zipfit:lz4+nocontrast+all`` is plain ZIP-FIT with LZ4, ``zipfit:gzip9+contrast``;
 * ``dsir`` (Gumbel top-k), ``dsir:topk`` (plain top-k by importance weight);
 * ``d4``; ``d4:hashing`` (the cheap embedding backend, not the paper's);
 * ``random``.
@@ -38,13 +39,15 @@ def _zipfit_variant(variant: str) -> dict[str, Any]:
             opts["contrast"] = "background"
             if eq:
                 opts["contrast_size"] = int(value)
+        elif key == "nocontrast" and not eq:
+            opts["contrast"] = "none"
         elif key == "all" and not eq:
             opts["max_targets"] = 0
         elif key == "targets" and eq:
             opts["max_targets"] = 0 if value == "all" else int(value)
         else:
             raise ConfigError(
-                f"unknown zipfit variant modifier '+{extra}' (known: +contrast, +contrast=N, +targets=N, +all)"
+                f"unknown zipfit variant modifier '+{extra}' (known: +contrast, +contrast=N, +nocontrast, +targets=N, +all)"
             )
     from compresslm.compressors.registry import list_compressors
 

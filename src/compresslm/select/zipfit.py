@@ -18,15 +18,18 @@ How it is made fast without changing a single score (DESIGN 3.2):
 * the per-pair loop is one C-level ``map`` chain per source (see ``Compressor.concat_sizes``), and
   glibc's heap trimming is tamed wherever scoring runs (:func:`compresslm.select.parallel.tune_malloc`).
 
-**The default mode scores a seeded sample of the targets.** ZIP-FIT costs one compression per
-(source, target) pair, so with hundreds of targets it is slower than DSIR, which reads each source
-once. The mean over targets is an average, and a uniform sample of :data:`DEFAULT_MAX_TARGETS`
-targets estimates it closely: on the built-in 20,000-document pool with 200 Python targets, 32
-sampled targets kept 96% of the top 1000 of the full mean and the same precision@1000 (see
-``benchmarks/selection_methods.py`` and the README), for 1/6 of the pairs. :class:`ZipFit` applies
-the cap only where it is the default: the paper's exact mode (``gzip:9``) always scores every
-target, and ``max_targets=0`` (``--max-targets all``, spec modifier ``+all``) does so for any
-compressor. The function API (:func:`zipfit_scores`) never samples.
+**The default mode and the paper's mode.** ZIP-FIT costs one compression per (source, target)
+pair, so with hundreds of targets it is slower than DSIR, which reads each source once. The mean
+over targets is an average, and a seeded uniform sample of :data:`DEFAULT_MAX_TARGETS` targets
+estimates it well: on the built-in 20,000-document pool with 200 Python targets, 32 sampled
+targets gave the same precision@1000 as all 200 for 1/6 of the pairs, and in the selection study
+the same target loss. The study also showed background contrast (below) to be the one ZIP-FIT
+setting that clearly beats DSIR, so the default mode of :class:`ZipFit` is LZ4 with background
+contrast against at most 32 sampled targets (and as many background documents); see the README's
+benchmarks. The paper's mode (``gzip:9``) keeps the paper's semantics unless told otherwise: every
+target, no contrast. ``max_targets=0`` (``--max-targets all``, spec modifier ``+all``) scores every
+target with any compressor; ``contrast="none"`` (``+nocontrast``) turns contrast off. The function
+API (:func:`zipfit_scores`) never samples and contrasts only with the texts it is given.
 
 Background contrast (``contrast=``): score = alignment to the targets - alignment to a background
 sample (of the pool itself, in :class:`ZipFit`). It cancels what makes a document compress well
@@ -324,9 +327,10 @@ class ZipFit(SelectionMethod):
 
     ``max_targets``: score against at most this many targets, a seeded sample (``None``: the
     default, :data:`DEFAULT_MAX_TARGETS`, except with the paper's ``gzip:9`` where every target is
-    scored; ``0``: every target). ``contrast="background"`` first draws a seeded reservoir sample of
-    ``contrast_size`` (default: as many as there are scored targets) documents from the pool and subtracts each document's alignment
-    to that sample. ``batch_size`` is sources per worker task (default: about
+    scored; ``0``: every target). ``contrast``: ``"background"`` first draws a seeded reservoir
+    sample of ``contrast_size`` (default: as many as there are scored targets) documents from the
+    pool and subtracts each document's alignment to that sample; ``None`` (the default) means
+    ``"background"``, except ``"none"`` with the paper's ``gzip:9``. ``batch_size`` is sources per worker task (default: about
     :data:`PAIRS_PER_TASK` pairs); pool batches are re-chunked to it, and every yielded
     ``(indices, scores)`` pair carries its own indices, in pool order.
     """
@@ -337,7 +341,7 @@ class ZipFit(SelectionMethod):
         self,
         compressor: str = DEFAULT_COMPRESSOR,
         workers: int | None = None,
-        contrast: Literal["none", "background"] = "none",
+        contrast: Literal["none", "background"] | None = None,
         contrast_size: int | None = None,
         seed: int = 0,
         batch_size: int | None = None,
@@ -347,10 +351,12 @@ class ZipFit(SelectionMethod):
         self.compressor = canonical_spec(compressor)  # ConfigError now, not after a pass over the pool
         if max_targets is not None and max_targets < 0:
             raise ConfigError(f"--max-targets must be a positive number or 'all', got {max_targets}")
+        paper = self.compressor == canonical_spec(PAPER_COMPRESSOR)
         if max_targets is None:
-            paper = self.compressor == canonical_spec(PAPER_COMPRESSOR)
             max_targets = 0 if paper else DEFAULT_MAX_TARGETS
         self.max_targets: int | None = max_targets or None  # None: every target
+        if contrast is None:
+            contrast = "none" if paper else "background"
         if contrast not in ("none", "background"):
             raise ConfigError(f"unknown contrast '{contrast}' (choose from: none, background)")
         if contrast_size is not None and contrast_size <= 0:
