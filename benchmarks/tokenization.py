@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--m1-size", default="tiny")
     p.add_argument("--m1-tokens", type=int, default=1_500_000)
     p.add_argument("--jobs", type=int)
+    p.add_argument("--threads", type=int, help="torch threads for M1's training (1 on a busy machine)")
     p.add_argument("--device", default="auto")
     p.add_argument("--throughput-bytes", type=int, default=50_000)
     p.add_argument("--force", action="store_true")
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         lr=2e-3,
         eval_points=4,
         jobs=args.jobs,
+        threads=args.threads,
         device=args.device,
         out=args.out,
         force=args.force,

@@ -403,6 +403,11 @@ def register_study(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="M2 peak learning rate (default 1e-3)")
     p.add_argument("--workers", type=int, help="tokenization processes (default: all cores)")
     p.add_argument("--jobs", type=int, help="M2 runs at once (default: all cores on CPU, 1 on GPU)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads for training M1 (default: torch's; 1 on a busy machine)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--out", default="tokenization-study", help="output folder (default tokenization-study)")
     p.add_argument("--force", action="store_true", help="redo every step instead of reusing finished ones")
@@ -433,6 +438,7 @@ def study_settings(args: argparse.Namespace) -> Any:
         lr=args.lr,
         workers=args.workers,
         jobs=args.jobs,
+        threads=args.threads,
         device=args.device,
         out=args.out,
         force=args.force,
