@@ -4,7 +4,8 @@ timings are medians of ``--repeats`` runs, and the matmul reference is measured 
 
     python benchmarks/compress.py            # 3m M1 (trained once into bench-out/ if missing)
     python benchmarks/compress.py --quick    # smaller sample, tiny model: a minute
-    python benchmarks/compress.py --stdlib all --roundtrip-model bench-out/m1-small  # every stdlib file
+    python benchmarks/compress.py --stdlib all --roundtrip-model bench-out/m1-tiny \
+        --roundtrip-batch-size 1024  # every stdlib file (31 MB) with the tiny M1
 
 Prints a table; ``--json`` also writes every number.
 
@@ -57,6 +58,19 @@ def matmul_flops(threads: int | None, size: int = 1024, repeats: int = 7) -> flo
         times.append(time.perf_counter() - t)
     torch.set_num_threads(before)
     return 2 * size**3 / statistics.median(times)
+
+
+def matmul_reference(threads: int | None, lanes: int) -> dict[str, float]:
+    """The machine's matmul FLOP/s two ways: one GEMM on all threads, and ``lanes`` times a
+    single-threaded GEMM (how the coder computes). The bound uses the larger: on a loaded machine a
+    multi-threaded GEMM waits for descheduled threads, and the smaller reference would flatter us."""
+    all_threads = matmul_flops(threads)
+    per_core = matmul_flops(1)
+    return {
+        "all_threads": all_threads,
+        "lanes_x_one_thread": lanes * per_core,
+        "reference": max(all_threads, lanes * per_core),
+    }
 
 
 def builtin_docs(n: int) -> list[bytes]:
@@ -162,8 +176,24 @@ def baselines(docs: list[bytes]) -> dict[str, float]:
     return out
 
 
-def speed(m1: M1, docs: list[bytes], window_bits: int, batch_size: int, repeats: int,
-          segment_bytes: int, threads: int | None) -> dict[str, Any]:
+def steady_positions_per_s(trace: list[tuple[int, int, float]], start: float) -> float:
+    """Computed positions per second from ``start`` until the first step that had an idle row (in
+    any lane): the speed of a corpus large enough to keep every row busy."""
+    ends = sorted(trace, key=lambda x: x[2])
+    t_idle = next((t for busy, rows, t in ends if busy < rows), ends[-1][2] if ends else start)
+    positions = sum(busy for busy, _, t in ends if t <= t_idle)
+    return positions / (t_idle - start) if t_idle > start else 0.0
+
+
+def speed(
+    m1: M1,
+    docs: list[bytes],
+    window_bits: int,
+    batch_size: int,
+    repeats: int,
+    segment_bytes: int,
+    threads: int | None,
+) -> dict[str, Any]:
     """Median encode/decode bytes/s over repeats on ``docs``, with the encoder's time split; the
     matmul reference is measured again after every repeat (the load on a shared machine drifts)."""
     coder = EqualInfoCoder(m1, window_bits, batch_size=batch_size)
@@ -172,35 +202,46 @@ def speed(m1: M1, docs: list[bytes], window_bits: int, batch_size: int, repeats:
     enc, dec, splits, steady, flops = [], [], [], [], []
     for _ in range(repeats):
         m1.timings = StepTimings()
-        trace: list[tuple[int, float]] = []
+        trace: list[tuple[int, int, float]] = []
         coder.stats = type(coder.stats)()
         t = time.perf_counter()
         coded = coder.encode_many(docs, trace=trace)
         enc.append(time.perf_counter() - t)
-        # Steady state: the steps where every row was busy (a large corpus is almost all of them);
+        # Steady state: until a row first goes idle (a large corpus is almost all of it); computed
         # positions per byte converts the rows' positions into coded bytes.
-        full = [dt for busy, dt in trace if busy == min(batch_size, len(docs))]
-        per_byte = coder.stats.positions / n
-        steady.append(len(full) * min(batch_size, len(docs)) / per_byte / sum(full) if full else 0.0)
-        splits.append((m1.timings.forward_s, m1.timings.quantize_s, m1.timings.steps, m1.timings.row_positions))
+        per_byte = sum(busy for busy, _, _ in trace) / n
+        steady.append(steady_positions_per_s(trace, t) / per_byte)
+        splits.append(
+            (
+                m1.timings.forward_s,
+                m1.timings.quantize_s,
+                m1.timings.steps,
+                m1.timings.row_positions,
+                per_byte,
+            )
+        )
         t = time.perf_counter()
         assert coder.decode_many(coded) == docs
         dec.append(time.perf_counter() - t)
-        flops.append(matmul_flops(threads))
+        flops.append(matmul_reference(threads, m1.lanes))
     i = enc.index(statistics.median_low(enc))
-    forward, quant, steps, rows = splits[i]
+    forward, quant, steps, rows, busy_per_byte = splits[i]
+    lane_seconds = m1.lanes * enc[i]  # the lanes overlap: shares are of all lanes' time together
     return {
         "bytes": n,
+        "segments": len(docs),
+        "lanes": m1.lanes,
         "encode_bytes_per_s": n / statistics.median(enc),
         "encode_steady_bytes_per_s": statistics.median(steady),
         "decode_bytes_per_s": n / statistics.median(dec),
         "encode_s_runs": enc,
         "decode_s_runs": dec,
-        "encode_forward_share": forward / enc[i],
-        "encode_quantize_share": quant / enc[i],
-        "encode_coder_share": 1 - (forward + quant) / enc[i],
+        "encode_forward_share": forward / lane_seconds,
+        "encode_quantize_share": quant / lane_seconds,
+        "encode_coder_share": 1 - (forward + quant) / lane_seconds,
         "encode_steps": steps,
         "encode_row_positions_per_byte": rows / n,
+        "encode_busy_positions_per_byte": busy_per_byte,
         "positions_per_s_in_forward": rows / forward if forward else 0.0,
         "matmul_flops_runs": flops,
     }
@@ -209,18 +250,37 @@ def speed(m1: M1, docs: list[bytes], window_bits: int, batch_size: int, repeats:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sample and the tiny model (about a minute)")
-    p.add_argument("--model", help="M1 folder (default bench-out/m1-3m, trained if missing; tiny with --quick)")
-    p.add_argument("--train-tokens", type=int, default=1_500_000, help="tokens when the model must be trained")
+    p.add_argument(
+        "--model", help="M1 folder (default bench-out/m1-3m, trained if missing; tiny with --quick)"
+    )
+    p.add_argument(
+        "--train-tokens", type=int, default=1_500_000, help="tokens when the model must be trained"
+    )
     p.add_argument("--docs", type=int, default=300, help="built-in mixture documents for the round trip")
-    p.add_argument("--stdlib", choices=["sample", "all"], default="sample", help="stdlib .py files: sample or all")
+    p.add_argument(
+        "--stdlib", choices=["sample", "all"], default="sample", help="stdlib .py files: sample or all"
+    )
     p.add_argument("--stdlib-bytes", type=int, default=400_000, help="size of the stdlib sample")
-    p.add_argument("--roundtrip-model", help="M1 for the stdlib round trip (default --model); a small one "
-                   "makes --stdlib all affordable")
-    p.add_argument("--speed-bytes", type=int, default=120_000, help="bytes of the speed sample")
+    p.add_argument(
+        "--roundtrip-model",
+        help="M1 for the stdlib round trip (default --model); a small one makes --stdlib all affordable",
+    )
+    p.add_argument(
+        "--speed-bytes",
+        type=int,
+        default=400_000,
+        help="bytes of the speed sample (mixture "
+        "documents; enough segments to keep every row busy for most of the run)",
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--window-bits", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--segment-bytes", type=int, default=DEFAULT_SEGMENT_BYTES, help="independent coding units")
+    p.add_argument(
+        "--roundtrip-batch-size", type=int, help="rows for the stdlib round trip (default --batch-size)"
+    )
+    p.add_argument(
+        "--segment-bytes", type=int, default=DEFAULT_SEGMENT_BYTES, help="independent coding units"
+    )
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--speed-only", action="store_true", help="skip the round trips and baselines")
     p.add_argument("--json", help="write all numbers here")
@@ -233,36 +293,51 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = Path(args.model or f"bench-out/m1-{size}")
     ensure_model(model_dir, size, 200_000 if args.quick else args.train_tokens, args.threads)
     m1 = M1.load(model_dir)
-    results: dict[str, Any] = {"model": str(model_dir), "n_params": m1.n_params, "threads": torch.get_num_threads(),
-                               "window_bits": args.window_bits}
+    results: dict[str, Any] = {
+        "model": str(model_dir),
+        "n_params": m1.n_params,
+        "threads": torch.get_num_threads(),
+        "window_bits": args.window_bits,
+    }
 
-    flops_before = matmul_flops(args.threads)
+    flops_before = matmul_reference(args.threads, m1.lanes)
     mixture = builtin_docs(args.docs)
     stdlib = stdlib_files(args.stdlib, args.stdlib_bytes)
     rt_m1 = M1.load(args.roundtrip_model) if args.roundtrip_model else m1
+    results["roundtrip_model"] = args.roundtrip_model or str(model_dir)
+    results["segment_bytes"] = args.segment_bytes
     for code in () if args.speed_only else ("straddle", "zeros"):
         coder = EqualInfoCoder(m1, args.window_bits, code=code, batch_size=args.batch_size)
         results[f"mixture/{code}"] = round_trip(coder, mixture, args.segment_bytes)
-        rt = EqualInfoCoder(rt_m1, args.window_bits, code=code, batch_size=args.batch_size)
+        rt = EqualInfoCoder(
+            rt_m1, args.window_bits, code=code, batch_size=args.roundtrip_batch_size or args.batch_size
+        )
         results[f"stdlib/{code}"] = round_trip(rt, [d for _, d in stdlib], args.segment_bytes)
     if not args.speed_only:
         results["baselines/mixture"] = baselines(mixture)
         results["baselines/stdlib"] = baselines([d for _, d in stdlib])
 
     sample, total = [], 0
-    for d in mixture:
+    # More mixture documents than the round trip uses, in the same order (the mixture is prefix-stable).
+    for d in builtin_docs(max(args.docs, args.speed_bytes // 500)):
         if total >= args.speed_bytes:
             break
         sample.append(d)
         total += len(d)
-    results["speed"] = speed(m1, sample, args.window_bits, args.batch_size, args.repeats, args.segment_bytes,
-                             args.threads)
-    flops_after = matmul_flops(args.threads)
+    results["speed"] = speed(
+        m1, sample, args.window_bits, args.batch_size, args.repeats, args.segment_bytes, args.threads
+    )
+    flops_after = matmul_reference(args.threads, m1.lanes)
     flops_runs = [flops_before, *results["speed"].pop("matmul_flops_runs"), flops_after]
-    flops = statistics.median(flops_runs)
+    flops = statistics.median(f["reference"] for f in flops_runs)
     sp = results["speed"]
     bound = flops / (2 * m1.n_params)
-    results["matmul_flops"] = {"runs": flops_runs, "median": flops}
+    results["matmul_flops"] = {
+        "runs": flops_runs,
+        "median": flops,
+        "median_all_threads": statistics.median(f["all_threads"] for f in flops_runs),
+        "median_lanes_x_one_thread": statistics.median(f["lanes_x_one_thread"] for f in flops_runs),
+    }
     results["bound_bytes_per_s"] = bound
     results["encoder_fraction_of_bound"] = sp["encode_bytes_per_s"] / bound
     results["encoder_steady_fraction_of_bound"] = sp["encode_steady_bytes_per_s"] / bound
@@ -273,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
-    ok = all(r["identical"] == r["documents"] for k, r in results.items() if k.endswith(("/straddle", "/zeros")))
+    ok = all(
+        r["identical"] == r["documents"] for k, r in results.items() if k.endswith(("/straddle", "/zeros"))
+    )
     return 0 if ok else 1
 
 
@@ -282,8 +359,11 @@ def print_table(r: dict[str, Any]) -> None:
     from rich.table import Table
 
     b = r["window_bits"]
-    t = Table(title=f"EqualInfoAC[b={b}] with M1 {r['model']} ({r['n_params']:,} non-embedding params, "
-                    f"{r['threads']} threads)")
+    t = Table(
+        title=f"EqualInfoAC[b={b}] with M1 {r['model']} ({r['n_params']:,} non-embedding params, "
+        f"{r['threads']} threads; stdlib columns: M1 {r['roundtrip_model']}; segments of "
+        f"{r['segment_bytes']:,} bytes)"
+    )
     t.add_column("")
     for col in ("mixture: straddle", "mixture: zeros (paper)", "stdlib: straddle", "stdlib: zeros (paper)"):
         t.add_column(col, justify="right")
@@ -291,8 +371,14 @@ def print_table(r: dict[str, Any]) -> None:
     rows = [
         ("documents (bytes)", lambda x: f"{x['documents']:,} ({x['bytes']:,})"),
         ("byte-identical round trips", lambda x: f"{x['identical']}/{x['documents']}"),
-        ("windows from tokens alone", lambda x: f"{100 * x['token_only_windows'] / max(1, x['windows']):.3f}%"),
-        ("documents from tokens alone", lambda x: f"{100 * x['token_only_docs'] / max(1, x['documents']):.2f}%"),
+        (
+            "windows from tokens alone",
+            lambda x: f"{100 * x['token_only_windows'] / max(1, x['windows']):.3f}%",
+        ),
+        (
+            "documents from tokens alone",
+            lambda x: f"{100 * x['token_only_docs'] / max(1, x['documents']):.2f}%",
+        ),
         ("exceptions", lambda x: f"{x['exceptions']:,} / {x['windows']:,}"),
         ("backed-off windows", lambda x: f"{100 * x['backed_off'] / max(1, x['windows']):.2f}%"),
         ("bytes per window", lambda x: f"{x['bytes_per_window']:.3f}"),
@@ -304,10 +390,21 @@ def print_table(r: dict[str, Any]) -> None:
     for c in ("mixture", "stdlib"):
         cost = r[f"{c}/zeros"]["bytes_per_window"] - r[f"{c}/straddle"]["bytes_per_window"]
         r[f"{c}/backoff_cost_bytes_per_window"] = cost
-    t.add_row("back-off cost (bytes/window)", f"{r['mixture/backoff_cost_bytes_per_window']:.3f}", "",
-              f"{r['stdlib/backoff_cost_bytes_per_window']:.3f}", "")
+    t.add_row(
+        "back-off cost (bytes/window)",
+        f"{r['mixture/backoff_cost_bytes_per_window']:.3f}",
+        "",
+        f"{r['stdlib/backoff_cost_bytes_per_window']:.3f}",
+        "",
+    )
     for name in r["baselines/mixture"]:
-        t.add_row(f"{name} bits/byte", f"{r['baselines/mixture'][name]:.3f}", "", f"{r['baselines/stdlib'][name]:.3f}", "")
+        t.add_row(
+            f"{name} bits/byte",
+            f"{r['baselines/mixture'][name]:.3f}",
+            "",
+            f"{r['baselines/stdlib'][name]:.3f}",
+            "",
+        )
     Console().print(t)
 
 
@@ -316,23 +413,43 @@ def print_speed(r: dict[str, Any]) -> None:
     from rich.table import Table
 
     sp = r["speed"]
-    s = Table(title="speed (medians; shared machine: timings are noisy)")
+    s = Table(
+        title=f"speed: {sp['bytes']:,} bytes in {sp['segments']:,} segments, {sp['lanes']} lanes "
+        "(medians; shared machine: timings are noisy)"
+    )
     s.add_column("")
     s.add_column("value", justify="right")
     flops = r["matmul_flops"]
-    runs = ", ".join(f"{f / 1e9:.0f}" for f in flops["runs"])
-    s.add_row("float32 matmul (1024^3): median (runs)", f"{flops['median'] / 1e9:.1f} GFLOP/s ({runs})")
-    s.add_row("bound = matmul FLOP/s / (2 N_params)", f"{r['bound_bytes_per_s']:,.0f} bytes/s")
-    s.add_row("encode", f"{sp['encode_bytes_per_s']:,.0f} bytes/s")
-    s.add_row("encoder useful FLOP/s / matmul FLOP/s", f"{100 * r['encoder_fraction_of_bound']:.1f}%")
-    s.add_row("encode, steady state (all rows busy)",
-              f"{sp['encode_steady_bytes_per_s']:,.0f} bytes/s ({100 * r['encoder_steady_fraction_of_bound']:.1f}%)")
-    s.add_row("decode", f"{sp['decode_bytes_per_s']:,.0f} bytes/s ({100 * r['decoder_fraction_of_bound']:.1f}%)")
-    s.add_row("M1 positions computed per encoded byte", f"{sp['encode_row_positions_per_byte']:.2f}")
-    s.add_row("encoder time: M1 forward / quantize / Python coder",
-              f"{100 * sp['encode_forward_share']:.0f}% / {100 * sp['encode_quantize_share']:.0f}% / "
-              f"{100 * sp['encode_coder_share']:.0f}%")
-    s.add_row("positions/s inside the forward", f"{sp['positions_per_s_in_forward']:,.0f}")
+    runs = ", ".join(
+        f"{f['all_threads'] / 1e9:.0f}/{f['lanes_x_one_thread'] / 1e9:.0f}" for f in flops["runs"]
+    )
+    s.add_row(
+        "float32 matmul (1024^3), all threads / lanes x 1 thread (runs)",
+        f"{flops['median_all_threads'] / 1e9:.1f} / {flops['median_lanes_x_one_thread'] / 1e9:.1f} "
+        f"GFLOP/s ({runs})",
+    )
+    s.add_row("reference = the larger, median", f"{flops['median'] / 1e9:.1f} GFLOP/s")
+    s.add_row("bound = reference / (2 N_params)", f"{r['bound_bytes_per_s']:,.0f} bytes/s")
+    s.add_row("encode (whole sample, tail included)", f"{sp['encode_bytes_per_s']:,.0f} bytes/s")
+    s.add_row("encoder useful FLOP/s / reference FLOP/s", f"{100 * r['encoder_fraction_of_bound']:.1f}%")
+    s.add_row(
+        "encode, steady state (until a row first idles)",
+        f"{sp['encode_steady_bytes_per_s']:,.0f} bytes/s ({100 * r['encoder_steady_fraction_of_bound']:.1f}%)",
+    )
+    s.add_row(
+        "decode (whole sample)",
+        f"{sp['decode_bytes_per_s']:,.0f} bytes/s ({100 * r['decoder_fraction_of_bound']:.1f}%)",
+    )
+    s.add_row(
+        "M1 positions computed per encoded byte (padding rows included / busy rows)",
+        f"{sp['encode_row_positions_per_byte']:.3f} / {sp['encode_busy_positions_per_byte']:.3f}",
+    )
+    s.add_row(
+        "lane time: M1 forward / quantize / Python coder + GIL waits",
+        f"{100 * sp['encode_forward_share']:.0f}% / {100 * sp['encode_quantize_share']:.0f}% / "
+        f"{100 * sp['encode_coder_share']:.0f}%",
+    )
+    s.add_row("positions/s inside the forward (per lane)", f"{sp['positions_per_s_in_forward']:,.0f}")
     Console().print(s)
 
 

@@ -29,10 +29,21 @@ STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    texts = [(STDLIB / name).read_text(encoding="utf-8") for name in ("textwrap.py", "colorsys.py", "bisect.py")]
+    texts = [
+        (STDLIB / name).read_text(encoding="utf-8") for name in ("textwrap.py", "colorsys.py", "bisect.py")
+    ]
     out = tmp_path_factory.mktemp("m1") / "tiny"
-    train_m1(texts, size="tiny", context=64, max_tokens=32_000, batch_size=8, lr=3e-3, threads=1,
-             progress=False, out=out)
+    train_m1(
+        texts,
+        size="tiny",
+        context=64,
+        max_tokens=32_000,
+        batch_size=8,
+        lr=3e-3,
+        threads=1,
+        progress=False,
+        out=out,
+    )
     return out
 
 
@@ -51,9 +62,17 @@ def inputs(tmp_path: Path) -> Path:
         {"text": 'quotes " and \\ backslashes\ttabs', "id": 3},
         {"id": 4, "text": ""},
     ]
-    lines = [json.dumps(rows[0]), json.dumps(rows[1], ensure_ascii=False), json.dumps(rows[2]),
-             json.dumps(rows[3]), "not json at all", '{"text": 17}', '{"a": 1,  "text" :  "sp\\u00e9ced"}',
-             '{"text": "escaped \\/ slash"}', ""]
+    lines = [
+        json.dumps(rows[0]),
+        json.dumps(rows[1], ensure_ascii=False),
+        json.dumps(rows[2]),
+        json.dumps(rows[3]),
+        "not json at all",
+        '{"text": 17}',
+        '{"a": 1,  "text" :  "sp\\u00e9ced"}',
+        '{"text": "escaped \\/ slash"}',
+        "",
+    ]
     (folder / "data.jsonl").write_text("\n".join(lines), encoding="utf-8")
     (folder / "notes.txt").write_bytes(b"plain text\r\nwith CRLF and a \xff byte that is not UTF-8\n")
     (folder / "sub" / "code.py").write_bytes((STDLIB / "bisect.py").read_bytes()[:600])
@@ -153,8 +172,9 @@ def test_wrong_model_is_a_clear_error(tmp_path: Path, inputs: Path, m1: M1) -> N
         decompress(clm, tmp_path / "x", model=other)
 
 
-def test_cli_compress_decompress_inspect(tmp_path: Path, inputs: Path, model_dir: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_compress_decompress_inspect(
+    tmp_path: Path, inputs: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = torch.get_num_threads()
     src, clm, out = inputs / "data.jsonl", tmp_path / "o.clm", tmp_path / "r.jsonl"
     common = ["--threads", "1", "--no-progress"]
@@ -178,8 +198,26 @@ def test_cli_m1_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.txt").write_text((STDLIB / "colorsys.py").read_text(encoding="utf-8"), encoding="utf-8")
-    args = ["m1", "train", "--corpus", str(corpus), "--size", "tiny", "--out", str(tmp_path / "m1"),
-            "--context", "32", "--tokens", "4000", "--batch-size", "4", "--threads", "1", "--no-progress", "--json"]
+    args = [
+        "m1",
+        "train",
+        "--corpus",
+        str(corpus),
+        "--size",
+        "tiny",
+        "--out",
+        str(tmp_path / "m1"),
+        "--context",
+        "32",
+        "--tokens",
+        "4000",
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--json",
+    ]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["documents"] == 1 and report["heldout_bits_per_byte"] > 0
@@ -194,7 +232,11 @@ text_st = st.one_of(
 )
 
 
-@given(st.lists(text_st, min_size=1, max_size=4), st.sampled_from([16, 32]), st.sampled_from(["straddle", "zeros"]))
+@given(
+    st.lists(text_st, min_size=1, max_size=4),
+    st.sampled_from([16, 32]),
+    st.sampled_from(["straddle", "zeros"]),
+)
 @settings(max_examples=15, deadline=None)
 def test_equal_info_coder_round_trips(m1: M1, docs: list[bytes], bits: int, code: str) -> None:
     coder = EqualInfoCoder(m1, bits, code=code, max_window_bytes=48)

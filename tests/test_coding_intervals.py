@@ -65,7 +65,9 @@ def test_quantize_clamps_an_overfull_table() -> None:
 
 @given(intervals(), tables, st.data())
 @settings(max_examples=300, deadline=None)
-def test_find_child_matches_brute_force(iv: tuple[int, int, int], cum: np.ndarray, data: st.DataObject) -> None:
+def test_find_child_matches_brute_force(
+    iv: tuple[int, int, int], cum: np.ndarray, data: st.DataObject
+) -> None:
     lo, hi, _ = iv
     point = data.draw(st.integers(lo, hi - 1))
     b = brute_bounds(lo, hi, cum)

@@ -26,7 +26,9 @@ from compresslm.errors import IntegrityError
 def table_model(seed: int, concentration: float, n_tables: int = 24) -> CallableModel:
     """Distributions that depend on the last two bytes of the window prefix (and its length)."""
     rng = np.random.default_rng(seed)
-    tables = [quantize(rng.dirichlet(np.full(256, concentration)).astype(np.float32), 14) for _ in range(n_tables)]
+    tables = [
+        quantize(rng.dirichlet(np.full(256, concentration)).astype(np.float32), 14) for _ in range(n_tables)
+    ]
     return CallableModel(lambda prefix: tables[zlib.crc32(prefix[-2:] + bytes([len(prefix) % 3])) % n_tables])
 
 
@@ -152,7 +154,9 @@ def test_batching_does_not_change_the_windows() -> None:
     alone = [encode_units([u], model, p)[0] for u in units]
     for batch_size in (1, 4, 64):
         assert encode_units(units, model, p, batch_size=batch_size) == alone
-    restored = decode_units([([w.code for w in ws], exception_table(ws)) for ws in alone], model, p, batch_size=5)
+    restored = decode_units(
+        [([w.code for w in ws], exception_table(ws)) for ws in alone], model, p, batch_size=5
+    )
     assert restored == units
 
 

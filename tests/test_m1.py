@@ -22,6 +22,7 @@ from compresslm.coding.m1 import (
     verify_model,
 )
 from compresslm.coding.m1_train import ResetStream, train_m1
+from compresslm.coding.window_coder import RESTART, START
 from compresslm.errors import ConfigError, IntegrityError
 from compresslm.models import Transformer, config_for_size, weights_sha256
 
@@ -58,7 +59,10 @@ def test_same_tables_for_batch_sizes_1_and_64_and_threads_1_and_2(m1: M1, thread
     windows = [w[:18] for w in WINDOWS]
     alone = [session_tables(m1, [w], L)[0] for w in windows]
     rng = np.random.default_rng(1)
-    others = [bytes(rng.integers(0, 256, size=int(rng.integers(0, 19)), dtype=np.uint8)) for _ in range(64 - len(windows))]
+    others = [
+        bytes(rng.integers(0, 256, size=int(rng.integers(0, 19)), dtype=np.uint8))
+        for _ in range(64 - len(windows))
+    ]
     rows = rng.permutation(64).tolist()
     for threads in (1, 2):
         torch.set_num_threads(threads)
@@ -67,18 +71,51 @@ def test_same_tables_for_batch_sizes_1_and_64_and_threads_1_and_2(m1: M1, thread
             assert np.array_equal(a, b)
 
 
-def test_coder_bits_identical_across_batch_sizes_and_threads(m1: M1, threads_restored: None) -> None:
+def test_coder_bits_identical_across_batch_sizes_and_lanes(m1: M1, threads_restored: None) -> None:
+    """threads = lanes: rows split over parallel sessions, each with single-threaded torch ops."""
     docs = [b"The quick brown fox jumps over the lazy dog.", "naïve café".encode(), b"ab", b"", b"x" * 40]
+    docs += [bytes(range(i, i + 30)) for i in range(0, 200, 40)]
     results = {}
-    # Two threads only on a short input: the table-level test above covers them on every position.
-    for batch_size, threads, chosen in ((1, 1, docs), (64, 1, docs), (64, 2, docs[2:4])):
-        torch.set_num_threads(threads)
-        coder = EqualInfoCoder(M1(m1.model, threads=threads, sha256=m1.sha256), 16, max_window_bytes=L,
-                               batch_size=batch_size)
-        results[batch_size, threads] = coded = coder.encode_many(chosen)
-        assert coder.decode_many(coded) == chosen
+    for batch_size, threads in ((1, 1), (64, 1), (64, 2), (3, 2)):
+        torch.set_num_threads(2)
+        coder = EqualInfoCoder(
+            M1(m1.model, threads=threads, sha256=m1.sha256), 16, max_window_bytes=L, batch_size=batch_size
+        )
+        results[batch_size, threads] = coded = coder.encode_many(docs)
+        assert coder.decode_many(coded) == docs
+        assert torch.get_num_threads() == 2  # restored once the last session closed
     assert results[64, 1] == results[1, 1]
-    assert results[64, 2] == results[1, 1][2:4]
+    assert results[64, 2] == results[1, 1]
+    assert results[3, 2] == results[1, 1]
+
+
+def test_restart_token_equals_start_then_byte(m1: M1) -> None:
+    """A window opened by RESTART + b (no step for START) gets exactly the tables of START, then b;
+    the constant start table is what a computed first position gives."""
+    rng = np.random.default_rng(3)
+    first = rng.integers(0, 256, size=20)
+    second = rng.integers(0, 256, size=20)
+    a, b = m1.session(20, L), m1.session(20, L)
+    try:
+        assert np.array_equal(a.step(np.full(20, START)), np.tile(a.start_table, (20, 1)))
+        stepped = [a.step(first), a.step(second)]
+        merged = [b.step(first + RESTART), b.step(second)]
+    finally:
+        a.close()
+        b.close()
+    assert all(np.array_equal(x, y) for x, y in zip(stepped, merged, strict=True))
+    ref = reference_tables(m1, [bytes([int(x)]) for x in first[:3]], L)
+    assert np.abs(ref[0][0] - a.start_table).max() <= 2
+
+
+def test_a_failing_lane_stops_the_others(m1: M1) -> None:
+    docs = [bytes(rng_bytes) for rng_bytes in np.random.default_rng(4).integers(32, 127, size=(12, 30))]
+    coder = EqualInfoCoder(M1(m1.model, threads=2, sha256=m1.sha256), 16, max_window_bytes=L, batch_size=4)
+    coded = coder.encode_many(docs)
+    lengths = [len(d) for d in docs]
+    lengths[5] -= 3
+    with pytest.raises(IntegrityError, match="past the recorded length"):
+        coder.decode_many(coded, lengths=lengths)
 
 
 def test_fingerprint_is_stable_and_detects_changes(m1: M1) -> None:
@@ -114,8 +151,17 @@ def test_reset_stream_blocks_start_with_bos() -> None:
 def test_train_m1_tiny_saves_a_loadable_model(tmp_path: Path) -> None:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     texts = [(stdlib / name).read_text(encoding="utf-8") for name in ("textwrap.py", "colorsys.py")]
-    model, report = train_m1(texts, size="tiny", context=64, max_tokens=16_000, batch_size=8, lr=3e-3,
-                             threads=1, progress=False, out=tmp_path / "m1")
+    model, report = train_m1(
+        texts,
+        size="tiny",
+        context=64,
+        max_tokens=16_000,
+        batch_size=8,
+        lr=3e-3,
+        threads=1,
+        progress=False,
+        out=tmp_path / "m1",
+    )
     assert report.n_params == model.n_params() and report.tokens_seen >= 15_000
     assert report.heldout_bits_per_byte is not None and report.heldout_bits_per_byte < 7.5
     loaded = M1.load(tmp_path / "m1", threads=1)

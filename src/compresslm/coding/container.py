@@ -169,11 +169,15 @@ def _sections(data: bytes, where: str) -> Iterator[tuple[str, bytes]]:
     pos = len(MAGIC) + 2
     for expected in SECTIONS:
         if pos + _SECTION.size > len(data):
-            raise IntegrityError(f"{where}: truncated: section {expected} is missing (file ends at byte {len(data)})")
+            raise IntegrityError(
+                f"{where}: truncated: section {expected} is missing (file ends at byte {len(data)})"
+            )
         raw_tag, length = _SECTION.unpack_from(data, pos)
         tag = raw_tag.decode("ascii", errors="replace")
         if tag != expected:
-            raise IntegrityError(f"{where}: corrupt: expected section {expected} at byte {pos}, found {tag!r}")
+            raise IntegrityError(
+                f"{where}: corrupt: expected section {expected} at byte {pos}, found {tag!r}"
+            )
         start = pos + _SECTION.size
         end = start + length
         if end + _CRC.size > len(data):
@@ -227,6 +231,8 @@ def _check_counts(c: Container, where: str) -> None:
     for i, d in enumerate(c.docs):
         for w, n in d.exceptions:
             if not (0 <= w < d.windows and 1 <= n <= max_bytes):
-                raise IntegrityError(f"{where}: document {i}: exception (window {w}, {n} bytes) is out of range")
+                raise IntegrityError(
+                    f"{where}: document {i}: exception (window {w}, {n} bytes) is out of range"
+                )
         if d.windows > d.nbytes:
             raise IntegrityError(f"{where}: document {i}: {d.windows} windows cannot cover {d.nbytes} bytes")

@@ -25,6 +25,7 @@ from compresslm.coding.packing import from_tokens, to_tokens
 from compresslm.coding.window_coder import (
     EncodeStats,
     FrequencyModel,
+    StepTrace,
     Window,
     decode_units,
     encode_units,
@@ -93,12 +94,19 @@ class EqualInfoCoder:
         self,
         items: Sequence[bytes],
         on_bytes: Callable[[int], None] | None = None,
-        trace: list[tuple[int, float]] | None = None,
+        trace: StepTrace | None = None,
     ) -> list[list[Window]]:
         """Windows of each item, coded independently; ``self.stats`` accumulates what was done.
-        ``trace`` (optional) receives ``(busy rows, seconds)`` per model step."""
-        return encode_units(items, self.model, self.params, batch_size=self.batch_size, on_bytes=on_bytes,
-                            stats=self.stats, trace=trace)
+        ``trace`` (optional) receives ``(busy rows, lane rows, end time)`` per model step."""
+        return encode_units(
+            items,
+            self.model,
+            self.params,
+            batch_size=self.batch_size,
+            on_bytes=on_bytes,
+            stats=self.stats,
+            trace=trace,
+        )
 
     def decode(
         self,
@@ -124,8 +132,9 @@ class EqualInfoCoder:
                 units.append(([w.code for w in wins], {**exception_table(wins), **exc}))
             else:
                 units.append(([int(c) for c in item], exc))  # type: ignore[union-attr]
-        return decode_units(units, self.model, self.params, lengths=lengths, batch_size=self.batch_size,
-                            on_bytes=on_bytes)
+        return decode_units(
+            units, self.model, self.params, lengths=lengths, batch_size=self.batch_size, on_bytes=on_bytes
+        )
 
     def tokens(self, windows: Sequence[Window], token_bits: int = 16) -> np.ndarray:
         """M2 tokens: the windows' bits MSB-first in ``token_bits``-bit ids."""

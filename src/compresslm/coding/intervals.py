@@ -114,7 +114,9 @@ def check_table(cum: np.ndarray, precision: int) -> None:
     if cum.shape != (N_SYMBOLS + 1,):
         raise ConfigError(f"frequency table must have {N_SYMBOLS + 1} entries, got shape {cum.shape}")
     if cum[0] != 0 or np.any(np.diff(cum) < 1) or cum[-1] > (1 << precision):
-        raise ConfigError(f"invalid frequency table: need cum[0] = 0, every frequency >= 1, total <= 2**{precision}")
+        raise ConfigError(
+            f"invalid frequency table: need cum[0] = 0, every frequency >= 1, total <= 2**{precision}"
+        )
 
 
 def child(lo: int, hi: int, cum: np.ndarray, s: int) -> tuple[int, int]:

@@ -38,7 +38,15 @@ from compresslm.errors import DataError, IntegrityError
 
 RAW, VERBATIM, JSON_UNICODE, JSON_ASCII = 0, 1, 2, 3
 _PLAIN_JSONL = (".jsonl", ".ndjson")
-_RECORD_SUFFIXES = (".parquet", ".json", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd", ".ndjson.gz", ".ndjson.zst")
+_RECORD_SUFFIXES = (
+    ".parquet",
+    ".json",
+    ".jsonl.gz",
+    ".jsonl.zst",
+    ".jsonl.zstd",
+    ".ndjson.gz",
+    ".ndjson.zst",
+)
 
 
 # --------------------------------------------------------------------------------------------- layout
@@ -196,8 +204,10 @@ def _file_entry(path: Path, rel: str, field: str, source: Source) -> LayoutFile:
 
 def _is_record_input(path: str) -> bool:
     name = path.lower()
-    return path.startswith(BUILTIN_PREFIX) or name.endswith(_RECORD_SUFFIXES) or (
-        os.path.isdir(path) and os.path.isfile(os.path.join(path, "dataset_info.json"))
+    return (
+        path.startswith(BUILTIN_PREFIX)
+        or name.endswith(_RECORD_SUFFIXES)
+        or (os.path.isdir(path) and os.path.isfile(os.path.join(path, "dataset_info.json")))
     )
 
 
@@ -240,7 +250,9 @@ def _records_source(spec: str, text_field: str, on_error: str) -> Source:
     return source
 
 
-def rebuild(files: Sequence[LayoutFile], documents: Sequence[bytes], where: str) -> Iterator[tuple[str, bytes]]:
+def rebuild(
+    files: Sequence[LayoutFile], documents: Sequence[bytes], where: str
+) -> Iterator[tuple[str, bytes]]:
     for f in files:
         chunks: list[bytes] = []
         for kind, value in f.parts:
@@ -253,7 +265,9 @@ def rebuild(files: Sequence[LayoutFile], documents: Sequence[bytes], where: str)
             if kind == VERBATIM:
                 chunks.append(doc)
             else:
-                chunks.append(json.dumps(doc.decode("utf-8"), ensure_ascii=kind == JSON_ASCII).encode("utf-8"))
+                chunks.append(
+                    json.dumps(doc.decode("utf-8"), ensure_ascii=kind == JSON_ASCII).encode("utf-8")
+                )
         data = b"".join(chunks)
         if hashlib.sha256(data).digest() != f.sha256:
             raise IntegrityError(f"{where}: restored file {f.path or '(input)'} fails its sha256 check")

@@ -3,28 +3,42 @@ numerics fingerprint (DESIGN.md §4.2). Training is in :mod:`compresslm.coding.m
 
 **Inference for coding.** Encoder and decoder compute M1's tables with the *same* function,
 :class:`M1Session.step`: one new position per row per step, keys and values kept in a cache of
-``max_window_bytes`` positions, every row restarted at each window (a START token feeds the BOS
-byte at position 0). The encoder advances each row one byte at a time exactly like the decoder
-does, so the two run identical operations on identical shapes; what remains to hold is that a
-row's result does not depend on the other rows, on where in the batch it sits, or on the thread
-count:
+``max_window_bytes`` positions, every row restarted at each window. The encoder advances each row
+one byte at a time exactly like the decoder does, so the two run identical operations on identical
+shapes; what remains to hold is that a row's result does not depend on the other rows, on where in
+the batch it sits, or on the machine's thread count:
 
+* torch runs **single-threaded** while any session is open, so no op's rounding depends on the
+  thread count. Cores are used by **lanes** instead (:attr:`M1.lanes`, one per thread by default):
+  the coder splits its rows into one session per lane and steps each from its own thread. Torch
+  releases the GIL inside every op, so one lane's Python coder runs while another lane computes, and
+  a loaded machine costs us no OpenMP barrier waits (a 2-thread GEMM whose second thread is
+  descheduled waits a whole time slice: 10 ms per op here);
 * linear layers are GEMMs over ``(rows, d)`` with ``rows`` padded to a multiple of
-  :data:`ROW_MULTIPLE`. MKL gives bit-identical rows for any row count >= 12 at any thread count,
-  but takes another code path (other rounding) for 1-3 rows, and for 5-11 rows at some thread
-  counts (measured on this machine's torch 2.13 CPU build) — hence the padding;
+  :data:`ROW_MULTIPLE`: MKL gives bit-identical rows for any row count >= 12, but takes another code
+  path (other rounding) for 1-3 rows and for 5-11 rows at some thread counts (measured on this
+  machine's torch 2.13 CPU build) — hence the padding;
 * attention is a batched (1 x hs) @ (hs x n) product over a fixed number n of cached positions
   chosen by the row's own position alone (the first 16-position page while the row is inside it,
   all ``max_len`` positions after that), masked to the row's positions: the cache beyond them gets
   weight exactly +0.0 and adds exactly nothing;
 * LayerNorm, GELU and softmax are row-wise.
 
-Tests check the consequences (same tables for batch sizes 1 and 64, threads 1 and 2, any other
-rows) and that this path agrees with ``Transformer.forward`` to float32 rounding. Compared with the
-DESIGN's reference (a padded full-row forward per window in the encoder, one position at a time in
-the decoder), this needs no proof that two different paths agree, and it computes only the
-positions a window uses (n + 1 for n bytes) instead of ``max_window_bytes``: the padded reference
-wastes ~90% of its positions at b = 16, where windows hold ~5 bytes.
+**Waste.** A window's first table depends on nothing (its context is BOS alone), so it is
+computed once per session (:attr:`M1Session.start_table`, with position 0's keys and values) and a
+window of n bytes costs n positions, not n + 1: the coder feeds the start table itself and sends
+``RESTART + b``. Rows that finish go idle and the cache is compacted when half of them are (so the
+tail of a batch stops paying for them), and a new position's keys and values are scattered into the
+cache with one flat-index copy per page and layer.
+
+Tests check the consequences (same tables for batch sizes 1 and 64, lanes 1 and 2, any other rows;
+RESTART equal to START then the byte) and that this path agrees with ``Transformer.forward`` to
+float32 rounding. Compared with the DESIGN's reference (a padded full-row forward per window in the
+encoder, one position at a time in the decoder), this needs no proof that two different paths agree,
+and it computes only the positions a window uses (n for n bytes) instead of ``max_window_bytes``:
+the padded reference wastes ~90% of its positions at b = 16, where windows hold ~4 bytes. The
+numerics are those of the earlier one-thread, START-computing path: the fingerprints of
+``bench-out/m1-3m`` and ``m1-tiny`` are unchanged, so .clm files written before decode.
 
 **Fingerprint.** :func:`fingerprint` hashes the tables of a fixed probe; the .clm container
 stores it next to the weights' sha256, and decompression recomputes both, so a different model or
@@ -40,6 +54,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from compresslm.coding.intervals import N_SYMBOLS, quantize
-from compresslm.coding.window_coder import IDLE, START
+from compresslm.coding.window_coder import IDLE, RESTART, START
 from compresslm.errors import ConfigError, IntegrityError
 from compresslm.models.checkpoint import load_model, weights_sha256
 from compresslm.models.transformer import Transformer
@@ -84,6 +99,25 @@ class StepTimings:
     row_positions: int = 0  # positions computed, padding rows included
 
 
+_threads_lock = threading.Lock()
+_threads_state = {"sessions": 0, "before": 1}
+
+
+def _single_threaded_ops(delta: int) -> None:
+    """Count open sessions; torch runs single-threaded while any is open (set by the first, restored
+    by the last: ``torch.set_num_threads`` rebuilds the OpenMP pool, which costs more than a step).
+    Lane threads started after the first session opens take the count of 1 on their first op."""
+    with _threads_lock:
+        state = _threads_state
+        if delta > 0 and state["sessions"] == 0:
+            state["before"] = torch.get_num_threads()
+            if state["before"] != 1:
+                torch.set_num_threads(1)
+        state["sessions"] += delta
+        if delta < 0 and state["sessions"] == 0 and state["before"] != 1:
+            torch.set_num_threads(state["before"])
+
+
 def _padded_rows(n_rows: int) -> int:
     return max(ROW_MULTIPLE, -(-n_rows // ROW_MULTIPLE) * ROW_MULTIPLE)
 
@@ -91,7 +125,8 @@ def _padded_rows(n_rows: int) -> int:
 class M1:
     """A trained :class:`Transformer` as a :class:`~compresslm.coding.window_coder.FrequencyModel`.
 
-    ``threads``: torch intra-op threads while coding (None: torch's default, all cores).
+    ``threads``: coding lanes, each a thread stepping its own session with single-threaded torch
+    ops (None: torch's thread count, by default all cores). See the module docstring for why.
     ``sha256``: the weights' hash (computed when not given).
     """
 
@@ -105,10 +140,13 @@ class M1:
         path: str | None = None,
     ) -> None:
         if model.config.vocab_size < N_SYMBOLS:
-            raise ConfigError(f"M1 needs a vocabulary of at least 256 bytes, the model has {model.config.vocab_size}")
+            raise ConfigError(
+                f"M1 needs a vocabulary of at least 256 bytes, the model has {model.config.vocab_size}"
+            )
         self.model = model.to("cpu").float().eval()
         self.precision = precision
         self.threads = threads
+        self.lanes = max(1, threads or torch.get_num_threads())
         self.sha256 = sha256 or weights_sha256(model)
         self.path = path
         self.timings = StepTimings()
@@ -138,7 +176,12 @@ class M1:
 
 class M1Session:
     """``n_rows`` window rows (padded to a multiple of :data:`ROW_MULTIPLE`), each with a KV cache
-    of ``max_len`` positions; see the module docstring for why this path is deterministic."""
+    of ``max_len`` positions; see the module docstring for why this path is deterministic.
+
+    ``start_table`` is the table every window starts with (its context is BOS alone), computed once
+    through the same forward; START costs no step, and ``RESTART + b`` opens a window and appends
+    ``b`` in one step (see :mod:`compresslm.coding.window_coder`).
+    """
 
     def __init__(self, m1: M1, n_rows: int, max_len: int) -> None:
         if max_len > m1.max_context:
@@ -152,7 +195,8 @@ class M1Session:
         self.n_heads = cfg.n_heads
         self.head_dim = cfg.d_model // cfg.n_heads
         # The cache is paged: positions [0, near) and [near, max_len). Keys are stored transposed,
-        # (hs, positions) per head, so q @ K reads them contiguously. Rows are never cleared: a
+        # (hs, positions) per head, so q @ K reads them contiguously (a transposed operand is slower,
+        # and rounds differently: the numerics fingerprint would change). Rows are never cleared: a
         # restarted row's old keys and values sit beyond its position, where the mask gives them
         # weight exactly +0.0, and 0 * v adds exactly nothing to a sum.
         self.near = min(NEAR_POSITIONS, max_len)
@@ -162,21 +206,31 @@ class M1Session:
         # the tail of a batch does not keep computing finished rows. Copying a row's cache is exact
         # and rows never influence each other, so where a row lives changes none of its results.
         self.phys = np.full(n_rows, -1, dtype=np.int64)
-        self._allocate(_padded_rows(n_rows))
         self.key_index = torch.arange(max_len)
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.timings = m1.timings
-        # Thread count is set once per session: torch.set_num_threads rebuilds the OpenMP pool, which
-        # costs more than a whole step of a small model.
-        self._threads_before: int | None = None
-        if m1.threads is not None and m1.threads != torch.get_num_threads():
-            self._threads_before = torch.get_num_threads()
-            torch.set_num_threads(m1.threads)
+        self._closed = False
+        _single_threaded_ops(+1)
+        self._start_state()
+        self._allocate(_padded_rows(n_rows))
+
+    def _start_state(self) -> None:
+        """Position 0 (BOS) of every window: its table and its keys and values per layer, from one
+        forward of :data:`ROW_MULTIPLE` rows (rows are independent, so any row's result is this)."""
+        self._allocate(ROW_MULTIPLE)
+        pos = torch.zeros(ROW_MULTIPLE, dtype=torch.long)
+        with torch.inference_mode():
+            probs = self._forward(torch.full((ROW_MULTIPLE,), BOS), pos)
+        self.start_table = quantize(probs[0], self.m1.precision)
+        self.start_table.setflags(write=False)
+        # (layers, 1, C): position 0's keys and values, copied into every window that opens
+        self.start_keys = self.keys_near[:, 0, :, :, 0].reshape(self.n_layers, 1, -1).clone()
+        self.start_values = self.values_near[:, 0, :, 0, :].reshape(self.n_layers, 1, -1).clone()
 
     def _allocate(self, rows: int, keep: torch.Tensor | None = None) -> None:
         """(Re)build the cache with ``rows`` physical rows; ``keep`` lists old rows copied, in order,
         into the first new ones."""
-        shape = (self.n_layers, rows + 1, self.n_heads)  # + a scratch row that is never read
+        shape = (self.n_layers, rows, self.n_heads)
         far = self.max_len - self.near
         fresh = {
             "keys_near": torch.zeros(*shape, self.head_dim, self.near),
@@ -193,7 +247,20 @@ class M1Session:
             setattr(self, name, tensor)
         self.pos = pos
         self.rows = rows
-        self.rows_index = torch.arange(rows)
+        # Where row 0, position 0 of each layer's head vectors go, (layers, nh * hs), in a page viewed
+        # flat: a value is a run of hs floats (flat index / hs), a key a column of its transposed page.
+        layers = torch.arange(self.n_layers)[:, None]
+        self._offsets = {
+            n: (
+                (
+                    layers * rows * self.n_heads * self.head_dim
+                    + torch.arange(self.n_heads * self.head_dim)[None]
+                )
+                * n,
+                layers * rows * self.n_heads * n + torch.arange(self.n_heads)[None] * n,
+            )
+            for n in (self.near, far)
+        }
 
     def _place(self, active: np.ndarray, starting: np.ndarray) -> None:
         """Give every active logical row a physical row, compacting or growing the cache."""
@@ -213,10 +280,10 @@ class M1Session:
             self.phys[homeless] = np.flatnonzero(~used)[: len(homeless)]
 
     def close(self) -> None:
-        """Restore the thread count changed for this session."""
-        if self._threads_before is not None:
-            torch.set_num_threads(self._threads_before)
-            self._threads_before = None
+        """Restore torch's thread count once the last open session closes."""
+        if not self._closed:
+            self._closed = True
+            _single_threaded_ops(-1)
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         if len(tokens) != self.n_rows:
@@ -226,21 +293,33 @@ class M1Session:
         tables = np.zeros((self.n_rows, N_SYMBOLS + 1), dtype=np.int64)
         if not active.any():
             return tables
-        self._place(active, tokens == START)
-        tok = np.full(self.rows, START, dtype=np.int64)  # unused physical rows idle at position 0
-        rows = self.phys[active]
-        tok[rows] = tokens[active]
-        reset = torch.from_numpy(tok == START)
-        ids = torch.from_numpy(np.where(tok == START, BOS, tok))
-        pos = torch.where(reset, torch.zeros_like(self.pos), self.pos + 1)
-        if int(pos.max()) >= self.max_len:
+        restart = tokens >= RESTART
+        opening = (tokens == START) | restart
+        self._place(active, opening)
+        if opening.any():  # position 0 of a new window: the constant BOS keys and values
+            self._open(torch.from_numpy(self.phys[opening]))
+            tables[tokens == START] = self.start_table
+        computing = active & (tokens != START)
+        if not computing.any():
+            return tables
+        rows = self.phys[computing]
+        rows_t = torch.from_numpy(rows)
+        # Rows with nothing to compute (idle, or START alone) run BOS at their position and store
+        # their keys there: an idle row's cache is dead, and a START row is written again below.
+        ids = torch.zeros(self.rows, dtype=torch.long)
+        ids[rows_t] = torch.from_numpy(np.where(restart, tokens - RESTART, tokens)[computing])
+        pos = self.pos.clone()
+        pos[rows_t] += 1
+        if int(pos[rows_t].max()) >= self.max_len:
             raise ConfigError(f"a window row ran past its {self.max_len} positions")
         self.pos = pos
         t0 = time.perf_counter()
         with torch.inference_mode():
             probs = self._forward(ids, pos)
         t1 = time.perf_counter()
-        tables[active] = quantize(probs[rows], self.m1.precision)
+        if (tokens == START).any():
+            self._open(torch.from_numpy(self.phys[tokens == START]))
+        tables[computing] = quantize(probs[rows], self.m1.precision)
         timings = self.timings
         timings.forward_s += t1 - t0
         timings.quantize_s += time.perf_counter() - t1
@@ -248,40 +327,81 @@ class M1Session:
         timings.row_positions += self.rows
         return tables
 
+    def _open(self, rows: torch.Tensor) -> None:
+        """Start a window in physical ``rows``: position 0 holds BOS's constant keys and values."""
+        self.pos[rows] = 0
+        n = len(rows)
+        for sel, keys, values, key_at, value_at in self._targets(rows, torch.zeros(n, dtype=torch.long)):
+            k, v = self.start_keys.expand(-1, n, -1), self.start_values.expand(-1, n, -1)
+            if sel is not None:
+                k, v = k[:, sel], v[:, sel]
+            keys.view(-1).index_copy_(0, key_at.reshape(-1), k.reshape(-1))
+            values.view(-1, self.head_dim).index_copy_(0, value_at.reshape(-1), v.reshape(-1, self.head_dim))
+
+    def _targets(
+        self, rows: torch.Tensor, pos: torch.Tensor
+    ) -> list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Where the head vectors of physical ``rows`` at positions ``pos`` (one per row) go: per page,
+        ``(selected rows or None for all, keys, values, key_at, value_at)``, with flat indices
+        ``key_at`` (layers, n * nh * hs) into ``keys`` and ``value_at`` (layers, n * nh) into
+        ``values`` viewed as (-1, hs). Writes are exact copies: where other rows' keys sit cannot
+        change a row's numbers, so the written set may vary from step to step."""
+        nh, hs, near = self.n_heads, self.head_dim, self.near
+        is_far = pos >= near
+        out = []
+        far_any = bool(is_far.any())
+        for page, sel, n, shift in (("near", ~is_far, near, 0), ("far", is_far, self.max_len - near, near)):
+            if page == "far" and not far_any:
+                break
+            r, p = (rows, pos) if not far_any else (rows[sel], pos[sel])
+            if not len(r):
+                continue
+            key_at, value_at = self._offsets[n]
+            key_at = (key_at[:, None, :] + (r * (nh * hs * n) + p - shift)[None, :, None]).flatten(1)
+            value_at = (value_at[:, None, :] + (r * (nh * n) + p - shift)[None, :, None]).flatten(1)
+            out.append(
+                (
+                    sel if far_any else None,
+                    getattr(self, f"keys_{page}"),
+                    getattr(self, f"values_{page}"),
+                    key_at,
+                    value_at,
+                )
+            )
+        return out
+
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor) -> np.ndarray:
-        """One position per row. Attention is computed over the ``near`` page for every row, and
-        again over all ``max_len`` positions for the rows past the near page, whose results replace
-        the first. So each row's arithmetic depends only on its own position, never on which other
-        rows share the step; most rows (windows hold a few bytes) read 16 cached positions, not 64."""
+        """One position per physical row, keys and values stored at it. Attention is computed over the
+        ``near`` page for every row, and again over all ``max_len`` positions for the rows past the
+        near page, whose results replace the first. So each row's arithmetic depends only on its own
+        position, never on which other rows share the step; most rows (windows hold a few bytes)
+        read 16 cached positions, not 64."""
         model = self.m1.model
         R, nh, hs, near = self.rows, self.n_heads, self.head_dim, self.near
-        is_long = pos >= near
-        long = torch.nonzero(is_long).view(-1)
-        # Each row writes its key and value into its page; the other page's write goes to the
-        # scratch row R, which attention never reads (one write per page, no gathers).
-        scratch = torch.full_like(pos, R)
-        near_row, near_pos = torch.where(is_long, scratch, self.rows_index), torch.where(is_long, 0, pos)
-        far_row, far_pos = torch.where(is_long, self.rows_index, scratch), torch.where(is_long, pos - near, 0)
+        long = torch.nonzero(pos >= near).view(-1)
+        targets = self._targets(torch.arange(R), pos)
         x = model.wte(ids) + model.wpe(pos)  # (R, C)
         hidden_near = (self.key_index[None, :near] > pos[:, None]).view(R, 1, 1, near)
         hidden_all = (self.key_index[None, :] > pos[long, None]).view(len(long), 1, 1, self.max_len)
         for i, block in enumerate(model.blocks):
             attn = block.attn
             q, k, v = attn.c_attn(block.ln_1(x)).split(nh * hs, dim=1)  # (R, C) each
-            k, v, q = k.view(R, nh, hs), v.view(R, nh, hs), q.view(R, nh, 1, hs)
-            self.keys_near[i, near_row, :, :, near_pos] = k
-            self.values_near[i, near_row, :, near_pos] = v
-            att = (q @ self.keys_near[i, :R]) * self.scale  # (R, nh, 1, near)
+            for sel, keys, values, key_at, value_at in targets:
+                ks, vs = (k, v) if sel is None else (k[sel], v[sel])
+                keys.view(-1).scatter_(0, key_at[i], ks.reshape(-1))  # faster than index_copy_ here
+                values.view(-1, hs).index_copy_(0, value_at[i], vs.reshape(-1, hs))
+            q = q.reshape(R, nh, 1, hs)
+            att = (q @ self.keys_near[i]) * self.scale  # (R, nh, 1, near)
             att = F.softmax(att.masked_fill(hidden_near, float("-inf")), dim=-1)
-            y = att @ self.values_near[i, :R]  # (R, nh, 1, hs)
+            y = att @ self.values_near[i]  # (R, nh, 1, hs)
             if len(long):
-                self.keys_far[i, far_row, :, :, far_pos] = k
-                self.values_far[i, far_row, :, far_pos] = v
-                keys = torch.cat([self.keys_near[i, long], self.keys_far[i, long]], dim=-1)  # (n, nh, hs, L)
-                values = torch.cat([self.values_near[i, long], self.values_far[i, long]], dim=-2)
-                att_l = (q[long] @ keys) * self.scale
+                keys_l = torch.cat(
+                    [self.keys_near[i, long], self.keys_far[i, long]], dim=-1
+                )  # (n, nh, hs, L)
+                values_l = torch.cat([self.values_near[i, long], self.values_far[i, long]], dim=-2)
+                att_l = (q[long] @ keys_l) * self.scale
                 att_l = F.softmax(att_l.masked_fill(hidden_all, float("-inf")), dim=-1)
-                y[long] = att_l @ values
+                y[long] = att_l @ values_l
             x = x + attn.c_proj(y.view(R, nh * hs))
             x = x + block.mlp(block.ln_2(x))
         logits = model.lm_head(model.ln_f(x))[:, :N_SYMBOLS]
@@ -304,8 +424,14 @@ def reference_tables(m1: M1, windows: Sequence[bytes], max_len: int) -> list[np.
     return [quantize(probs[i, : len(w) + 1], m1.precision) for i, w in enumerate(windows)]
 
 
-def session_tables(m1: M1, windows: Sequence[bytes], max_len: int, *, n_rows: int | None = None,
-                   rows_of: Sequence[int] | None = None) -> list[np.ndarray]:
+def session_tables(
+    m1: M1,
+    windows: Sequence[bytes],
+    max_len: int,
+    *,
+    n_rows: int | None = None,
+    rows_of: Sequence[int] | None = None,
+) -> list[np.ndarray]:
     """Tables of every position of every window through :class:`M1Session` (the coding path).
 
     Window i runs in row ``rows_of[i]`` of a session of ``n_rows`` rows (default: one row each);
@@ -323,7 +449,11 @@ def session_tables(m1: M1, windows: Sequence[bytes], max_len: int, *, n_rows: in
 
 
 def _run_windows(
-    session: M1Session, windows: Sequence[bytes], n_rows: int, rows_of: Sequence[int], out: list[list[np.ndarray]]
+    session: M1Session,
+    windows: Sequence[bytes],
+    n_rows: int,
+    rows_of: Sequence[int],
+    out: list[list[np.ndarray]],
 ) -> None:
     longest = max((len(w) for w in windows), default=-1)
     for t in range(longest + 1):
@@ -345,7 +475,9 @@ def fingerprint(m1: M1, max_len: int) -> str:
     """sha256 of M1's quantized tables on the fixed probe, through the coding path (computed once
     per M1 object and cache length)."""
     if max_len not in m1._fingerprints:
-        digest = hashlib.sha256(f"compresslm-m1-fingerprint-v{FINGERPRINT_VERSION}:{m1.precision}:{max_len}:".encode())
+        digest = hashlib.sha256(
+            f"compresslm-m1-fingerprint-v{FINGERPRINT_VERSION}:{m1.precision}:{max_len}:".encode()
+        )
         for table in session_tables(m1, _probe_windows(max_len), max_len):
             digest.update(np.ascontiguousarray(table, dtype="<i8").tobytes())
         m1._fingerprints[max_len] = digest.hexdigest()
@@ -362,7 +494,9 @@ def check_row_independence(m1: M1, max_len: int, batch_size: int) -> None:
     n_rows = max(batch_size, len(probe))
     rng = np.random.default_rng(0)
     rows_of = rng.permutation(n_rows)[: len(probe)]
-    others = [bytes(rng.integers(32, 127, size=max_len - 1, dtype=np.uint8)) for _ in range(n_rows - len(probe))]
+    others = [
+        bytes(rng.integers(32, 127, size=max_len - 1, dtype=np.uint8)) for _ in range(n_rows - len(probe))
+    ]
     free = [r for r in range(n_rows) if r not in set(rows_of.tolist())]
     mixed = session_tables(m1, [*probe, *others], max_len, n_rows=n_rows, rows_of=[*rows_of.tolist(), *free])
     for a, b in zip(alone, mixed, strict=False):

@@ -55,7 +55,9 @@ class ResetStream(TokenStream):
         self, batch_size: int, seq_len: int, rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if len(self.tokens) < seq_len:
-            raise DataError(f"byte stream {self.name!r} has {len(self.tokens)} bytes, fewer than seq_len {seq_len}")
+            raise DataError(
+                f"byte stream {self.name!r} has {len(self.tokens)} bytes, fewer than seq_len {seq_len}"
+            )
         return self._reset_batch(rng.integers(0, len(self.tokens) - seq_len + 1, size=batch_size), seq_len)
 
     def n_blocks(self, seq_len: int) -> int:
@@ -116,7 +118,9 @@ def train_m1(
     """
     stream = corpus_bytes(texts)
     if len(stream) < 2 * context:
-        raise DataError(f"M1 training data has {len(stream)} bytes; need at least {2 * context} (2 x context)")
+        raise DataError(
+            f"M1 training data has {len(stream)} bytes; need at least {2 * context} (2 x context)"
+        )
     config = config_for_size(size, vocab_size=256, max_seq_len=context)
     model = Transformer(config, seed=seed)
     cut = len(stream) - int(len(stream) * heldout_fraction) if heldout_fraction > 0 else len(stream)
@@ -139,8 +143,9 @@ def train_m1(
         log_every_steps=10,
     )
     start = time.perf_counter()
-    result = train_lm(model, train, train_config, eval_sets={"heldout": heldout} if heldout else None,
-                      progress=progress)
+    result = train_lm(
+        model, train, train_config, eval_sets={"heldout": heldout} if heldout else None, progress=progress
+    )
     bpb = result.final_eval.get("heldout")
     report = M1TrainReport(
         size=size,
@@ -154,6 +159,7 @@ def train_m1(
         curve=result.curve,
     )
     if out is not None:
-        save_model(out, model, extra={"m1": {k: v for k, v in report.to_dict().items() if k != "curve"}},
-                   force=force)
+        save_model(
+            out, model, extra={"m1": {k: v for k, v in report.to_dict().items() if k != "curve"}}, force=force
+        )
     return model, report

@@ -26,7 +26,9 @@ def unpack_codes(data: bytes, window_bits: int) -> list[int]:
     """Inverse of :func:`pack_codes`; the length must be a whole number of windows."""
     width = window_bits // 8
     if len(data) % width:
-        raise IntegrityError(f"{len(data)} bytes of window bits is not a whole number of {window_bits}-bit windows")
+        raise IntegrityError(
+            f"{len(data)} bytes of window bits is not a whole number of {window_bits}-bit windows"
+        )
     if width == 2:  # the common case, vectorised
         return np.frombuffer(data, dtype=">u2").astype(np.int64).tolist()
     return [int.from_bytes(data[i : i + width], "big") for i in range(0, len(data), width)]

@@ -26,8 +26,10 @@ different units) per step, which is how M1 batches one fixed-shape forward acros
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,9 +40,7 @@ from compresslm.coding.intervals import (
     CoderParams,
     cell_straddles,
     check_table,
-    child,
     find_child,
-    fits,
     lowest_straddling_cell,
     shortest_dyadic_cell,
     whole_cells,
@@ -49,6 +49,10 @@ from compresslm.errors import IntegrityError
 
 START = 256  # token that resets a row: the next table is for the first byte of a window
 IDLE = -1  # token for a row with nothing to do; its table is ignored
+# Token RESTART + b: START and byte b in one step, for a session whose ``start_table`` is known.
+# Every window's first table depends on nothing (a window's context restarts), so such a session
+# never computes it, and a window of n bytes costs n model positions instead of n + 1.
+RESTART = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +69,23 @@ class Window:
 class FrequencySession(Protocol):
     """Rows of independent contexts, advanced one position per :meth:`step`."""
 
+    n_rows: int
+
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """``tokens[r]``: a byte (0..255) appended to row ``r``, :data:`START` to reset it, or
         :data:`IDLE`. Returns a fresh int64 array (rows, 257): row ``r``'s cumulative frequency
-        table for its next byte (rubbish for idle rows). A session may also have ``close()``,
-        called when the coder is done with it."""
+        table for its next byte (rubbish for idle rows).
+
+        Optional extras: ``close()``, called when the coder is done with the session, and
+        ``start_table``, the (constant) table after START; a session that has one also takes
+        :data:`RESTART` ``+ b`` (START, then byte ``b``, in one step), and the coder feeds
+        ``start_table`` itself instead of spending a step on START."""
         ...
 
 
 class FrequencyModel(Protocol):
-    """A next-byte model the coder can drive: quantized tables, one session per batch."""
+    """A next-byte model the coder can drive: quantized tables, one session per batch (or one per
+    lane: a model may have ``lanes``, the number of sessions the coder runs in parallel threads)."""
 
     precision: int
 
@@ -100,6 +111,7 @@ class CallableModel:
 class _CallableSession:
     def __init__(self, model: CallableModel, n_rows: int) -> None:
         self.model = model
+        self.n_rows = n_rows
         self.prefixes = [bytearray() for _ in range(n_rows)]
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
@@ -123,6 +135,8 @@ class _UnitEncoder:
     def __init__(self, data: bytes, params: CoderParams) -> None:
         self.data = data
         self.params = params
+        self.guard_bits = params.guard_bits
+        self.max_window_bytes = params.max_window_bytes
         self.windows: list[Window] = []
         self.start = 0  # first byte of the current window
         self.backed_off = 0  # windows that ended before their greedy end
@@ -153,12 +167,17 @@ class _UnitEncoder:
         t = self.t
         if self.start + t == len(self.data):
             return self._finish(t)
-        lo, hi = child(*self.bounds[t], cum, self.data[self.start + t])
-        if not fits(lo, hi, self.params.guard_bits):
+        # intervals.child and intervals.fits, inlined: this runs once per byte and model position.
+        lo, hi = self.bounds[t]
+        x = self.data[self.start + t]
+        w, total = hi - lo, int(cum[N_SYMBOLS])
+        lo, hi = lo + (w * int(cum[x])) // total, lo + (w * int(cum[x + 1])) // total
+        g = self.guard_bits
+        if (lo + (1 << g) - 1) >> g > (hi >> g) - 1:  # no whole cell: the byte does not fit
             return self._finish(t)
         self.t = t + 1
         self.bounds.append((lo, hi))
-        if self.t == self.params.max_window_bytes:
+        if self.t == self.max_window_bytes:
             return self._finish(self.t)
         return 0
 
@@ -167,7 +186,9 @@ class _UnitEncoder:
         if p.code == "zeros":
             lo, hi = self.bounds[n]
             cell = shortest_dyadic_cell(lo, hi, p.window_bits, p.guard_bits)
-            over_runs = n < p.max_window_bytes and not cell_straddles(lo, hi, self.tables[n], cell, p.guard_bits)
+            over_runs = n < p.max_window_bytes and not cell_straddles(
+                lo, hi, self.tables[n], cell, p.guard_bits
+            )
             window = Window(cell, n, over_runs)
         else:
             window = self._stoppable(n)
@@ -248,44 +269,106 @@ class _UnitDecoder:
         return n
 
 
+# (busy rows, rows of the lane, perf_counter() at the end of the step): one per model step.
+StepTrace = list[tuple[int, int, float]]
+
+
 def _drive(
     units: Sequence[_UnitEncoder | _UnitDecoder],
     model: FrequencyModel,
     batch_size: int,
     on_bytes: Callable[[int], None] | None,
-    trace: list[tuple[int, float]] | None = None,
+    trace: StepTrace | None = None,
 ) -> None:
     """Run every unit to completion, ``batch_size`` rows at a time; a row that finishes its unit
     takes the next one, so one session step always serves as many windows as there are rows.
-    Longest units go first (LPT scheduling): the tail, where rows run out of work, is then short."""
-    order = sorted((u for u in units if not u.done), key=lambda u: -u.size)
-    pending: Iterator[_UnitEncoder | _UnitDecoder] = iter(order)
-    n_rows = max(1, min(batch_size, sum(1 for u in units if not u.done)))
-    rows: list[_UnitEncoder | _UnitDecoder | None] = [next(pending, None) for _ in range(n_rows)]
-    if all(r is None for r in rows):
+    Longest units go first (LPT scheduling): the tail, where rows run out of work, is then short.
+
+    A model with ``lanes`` > 1 gets its rows split into that many sessions, each stepped by its own
+    thread from one shared queue of units. The model's arithmetic runs with the GIL released, so
+    one lane's Python coder overlaps another lane's forward pass; a unit's results cannot depend on
+    its lane, because rows never influence each other."""
+    order = [u for u in sorted(units, key=lambda u: -u.size) if not u.done]
+    if not order:
         return
-    session = model.session(n_rows, units[0].params.max_window_bytes)
+    n_rows = max(1, min(batch_size, len(order)))
+    lanes = max(1, min(int(getattr(model, "lanes", 1)), n_rows))
+    pending = iter(order)
+    lock = threading.Lock()
+    failed = threading.Event()  # a lane raised: the others stop at their next step
+
+    def take() -> _UnitEncoder | _UnitDecoder | None:
+        with lock:
+            return None if failed.is_set() else next(pending, None)
+
+    def lane(session: FrequencySession) -> None:
+        try:
+            _run_lane(session, take, done_bytes, trace, failed)
+        except BaseException:
+            failed.set()
+            raise
+
+    def done_bytes(n: int) -> None:
+        if n and on_bytes is not None:
+            with lock:
+                on_bytes(n)
+
+    max_len = order[0].params.max_window_bytes
+    # Sessions are opened here, in the calling thread, before any lane starts (M1 sets its thread
+    # count when the first session opens).
+    sessions = [model.session(-(-n_rows // lanes), max_len) for _ in range(lanes)]
     try:
-        while True:
-            start = time.perf_counter()
-            tokens = np.array([IDLE if r is None else r.next_token() for r in rows], dtype=np.int64)
-            if np.all(tokens == IDLE):
-                return
-            tables = session.step(tokens)
-            for i, unit in enumerate(rows):
-                if unit is None:
-                    continue
-                finished = unit.feed(tables[i])
-                if finished and on_bytes is not None:
-                    on_bytes(finished)
-                if unit.done:
-                    rows[i] = next(pending, None)
-            if trace is not None:  # (rows busy, seconds) per step: the benchmark's steady-state speed
-                trace.append((int(np.sum(tokens != IDLE)), time.perf_counter() - start))
+        if lanes == 1:
+            lane(sessions[0])
+        else:
+            with ThreadPoolExecutor(lanes, thread_name_prefix="coder-lane") as pool:
+                for future in [pool.submit(lane, s) for s in sessions]:
+                    future.result()
     finally:
-        close = getattr(session, "close", None)
-        if close is not None:
-            close()
+        for session in sessions:
+            close = getattr(session, "close", None)
+            if close is not None:
+                close()
+
+
+def _run_lane(
+    session: FrequencySession,
+    take: Callable[[], _UnitEncoder | _UnitDecoder | None],
+    done_bytes: Callable[[int], None],
+    trace: StepTrace | None,
+    failed: threading.Event,
+) -> None:
+    """Step one session until the shared queue of units is empty and its rows are finished (or
+    another lane has ``failed``)."""
+    rows = [take() for _ in range(session.n_rows)]
+    start_table: np.ndarray | None = getattr(session, "start_table", None)
+
+    def report(finished: int, i: int) -> None:
+        done_bytes(finished)
+        if rows[i].done:  # type: ignore[union-attr]
+            rows[i] = take()
+
+    def token(i: int) -> int:
+        """Row i's next token; with a ``start_table``, windows are opened here, without a step."""
+        fresh = False
+        while (unit := rows[i]) is not None:
+            tok = unit.next_token()
+            if tok != START or start_table is None:
+                return tok + RESTART if fresh else tok
+            fresh = True
+            report(unit.feed(start_table), i)
+        return IDLE
+
+    while True:
+        tokens = np.array([token(i) for i in range(len(rows))], dtype=np.int64)
+        if np.all(tokens == IDLE) or failed.is_set():
+            return
+        tables = session.step(tokens)
+        for i, unit in enumerate(rows):
+            if unit is not None:
+                report(unit.feed(tables[i]), i)
+        if trace is not None:
+            trace.append((int(np.sum(tokens != IDLE)), len(rows), time.perf_counter()))
 
 
 @dataclass
@@ -308,7 +391,7 @@ def encode_units(
     batch_size: int = 256,
     on_bytes: Callable[[int], None] | None = None,
     stats: EncodeStats | None = None,
-    trace: list[tuple[int, float]] | None = None,
+    trace: StepTrace | None = None,
 ) -> list[list[Window]]:
     """Windows of every unit (each coded independently), batching ``batch_size`` units per step."""
     encoders = [_UnitEncoder(bytes(u), params) for u in units]
