@@ -23,6 +23,7 @@ from compresslm.select.parallel import default_workers, ordered_map, tune_malloc
 from compresslm.select.topk import select_top_k
 from compresslm.select.zipfit import (
     DEFAULT_COMPRESSOR,
+    DEFAULT_CONTRAST_SIZE,
     DEFAULT_MAX_TARGETS,
     ZipFit,
     alignment,
@@ -233,7 +234,7 @@ def test_method_background_contrast_uses_a_seeded_pool_sample() -> None:
     assert method.describe()["contrast_size"] == 5
     default_size = ZipFit(workers=1, contrast="background")
     default_size.prepare(TARGETS, pool)
-    assert default_size.describe()["contrast_size"] == len(TARGETS)
+    assert default_size.describe()["contrast_size"] == DEFAULT_CONTRAST_SIZE < len(SOURCES)
 
 
 def test_sample_targets_is_a_seeded_ordered_subset() -> None:
@@ -262,7 +263,7 @@ def test_default_mode_scores_a_target_sample_and_the_paper_mode_every_target() -
         len(sources),
     )
     sample = sample_targets([t.encode() for t in targets], DEFAULT_MAX_TARGETS, 5)
-    background = reservoir_sample(pool, DEFAULT_MAX_TARGETS, 5)
+    background = reservoir_sample(pool, DEFAULT_CONTRAST_SIZE, 5)
     scores = np.concatenate([s for _, s in default.score_batches(pool)])
     assert np.array_equal(scores, zipfit_scores(sources, sample, contrast=background, workers=1))
     plain = ZipFit(workers=1, seed=5, contrast="none")

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default: background, except none with gzip:9 (the paper's exact mode)",
     )
     z.add_argument(
-        "--contrast-size", type=int, help="background sample size (default: number of targets scored)"
+        "--contrast-size", type=int, help="background sample size (default 16)"
     )
     z.add_argument(
         "--max-targets",
