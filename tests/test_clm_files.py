@@ -210,7 +210,7 @@ def test_cli_m1_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         "--context",
         "32",
         "--tokens",
-        "4000",
+        "4k",
         "--batch-size",
         "4",
         "--threads",
@@ -223,6 +223,9 @@ def test_cli_m1_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert report["documents"] == 1 and report["heldout_bits_per_byte"] > 0
     assert M1.load(tmp_path / "m1").max_context == 32
     assert main(args) == 2  # exists without --force
+    bad = [a if a != "4k" else "lots" for a in args]
+    assert main([*bad, "--force"]) == 2
+    assert "--tokens" in capsys.readouterr().err
 
 
 text_st = st.one_of(

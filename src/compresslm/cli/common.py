@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from compresslm.errors import CompressLMError
+from compresslm.errors import CompressLMError, ConfigError
 
 if TYPE_CHECKING:
     from compresslm.select.pipeline import Outputs, SelectionResult
@@ -124,3 +124,15 @@ def print_selection_summary(result: SelectionResult, *, outputs: Outputs | None 
         for s in result.selected[:top]:
             ex.add_row(str(s.rank + 1), f"{s.score:.5f}", s.id, _snippet(s.text))
         console.print(ex)
+
+
+def parse_count(text: str, flag: str) -> int:
+    """``"200k"`` -> 200000 for option ``flag``; a clear error naming the option otherwise."""
+    from compresslm.experiments.selection_study import parse_budget
+
+    try:
+        return parse_budget(text)
+    except ConfigError:
+        raise ConfigError(
+            f"{flag}: expected a positive whole number such as 50000, 200k or 1.5M, got {text!r}"
+        ) from None

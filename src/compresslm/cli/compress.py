@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compresslm.cli.common import run_guarded
+from compresslm.cli.common import parse_count, run_guarded
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--size", default="3m", help="model preset: tiny, small, 3m (the paper's M1), base, 25m")
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--context", type=int, default=128, help="positions per training row = max window bytes")
-    t.add_argument("--tokens", type=int, default=2_000_000, help="training tokens (bytes) to see")
+    t.add_argument("--tokens", default="2M", help="training tokens (bytes) to see, e.g. 300k, 2M")
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--heldout", type=float, default=0.05, help="fraction of the bytes held out for bits/byte")
@@ -117,7 +117,7 @@ def _train(args: argparse.Namespace) -> int:
         else:
             rejected += 1
     _, report = train_m1(
-        texts, size=args.size, context=args.context, max_tokens=args.tokens, batch_size=args.batch_size,
+        texts, size=args.size, context=args.context, max_tokens=parse_count(args.tokens, "--tokens"), batch_size=args.batch_size,
         lr=args.lr, heldout_fraction=args.heldout, seed=args.seed, threads=args.threads,
         progress=not args.no_progress, out=args.out, force=args.force,
     )

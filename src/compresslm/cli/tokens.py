@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compresslm.cli.common import add_read_options, run_guarded
+from compresslm.cli.common import add_read_options, parse_count, run_guarded
 from compresslm.errors import ConfigError
 
 
@@ -19,18 +19,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_train(subparsers)
     _register_eval(subparsers)
     _register_generate(subparsers)
-
-
-def _count(text: str, flag: str) -> int:
-    """``"200k"`` -> 200000 for option ``flag``; a clear error naming the option otherwise."""
-    from compresslm.experiments.selection_study import parse_budget
-
-    try:
-        return parse_budget(text)
-    except ConfigError:
-        raise ConfigError(
-            f"{flag}: expected a positive whole number such as 50000, 200k or 1.5M, got {text!r}"
-        ) from None
 
 
 # -- tokenize -------------------------------------------------------------------------------------
@@ -99,9 +87,9 @@ def _tokenize(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         workers=args.workers,
         force=args.force,
-        limit_bytes=_count(args.limit_bytes, "--limit-bytes") if args.limit_bytes else None,
+        limit_bytes=parse_count(args.limit_bytes, "--limit-bytes") if args.limit_bytes else None,
         progress=sys.stderr.isatty(),
-        **({"shard_bytes": _count(args.shard_bytes, "--shard-bytes")} if args.shard_bytes else {}),
+        **({"shard_bytes": parse_count(args.shard_bytes, "--shard-bytes")} if args.shard_bytes else {}),
     )
     read_kwargs = _read_kwargs(args)
 
@@ -196,7 +184,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from compresslm.experiments.m2 import M2Config, evaluate_m2, train_m2
 
-    max_tokens = _count(args.train_tokens, "--train-tokens")
+    max_tokens = parse_count(args.train_tokens, "--train-tokens")
     config = M2Config(
         size=args.size,
         seq_len=args.seq_len,
@@ -418,7 +406,7 @@ def study_settings(args: argparse.Namespace) -> Any:
     from compresslm.cli.study import parse_seeds
     from compresslm.experiments.tokenization_study import TokenizationStudySettings, parse_list
 
-    limit = _count(args.limit_bytes, "--limit-bytes") if args.limit_bytes not in ("0", "") else None
+    limit = parse_count(args.limit_bytes, "--limit-bytes") if args.limit_bytes not in ("0", "") else None
     return TokenizationStudySettings(
         corpus=list(args.corpus),
         schemes=parse_list(args.schemes),
@@ -428,11 +416,11 @@ def study_settings(args: argparse.Namespace) -> Any:
         m1=args.m1,
         m1_size=args.m1_size,
         m1_context=args.m1_context,
-        m1_tokens=_count(args.m1_tokens, "--m1-tokens"),
+        m1_tokens=parse_count(args.m1_tokens, "--m1-tokens"),
         limit_bytes=limit,
         val_fraction=args.val_fraction,
         spm_vocab_size=args.vocab_size,
-        train_tokens=_count(args.train_tokens, "--train-tokens"),
+        train_tokens=parse_count(args.train_tokens, "--train-tokens"),
         seq_len=args.seq_len,
         batch_size=args.batch_size,
         lr=args.lr,
