@@ -52,8 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--code", choices=["straddle", "zeros"], default="straddle",
                    help="straddle: self-delimiting windows (default); zeros: the paper's zero-padded code")
     c.add_argument("--max-window-bytes", type=int, help="cap on bytes per window (default 4 x window bits)")
-    c.add_argument("--segment-bytes", type=int, default=4_096,
-                   help="documents are coded in independent segments of this many bytes (0: never split)")
+    c.add_argument("--segment-bytes", type=int,
+                   help="documents are coded in independent segments of this many bytes "
+                        "(default: the library's, 1 KiB; 0: never split)")
     c.add_argument("--text-field", default="text", help="JSON field holding the text (default: text)")
     c.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="for record inputs read by the data layer: stop on malformed records or skip them")
@@ -140,11 +141,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from compresslm.coding.compress import compress
+    from compresslm.coding.compress import DEFAULT_SEGMENT_BYTES, compress
 
+    segment_bytes = DEFAULT_SEGMENT_BYTES if args.segment_bytes is None else args.segment_bytes or None
     report = compress(
         args.input, args.out, model=args.model, window_bits=args.window_bits, code=args.code,
-        max_window_bytes=args.max_window_bytes, segment_bytes=args.segment_bytes or None,
+        max_window_bytes=args.max_window_bytes, segment_bytes=segment_bytes,
         text_field=args.text_field, on_error=args.on_error, batch_size=args.batch_size, threads=args.threads,
         force=args.force, progress=not args.no_progress,
     )
