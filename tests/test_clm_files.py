@@ -181,7 +181,9 @@ def test_cli_compress_decompress_inspect(
     assert main(["compress", str(src), "-o", str(clm), "--model", str(model_dir), "--json", *common]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["windows"] > 0 and report["bits_per_byte"] > 0
-    assert read_container(clm.read_bytes()).header["segment_bytes"] == DEFAULT_SEGMENT_BYTES  # the CLI uses the library default
+    assert (
+        read_container(clm.read_bytes()).header["segment_bytes"] == DEFAULT_SEGMENT_BYTES
+    )  # the CLI uses the library default
     assert main(["decompress", str(clm), "-o", str(out), *common]) == 0  # model found from the header
     assert out.read_bytes() == src.read_bytes()
     assert main(["inspect", str(clm), "--windows", "4", "--threads", "1"]) == 0

@@ -45,7 +45,9 @@ def test_sha256_is_stable_and_content_addressed(tmp_path) -> None:
     a, b = make(seed=1), make(seed=1)
     save_model(tmp_path / "a", a)
     save_model(tmp_path / "b", b)
-    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
+        tmp_path / "b" / "model.safetensors"
+    ).read_bytes()
     digest = weights_sha256(tmp_path / "a")
     assert digest == weights_sha256(tmp_path / "b") == weights_sha256(a)
     assert weights_sha256(load_model(tmp_path / "a")[0]) == digest

@@ -130,7 +130,11 @@ def test_pack_documents_round_trip(docs: list[list[int]]) -> None:
     assert [p[:-1].tolist() for p in pieces] == docs
 
 
-@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")), max_size=8))
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")), max_size=8
+    )
+)
 def test_bytes_to_tokens_round_trip(texts: list[str]) -> None:
     tokens = bytes_to_tokens(texts)
     assert tokens.dtype == np.uint8

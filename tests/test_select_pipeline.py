@@ -56,7 +56,10 @@ def test_selects_best_first_with_scores_and_ids(tmp_path: Path, pool_file: Path)
     out = tmp_path / "sel.jsonl"
     scores = tmp_path / "scores.parquet"
     result = run_selection(
-        zipfit(), TARGETS, [str(pool_file)], SelectionSpec(k=3),
+        zipfit(),
+        TARGETS,
+        [str(pool_file)],
+        SelectionSpec(k=3),
         read_options=ReadOptions(domain_field="domain"),
         outputs=Outputs(selected=str(out), scores=str(scores)),
     )
@@ -78,12 +81,21 @@ def test_selects_best_first_with_scores_and_ids(tmp_path: Path, pool_file: Path)
 def test_every_record_accounted_for(tmp_path: Path) -> None:
     src = write_jsonl(
         tmp_path / "mixed.jsonl",
-        [json.dumps({"text": CODE[0]}), "{not json", json.dumps({"text": ""}), json.dumps({"other": 1}),
-         json.dumps({"text": "x" * 5000}), json.dumps({"text": PROSE[0]})],
+        [
+            json.dumps({"text": CODE[0]}),
+            "{not json",
+            json.dumps({"text": ""}),
+            json.dumps({"other": 1}),
+            json.dumps({"text": "x" * 5000}),
+            json.dumps({"text": PROSE[0]}),
+        ],
     )
     rejects = tmp_path / "rejects.jsonl"
     result = run_selection(
-        zipfit(), TARGETS, [str(src)], SelectionSpec(k=1),
+        zipfit(),
+        TARGETS,
+        [str(src)],
+        SelectionSpec(k=1),
         read_options=ReadOptions(on_error="skip", max_bytes=4000),
         outputs=Outputs(rejects=str(rejects)),
     )
@@ -105,9 +117,17 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path, pool_file: Path) -> 
     out = tmp_path / "sel.jsonl"
     out.write_text("keep me\n")
     with pytest.raises(OutputExistsError, match="--force"):
-        run_selection(zipfit(), TARGETS, [str(pool_file)], SelectionSpec(k=2), outputs=Outputs(selected=str(out)))
+        run_selection(
+            zipfit(), TARGETS, [str(pool_file)], SelectionSpec(k=2), outputs=Outputs(selected=str(out))
+        )
     assert out.read_text() == "keep me\n"
-    run_selection(zipfit(), TARGETS, [str(pool_file)], SelectionSpec(k=2), outputs=Outputs(selected=str(out), force=True))
+    run_selection(
+        zipfit(),
+        TARGETS,
+        [str(pool_file)],
+        SelectionSpec(k=2),
+        outputs=Outputs(selected=str(out), force=True),
+    )
     assert len(out.read_text().splitlines()) == 2
 
 
@@ -136,7 +156,10 @@ def test_byte_budget_with_and_without_truncation(tmp_path: Path, pool_file: Path
     assert sum(sizes) <= budget
     out = tmp_path / "cut.jsonl"
     cut = run_selection(
-        zipfit(), TARGETS, [str(pool_file)], SelectionSpec(budget_bytes=budget, truncate_last=True),
+        zipfit(),
+        TARGETS,
+        [str(pool_file)],
+        SelectionSpec(budget_bytes=budget, truncate_last=True),
         outputs=Outputs(selected=str(out)),
     )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -165,18 +188,27 @@ class _Interrupting(SelectionMethod):
 
 
 def test_interrupt_leaves_no_output_that_looks_complete(tmp_path: Path, pool_file: Path) -> None:
-    outs = Outputs(selected=str(tmp_path / "s.jsonl"), scores=str(tmp_path / "s.parquet"),
-                   report=str(tmp_path / "r.json"))
+    outs = Outputs(
+        selected=str(tmp_path / "s.jsonl"),
+        scores=str(tmp_path / "s.parquet"),
+        report=str(tmp_path / "r.json"),
+    )
     with pytest.raises(KeyboardInterrupt):
-        run_selection(_Interrupting(), TARGETS, [str(pool_file)], SelectionSpec(k=2), outputs=outs, batch_size=2)
+        run_selection(
+            _Interrupting(), TARGETS, [str(pool_file)], SelectionSpec(k=2), outputs=outs, batch_size=2
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.jsonl"]
 
 
 def test_report_written(tmp_path: Path, pool_file: Path) -> None:
     report = tmp_path / "report.json"
     run_selection(
-        zipfit("lz4"), TARGETS, [str(pool_file)], SelectionSpec(k=4),
-        read_options=ReadOptions(domain_field="domain"), outputs=Outputs(report=str(report)),
+        zipfit("lz4"),
+        TARGETS,
+        [str(pool_file)],
+        SelectionSpec(k=4),
+        read_options=ReadOptions(domain_field="domain"),
+        outputs=Outputs(report=str(report)),
     )
     data = json.loads(report.read_text())
     assert data["accounting"]["selected"] == 4

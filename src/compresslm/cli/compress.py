@@ -48,16 +48,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("input", help="file, folder, or builtin:NAME / .parquet / .json records")
     c.add_argument("-o", "--out", required=True, help="output .clm file")
     c.add_argument("--model", required=True, help="M1 folder (from `compresslm m1 train`)")
-    c.add_argument("--window-bits", type=int, default=16, help="bits per window: 16 (default), 24, 32, 64, 128")
-    c.add_argument("--code", choices=["straddle", "zeros"], default="straddle",
-                   help="straddle: self-delimiting windows (default); zeros: the paper's zero-padded code")
+    c.add_argument(
+        "--window-bits", type=int, default=16, help="bits per window: 16 (default), 24, 32, 64, 128"
+    )
+    c.add_argument(
+        "--code",
+        choices=["straddle", "zeros"],
+        default="straddle",
+        help="straddle: self-delimiting windows (default); zeros: the paper's zero-padded code",
+    )
     c.add_argument("--max-window-bytes", type=int, help="cap on bytes per window (default 4 x window bits)")
-    c.add_argument("--segment-bytes", type=int,
-                   help="documents are coded in independent segments of this many bytes "
-                        "(default: the library's, 1 KiB; 0: never split)")
+    c.add_argument(
+        "--segment-bytes",
+        type=int,
+        help="documents are coded in independent segments of this many bytes "
+        "(default: the library's, 1 KiB; 0: never split)",
+    )
     c.add_argument("--text-field", default="text", help="JSON field holding the text (default: text)")
-    c.add_argument("--on-error", choices=["fail", "skip"], default="fail",
-                   help="for record inputs read by the data layer: stop on malformed records or skip them")
+    c.add_argument(
+        "--on-error",
+        choices=["fail", "skip"],
+        default="fail",
+        help="for record inputs read by the data layer: stop on malformed records or skip them",
+    )
     _add_run_options(c)
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=lambda a: run_guarded(_compress, a))
@@ -71,7 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     i = subparsers.add_parser("inspect", help="what a .clm file holds: windows, bits/byte, exceptions")
     i.add_argument("clm", help=".clm file")
-    i.add_argument("--model", help="M1 folder, to show the first windows as text (default: the recorded path)")
+    i.add_argument(
+        "--model", help="M1 folder, to show the first windows as text (default: the recorded path)"
+    )
     i.add_argument("--windows", type=int, default=12, help="how many leading windows to show")
     i.add_argument("--threads", type=int, help="torch threads")
     i.add_argument("--json", action="store_true", help="print as JSON")
@@ -118,9 +133,18 @@ def _train(args: argparse.Namespace) -> int:
         else:
             rejected += 1
     _, report = train_m1(
-        texts, size=args.size, context=args.context, max_tokens=parse_count(args.tokens, "--tokens"), batch_size=args.batch_size,
-        lr=args.lr, heldout_fraction=args.heldout, seed=args.seed, threads=args.threads,
-        progress=not args.no_progress, out=args.out, force=args.force,
+        texts,
+        size=args.size,
+        context=args.context,
+        max_tokens=parse_count(args.tokens, "--tokens"),
+        batch_size=args.batch_size,
+        lr=args.lr,
+        heldout_fraction=args.heldout,
+        seed=args.seed,
+        threads=args.threads,
+        progress=not args.no_progress,
+        out=args.out,
+        force=args.force,
     )
     summary = {k: v for k, v in report.to_dict().items() if k != "curve"}
     summary.update(documents=len(texts), rejected=rejected, out=args.out)
@@ -128,15 +152,18 @@ def _train(args: argparse.Namespace) -> int:
         _print_json(summary)
         return 0
     bpb = report.heldout_bits_per_byte
-    _table(f"M1 {report.size}", [
-        ("documents (rejected)", f"{len(texts):,} ({rejected:,})"),
-        ("parameters (non-embedding)", f"{report.n_params:,}"),
-        ("train / held-out bytes", f"{report.train_bytes:,} / {report.heldout_bytes:,}"),
-        ("tokens seen", f"{report.tokens_seen:,}"),
-        ("held-out bits/byte", "n/a" if bpb is None else f"{bpb:.3f}"),
-        ("seconds", f"{report.seconds:.1f}"),
-        ("saved to", args.out),
-    ])
+    _table(
+        f"M1 {report.size}",
+        [
+            ("documents (rejected)", f"{len(texts):,} ({rejected:,})"),
+            ("parameters (non-embedding)", f"{report.n_params:,}"),
+            ("train / held-out bytes", f"{report.train_bytes:,} / {report.heldout_bytes:,}"),
+            ("tokens seen", f"{report.tokens_seen:,}"),
+            ("held-out bits/byte", "n/a" if bpb is None else f"{bpb:.3f}"),
+            ("seconds", f"{report.seconds:.1f}"),
+            ("saved to", args.out),
+        ],
+    )
     return 0
 
 
@@ -145,10 +172,19 @@ def _compress(args: argparse.Namespace) -> int:
 
     segment_bytes = DEFAULT_SEGMENT_BYTES if args.segment_bytes is None else args.segment_bytes or None
     report = compress(
-        args.input, args.out, model=args.model, window_bits=args.window_bits, code=args.code,
-        max_window_bytes=args.max_window_bytes, segment_bytes=segment_bytes,
-        text_field=args.text_field, on_error=args.on_error, batch_size=args.batch_size, threads=args.threads,
-        force=args.force, progress=not args.no_progress,
+        args.input,
+        args.out,
+        model=args.model,
+        window_bits=args.window_bits,
+        code=args.code,
+        max_window_bytes=args.max_window_bytes,
+        segment_bytes=segment_bytes,
+        text_field=args.text_field,
+        on_error=args.on_error,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        force=args.force,
+        progress=not args.no_progress,
     )
     if args.json:
         _print_json(report.to_dict())
@@ -174,10 +210,19 @@ def _compress(args: argparse.Namespace) -> int:
 def _decompress(args: argparse.Namespace) -> int:
     from compresslm.coding.compress import decompress
 
-    report = decompress(args.clm, args.out, model=args.model, batch_size=args.batch_size, threads=args.threads,
-                        force=args.force, progress=not args.no_progress)
-    print(f"restored {report.bytes:,} bytes ({report.files} file(s), {report.documents:,} documents, every CRC "
-          f"verified) to {report.output} in {report.seconds:.1f}s ({report.bytes_per_second:,.0f} bytes/s)")
+    report = decompress(
+        args.clm,
+        args.out,
+        model=args.model,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        force=args.force,
+        progress=not args.no_progress,
+    )
+    print(
+        f"restored {report.bytes:,} bytes ({report.files} file(s), {report.documents:,} documents, every CRC "
+        f"verified) to {report.output} in {report.seconds:.1f}s ({report.bytes_per_second:,.0f} bytes/s)"
+    )
     return 0
 
 
@@ -187,28 +232,37 @@ def _inspect(args: argparse.Namespace) -> int:
     report = inspect(args.clm, model=args.model, n_windows=args.windows, threads=args.threads)
     h = report.header
     if args.json:
-        _print_json({
-            "header": h, "documents": report.documents, "windows": report.windows,
-            "document_bytes": report.document_bytes, "exceptions": report.exceptions,
-            "bits_per_byte": report.bits_per_byte, "exception_rate": report.exception_rate,
-            "clm_bytes": report.clm_bytes,
-            "first_windows": [{"code": c, "text": t, "exception": e} for c, t, e in report.first_windows],
-        })
+        _print_json(
+            {
+                "header": h,
+                "documents": report.documents,
+                "windows": report.windows,
+                "document_bytes": report.document_bytes,
+                "exceptions": report.exceptions,
+                "bits_per_byte": report.bits_per_byte,
+                "exception_rate": report.exception_rate,
+                "clm_bytes": report.clm_bytes,
+                "first_windows": [{"code": c, "text": t, "exception": e} for c, t, e in report.first_windows],
+            }
+        )
         return 0
     coder, model, source = h.get("coder", {}), h.get("model", {}), h.get("source", {})
-    _table(str(args.clm), [
-        ("source", f"{source.get('name')} ({source.get('kind')}, {source.get('files')} file(s))"),
-        ("coder", ", ".join(f"{k}={v}" for k, v in sorted(coder.items()))),
-        ("segment bytes", str(h.get("segment_bytes"))),
-        ("model", f"{str(model.get('sha256'))[:16]}… fingerprint {str(model.get('fingerprint'))[:16]}…"),
-        ("documents", f"{report.documents:,}"),
-        ("bytes", f"{report.document_bytes:,}"),
-        ("windows", f"{report.windows:,}"),
-        ("bytes per window", f"{report.document_bytes / max(1, report.windows):.2f}"),
-        ("bits/byte (windows)", f"{report.bits_per_byte:.3f}"),
-        ("exceptions", f"{report.exceptions:,} ({100 * report.exception_rate:.3f}%)"),
-        ("file size", f"{report.clm_bytes:,} bytes"),
-    ])
+    _table(
+        str(args.clm),
+        [
+            ("source", f"{source.get('name')} ({source.get('kind')}, {source.get('files')} file(s))"),
+            ("coder", ", ".join(f"{k}={v}" for k, v in sorted(coder.items()))),
+            ("segment bytes", str(h.get("segment_bytes"))),
+            ("model", f"{str(model.get('sha256'))[:16]}… fingerprint {str(model.get('fingerprint'))[:16]}…"),
+            ("documents", f"{report.documents:,}"),
+            ("bytes", f"{report.document_bytes:,}"),
+            ("windows", f"{report.windows:,}"),
+            ("bytes per window", f"{report.document_bytes / max(1, report.windows):.2f}"),
+            ("bits/byte (windows)", f"{report.bits_per_byte:.3f}"),
+            ("exceptions", f"{report.exceptions:,} ({100 * report.exception_rate:.3f}%)"),
+            ("file size", f"{report.clm_bytes:,} bytes"),
+        ],
+    )
     if report.first_windows:
         width = coder.get("window_bits", 16)
         for k, (code, text, exc) in enumerate(report.first_windows):

@@ -15,17 +15,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="worker processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="overwrite outputs of an earlier demo")
     p.add_argument("--skip-study", action="store_true", help="skip step 2, the small selection study")
-    p.add_argument("--skip-tokenization", action="store_true", help="skip step 3, the small tokenization study")
+    p.add_argument(
+        "--skip-tokenization", action="store_true", help="skip step 3, the small tokenization study"
+    )
     p.set_defaults(func=lambda a: run_guarded(_demo, a))
 
 
 def _demo(args: argparse.Namespace) -> int:
     from compresslm.experiments.demo import DEMO_POOL, DEMO_TARGETS, run_selection_demo
 
-    print(f"[1] ZIP-FIT: select {args.k} Python-like documents from {DEMO_POOL} "
-          f"against {DEMO_TARGETS}", flush=True)
-    result = run_selection_demo(args.out, k=args.k, force=args.force, workers=args.workers,
-                                progress=sys.stderr.isatty())
+    print(
+        f"[1] ZIP-FIT: select {args.k} Python-like documents from {DEMO_POOL} against {DEMO_TARGETS}",
+        flush=True,
+    )
+    result = run_selection_demo(
+        args.out, k=args.k, force=args.force, workers=args.workers, progress=sys.stderr.isatty()
+    )
     print_selection_summary(result)
     p = result.precision_at(len(result.selected), "python")
     if p is not None:
@@ -50,10 +55,14 @@ def _study(args: argparse.Namespace) -> None:
         run_study_demo,
     )
 
-    print(f"\n[2] selection study: {', '.join(DEMO_STUDY_METHODS)} select {DEMO_STUDY_BUDGET:,} bytes from "
-          f"{DEMO_STUDY_POOL} against HumanEval's first half; a tiny byte-level model is fine-tuned on each "
-          f"selection ({len(DEMO_STUDY_SEEDS)} seeds) and scored on HumanEval's second half", flush=True)
-    results = run_study_demo(args.out, force=args.force, workers=args.workers,
-                             log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(
+        f"\n[2] selection study: {', '.join(DEMO_STUDY_METHODS)} select {DEMO_STUDY_BUDGET:,} bytes from "
+        f"{DEMO_STUDY_POOL} against HumanEval's first half; a tiny byte-level model is fine-tuned on each "
+        f"selection ({len(DEMO_STUDY_SEEDS)} seeds) and scored on HumanEval's second half",
+        flush=True,
+    )
+    results = run_study_demo(
+        args.out, force=args.force, workers=args.workers, log=lambda m: print(m, file=sys.stderr, flush=True)
+    )
     print_study_summary(results)
     print(f"study report: {args.out}/study/report/index.html (results.json, loss curves PNG)")

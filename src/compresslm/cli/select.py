@@ -46,9 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="subtract alignment to a seeded sample of the pool (cancels length/boilerplate bias); "
         "default: background, except none with gzip:9 (the paper's exact mode)",
     )
-    z.add_argument(
-        "--contrast-size", type=int, help="background sample size (default 16)"
-    )
+    z.add_argument("--contrast-size", type=int, help="background sample size (default 16)")
     z.add_argument(
         "--max-targets",
         type=_max_targets,

@@ -28,7 +28,11 @@ DEMO_TARGETS = "builtin:python-targets"
 
 
 def run_selection_demo(
-    out_dir: str | Path, *, k: int = 1000, force: bool = False, progress: bool = True,
+    out_dir: str | Path,
+    *,
+    k: int = 1000,
+    force: bool = False,
+    progress: bool = True,
     workers: int | None = None,
 ) -> SelectionResult:
     """ZIP-FIT selection of ``k`` documents from the built-in pool; outputs under ``out_dir``."""
@@ -45,7 +49,12 @@ def run_selection_demo(
     targets = load_targets([DEMO_TARGETS], ReadOptions())
     method = make_method("zipfit", workers=workers)
     return run_selection(
-        method, targets, [DEMO_POOL], SelectionSpec(k=k), outputs=outputs, progress=progress,
+        method,
+        targets,
+        [DEMO_POOL],
+        SelectionSpec(k=k),
+        outputs=outputs,
+        progress=progress,
     )
 
 
@@ -80,7 +89,11 @@ def demo_study_config(out_dir: str | Path, *, force: bool = False, workers: int 
 
 
 def run_study_demo(
-    out_dir: str | Path, *, force: bool = False, workers: int | None = None, log: Callable[[str], None] = print
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    workers: int | None = None,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Step 2: the selection study at demo scale; returns its results (also in ``out_dir/study/report``)."""
     from compresslm.experiments.selection_study import run_selection_study

@@ -145,7 +145,9 @@ class TokenStream:
         """Batches of the blocks from :meth:`eval_block_ids`, in order; the last batch may be smaller."""
         ids = self.eval_block_ids(seq_len, max_tokens)
         for start in range(0, len(ids), batch_size):
-            yield self._to_batch([self._block(int(i), seq_len) for i in ids[start : start + batch_size]], seq_len)
+            yield self._to_batch(
+                [self._block(int(i), seq_len) for i in ids[start : start + batch_size]], seq_len
+            )
 
 
 def smallest_dtype(max_id: int) -> np.dtype:

@@ -62,7 +62,9 @@ class TransformerConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"TransformerConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"TransformerConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+            raise ConfigError(
+                f"TransformerConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
+            )
         if self.attention not in ATTENTION_PATHS:
             raise ConfigError(
                 f"TransformerConfig.attention must be one of {ATTENTION_PATHS}, got {self.attention!r}"
@@ -97,11 +99,15 @@ class TransformerConfig:
         d, m, b = self.d_model, self.d_mlp, int(self.bias)
         per_layer = (
             (2 * d if b else d)  # ln_1 (weight [+ bias])
-            + 3 * d * d + b * 3 * d  # attention q, k, v
-            + d * d + b * d  # attention output projection
+            + 3 * d * d
+            + b * 3 * d  # attention q, k, v
+            + d * d
+            + b * d  # attention output projection
             + (2 * d if b else d)  # ln_2
-            + d * m + b * m  # MLP up
-            + m * d + b * d  # MLP down
+            + d * m
+            + b * m  # MLP up
+            + m * d
+            + b * d  # MLP down
         )
         body = self.n_layers * per_layer + (2 * d if b else d)  # + final LayerNorm
         if non_embedding:
