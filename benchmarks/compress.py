@@ -40,7 +40,7 @@ import zstandard
 from compresslm.coding.compress import DEFAULT_SEGMENT_BYTES, segment
 from compresslm.coding.equal_info import EqualInfoCoder
 from compresslm.coding.m1 import M1, StepTimings
-from compresslm.coding.window_coder import exception_table
+from compresslm.coding.window_coder import DEFAULT_BATCH_ROWS, exception_table
 
 
 def matmul_flops(threads: int | None, size: int = 1024, repeats: int = 7) -> float:
@@ -268,13 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--speed-bytes",
         type=int,
-        default=400_000,
+        default=1_200_000,
         help="bytes of the speed sample (mixture "
         "documents; enough segments to keep every row busy for most of the run)",
     )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--window-bits", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_ROWS)
     p.add_argument(
         "--roundtrip-batch-size", type=int, help="rows for the stdlib round trip (default --batch-size)"
     )

@@ -148,8 +148,18 @@ def test_workers_give_the_same_dataset(corpus: Path, tmp_path: Path) -> None:
 
 
 def test_limit_bytes_takes_a_prefix_and_empty_val_is_an_error(corpus: Path, tmp_path: Path) -> None:
-    meta = _tokenize(corpus, tmp_path / "ds", "bytes", limit_bytes=1500, val_fraction=0.5)
-    assert 1500 <= meta["bytes"] < 1500 + max(len(t.encode()) for t in DOCS)
+    # The split hashes ids, and ids hold the (temporary) corpus path: pick the limit from this
+    # corpus's own split, as the shortest prefix with a document on each side.
+    records = [r for r in read_records([corpus]) if hasattr(r, "text")]
+    seen, limit = set(), 0
+    for r in records:
+        seen.add(split_of(r.id, 0.5))
+        limit += len(r.data)
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2 and limit < sum(len(r.data) for r in records), "the corpus needs both splits"
+    meta = _tokenize(corpus, tmp_path / "ds", "bytes", limit_bytes=limit, val_fraction=0.5)
+    assert limit <= meta["bytes"] < limit + max(len(t.encode()) for t in DOCS)
     assert meta["accounting"]["beyond --limit-bytes"] > 0
     with pytest.raises(ConfigError, match="held-out"):
         _tokenize(corpus, tmp_path / "tiny", "bytes", limit_bytes=1, val_fraction=0.01)

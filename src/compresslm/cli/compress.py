@@ -94,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=256, help="windows coded per model step")
+    p.add_argument("--batch-size", type=int, default=512, help="windows coded per model step (default 512)")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -29,7 +29,7 @@ from compresslm.coding.intervals import CoderParams
 from compresslm.coding.layout import decode_layout, encode_layout, read_source, rebuild
 from compresslm.coding.m1 import M1, ModelCheck, check_row_independence, fingerprint, verify_model
 from compresslm.coding.packing import pack_codes, unpack_codes
-from compresslm.coding.window_coder import Window
+from compresslm.coding.window_coder import DEFAULT_BATCH_ROWS, Window
 from compresslm.data.writers import atomic_output, check_outputs_free
 from compresslm.errors import ConfigError, DataError, IntegrityError, OutputExistsError
 
@@ -154,7 +154,7 @@ def compress(
     segment_bytes: int | None = DEFAULT_SEGMENT_BYTES,
     text_field: str = "text",
     on_error: str = "fail",
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_ROWS,
     threads: int | None = None,
     force: bool = False,
     progress: bool = False,
@@ -275,7 +275,7 @@ def decode_documents(
     m1: M1,
     where: str,
     *,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_ROWS,
     progress: bool = False,
 ) -> list[bytes]:
     """Every document, decoded and checked against its length and CRC32."""
@@ -348,7 +348,7 @@ def decompress(
     output: str | Path,
     *,
     model: str | Path | M1 | None = None,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_ROWS,
     threads: int | None = None,
     force: bool = False,
     progress: bool = False,

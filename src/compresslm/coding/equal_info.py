@@ -23,6 +23,7 @@ from compresslm.coding.intervals import CoderParams
 from compresslm.coding.m1 import M1
 from compresslm.coding.packing import from_tokens, to_tokens
 from compresslm.coding.window_coder import (
+    DEFAULT_BATCH_ROWS,
     EncodeStats,
     FrequencyModel,
     StepTrace,
@@ -59,7 +60,7 @@ class EqualInfoCoder:
         max_window_bytes: int | None = None,
         precision: int | None = None,
         guard_bits: int = 16,
-        batch_size: int = 256,
+        batch_size: int = DEFAULT_BATCH_ROWS,
     ) -> None:
         if isinstance(model, Transformer):
             model = M1(model, precision=precision or 14)
