@@ -243,6 +243,18 @@ def load(path: str | Path) -> Container:
     return read_container(p.read_bytes(), str(p))
 
 
+def _decoder(m1: M1, params: CoderParams, batch_size: int = DEFAULT_BATCH_ROWS) -> EqualInfoCoder:
+    """The coder a container's header describes (decompression and ``inspect`` share it)."""
+    return EqualInfoCoder(
+        m1,
+        params.window_bits,
+        code=params.code,
+        max_window_bytes=params.max_window_bytes,
+        guard_bits=params.guard_bits,
+        batch_size=batch_size,
+    )
+
+
 def coder_params(container: Container, where: str) -> CoderParams:
     try:
         return CoderParams(**container.header["coder"])
@@ -282,14 +294,7 @@ def decode_documents(
     params = coder_params(container, where)
     codes = unpack_codes(container.window_bits, params.window_bits)
     seg_bytes = container.header.get("segment_bytes")
-    coder = EqualInfoCoder(
-        m1,
-        params.window_bits,
-        code=params.code,
-        max_window_bytes=params.max_window_bytes,
-        guard_bits=params.guard_bits,
-        batch_size=batch_size,
-    )
+    coder = _decoder(m1, params, batch_size)
     units: list[list[int]] = []
     exc_tables: list[dict[int, int]] = []
     lengths: list[int] = []
@@ -447,13 +452,7 @@ def inspect(
     except ConfigError:
         m1 = None
     if m1 is not None and n_windows > 0:
-        coder = EqualInfoCoder(
-            m1,
-            params.window_bits,
-            code=params.code,
-            max_window_bytes=params.max_window_bytes,
-            guard_bits=params.guard_bits,
-        )
+        coder = _decoder(m1, params)
         shown = codes[:n_windows]
         tables = [{0: exceptions[i]} if i in exceptions else {} for i in range(len(shown))]
         texts = coder.decode_many([[c] for c in shown], tables)
