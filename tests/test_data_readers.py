@@ -164,13 +164,18 @@ def test_dataset_saved_by_the_datasets_library_round_trips(tmp_path):
             "test": datasets.Dataset.from_dict({"text": ["t"], "label": [9]}),
         }
     ).save_to_disk(str(tmp_path / "dd"))
-    out = items([tmp_path / "ds", tmp_path / "dd"])
+    out = items([tmp_path / "ds", tmp_path / "dd" / "train"])
     ds, dd = out[: len(TEXTS)], out[len(TEXTS) :]
     assert [(r.id, r.text, r.raw["label"]) for r in ds] == [
         (f"{tmp_path / 'ds'}:{i}", t, i) for i, t in enumerate(TEXTS)
     ]
-    assert [r.id for r in dd] == [f"{tmp_path / 'dd' / 'train'}:{i}" for i in range(4)] + [
-        f"{tmp_path / 'dd' / 'test'}:0"
+    assert [r.id for r in dd] == [f"{tmp_path / 'dd' / 'train'}:{i}" for i in range(4)]
+    # The whole DatasetDict would mix its test split into the data: refused, naming the split folders.
+    with pytest.raises(DataError, match=r"DatasetDict with 2 splits \(train, test\).*dd/train, .*dd/test"):
+        items([tmp_path / "dd"])
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "one"))
+    assert [r.id for r in items([tmp_path / "one"])] == [
+        f"{tmp_path / 'one' / 'train'}:{i}" for i in range(4)
     ]
 
 
@@ -420,3 +425,86 @@ def test_symlinked_folders_are_not_followed(tmp_path):
     (root / "a.txt").write_text("a")
     os.symlink(root, root / "loop")
     assert [r.text for r in items([root])] == ["a"]
+
+
+# ------------------------------------------------------------------------ shards, hostile input
+
+
+def test_folder_of_shards_is_read_as_records_by_each_files_format(tmp_path):
+    root = tmp_path / "shards"
+    root.mkdir()
+    write_jsonl(root / "00.jsonl", [{"text": "a"}, {"text": "b"}])
+    write_jsonl(root / "01.jsonl.zst", [{"text": "c"}], zst_open)
+    pq.write_table(pa.table({"text": ["d", "e"]}), root / "02.parquet")
+    (root / "README.txt").write_text("plain text stays one document")
+    out = items([root])
+    assert texts_and_ids(out) == [
+        (f"{root / '00.jsonl'}:1", "a"),
+        (f"{root / '00.jsonl'}:2", "b"),
+        (f"{root / '01.jsonl.zst'}:1", "c"),
+        (f"{root / '02.parquet'}:0", "d"),
+        (f"{root / '02.parquet'}:1", "e"),
+        (str(root / "README.txt"), "plain text stays one document"),
+    ]
+    assert [r.index for r in out] == list(range(6)) and {r.source for r in out} == {str(root)}
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("1" * 4301, "an integer of 4,301 digits"), ("NaN", "NaN is not"), ("-Infinity", "-Infinity is not")],
+)
+def test_unsafe_json_numbers_are_malformed_records_not_crashes(tmp_path, value, why):
+    path = raw_lines(
+        tmp_path / "n.jsonl", [b'{"text": "ok"}', b'{"text": "x", "n": ' + value.encode() + b"}"]
+    )
+    out = items([path], on_error="skip")
+    assert isinstance(out[0], Record) and isinstance(out[1], Rejection)
+    assert out[1].reason.startswith("bad JSON") and why in out[1].reason
+    with pytest.raises(DataError, match=f"n.jsonl:2: bad JSON: .*{why}"):
+        items([path])
+    array = tmp_path / "n.json"
+    array.write_text('[{"text": "ok"}, {"text": "x", "n": ' + value + "}]")
+    with pytest.raises(DataError, match=f"n.json:1: bad JSON: .*{why}"):
+        items([array])
+    assert isinstance(
+        items([raw_lines(tmp_path / "ok.jsonl", [b'{"text": "x", "n": ' + b"9" * 4300 + b"}"])])[0], Record
+    )
+
+
+def test_json_message_does_not_say_at_twice(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"text": "unterminated')  # json says "Unterminated string starting at"
+    (rej,) = items([path], on_error="skip")
+    assert rej.reason == "bad JSON: Unterminated string starting at column 10"
+
+
+def test_fifo_and_socket_are_refused_at_once_not_waited_on(tmp_path):
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="pipe.jsonl: is a FIFO, not a regular file"):
+        items([fifo])  # would block forever in open() without the check
+    import socket
+
+    sock_path = tmp_path / "s.jsonl"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        with pytest.raises(DataError, match="s.jsonl: is a socket"):
+            items([sock_path])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_unreadable_file_and_folder_are_clear_errors(tmp_path):
+    path = write_jsonl(tmp_path / "locked.jsonl", [{"text": "a"}])
+    path.chmod(0)
+    with pytest.raises(DataError, match="locked.jsonl: cannot read: Permission denied"):
+        items([path])
+    root = tmp_path / "docs"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("a")
+    (root / "sub" / "b.txt").write_text("b")
+    (root / "sub").chmod(0)
+    try:
+        with pytest.raises(DataError, match="sub: cannot list this folder"):
+            items([root])  # os.walk would silently skip sub/ and lose b.txt
+    finally:
+        (root / "sub").chmod(0o755)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from compresslm.cli.common import add_read_options, print_selection_summary, read_options_from, run_guarded
 from compresslm.data.readers import DEFAULT_MAX_BYTES
+
+if TYPE_CHECKING:
+    from compresslm.select.pool import ReadOptions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -164,11 +168,36 @@ def _max_targets(value: str) -> int:
 
 
 def _align(args: argparse.Namespace) -> int:
-    from compresslm.select.pipeline import load_targets
     from compresslm.select.zipfit import alignment
 
-    a = load_targets([args.a], read_options_from(args))
-    b = load_targets([args.b], read_options_from(args, template=args.b_template or args.template))
+    a, a_rejected = _align_texts(args.a, read_options_from(args))
+    b, b_rejected = _align_texts(args.b, read_options_from(args, template=args.b_template or args.template))
     value = alignment(a, b, compressor=args.compressor, max_pairs=args.max_pairs or None, seed=args.seed)
     print(f"alignment({args.a} -> {args.b}) = {value:.6f}  [{args.compressor}, {len(a)}x{len(b)} docs]")
+    if a_rejected or b_rejected:
+        print(f"rejected records (not used): {a_rejected:,} in {args.a}, {b_rejected:,} in {args.b}")
     return 0
+
+
+def _align_texts(path: str, options: ReadOptions) -> tuple[list[str], int]:
+    """The accepted texts of one side and how many records were rejected (``--on-error`` applies)."""
+    from compresslm.data.readers import read_records
+    from compresslm.data.records import Record
+    from compresslm.errors import DataError
+
+    texts, rejected = [], 0
+    for item in read_records(
+        [path],
+        text_field=options.text_field,
+        template=options.template,
+        on_error=options.on_error,  # type: ignore[arg-type]
+        max_bytes=options.max_bytes,
+        min_bytes=options.min_bytes,
+    ):
+        if isinstance(item, Record):
+            texts.append(item.text)
+        else:
+            rejected += 1
+    if not texts:
+        raise DataError(f"no usable documents in {path} ({rejected:,} rejected)")
+    return texts, rejected

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import zstandard
 
-from compresslm.data.formats import text_folder_files
+from compresslm.data.formats import loads_json, text_folder_files
 from compresslm.data.readers import BUILTIN_PREFIX, read_records
 from compresslm.data.records import Record
 from compresslm.errors import DataError, IntegrityError
@@ -172,8 +172,8 @@ def _jsonl_parts(data: bytes, field: str, source: Source) -> list[tuple[int, byt
 def _split_line(line: bytes, field: str, key: re.Pattern[str]) -> tuple[bytes, int, bytes, bytes] | None:
     try:
         text = line.decode("utf-8")
-        obj = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        obj = loads_json(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):  # bad JSON, huge integers, NaN: coded whole
         return None
     value = obj.get(field) if isinstance(obj, dict) else None
     if not isinstance(value, str):
@@ -221,6 +221,7 @@ def read_source(path: str | Path, *, text_field: str = "text", on_error: str = "
         source = Source("folder", p.name, [], [])
         for full in text_folder_files(spec):
             rel = Path(os.path.relpath(full, spec)).as_posix()
+            _check_name(rel, spec)
             source.files.append(_file_entry(Path(full), rel, text_field, source))
         return source
     if p.is_file():
@@ -228,6 +229,18 @@ def read_source(path: str | Path, *, text_field: str = "text", on_error: str = "
         source.files.append(_file_entry(p, "", text_field, source))
         return source
     raise DataError(f"{spec}: no such file or folder")
+
+
+def _check_name(rel: str, folder: str) -> None:
+    """Refuse, before any coding, a file name the container cannot store (stored as UTF-8)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(rel).decode("utf-8", errors="backslashreplace")
+        raise DataError(
+            f"{folder}: file name {shown!r} is not valid UTF-8; the .clm format stores names as UTF-8 "
+            "(rename it, e.g. with convmv)"
+        ) from None
 
 
 def _records_source(spec: str, text_field: str, on_error: str) -> Source:

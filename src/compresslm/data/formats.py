@@ -21,6 +21,8 @@ import gzip
 import io
 import json
 import os
+import stat
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -142,6 +144,38 @@ def _read_line(f: IO[bytes], path: str, lineno: int, limit: int) -> bytes:
         raise DataError(f"{path}: truncated or corrupt compressed stream after line {lineno}: {exc}") from exc
 
 
+class UnsafeNumber(ValueError):
+    """A JSON number Python cannot hold or write back: ``NaN``/``Infinity`` or a huge integer."""
+
+
+def _parse_int(digits: str) -> int:
+    # Python refuses to convert integers of more than sys.get_int_max_str_digits() digits (4,300 by
+    # default) in either direction, so such a record could be read neither here nor when it is written
+    # back: reject it with a reason instead of raising a bare ValueError from deep inside json.
+    limit = sys.get_int_max_str_digits()
+    n = len(digits.lstrip("-"))
+    if limit and n > limit:
+        raise UnsafeNumber(f"an integer of {n:,} digits (Python reads at most {limit:,})")
+    return int(digits)
+
+
+def _parse_constant(name: str) -> Any:
+    # NaN and +-Infinity are not JSON (RFC 8259); Python's json accepts them by default and would copy
+    # them into our outputs, which other JSON readers then refuse.
+    raise UnsafeNumber(f"{name} is not a JSON number")
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads`` for untrusted data: raises :class:`UnsafeNumber` for ``NaN``/``Infinity`` and
+    integers beyond Python's conversion limit, ``json.JSONDecodeError`` for bad syntax."""
+    return json.loads(text, parse_int=_parse_int, parse_constant=_parse_constant)
+
+
+def json_decoder() -> json.JSONDecoder:
+    """A decoder with the same rules as :func:`loads_json` (for incremental ``raw_decode``)."""
+    return json.JSONDecoder(parse_int=_parse_int, parse_constant=_parse_constant)
+
+
 def parse_json_line(line: bytes) -> Payload:
     """Decode and parse one JSON Lines record (no trailing newline handling needed)."""
     try:
@@ -149,9 +183,12 @@ def parse_json_line(line: bytes) -> Payload:
     except UnicodeDecodeError as exc:
         return Malformed(utf8_error(exc))
     try:
-        obj = json.loads(text)
+        obj = loads_json(text)
     except json.JSONDecodeError as exc:
-        return Malformed(f"{BAD_JSON}: {exc.msg} at column {exc.colno}")
+        # Some of json's messages end in "at" ("Unterminated string starting at"): say it once.
+        return Malformed(f"{BAD_JSON}: {exc.msg.removesuffix(' at')} at column {exc.colno}")
+    except UnsafeNumber as exc:
+        return Malformed(f"{BAD_JSON}: {exc}")
     except RecursionError:
         return Malformed(f"{BAD_JSON}: nested too deeply")
     if not isinstance(obj, dict):
@@ -206,7 +243,7 @@ class _JsonArrayStream:
     def __init__(self, fh: BinaryIO, path: str) -> None:
         self._fh, self._path = fh, path
         self._decoder = codecs.getincrementaldecoder("utf-8")()
-        self._json = json.JSONDecoder()
+        self._json = json_decoder()
         self._buf, self._pos, self._eof = "", 0, False
         self._offset = 0  # bytes read so far, to report where undecodable bytes are
 
@@ -278,6 +315,9 @@ class _JsonArrayStream:
                 ) from exc
             except RecursionError as exc:
                 raise DataError(f"{self._path}:{row}: {BAD_JSON}: nested too deeply") from exc
+            except UnsafeNumber as exc:
+                # The element's extent is unknown once a hook raised, so the array cannot go on.
+                raise DataError(f"{self._path}:{row}: {BAD_JSON}: {exc}") from exc
             # A number may continue past the buffer's end ("12" of "123"): read on before trusting it.
             if end == len(self._buf) and self._fill(size):
                 size *= 2
@@ -346,6 +386,21 @@ def is_hf_dataset(folder: str) -> bool:
 _HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
 
+def dataset_dict_splits(folder: str) -> list[str]:
+    """The split names of a saved ``DatasetDict`` (its ``dataset_dict.json``), in their order."""
+    dict_file = os.path.join(folder, "dataset_dict.json")
+    try:
+        with open(dict_file, encoding="utf-8") as f:
+            splits = json.load(f)["splits"]
+        if not isinstance(splits, list) or not all(
+            isinstance(s, str) and s not in ("", ".", "..") and "/" not in s for s in splits
+        ):
+            raise TypeError("'splits' is not a list of names")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{dict_file}: cannot read the list of splits: {exc}") from exc
+    return splits
+
+
 def _arrow_files(folder: str) -> list[str]:
     """The Arrow files of one saved dataset, in the order ``state.json`` lists them."""
     state = os.path.join(folder, "state.json")
@@ -377,20 +432,23 @@ def _arrow_batches(path: str) -> Iterator[Any]:
 def iter_hf_dataset(folder: str) -> Iterator[Item]:
     """Rows of a saved Hugging Face dataset, read from its Arrow files with pyarrow (no ``datasets``).
 
-    Ids are ``folder:ROW`` (0-based across the dataset's files). A saved ``DatasetDict`` is read
-    split by split in the order of ``dataset_dict.json``, ids ``folder/SPLIT:ROW``.
+    Ids are ``folder:ROW`` (0-based across the dataset's files). A saved ``DatasetDict`` holds
+    several splits that must not be mixed (a test split inside training data): it is refused with the
+    split folders to pass instead (``folder/train``), as ``datasets.load_from_disk`` users pick
+    ``ds["train"]``; a ``DatasetDict`` of one split is that split, ids ``folder/SPLIT:ROW``.
     """
     import pyarrow as pa
 
     dict_file = os.path.join(folder, "dataset_dict.json")
     if os.path.isfile(dict_file):
-        try:
-            with open(dict_file, encoding="utf-8") as f:
-                splits = list(json.load(f)["splits"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{dict_file}: cannot read the list of splits: {exc}") from exc
-        for split in splits:
-            yield from iter_hf_dataset(os.path.join(folder, split))
+        splits = dataset_dict_splits(folder)
+        if len(splits) != 1:
+            choices = ", ".join(os.path.join(folder, s) for s in splits)
+            raise DataError(
+                f"{folder}: a saved DatasetDict with {len(splits)} splits ({', '.join(splits)}); "
+                f"pass the split to read as its folder: {choices}"
+            )
+        yield from iter_hf_dataset(os.path.join(folder, splits[0]))
         return
     files = _arrow_files(folder)
     if not files:
@@ -431,10 +489,15 @@ def text_folder_files(folder: str) -> list[str]:
     """Every regular, non-hidden file under ``folder`` (recursively), sorted by relative path.
 
     Hidden files and folders (name starting with ``.``) are skipped, and symlinked folders are not
-    followed (no cycles); the order is by POSIX relative path, so it does not depend on the OS.
+    followed (no cycles); the order is by POSIX relative path, so it does not depend on the OS. A
+    subfolder that cannot be listed raises :class:`DataError` (``os.walk`` would skip it silently).
     """
+
+    def refuse(exc: OSError) -> None:
+        raise DataError(f"{exc.filename}: cannot list this folder: {exc.strerror}") from exc
+
     found: list[tuple[str, str]] = []
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder, onerror=refuse):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             full = os.path.join(root, name)
@@ -443,10 +506,24 @@ def text_folder_files(folder: str) -> list[str]:
     return [full for _, full in sorted(found)]
 
 
-def iter_text_folder(folder: str, *, max_bytes: int | None = None) -> Iterator[Item]:
-    """Each file under ``folder`` is one text document, id = its path."""
+def is_record_file(path: str) -> bool:
+    """Whether a file holds records (JSON Lines, JSON, Parquet) rather than one text document."""
+    return path.lower().endswith((*_JSONL_SUFFIXES, ".json", ".parquet"))
+
+
+def iter_folder(folder: str, *, max_bytes: int | None = None, max_line_bytes: int) -> Iterator[Item]:
+    """Every file under ``folder`` in :func:`text_folder_files` order, read by its own format.
+
+    Record files (``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``, ``.ndjson``, ``.json``, ``.parquet``)
+    give their records, as a folder of shards does for ``datasets.load_dataset`` or datatrove's
+    readers; any other file is one text document, id = its path (a folder of ``.txt``/``.py`` files).
+    """
     for path in text_folder_files(folder):
-        yield path, read_text_document(path, max_bytes)
+        if is_record_file(path):
+            yield from open_path(path, max_bytes=max_bytes, max_line_bytes=max_line_bytes)
+        else:
+            check_readable(path)
+            yield path, read_text_document(path, max_bytes)
 
 
 # ---------------------------------------------------------------------------------------- dispatcher
@@ -454,15 +531,24 @@ def iter_text_folder(folder: str, *, max_bytes: int | None = None) -> Iterator[I
 _JSONL_SUFFIXES = tuple(
     f"{ext}{comp}" for ext in (".jsonl", ".ndjson") for comp in ("", ".gz", ".zst", ".zstd")
 )
-FORMATS = ".jsonl, .jsonl.gz, .jsonl.zst, .ndjson, .json, .parquet, .txt, a folder, a saved HF dataset"
+FORMATS = (
+    ".jsonl, .jsonl.gz, .jsonl.zst, .ndjson, .json, .parquet, .txt, a folder (of shards or text files), "
+    "a saved HF dataset"
+)
 
 
 def open_path(path: str, *, max_bytes: int | None, max_line_bytes: int) -> Iterator[Item]:
-    """The item iterator for one expanded input path, chosen by extension (or folder layout)."""
+    """The item iterator for one expanded input path, chosen by extension (or folder layout).
+
+    Only regular files and folders are read: the commands read their inputs more than once (select
+    scores, then writes; tokenize trains, then encodes), which a FIFO or a socket cannot give, and
+    opening a FIFO without a writer would wait forever.
+    """
+    check_readable(path)
     if os.path.isdir(path):
         if is_hf_dataset(path):
             return iter_hf_dataset(path)
-        return iter_text_folder(path, max_bytes=max_bytes)
+        return iter_folder(path, max_bytes=max_bytes, max_line_bytes=max_line_bytes)
     name = path.lower()
     if name.endswith(_JSONL_SUFFIXES):
         return iter_jsonl(path, max_line_bytes=max_line_bytes)
@@ -473,6 +559,28 @@ def open_path(path: str, *, max_bytes: int | None, max_line_bytes: int) -> Itera
     if name.endswith(".txt"):
         return iter_text_file(path, max_bytes=max_bytes)
     raise DataError(f"{path}: unknown input format (expected one of: {FORMATS})")
+
+
+def check_readable(path: str) -> None:
+    """Raise :class:`DataError` unless ``path`` is a folder or a regular file this process can read."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
+    if stat.S_ISDIR(mode):
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise DataError(f"{path}: cannot read this folder: permission denied")
+        return
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise DataError(
+            f"{path}: is {kind}, not a regular file (inputs are read more than once; save it to a file first)"
+        )
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
 def _json_type(obj: object) -> str:

@@ -1,0 +1,92 @@
+"""Hostile and unusual input through the commands: huge JSON integers, NaN, FIFOs, odd file names.
+
+Each test names the defect it guards against (issue: hardening); the M1 here has random weights,
+which is enough for lossless round trips (the coder is exact whatever the model predicts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from compresslm.cli import main
+from compresslm.coding.compress import compress, decompress
+from compresslm.errors import DataError
+from compresslm.models import Transformer, save_model
+from compresslm.models.transformer import config_for_size
+
+HUGE = "7" * 5000  # over Python's 4,300-digit int-string limit
+
+
+@pytest.fixture(scope="module")
+def m1_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("m1") / "random"
+    save_model(out, Transformer(config_for_size("tiny", vocab_size=256, max_seq_len=64), seed=0))
+    return out
+
+
+@pytest.fixture()
+def hostile_jsonl(tmp_path: Path) -> Path:
+    path = tmp_path / "pool.jsonl"
+    lines = [
+        '{"text": "def f(x):\\n    return x + 1\\n"}',
+        '{"text": "huge", "n": ' + HUGE + "}",
+        '{"text": "not a number", "x": NaN}',
+        *[f'{{"text": "print({i})"}}' for i in range(8)],
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_compress_round_trips_lines_python_cannot_parse(
+    tmp_path: Path, hostile_jsonl: Path, m1_dir: Path
+) -> None:
+    clm, out = tmp_path / "o.clm", tmp_path / "r.jsonl"
+    compress(hostile_jsonl, clm, model=m1_dir, threads=1, progress=False)
+    decompress(clm, out, model=m1_dir, threads=1, progress=False)
+    assert out.read_bytes() == hostile_jsonl.read_bytes()
+
+
+def test_compress_refuses_a_non_utf8_file_name_before_coding(tmp_path: Path, m1_dir: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "ok.txt").write_text("fine")
+    try:
+        (Path(os.fsdecode(bytes(folder) + b"/caf\xe9.txt"))).write_text("latin-1 name")
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system refuses non-UTF-8 names")
+    with pytest.raises(DataError, match=r"file name 'caf\\\\xe9.txt' is not valid UTF-8"):
+        compress(folder, tmp_path / "o.clm", model=m1_dir, threads=1, progress=False)
+    assert not (tmp_path / "o.clm").exists()
+
+
+def test_select_align_tokenize_skip_huge_integers(
+    tmp_path: Path, hostile_jsonl: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "t.jsonl"
+    target.write_text('{"text": "def g(y):\\n    return y * 2\\n"}\n')
+    out = tmp_path / "sel.jsonl"
+    argv = ["select", "--target", str(target), "--source", str(hostile_jsonl), "--k", "1"]
+    assert main([*argv, "--out", str(out), "--on-error", "skip", "--workers", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["accounting"]["rejected"] == 2 and result["accounting"]["selected"] == 1
+    assert main([*argv, "--workers", "1"]) == 2  # default --on-error fail: a clear error, no traceback
+    err = capsys.readouterr().err
+    assert "pool.jsonl:2: bad JSON: an integer of 5,000 digits" in err
+    assert main(["align", str(target), str(hostile_jsonl), "--on-error", "skip", "--max-pairs", "4"]) == 0
+    capsys.readouterr()
+    tok = ["tokenize", str(hostile_jsonl), "-o", str(tmp_path / "tok"), "--scheme", "bytes", "--workers", "1"]
+    assert main([*tok, "--on-error", "skip", "--val-fraction", "0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accounting"]["rejected"] == 2
+
+
+def test_select_refuses_a_fifo_instead_of_waiting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "t.jsonl"
+    target.write_text('{"text": "x = 1"}\n')
+    fifo = tmp_path / "pool.jsonl"
+    os.mkfifo(fifo)
+    assert main(["select", "--target", str(target), "--source", str(fifo), "--k", "1", "--workers", "1"]) == 2
+    assert "is a FIFO, not a regular file" in capsys.readouterr().err
