@@ -11,7 +11,7 @@ import torch
 
 from compresslm.cli import main
 from compresslm.coding.m1 import M1
-from compresslm.experiments.generate import generate, sample_ids
+from compresslm.m2.generate import generate, sample_ids
 from compresslm.models import Transformer, config_for_size, save_model
 from compresslm.tokenizers import build_tokenizer
 from compresslm.tokenizers.equal_info import EqualInfoTokenizer

@@ -10,15 +10,8 @@ import pytest
 
 from compresslm.data.records import Record
 from compresslm.errors import ConfigError, OutputExistsError
-from compresslm.experiments.m2 import (
-    M2Config,
-    evaluate_m2,
-    flops_per_byte,
-    load_m2,
-    train_m2,
-    uniform_bits_per_byte,
-    unigram_bits_per_byte,
-)
+from compresslm.m2 import M2Config, evaluate_m2, load_m2, train_m2
+from compresslm.m2.evaluate import flops_per_byte, uniform_bits_per_byte, unigram_bits_per_byte
 from compresslm.models import Transformer, config_for_size
 from compresslm.tokenizers import build_tokenizer
 from compresslm.tokenizers.dataset import TokenDataset, TokenizeOptions, tokenize_corpus

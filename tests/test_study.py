@@ -349,7 +349,7 @@ def test_alignment_study_needs_three_datasets(toy: dict[str, str], tmp_path: Pat
 
 
 def test_demo_study_settings_are_valid() -> None:
-    from compresslm.experiments.demo import demo_study_config
+    from compresslm.demo import demo_study_config
     from compresslm.select.methods import make_method
 
     config = demo_study_config("unused")

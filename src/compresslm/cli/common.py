@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from compresslm.errors import CompressLMError, ConfigError
 
@@ -136,3 +136,11 @@ def parse_count(text: str, flag: str) -> int:
         raise ConfigError(
             f"{flag}: expected a positive whole number such as 50000, 200k or 1.5M, got {text!r}"
         ) from None
+
+
+def rich_console() -> Any:
+    """A rich console that does not squeeze wide tables when the output is a file or a pipe."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)

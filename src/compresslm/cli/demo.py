@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from compresslm.experiments.demo import DEMO_POOL, DEMO_TARGETS, run_selection_demo
+    from compresslm.demo import DEMO_POOL, DEMO_TARGETS, run_selection_demo
 
     print(
         f"[1] ZIP-FIT: select {args.k} Python-like documents from {DEMO_POOL} against {DEMO_TARGETS}",
@@ -39,15 +39,15 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.skip_study:
         _study(args)
     if not args.skip_tokenization:
-        from compresslm.cli.tokens import demo_step
+        from compresslm.cli.study import tokenization_demo_step
 
-        demo_step(args)
+        tokenization_demo_step(args)
     return 0
 
 
 def _study(args: argparse.Namespace) -> None:
     from compresslm.cli.study import print_study_summary
-    from compresslm.experiments.demo import (
+    from compresslm.demo import (
         DEMO_STUDY_BUDGET,
         DEMO_STUDY_METHODS,
         DEMO_STUDY_POOL,

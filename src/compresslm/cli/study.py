@@ -1,12 +1,13 @@
-"""`compresslm study select` and `compresslm study alignment`: the fine-tuning studies."""
+"""`compresslm study select|alignment|tokenization`: the studies (every `study` command is here)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
-from compresslm.cli.common import add_read_options, read_options_from, run_guarded
+from compresslm.cli.common import add_read_options, parse_count, read_options_from, rich_console, run_guarded
 from compresslm.errors import ConfigError
 
 
@@ -16,8 +17,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
     _register_select(sub)
     _register_alignment(sub)
-    from compresslm.cli.tokens import register_study as _register_tokenization
-
     _register_tokenization(sub)
 
 
@@ -314,3 +313,138 @@ def print_alignment_summary(results: dict[str, Any]) -> None:
         f"final loss ~ alignment: R² = {f['r_squared']:.3f}, r = {f['r']:.3f}, slope = {f['slope']:.3f}, "
         f"permutation p = {f['p_value']:.3g} (n = {f['n']})"
     )
+
+
+# -- study tokenization ---------------------------------------------------------------------------
+
+
+def _register_tokenization(sub: argparse._SubParsersAction) -> None:
+    """`study tokenization` (added to the `study` command group)."""
+    from compresslm.experiments.tokenization_study import DEFAULT_SCHEMES
+
+    p = sub.add_parser(
+        "tokenization",
+        help="train M2 over every tokenization; bits/byte against FLOPs/byte",
+        description="Train M1 (unless --m1 is given), tokenize the corpus with every scheme, train M2 of every size "
+        "and seed on each, evaluate bits/byte on the same held-out bytes, and write OUT/report/ "
+        "(results.json, report.md, index.html, bits_per_byte_vs_flops.png). Rerun to resume.",
+    )
+    p.add_argument(
+        "--corpus", nargs="+", default=["builtin:mixture"], help="corpus (default builtin:mixture)"
+    )
+    p.add_argument(
+        "--schemes",
+        default=",".join(DEFAULT_SCHEMES),
+        help=f"comma list (default {','.join(DEFAULT_SCHEMES)})",
+    )
+    p.add_argument("--sizes", default="tiny,small", help="M2 size presets, comma list (default tiny,small)")
+    p.add_argument("--seeds", default="1", help="N (seeds 0..N-1) or a comma list (default 1)")
+    p.add_argument(
+        "--key-schemes", help="schemes that get every seed (default bytes,spm,eqinfo16-256,eqinfo16-65k)"
+    )
+    p.add_argument("--m1", help="an M1 folder (default: train one on the training split, OUT/m1)")
+    p.add_argument("--m1-size", default="tiny", help="size of the M1 trained here (default tiny)")
+    p.add_argument("--m1-context", type=int, default=64, help="M1 context = max window bytes (default 64)")
+    p.add_argument("--m1-tokens", default="1M", help="M1 training bytes (default 1M)")
+    p.add_argument(
+        "--limit-bytes", default="1M", help="corpus prefix to use, e.g. 500k, 5M (default 1M; 0: all)"
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=0.1, help="held-out share of documents (default 0.1)"
+    )
+    p.add_argument("--vocab-size", type=int, default=4096, help="SentencePiece vocabulary (default 4096)")
+    p.add_argument("--train-tokens", default="200k", help="M2 training positions per run (default 200k)")
+    p.add_argument("--seq-len", type=int, default=128, help="M2 sequence length (default 128)")
+    p.add_argument("--batch-size", type=int, default=16, help="M2 batch size (default 16)")
+    p.add_argument("--lr", type=float, default=1e-3, help="M2 peak learning rate (default 1e-3)")
+    p.add_argument("--workers", type=int, help="tokenization processes (default: all cores)")
+    p.add_argument("--jobs", type=int, help="M2 runs at once (default: all cores on CPU, 1 on GPU)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads for training M1 (default: torch's; 1 on a busy machine)",
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    p.add_argument("--out", default="tokenization-study", help="output folder (default tokenization-study)")
+    p.add_argument("--force", action="store_true", help="redo every step instead of reusing finished ones")
+    p.set_defaults(func=lambda a: run_guarded(_study, a))
+
+
+def study_settings(args: argparse.Namespace) -> Any:
+    from compresslm.experiments.tokenization_study import TokenizationStudySettings, parse_list
+
+    limit = parse_count(args.limit_bytes, "--limit-bytes") if args.limit_bytes not in ("0", "") else None
+    return TokenizationStudySettings(
+        corpus=list(args.corpus),
+        schemes=parse_list(args.schemes),
+        sizes=parse_list(args.sizes),
+        seeds=parse_seeds(args.seeds),
+        key_schemes=parse_list(args.key_schemes) if args.key_schemes else None,
+        m1=args.m1,
+        m1_size=args.m1_size,
+        m1_context=args.m1_context,
+        m1_tokens=parse_count(args.m1_tokens, "--m1-tokens"),
+        limit_bytes=limit,
+        val_fraction=args.val_fraction,
+        spm_vocab_size=args.vocab_size,
+        train_tokens=parse_count(args.train_tokens, "--train-tokens"),
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        workers=args.workers,
+        jobs=args.jobs,
+        threads=args.threads,
+        device=args.device,
+        out=args.out,
+        force=args.force,
+        progress=sys.stderr.isatty(),
+    )
+
+
+def _study(args: argparse.Namespace) -> int:
+    from compresslm.experiments.tokenization_study import run_tokenization_study
+
+    results = run_tokenization_study(study_settings(args), log=lambda m: print(m, flush=True))
+    print_study_table(results)
+    print(
+        f"report: {Path(args.out) / 'report'}/ (index.html, report.md, results.json, bits_per_byte_vs_flops.png)"
+    )
+    return 0
+
+
+def print_study_table(results: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from compresslm.experiments.tokenization_study import _HEADERS, findings, table_rows
+
+    t = Table(title="tokenization study: held-out bits/byte")
+    for i, h in enumerate(_HEADERS):
+        t.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in table_rows(results):
+        t.add_row(*[escape(c) for c in row])
+    console = rich_console()
+    console.print(t)
+    for note in findings(results):
+        console.print(f"- {escape(note)}")
+
+
+def tokenization_demo_step(args: argparse.Namespace) -> None:
+    """`compresslm demo` step 3: the tokenization study at demo scale (report in OUT/tokenization/)."""
+    from compresslm.experiments.tokenization_study import (
+        DEMO_CORPUS,
+        DEMO_LIMIT_BYTES,
+        demo_settings,
+        run_tokenization_study,
+    )
+
+    settings = demo_settings(args.out, force=args.force, workers=args.workers)
+    print(
+        f"\n[3] tokenization study: M2 (tiny) over {', '.join(settings.schemes)} on the first "
+        f"{DEMO_LIMIT_BYTES // 1000} kB of {DEMO_CORPUS}; M1 (tiny) drives AC and Equal-Info windows; "
+        "bits/byte on the same held-out bytes",
+        flush=True,
+    )
+    results = run_tokenization_study(settings, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print_study_table(results)
+    print(f"tokenization report: {settings.out}/report/index.html (report.md, results.json, plot)")

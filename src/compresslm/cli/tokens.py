@@ -1,6 +1,6 @@
-"""`compresslm tokenize`, `train`, `eval`, `generate` and `study tokenization`: token datasets for
-every scheme, M2 on them, its bits/byte, and samples decoded through M1 (thin wrappers over
-:mod:`compresslm.tokenizers` and :mod:`compresslm.experiments`)."""
+"""`compresslm tokenize`, `train`, `eval` and `generate`: token datasets for every scheme, M2 on
+them, its bits/byte, and samples decoded through M1 (thin wrappers over
+:mod:`compresslm.tokenizers` and :mod:`compresslm.m2`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compresslm.cli.common import add_read_options, parse_count, run_guarded
+from compresslm.cli.common import add_read_options, parse_count, rich_console, run_guarded
 from compresslm.errors import ConfigError
 
 
@@ -115,14 +115,6 @@ def _read_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _console() -> Any:
-    """A rich console that does not squeeze wide tables when the output is a file or a pipe."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
-
-
 def print_dataset_summary(meta: dict[str, Any], out: str) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -139,7 +131,7 @@ def print_dataset_summary(meta: dict[str, Any], out: str) -> None:
             f"{s['tokens']:,}",
             "-" if ratio is None else f"{ratio:.3f}",
         )
-    console = _console()
+    console = rich_console()
     console.print(t)
     acct = meta.get("accounting", {})
     console.print(
@@ -182,7 +174,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from compresslm.experiments.m2 import M2Config, evaluate_m2, train_m2
+    from compresslm.m2 import M2Config, evaluate_m2, train_m2
 
     max_tokens = parse_count(args.train_tokens, "--train-tokens")
     config = M2Config(
@@ -222,7 +214,7 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from compresslm.experiments.m2 import evaluate_m2, load_m2
+    from compresslm.m2 import evaluate_m2, load_m2
 
     _set_threads(args.threads)
     model, _ = load_m2(args.model, device=args.device)
@@ -259,7 +251,7 @@ def _print_eval(result: Any, as_json: bool) -> None:
     t.add_row("eval wall time", f"{result.seconds:.2f} s ({result.targets_per_second:,.0f} targets/s)")
     if "train_seconds" in result.extra:
         t.add_row("train wall time", f"{result.extra['train_seconds']:.1f} s")
-    _console().print(t)
+    rich_console().print(t)
 
 
 def _set_threads(threads: int | None) -> None:
@@ -308,8 +300,7 @@ def _register_generate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from compresslm.experiments.generate import generate, load_generation_tokenizer
-    from compresslm.experiments.m2 import load_m2
+    from compresslm.m2 import generate, load_generation_tokenizer, load_m2
 
     if args.samples < 1:
         raise ConfigError(f"--samples must be positive, got {args.samples}")
@@ -345,139 +336,3 @@ def _generate(args: argparse.Namespace) -> int:
             f"{s.steps_per_second:.1f} steps/s (M2), decode {s.decode_seconds * 1000:.0f} ms"
         )
     return 0
-
-
-# -- study tokenization ---------------------------------------------------------------------------
-
-
-def register_study(sub: argparse._SubParsersAction) -> None:
-    """`study tokenization` (added to the `study` command group)."""
-    from compresslm.experiments.tokenization_study import DEFAULT_SCHEMES
-
-    p = sub.add_parser(
-        "tokenization",
-        help="train M2 over every tokenization; bits/byte against FLOPs/byte",
-        description="Train M1 (unless --m1 is given), tokenize the corpus with every scheme, train M2 of every size "
-        "and seed on each, evaluate bits/byte on the same held-out bytes, and write OUT/report/ "
-        "(results.json, report.md, index.html, bits_per_byte_vs_flops.png). Rerun to resume.",
-    )
-    p.add_argument(
-        "--corpus", nargs="+", default=["builtin:mixture"], help="corpus (default builtin:mixture)"
-    )
-    p.add_argument(
-        "--schemes",
-        default=",".join(DEFAULT_SCHEMES),
-        help=f"comma list (default {','.join(DEFAULT_SCHEMES)})",
-    )
-    p.add_argument("--sizes", default="tiny,small", help="M2 size presets, comma list (default tiny,small)")
-    p.add_argument("--seeds", default="1", help="N (seeds 0..N-1) or a comma list (default 1)")
-    p.add_argument(
-        "--key-schemes", help="schemes that get every seed (default bytes,spm,eqinfo16-256,eqinfo16-65k)"
-    )
-    p.add_argument("--m1", help="an M1 folder (default: train one on the training split, OUT/m1)")
-    p.add_argument("--m1-size", default="tiny", help="size of the M1 trained here (default tiny)")
-    p.add_argument("--m1-context", type=int, default=64, help="M1 context = max window bytes (default 64)")
-    p.add_argument("--m1-tokens", default="1M", help="M1 training bytes (default 1M)")
-    p.add_argument(
-        "--limit-bytes", default="1M", help="corpus prefix to use, e.g. 500k, 5M (default 1M; 0: all)"
-    )
-    p.add_argument(
-        "--val-fraction", type=float, default=0.1, help="held-out share of documents (default 0.1)"
-    )
-    p.add_argument("--vocab-size", type=int, default=4096, help="SentencePiece vocabulary (default 4096)")
-    p.add_argument("--train-tokens", default="200k", help="M2 training positions per run (default 200k)")
-    p.add_argument("--seq-len", type=int, default=128, help="M2 sequence length (default 128)")
-    p.add_argument("--batch-size", type=int, default=16, help="M2 batch size (default 16)")
-    p.add_argument("--lr", type=float, default=1e-3, help="M2 peak learning rate (default 1e-3)")
-    p.add_argument("--workers", type=int, help="tokenization processes (default: all cores)")
-    p.add_argument("--jobs", type=int, help="M2 runs at once (default: all cores on CPU, 1 on GPU)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="torch CPU threads for training M1 (default: torch's; 1 on a busy machine)",
-    )
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--out", default="tokenization-study", help="output folder (default tokenization-study)")
-    p.add_argument("--force", action="store_true", help="redo every step instead of reusing finished ones")
-    p.set_defaults(func=lambda a: run_guarded(_study, a))
-
-
-def study_settings(args: argparse.Namespace) -> Any:
-    from compresslm.cli.study import parse_seeds
-    from compresslm.experiments.tokenization_study import TokenizationStudySettings, parse_list
-
-    limit = parse_count(args.limit_bytes, "--limit-bytes") if args.limit_bytes not in ("0", "") else None
-    return TokenizationStudySettings(
-        corpus=list(args.corpus),
-        schemes=parse_list(args.schemes),
-        sizes=parse_list(args.sizes),
-        seeds=parse_seeds(args.seeds),
-        key_schemes=parse_list(args.key_schemes) if args.key_schemes else None,
-        m1=args.m1,
-        m1_size=args.m1_size,
-        m1_context=args.m1_context,
-        m1_tokens=parse_count(args.m1_tokens, "--m1-tokens"),
-        limit_bytes=limit,
-        val_fraction=args.val_fraction,
-        spm_vocab_size=args.vocab_size,
-        train_tokens=parse_count(args.train_tokens, "--train-tokens"),
-        seq_len=args.seq_len,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        workers=args.workers,
-        jobs=args.jobs,
-        threads=args.threads,
-        device=args.device,
-        out=args.out,
-        force=args.force,
-        progress=sys.stderr.isatty(),
-    )
-
-
-def _study(args: argparse.Namespace) -> int:
-    from compresslm.experiments.tokenization_study import run_tokenization_study
-
-    results = run_tokenization_study(study_settings(args), log=lambda m: print(m, flush=True))
-    print_study_table(results)
-    print(
-        f"report: {Path(args.out) / 'report'}/ (index.html, report.md, results.json, bits_per_byte_vs_flops.png)"
-    )
-    return 0
-
-
-def print_study_table(results: dict[str, Any]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from compresslm.experiments.tokenization_study import _HEADERS, findings, table_rows
-
-    t = Table(title="tokenization study: held-out bits/byte")
-    for i, h in enumerate(_HEADERS):
-        t.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for row in table_rows(results):
-        t.add_row(*[escape(c) for c in row])
-    console = _console()
-    console.print(t)
-    for note in findings(results):
-        console.print(f"- {escape(note)}")
-
-
-def demo_step(args: argparse.Namespace) -> None:
-    """`compresslm demo` step 3: the tokenization study at demo scale (report in OUT/tokenization/)."""
-    from compresslm.experiments.tokenization_study import (
-        DEMO_CORPUS,
-        DEMO_LIMIT_BYTES,
-        demo_settings,
-        run_tokenization_study,
-    )
-
-    settings = demo_settings(args.out, force=args.force, workers=args.workers)
-    print(
-        f"\n[3] tokenization study: M2 (tiny) over {', '.join(settings.schemes)} on the first "
-        f"{DEMO_LIMIT_BYTES // 1000} kB of {DEMO_CORPUS}; M1 (tiny) drives AC and Equal-Info windows; "
-        "bits/byte on the same held-out bytes",
-        flush=True,
-    )
-    results = run_tokenization_study(settings, log=lambda m: print(m, file=sys.stderr, flush=True))
-    print_study_table(results)
-    print(f"tokenization report: {settings.out}/report/index.html (report.md, results.json, plot)")

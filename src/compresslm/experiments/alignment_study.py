@@ -34,12 +34,12 @@ from compresslm.evaluate.plots import render_loss_curves, render_scatter_fit, sa
 from compresslm.evaluate.stats import linear_fit
 from compresslm.experiments.base_model import PretrainSettings
 from compresslm.experiments.finetune import FinetuneSettings, RunResult, RunSpec, default_workers, run_all
+from compresslm.experiments.selection_report import write_json
 from compresslm.experiments.selection_study import (
     HUMANEVAL_TEST,
     budget_counter,
     format_budget,
     resolve_base_model,
-    write_json,
 )
 from compresslm.select.pool import ReadOptions
 

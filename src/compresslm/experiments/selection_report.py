@@ -6,9 +6,12 @@ complete on its own and the figures are there for a README or a slide.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from compresslm.evaluate.curves import LossCurve
 from compresslm.evaluate.html import Figure, Section, Table, write_html
@@ -90,8 +93,6 @@ def write_report(
     folder: str | Path, results: dict[str, Any], selections: Mapping[str, Any], *, force: bool
 ) -> Path:
     """Write every report file into ``folder``; returns the path of index.html."""
-    from compresslm.experiments.selection_study import slug, write_json
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     unit = results["unit"]
@@ -216,3 +217,23 @@ def write_report(
     ]
     sections.insert(0, Section("Setting", tables=[setting], notes=protocol))
     return write_html(folder / "index.html", "compresslm selection study", sections, intro=intro, force=force)
+
+
+def slug(spec: str) -> str:
+    """A method spec as a file-name part: ``zipfit:lz4+contrast=16`` -> ``zipfit-lz4-contrast16``."""
+    return spec.replace(":", "-").replace("+", "-").replace("=", "")
+
+
+def write_json(path: str | Path, results: dict[str, Any], *, force: bool) -> None:
+    from compresslm.data.writers import atomic_output
+
+    with atomic_output(str(path), force=force, mode="w") as fh:
+        json.dump(results, fh, indent=1, allow_nan=False, default=_np_default)
+        fh.write("\n")
+
+
+def _np_default(value: Any) -> Any:
+    """numpy scalars that slipped into the results become plain numbers."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

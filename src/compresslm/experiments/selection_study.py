@@ -30,7 +30,6 @@ Choices that a reader of the numbers must know (also written into the report):
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 import zlib
@@ -38,8 +37,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from compresslm.errors import ConfigError, DataError
 from compresslm.evaluate.curves import LossCurve, curve_summary, faster_summary
@@ -50,6 +47,7 @@ from compresslm.experiments.base_model import (
     pretrain_base_model,
 )
 from compresslm.experiments.finetune import FinetuneSettings, RunResult, RunSpec, default_workers, run_all
+from compresslm.experiments.selection_report import slug, write_report
 from compresslm.select.pool import ReadOptions
 
 DEFAULT_METHODS = ("zipfit", "zipfit:lz4+nocontrast", "zipfit:gzip9", "dsir", "d4", "random")
@@ -273,11 +271,6 @@ def _output_paths(config: StudyConfig) -> list[str]:
     return [str(p) for p in paths]
 
 
-def slug(spec: str) -> str:
-    """A method spec as a file-name part: ``zipfit:lz4+contrast=16`` -> ``zipfit-lz4-contrast16``."""
-    return spec.replace(":", "-").replace("+", "-").replace("=", "")
-
-
 def run_selection_study(config: StudyConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole study and write its report; returns the ``results.json`` content.
 
@@ -348,8 +341,6 @@ def run_selection_study(config: StudyConfig, *, log: Callable[[str], None] = pri
     runs = run_all(base, specs, test, config.finetune, workers=workers, log=on_run)
     results = build_results(config, base, targets, test_texts, len(test), selections, data, runs)
     results["seconds"] = time.perf_counter() - t_start
-    from compresslm.experiments.selection_report import write_report
-
     write_report(Path(config.out) / "report", results, selections, force=config.force)
     return results
 
@@ -437,14 +428,6 @@ def build_results(
     }
 
 
-def write_json(path: str | Path, results: dict[str, Any], *, force: bool) -> None:
-    from compresslm.data.writers import atomic_output
-
-    with atomic_output(str(path), force=force, mode="w") as fh:
-        json.dump(results, fh, indent=1, allow_nan=False, default=_np_default)
-        fh.write("\n")
-
-
 def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (budget, method) with the headline numbers, for tables and the CLI."""
     rows = []
@@ -464,10 +447,3 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             }
             rows.append(row)
     return rows
-
-
-def _np_default(value: Any) -> Any:
-    """numpy scalars that slipped into the results become plain numbers."""
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

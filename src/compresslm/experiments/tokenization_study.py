@@ -245,7 +245,7 @@ class Run:
 
 def _run(run: Run, settings: dict[str, Any], threads: int | None) -> dict[str, Any]:
     """Train and evaluate one M2 (in a worker process); writes and returns eval.json's content."""
-    from compresslm.experiments.m2 import M2Config, evaluate_m2, train_m2
+    from compresslm.m2 import M2Config, evaluate_m2, train_m2
 
     config = M2Config(
         size=run.size,
@@ -366,8 +366,7 @@ def _samples(
     settings: TokenizationStudySettings, runs: Sequence[Run], datasets: dict[str, TokenDataset]
 ) -> dict[str, Any]:
     """One sample per scheme from its first saved model: steps/s, bytes/step, decodes or not."""
-    from compresslm.experiments.generate import generate
-    from compresslm.experiments.m2 import load_m2
+    from compresslm.m2 import generate, load_m2
 
     out: dict[str, Any] = {}
     for run in runs:
