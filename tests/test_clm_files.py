@@ -212,7 +212,7 @@ def test_cli_m1_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         str(tmp_path / "m1"),
         "--context",
         "32",
-        "--tokens",
+        "--train-tokens",
         "4k",
         "--batch-size",
         "4",
@@ -228,7 +228,7 @@ def test_cli_m1_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(args) == 2  # exists without --force
     bad = [a if a != "4k" else "lots" for a in args]
     assert main([*bad, "--force"]) == 2
-    assert "--tokens" in capsys.readouterr().err
+    assert "--train-tokens" in capsys.readouterr().err
 
 
 text_st = st.one_of(

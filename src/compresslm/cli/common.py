@@ -1,8 +1,15 @@
-"""Pieces every command shares: input options, error reporting, the summary table."""
+"""Pieces every command shares: option types, input options, error reporting, the summary table.
+
+Option types (``positive_int``, ``finite_float``, ``count``, ``template``, ...) validate at parse
+time, so a bad value fails before any work with argparse's message naming the option
+(``argument --workers: expected a whole number >= 1, got '0'``) and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -23,12 +30,172 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return 2
 
 
+# -- option types ---------------------------------------------------------------------------------
+
+
+def _whole(text: str, least: int, what: str) -> int:
+    try:
+        value = int(text.strip().replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def at_least(least: int, what: str = "a whole number") -> Callable[[str], int]:
+    """A whole-number type with a lower bound: ``at_least(2)`` for a context of positions."""
+
+    def check(text: str) -> int:
+        return _whole(text, least, f"{what} >= {least}")
+
+    check.__name__ = f"at_least_{least}"
+    return check
+
+
+def model_size(text: str) -> str:
+    """``--size``: a model preset name."""
+    from compresslm.models.transformer import SIZES
+
+    if text not in SIZES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(SIZES)}, got {text!r}")
+    return text
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (workers, batch sizes, windows, steps)."""
+    return _whole(text, 1, "a whole number >= 1")
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number >= 0 (seeds, minimum sizes, counts where 0 means none)."""
+    return _whole(text, 0, "a whole number >= 0")
+
+
+def threads(text: str) -> int:
+    """``--threads``: torch CPU threads, >= 1."""
+    return _whole(text, 1, "a number of threads >= 1")
+
+
+def finite_float(text: str, *, low: float = -math.inf, low_ok: bool = True, high: float = math.inf) -> float:
+    """A finite float in ``[low, high]`` (``(low, high]`` when not ``low_ok``); nan and inf refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if value < low or (value == low and not low_ok) or value > high:
+        lo = f"{'>=' if low_ok else '>'} {low:g}" if math.isfinite(low) else ""
+        hi = f"<= {high:g}" if math.isfinite(high) else ""
+        raise argparse.ArgumentTypeError(
+            f"expected a number {' and '.join(p for p in (lo, hi) if p)}, got {text!r}"
+        )
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates)."""
+    return finite_float(text, low=0.0, low_ok=False)
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (temperature: 0 is greedy)."""
+    return finite_float(text, low=0.0)
+
+
+def fraction(text: str) -> float:
+    """A share in [0, 1) (held-out fractions)."""
+    value = finite_float(text, low=0.0)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """A positive count with an optional k/M/G suffix: ``5000``, ``200k``, ``1.5M``."""
+    try:
+        return parse_count(text, "")
+    except ConfigError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive whole number such as 50000, 200k or 1.5M, got {text!r}"
+        ) from None
+
+
+def count_or_zero(text: str) -> int:
+    """:func:`count`, or ``0`` (meaning: no limit / all)."""
+    return 0 if text.strip() == "0" else count(text)
+
+
+def method_spec(text: str) -> str:
+    """``--method``: a selection method spec, built once now so a typo fails before any reading."""
+    from compresslm.select.methods import make_method
+
+    try:
+        make_method(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def method_list(text: str) -> list[str]:
+    """``--methods``: a comma list of method specs, each checked by :func:`method_spec`."""
+    specs = [m.strip() for m in text.split(",") if m.strip()]
+    if not specs:
+        raise argparse.ArgumentTypeError(f"expected a comma list of methods, got {text!r}")
+    return [method_spec(m) for m in specs]
+
+
+def suffix_path(*suffixes: str) -> Callable[[str], str]:
+    """An output path type that must end in one of ``suffixes`` (a ``.csv`` would be written as
+    something else)."""
+
+    def check(text: str) -> str:
+        if not text.lower().endswith(suffixes):
+            raise argparse.ArgumentTypeError(
+                f"expected a file ending in {' or '.join(suffixes)}, got {text!r}"
+            )
+        return text
+
+    return check
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    r"""Turn the escapes ``\n``, ``\t``, ``\r`` and ``\\`` typed in a shell into the characters.
+
+    A shell passes ``"{prompt}\n{canonical_solution}"`` with a backslash and an ``n``; like
+    ``printf`` and ``echo -e``, we read it as a newline. Any other backslash stays as typed.
+    """
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], text)
+
+
+def template(text: str) -> str:
+    """``--template``: escapes interpreted (:func:`unescape`), the format checked now
+    (:func:`compresslm.data.readers.check_template`)."""
+    from compresslm.data.readers import check_template
+
+    value = unescape(text)
+    try:
+        check_template(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--template ")) from None
+    return value
+
+
 def add_read_options(p: argparse.ArgumentParser) -> None:
     from compresslm.data.readers import DEFAULT_MAX_BYTES
 
     g = p.add_argument_group("input")
     g.add_argument("--text-field", default="text", help="field holding the text (default: text)")
-    g.add_argument("--template", help='build the text from fields, e.g. "{prompt}\\n{canonical_solution}"')
+    g.add_argument(
+        "--template",
+        type=template,
+        help='build the text from fields, e.g. "{prompt}\\n{canonical_solution}" (\\n, \\t, \\\\ are '
+        "read as newline, tab, backslash)",
+    )
     g.add_argument(
         "--on-error",
         choices=["fail", "skip"],
@@ -37,11 +204,13 @@ def add_read_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--max-bytes",
-        type=int,
+        type=count,
         default=DEFAULT_MAX_BYTES,
-        help=f"reject documents larger than this (default {DEFAULT_MAX_BYTES:,} bytes)",
+        help=f"reject documents larger than this many bytes, e.g. 1M (default {DEFAULT_MAX_BYTES:,})",
     )
-    g.add_argument("--min-bytes", type=int, default=1, help="reject documents smaller than this")
+    g.add_argument(
+        "--min-bytes", type=positive_int, default=1, help="reject documents smaller than this (default 1)"
+    )
     g.add_argument("--domain-field", help="field holding a domain label (enables precision@k)")
 
 

@@ -9,7 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compresslm.cli.common import parse_count, run_guarded
+from compresslm.cli.common import (
+    at_least,
+    count,
+    fraction,
+    model_size,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_guarded,
+    threads,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,15 +32,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "safetensors + config.json; prints held-out bits/byte.",
     )
     t.add_argument("--corpus", nargs="+", required=True, help="files/folders/globs or builtin:NAME")
-    t.add_argument("--size", default="3m", help="model preset: tiny, small, 3m (the paper's M1), base, 25m")
-    t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--context", type=int, default=128, help="positions per training row = max window bytes")
-    t.add_argument("--tokens", default="2M", help="training tokens (bytes) to see, e.g. 300k, 2M")
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--heldout", type=float, default=0.05, help="fraction of the bytes held out for bits/byte")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    t.add_argument(
+        "--size",
+        type=model_size,
+        default="3m",
+        help="model preset: tiny, small, 3m (the paper's M1), base, 25m (default 3m)",
+    )
+    t.add_argument("-o", "--out", required=True, help="output folder")
+    t.add_argument(
+        "--context",
+        type=at_least(2, "a context of positions"),
+        default=128,
+        help="positions per training row = max window bytes (default 128)",
+    )
+    t.add_argument(
+        "--train-tokens",
+        type=count,
+        default="2M",
+        help="training tokens (bytes) to see, e.g. 300k (default 2M; named like train's --train-tokens: "
+        "--tokens always means a token dataset folder)",
+    )
+    t.add_argument("--batch-size", type=positive_int, default=32, help="rows per step (default 32)")
+    t.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (default 1e-3)")
+    t.add_argument(
+        "--heldout",
+        type=fraction,
+        default=0.05,
+        help="fraction of the bytes held out for bits/byte (default 0.05)",
+    )
+    t.add_argument(
+        "--seed", type=non_negative_int, default=0, help="initialisation and sampling seed (default 0)"
+    )
+    t.add_argument("--threads", type=threads, help="torch threads (default: all cores)")
     t.add_argument("--text-field", default="text", help="field holding the text (default: text)")
     t.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     t.add_argument("--force", action="store_true", help="overwrite an existing model in --out")
@@ -49,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("-o", "--out", required=True, help="output .clm file")
     c.add_argument("--model", required=True, help="M1 folder (from `compresslm m1 train`)")
     c.add_argument(
-        "--window-bits", type=int, default=16, help="bits per window: 16 (default), 24, 32, 64, 128"
+        "--window-bits", type=positive_int, default=16, help="bits per window: 16 (default), 24, 32, 64, 128"
     )
     c.add_argument(
         "--code",
@@ -57,10 +90,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="straddle",
         help="straddle: self-delimiting windows (default); zeros: the paper's zero-padded code",
     )
-    c.add_argument("--max-window-bytes", type=int, help="cap on bytes per window (default 4 x window bits)")
+    c.add_argument(
+        "--max-window-bytes",
+        type=at_least(2, "a window size in bytes"),
+        help="cap on bytes per window (default 4 x window bits)",
+    )
     c.add_argument(
         "--segment-bytes",
-        type=int,
+        type=non_negative_int,
         help="documents are coded in independent segments of this many bytes "
         "(default: the library's, 1 KiB; 0: never split)",
     )
@@ -87,15 +124,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i.add_argument(
         "--model", help="M1 folder, to show the first windows as text (default: the recorded path)"
     )
-    i.add_argument("--windows", type=int, default=12, help="how many leading windows to show")
-    i.add_argument("--threads", type=int, help="torch threads")
+    i.add_argument(
+        "--windows", type=non_negative_int, default=12, help="how many leading windows to show (default 12)"
+    )
+    i.add_argument("--threads", type=threads, help="torch threads (default: all cores)")
     i.add_argument("--json", action="store_true", help="print as JSON")
     i.set_defaults(func=lambda a: run_guarded(_inspect, a))
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=512, help="windows coded per model step (default 512)")
-    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=512, help="windows coded per model step (default 512)"
+    )
+    p.add_argument("--threads", type=threads, help="torch threads (default: all cores)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -136,7 +177,7 @@ def _train(args: argparse.Namespace) -> int:
         texts,
         size=args.size,
         context=args.context,
-        max_tokens=parse_count(args.tokens, "--tokens"),
+        max_tokens=args.train_tokens,
         batch_size=args.batch_size,
         lr=args.lr,
         heldout_fraction=args.heldout,

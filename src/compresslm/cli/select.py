@@ -7,7 +7,19 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from compresslm.cli.common import add_read_options, print_selection_summary, read_options_from, run_guarded
+from compresslm.cli.common import (
+    add_read_options,
+    count,
+    count_or_zero,
+    method_spec,
+    non_negative_int,
+    positive_int,
+    print_selection_summary,
+    read_options_from,
+    run_guarded,
+    suffix_path,
+    template,
+)
 from compresslm.data.readers import DEFAULT_MAX_BYTES
 
 if TYPE_CHECKING:
@@ -26,11 +38,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--target", nargs="+", required=True, help="target files/globs or builtin:NAME")
     p.add_argument("--source", nargs="+", required=True, help="source files/globs/folders or builtin:NAME")
-    p.add_argument("--method", default="zipfit", help="zipfit[:variant] | dsir[:topk] | d4 | random")
+    p.add_argument(
+        "--method",
+        type=method_spec,
+        default="zipfit",
+        help="zipfit[:variant] | dsir[:topk] | d4 | random (default zipfit)",
+    )
     size = p.add_mutually_exclusive_group(required=True)
-    size.add_argument("--k", type=int, help="number of documents to keep")
-    size.add_argument("--budget-tokens", type=int, help="keep the best documents up to this many tokens")
-    size.add_argument("--budget-bytes", type=int, help="keep the best documents up to this many bytes")
+    size.add_argument("--k", type=count, help="number of documents to keep, e.g. 10000 or 10k")
+    size.add_argument(
+        "--budget-tokens", type=count, help="keep the best documents up to this many tokens, e.g. 2M"
+    )
+    size.add_argument(
+        "--budget-bytes", type=count, help="keep the best documents up to this many bytes, e.g. 50M"
+    )
     p.add_argument(
         "--tokenizer",
         help="tokenizer.json (Hugging Face tokenizers) for token budgets; default: whitespace words",
@@ -41,7 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with a budget, cut the document that overflows so the budget is met exactly "
         "(the ZIP-FIT paper's scripts); default: stop before it",
     )
-    p.add_argument("--min-tokens", type=int, default=0, help="reject documents under this many tokens")
+    p.add_argument(
+        "--min-tokens",
+        type=non_negative_int,
+        default=0,
+        help="reject documents under this many tokens (default 0)",
+    )
     z = p.add_argument_group("ZIP-FIT")
     z.add_argument("--compressor", help="gzip:9 (the paper), lz4, zstd:LEVEL, brotli, lzma, bz2, ...")
     z.add_argument(
@@ -50,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="subtract alignment to a seeded sample of the pool (cancels length/boilerplate bias); "
         "default: background, except none with gzip:9 (the paper's exact mode)",
     )
-    z.add_argument("--contrast-size", type=int, help="background sample size (default 16)")
+    z.add_argument("--contrast-size", type=positive_int, help="background sample size (default 16)")
     z.add_argument(
         "--max-targets",
         type=_max_targets,
@@ -59,25 +85,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with gzip:9, the paper's exact mode); 'all' scores every target",
     )
     b = p.add_argument_group("baselines")
-    b.add_argument("--dsir-buckets", type=int, help="DSIR hashed n-gram buckets (default 10000)")
-    b.add_argument("--dsir-min-words", type=int, help="DSIR minimum example length in words")
+    b.add_argument("--dsir-buckets", type=positive_int, help="DSIR hashed n-gram buckets (default 10000)")
+    b.add_argument("--dsir-min-words", type=non_negative_int, help="DSIR minimum example length in words")
     b.add_argument("--d4-embedder", help="D4 embedding backend: minilm (default) or hashing")
-    b.add_argument("--d4-clusters", type=int, help="D4 number of k-means clusters")
+    b.add_argument("--d4-clusters", type=positive_int, help="D4 number of k-means clusters")
     b.add_argument("--cache-dir", help="cache for D4 embeddings")
     add_read_options(p)
     p.add_argument("--target-field", help="text field of target records (default: --text-field)")
-    p.add_argument("--target-template", help='target text template, e.g. "{prompt}\\n{canonical_solution}"')
+    p.add_argument(
+        "--target-template",
+        type=template,
+        help='target text template, e.g. "{prompt}\\n{canonical_solution}" (default: --template)',
+    )
     o = p.add_argument_group("outputs")
     o.add_argument("--out", help="selected records (.jsonl/.jsonl.gz/.jsonl.zst/.parquet), best first")
     o.add_argument(
-        "--scores", help="Parquet file with id, source, score, bytes, size, domain of every record"
+        "--scores",
+        type=suffix_path(".parquet"),
+        help="Parquet file with id, source, score, bytes, size, domain of every record",
     )
     o.add_argument("--rejects", help="JSONL of every rejected record with its reason")
     o.add_argument("--report", help="JSON report (+ a PNG score histogram beside it)")
     o.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    p.add_argument("--workers", type=int, help="worker processes (default: all cores)")
-    p.add_argument("--batch-size", type=int, default=256, help="documents per scoring batch")
-    p.add_argument("--seed", type=int, default=0, help="seed for sampling (contrast, DSIR Gumbel, random)")
+    p.add_argument("--workers", type=positive_int, help="worker processes (default: all cores)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=256, help="documents per scoring batch (default 256)"
+    )
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed for sampling (contrast, DSIR Gumbel, random; default 0)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.set_defaults(func=lambda a: run_guarded(_select, a))
@@ -90,10 +129,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("a", help="first dataset (the 'source' side: it comes first in each concatenation)")
     a.add_argument("b", help="second dataset")
     a.add_argument("--compressor", default="gzip:9", help="compressor spec (default gzip:9, the paper's)")
-    a.add_argument("--max-pairs", type=int, default=200_000, help="sample this many pairs (0 = all)")
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument(
+        "--max-pairs",
+        type=count_or_zero,
+        default=200_000,
+        help="sample this many pairs, e.g. 50k (0 = all; default 200k)",
+    )
+    a.add_argument("--seed", type=non_negative_int, default=0, help="seed of the pair sample (default 0)")
     add_read_options(a)
-    a.add_argument("--b-template", help="text template for B (default: --template)")
+    a.add_argument("--b-template", type=template, help="text template for B (default: --template)")
     a.set_defaults(func=lambda a: run_guarded(_align, a))
 
 

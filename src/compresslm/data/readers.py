@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import string
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -105,6 +106,32 @@ def lookup(record: Mapping[str, Any], field: str) -> Any:
     return value
 
 
+TEMPLATE_MAX_WIDTH = 10_000
+"""Largest width or precision a template field may ask for (``{text:999999999}`` would allocate
+gigabytes for every record)."""
+
+
+def check_template(template: str) -> None:
+    """Raise :class:`ConfigError` unless ``template`` is a ``str.format`` string of named fields whose
+    format specs neither nest fields (``{x:{w}}`` takes its width from the data) nor ask for a width
+    or precision over :data:`TEMPLATE_MAX_WIDTH`."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"--template {template!r}: {exc}") from exc
+    names = [name for _, name, _, _ in parts if name is not None]
+    if not names or any(name == "" or name.isdigit() for name in names):
+        raise ConfigError(f"--template {template!r} needs named fields such as {{text}}")
+    for _, name, spec, _ in parts:
+        if spec and "{" in spec:
+            raise ConfigError(f"--template {template!r}: field {name!r} takes its format from another field")
+        if spec and any(int(n) > TEMPLATE_MAX_WIDTH for n in re.findall(r"\d+", spec)):
+            raise ConfigError(
+                f"--template {template!r}: field {name!r} asks for a width or precision over "
+                f"{TEMPLATE_MAX_WIDTH:,} characters"
+            )
+
+
 class TextExtractor:
     """Builds a record's text from its ``text_field`` or its ``template``; returns text or a Malformed.
 
@@ -116,12 +143,7 @@ class TextExtractor:
         self.text_field, self.template = text_field, template
         self._formatter = _Fields()
         if template is not None:
-            try:
-                names = [name for _, name, _, _ in self._formatter.parse(template) if name is not None]
-            except ValueError as exc:
-                raise ConfigError(f"--template {template!r}: {exc}") from exc
-            if not names or any(name == "" or name.isdigit() for name in names):
-                raise ConfigError(f"--template {template!r} needs named fields such as {{text}}")
+            check_template(template)
 
     def __call__(self, record: Mapping[str, Any]) -> str | Malformed:
         if self.template is not None:

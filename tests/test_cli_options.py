@@ -1,0 +1,88 @@
+"""Every option is validated when the command line is parsed: a bad value fails at once with a
+message naming the option (exit 2), before any input is read or any model is trained.
+
+The inputs named here do not exist, so a check that ran only later would report a missing file
+instead of the option: the tests fail unless validation happens at parse time.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from compresslm.cli import build_parser, main
+from compresslm.cli.common import unescape
+
+ROOT = Path(__file__).resolve().parents[1]
+SELECT = ["select", "--target", "missing-t.jsonl", "--source", "missing-s.jsonl"]
+M1_TRAIN = ["m1", "train", "--corpus", "missing.txt", "-o", "m1-out"]
+COMPRESS = ["compress", "missing.txt", "-o", "x.clm", "--model", "missing-m1"]
+
+BAD = [
+    ([*SELECT, "--k", "10", "--workers", "0"], "--workers"),
+    ([*SELECT, "--k", "10", "--batch-size", "0"], "--batch-size"),
+    ([*SELECT, "--k", "0"], "--k"),
+    ([*SELECT, "--k", "-5"], "--k"),
+    ([*SELECT, "--budget-tokens", "lots"], "--budget-tokens"),
+    ([*SELECT, "--k", "10", "--max-bytes", "-1"], "--max-bytes"),
+    ([*SELECT, "--k", "10", "--min-tokens", "-1"], "--min-tokens"),
+    ([*SELECT, "--k", "10", "--scores", "x.csv"], "--scores"),
+    ([*SELECT, "--k", "10", "--method", "foo"], "--method"),
+    ([*SELECT, "--k", "10", "--method", "zipfit+bogus"], "--method"),
+    ([*SELECT, "--k", "10", "--template", "{text:999999999}"], "--template"),
+    ([*SELECT, "--k", "10", "--template", "{text:{width}}"], "--template"),
+    ([*SELECT, "--k", "10", "--target-template", "no fields"], "--target-template"),
+    ([*M1_TRAIN, "--context", "1"], "--context"),
+    ([*M1_TRAIN, "--lr", "-1"], "--lr"),
+    ([*M1_TRAIN, "--lr", "nan"], "--lr"),
+    ([*M1_TRAIN, "--lr", "inf"], "--lr"),
+    ([*M1_TRAIN, "--threads", "0"], "--threads"),
+    ([*M1_TRAIN, "--threads", "-1"], "--threads"),
+    ([*M1_TRAIN, "--size", "huge"], "--size"),
+    ([*M1_TRAIN, "--heldout", "1.5"], "--heldout"),
+    ([*M1_TRAIN, "--train-tokens", "0"], "--train-tokens"),
+    ([*COMPRESS, "--max-window-bytes", "1"], "--max-window-bytes"),
+    ([*COMPRESS, "--batch-size", "0"], "--batch-size"),
+    ([*COMPRESS, "--segment-bytes", "-1"], "--segment-bytes"),
+    (["align", "missing-a", "missing-b", "--max-pairs", "-3"], "--max-pairs"),
+]
+
+
+@pytest.mark.parametrize(("argv", "option"), BAD, ids=[" ".join(a[-2:]) for a, _ in BAD])
+def test_bad_option_fails_at_parse_time_naming_it(argv, option, capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err or f"{option}:" in err, err
+    assert "missing" not in err.split("error:")[-1]  # no input was looked at
+
+
+def test_counts_accept_suffixes_everywhere() -> None:
+    parser = build_parser()
+    args = parser.parse_args([*SELECT, "--budget-tokens", "2M", "--max-bytes", "1.5M"])
+    assert (args.budget_tokens, args.max_bytes) == (2_000_000, 1_500_000)
+    assert parser.parse_args([*M1_TRAIN, "--train-tokens", "300k"]).train_tokens == 300_000
+    assert parser.parse_args(["align", "a", "b", "--max-pairs", "0"]).max_pairs == 0
+
+
+def test_escapes_typed_in_a_shell_are_read_as_characters() -> None:
+    assert unescape(r"{prompt}\n{canonical_solution}") == "{prompt}\n{canonical_solution}"
+    assert unescape(r"a\tb\\n\x") == "a\tb\\n\\x"  # \\ is a backslash; unknown escapes stay
+
+
+def test_the_readmes_template_line_builds_a_newline() -> None:
+    """The README's example, split as a POSIX shell would, puts a real newline between the fields."""
+    lines = [line for line in (ROOT / "README.md").read_text().splitlines() if "-template " in line]
+    assert lines, "the README shows a --template example"
+    parser = build_parser()
+    for line in lines:
+        words = shlex.split(line.split("#")[0])
+        flag = next(w for w in words if w.endswith("-template"))
+        value = words[words.index(flag) + 1]
+        assert "\\n" in value  # what the shell hands over: a backslash and an n
+        args = parser.parse_args([*SELECT, "--k", "1", flag, value])
+        built = getattr(args, flag.lstrip("-").replace("-", "_"))
+        assert "\\" not in built and "\n" in built
+        fields = {name: name.upper() for name in ("prompt", "canonical_solution")}
+        assert built.format(**fields) == "PROMPT\nCANONICAL_SOLUTION"
