@@ -18,12 +18,44 @@ from compresslm.coding.container import (
 )
 from compresslm.errors import IntegrityError
 
-HEADER = {"format": "compresslm.clm", "coder": {"window_bits": 16, "max_window_bytes": 64}}
+
+def header(docs: list[DocEntry], segment_bytes: int | None = 32) -> dict:
+    """A complete header for ``docs`` (what compress writes, with made-up model hashes)."""
+    return {
+        "format": "compresslm.clm",
+        "created_by": "compresslm test",
+        "coder": {
+            "window_bits": 16,
+            "precision": 14,
+            "guard_bits": 16,
+            "max_window_bytes": 64,
+            "code": "straddle",
+        },
+        "segment_bytes": segment_bytes,
+        "model": {"sha256": "ab" * 32, "fingerprint": "cd" * 32, "path": None, "n_params": 10, "context": 64},
+        "source": {
+            "kind": "file",
+            "name": "x.txt",
+            "text_field": "text",
+            "files": 1,
+            "folders": 0,
+            "skipped": 0,
+            "input_bytes": 52,
+            "record_lines": 0,
+            "whole_lines": 0,
+            "rejected": 0,
+        },
+        "documents": len(docs),
+        "windows": sum(d.windows for d in docs),
+        "document_bytes": sum(d.nbytes for d in docs),
+        "layout_bytes": 12,
+        "stats": {"exceptions": 2, "backed_off": 0, "positions": 52},
+    }
 
 
 def sample() -> Container:
-    docs = [DocEntry(12, 0xDEADBEEF, [3]), DocEntry(0, 0, []), DocEntry(20_000, 7, [2, 1], [(0, 5), (2, 64)])]
-    return Container(dict(HEADER), docs, b"layout bytes", bytes(range(12)))
+    docs = [DocEntry(12, 0xDEADBEEF, [3]), DocEntry(0, 0, []), DocEntry(40, 7, [2, 1], [(0, 5), (2, 64)])]
+    return Container(header(docs), docs, b"layout bytes", bytes(range(12)))
 
 
 def serialise(c: Container) -> bytes:
@@ -80,8 +112,8 @@ def test_messages_name_the_problem() -> None:
     data = serialise(sample())
     with pytest.raises(IntegrityError, match="bad magic"):
         read_container(b"PK\x03\x04" + data[4:], "a.clm")
-    with pytest.raises(IntegrityError, match="version 2"):
-        read_container(data[:8] + b"\x02\x00" + data[10:], "a.clm")
+    with pytest.raises(IntegrityError, match="version 3"):
+        read_container(data[:8] + b"\x03\x00" + data[10:], "a.clm")
     flipped = bytearray(data)
     flipped[-20] ^= 0x10  # inside the WIND payload
     with pytest.raises(IntegrityError, match="section WIND fails its CRC32"):

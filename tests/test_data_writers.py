@@ -15,9 +15,17 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from compresslm.data import writers
 from compresslm.data.readers import read_records
 from compresslm.data.records import Record, Rejection
-from compresslm.data.writers import atomic_output, check_outputs_free, json_line, write_records
+from compresslm.data.writers import (
+    atomic_folder,
+    atomic_output,
+    check_not_input,
+    check_outputs_free,
+    json_line,
+    write_records,
+)
 from compresslm.errors import ConfigError, DataError, OutputExistsError
 
 
@@ -254,3 +262,94 @@ def test_property_parquet_round_trips_typed_records(tmp_path_factory, rows):
     assert [r.raw for r in out if isinstance(r, Record)] == [
         row for row in rows if expect_accepted(row["text"])
     ]
+
+
+# ------------------------------------------------------------------------------------ atomic_folder
+
+
+def test_atomic_folder_builds_beside_the_target_and_replaces_it_only_when_complete(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    seen = []
+    with atomic_folder(out, force=True, owned=lambda p: (p / "old.txt").is_file()) as tmp:
+        assert tmp.parent == tmp_path and tmp != out  # beside the target, never inside it
+        (tmp / "new.txt").write_text("new")
+        seen = leftovers(out)
+    assert seen == ["old.txt"]  # the old output was untouched while the new one was built
+    assert leftovers(out) == ["new.txt"]
+    assert leftovers(tmp_path) == ["out"]  # no temporary or set-aside folder remains
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_atomic_folder_keeps_the_old_output_when_interrupted(tmp_path, exc):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(type(exc)), atomic_folder(out, force=True, owned=lambda p: True) as tmp:
+        (tmp / "new.txt").write_text("partial")
+        raise exc
+    assert leftovers(out) == ["old.txt"] and leftovers(tmp_path) == ["out"]
+
+
+def test_atomic_folder_force_replaces_only_a_recognised_output(tmp_path):
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(OutputExistsError), atomic_folder(out):
+        pass
+    not_ours = atomic_folder(out, force=True, owned=lambda p: False, what="a saved model")
+    with pytest.raises(ConfigError, match="is not a saved model; --force only replaces"), not_ours:
+        pass
+    assert leftovers(out) == ["cat.jpg"] and leftovers(tmp_path) == ["photos"]
+
+
+def test_atomic_folder_never_replaces_the_current_folder_or_one_above_it(tmp_path, monkeypatch):
+    work = tmp_path / "work" / "sub"
+    work.mkdir(parents=True)
+    (work / "keep.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    for target in (".", "..", str(work)):
+        replace = atomic_folder(target, force=True, owned=lambda p: True)
+        with pytest.raises(ConfigError, match="current folder"), replace:
+            pass
+    assert (work / "keep.txt").read_text() == "mine"
+    assert leftovers(tmp_path / "work") == ["sub"]
+
+
+def test_atomic_folder_fills_an_empty_folder_and_respects_the_umask(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(writers, "_umask", None)  # read afresh: the umask is cached per process
+    old = os.umask(0o027)
+    try:
+        with atomic_folder(out) as tmp:
+            (tmp / "x").write_text("x")
+    finally:
+        os.umask(old)
+        writers._umask = None
+    assert leftovers(out) == ["x"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750  # not mkdtemp's 0o700
+
+
+# ------------------------------------------------------------------------------------ check_not_input
+
+
+def test_an_output_may_not_be_contain_or_lie_inside_an_input(tmp_path):
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    (corpus / "a.txt").write_text("a")
+    link = tmp_path / "link"
+    link.symlink_to(corpus)
+    cases = {
+        corpus: "is also an input",
+        link: "is also an input",  # the same folder through a symlink
+        corpus / "sub" / "out.jsonl": "lies inside the input",
+        tmp_path: "contains the input",
+    }
+    for out, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            check_not_input([out], [corpus])
+    with pytest.raises(ConfigError, match="is also an input"):
+        check_not_input([corpus / "a.txt"], [str(tmp_path / "corpus" / "*.txt")])  # globs expand
+    check_not_input([tmp_path / "out", None], [corpus, "builtin:humaneval"])  # fine

@@ -137,7 +137,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--batch-size", type=positive_int, default=512, help="windows coded per model step (default 512)"
     )
     p.add_argument("--threads", type=threads, help="torch threads (default: all cores)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing output once the new one is complete (a folder only if it holds "
+        "nothing but what the archive restores)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -162,10 +167,11 @@ def _train(args: argparse.Namespace) -> int:
     from compresslm.coding.m1_train import train_m1
     from compresslm.data.readers import read_records
     from compresslm.data.records import Record
-    from compresslm.data.writers import check_outputs_free
+    from compresslm.data.writers import check_not_input, check_outputs_free
     from compresslm.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
     check_outputs_free([Path(args.out) / WEIGHTS_FILE, Path(args.out) / CONFIG_FILE], args.force)
+    check_not_input([args.out], args.corpus)
     texts: list[str] = []
     rejected = 0
     for item in read_records(args.corpus, text_field=args.text_field, on_error=args.on_error):
@@ -227,6 +233,8 @@ def _compress(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.no_progress,
     )
+    for item in report.skipped:
+        print(f"skipped {item}: only files and folders are archived", file=sys.stderr)
     if args.json:
         _print_json(report.to_dict())
         return 0
@@ -242,6 +250,10 @@ def _compress(args: argparse.Namespace) -> int:
         ("encode speed", f"{report.bytes_per_second:,.0f} bytes/s"),
         ("output", f"{report.output} ({report.clm_bytes:,} bytes)"),
     ]
+    if report.source_kind == "folder":
+        rows.insert(1, ("files / folders archived", f"{report.files:,} / {report.folders:,}"))
+    if report.skipped:
+        rows.append(("skipped (not archived)", f"{len(report.skipped):,}"))
     if report.rejected:
         rows.append(("rejected records (not stored)", f"{report.rejected:,}"))
     _table("compress", rows)
@@ -260,9 +272,11 @@ def _decompress(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.no_progress,
     )
+    folders = f", {report.folders} folder(s)" if report.folders else ""
     print(
-        f"restored {report.bytes:,} bytes ({report.files} file(s), {report.documents:,} documents, every CRC "
-        f"verified) to {report.output} in {report.seconds:.1f}s ({report.bytes_per_second:,.0f} bytes/s)"
+        f"restored {report.bytes:,} bytes ({report.files} file(s){folders}, {report.documents:,} documents, "
+        f"every CRC verified) to {report.output} in {report.seconds:.1f}s "
+        f"({report.bytes_per_second:,.0f} bytes/s)"
     )
     return 0
 

@@ -160,9 +160,10 @@ def _select(args: argparse.Namespace) -> int:
     )
     spec.validate()
     outputs = Outputs(args.out, args.scores, args.rejects, args.report, args.force)
-    from compresslm.data.writers import check_outputs_free
+    from compresslm.data.writers import check_not_input, check_outputs_free
 
     check_outputs_free(outputs.paths(), outputs.force)
+    check_not_input(outputs.paths(), [*args.source, *args.target])
     targets = load_targets(args.target, target_read)
     method = make_method(
         args.method,

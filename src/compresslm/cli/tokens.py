@@ -73,6 +73,7 @@ def _register_tokenize(subparsers: argparse._SubParsersAction) -> None:
 
 def _tokenize(args: argparse.Namespace) -> int:
     from compresslm.data.readers import read_records
+    from compresslm.data.writers import check_not_input
     from compresslm.tokenizers import build_tokenizer, parse_scheme
     from compresslm.tokenizers.dataset import TokenizeOptions, tokenize_corpus, training_texts
 
@@ -91,6 +92,7 @@ def _tokenize(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         **({"shard_bytes": parse_count(args.shard_bytes, "--shard-bytes")} if args.shard_bytes else {}),
     )
+    check_not_input([args.out], args.corpus)
     read_kwargs = _read_kwargs(args)
 
     def records() -> Any:

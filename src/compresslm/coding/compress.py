@@ -11,12 +11,10 @@ partial window.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 import zlib
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +24,28 @@ from compresslm import __version__
 from compresslm.coding.container import Container, DocEntry, read_container, write_container
 from compresslm.coding.equal_info import EqualInfoCoder
 from compresslm.coding.intervals import CoderParams
-from compresslm.coding.layout import decode_layout, encode_layout, read_source, rebuild
+from compresslm.coding.layout import (
+    FOLDER,
+    RAW,
+    LayoutFile,
+    decode_layout,
+    encode_layout,
+    read_source,
+    rebuild,
+    unpack_layout,
+)
 from compresslm.coding.m1 import M1, ModelCheck, check_row_independence, fingerprint, verify_model
 from compresslm.coding.packing import pack_codes, unpack_codes
 from compresslm.coding.window_coder import DEFAULT_BATCH_ROWS, Window
-from compresslm.data.writers import atomic_output, check_outputs_free
-from compresslm.errors import ConfigError, DataError, IntegrityError, OutputExistsError
+from compresslm.data.writers import (
+    atomic_folder,
+    atomic_output,
+    check_folder_free,
+    check_not_input,
+    check_outputs_free,
+    umask,
+)
+from compresslm.errors import ConfigError, DataError, IntegrityError
 
 # Documents are coded in independent segments of this many bytes, so that even one file of a few
 # hundred KiB fills every row of the batched model. A segment end costs ~0.4 windows (measured on the
@@ -67,6 +81,9 @@ class CompressReport:
     record_lines: int = 0
     whole_lines: int = 0
     rejected: int = 0
+    files: int = 0
+    folders: int = 0
+    skipped: list[str] = field(default_factory=list)  # "path (symlink)": not archived
 
     @property
     def bytes_per_window(self) -> float:
@@ -162,6 +179,7 @@ def compress(
     """Compress ``input_path`` (file, folder or records) into the .clm ``output`` (atomically)."""
     start = time.perf_counter()
     check_outputs_free([output], force)
+    check_not_input([output], [input_path])
     if segment_bytes is not None and segment_bytes < 1:
         raise ConfigError(f"--segment-bytes must be positive, got {segment_bytes}")
     m1 = model if isinstance(model, M1) else M1.load(model, threads=threads)
@@ -174,7 +192,7 @@ def compress(
     t_encode = time.perf_counter()
     entries, windows = encode_documents(coder, source.documents, segment_bytes, progress)
     encode_seconds = time.perf_counter() - t_encode
-    layout = encode_layout(source.files)
+    layout, layout_bytes = encode_layout(source.files)
     header = {
         "format": "compresslm.clm",
         "created_by": f"compresslm {__version__}",
@@ -191,7 +209,9 @@ def compress(
             "kind": source.kind,
             "name": source.name,
             "text_field": text_field,
-            "files": len(source.files),
+            "files": source.n_files,
+            "folders": source.n_folders,
+            "skipped": len(source.skipped),
             "input_bytes": source.input_bytes,
             "record_lines": source.record_lines,
             "whole_lines": source.whole_lines,
@@ -200,6 +220,7 @@ def compress(
         "documents": len(entries),
         "windows": len(windows),
         "document_bytes": sum(e.nbytes for e in entries),
+        "layout_bytes": layout_bytes,
         "stats": {
             "exceptions": coder.stats.exceptions,
             "backed_off": coder.stats.backed_off,
@@ -229,6 +250,9 @@ def compress(
         record_lines=source.record_lines,
         whole_lines=source.whole_lines,
         rejected=source.rejected,
+        files=source.n_files,
+        folders=source.n_folders,
+        skipped=source.skipped,
     )
 
 
@@ -239,8 +263,28 @@ def load(path: str | Path) -> Container:
     """Read and verify a .clm file's structure (no decoding)."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: no such file")
+        raise DataError(f"{p}: no such file" if not p.exists() else f"{p}: not a regular file")
     return read_container(p.read_bytes(), str(p))
+
+
+def layout_of(container: Container, where: str) -> list[LayoutFile]:
+    """The container's layout, checked against its header and document table."""
+    table = unpack_layout(container.layout, container.header["layout_bytes"], container.size, where)
+    files = decode_layout(table, where)
+    source = container.header["source"]
+    n_docs = sum(kind != RAW for f in files for kind, _ in f.parts)
+    n_files = sum(f.kind != FOLDER for f in files)
+    if n_docs != len(container.docs):
+        raise IntegrityError(f"{where}: LAYO uses {n_docs} documents, DOCS holds {len(container.docs)}")
+    if (n_files, len(files) - n_files) != (source["files"], source["folders"]):
+        raise IntegrityError(
+            f"{where}: LAYO holds {n_files} files and {len(files) - n_files} folders, HEAD says "
+            f"{source['files']} and {source['folders']}"
+        )
+    single = len(files) == 1 and files[0].path == "" and files[0].kind != FOLDER
+    if (source["kind"] == "folder") == single or (source["kind"] == "folder" and files[0].path != ""):
+        raise IntegrityError(f"{where}: LAYO does not match a {source['kind']} input")
+    return files
 
 
 def _decoder(m1: M1, params: CoderParams, batch_size: int = DEFAULT_BATCH_ROWS) -> EqualInfoCoder:
@@ -342,6 +386,7 @@ class DecompressReport:
     documents: int
     bytes: int
     seconds: float
+    folders: int = 0
 
     @property
     def bytes_per_second(self) -> float:
@@ -359,51 +404,95 @@ def decompress(
     progress: bool = False,
 ) -> DecompressReport:
     """Restore the input of ``clm`` into ``output`` (a file, or a folder for a folder input),
-    verifying model, sections, every document's CRC32 and every file's sha256 before writing."""
+    verifying model, sections, every document's CRC32 and every file's sha256 before writing.
+
+    With ``force`` an existing output is replaced once the restore is complete; an existing folder
+    only if everything in it is a path the archive restores (an earlier restore of it), so
+    ``--force`` never deletes anything the archive cannot put back."""
     start = time.perf_counter()
     where = str(clm)
     container = load(clm)
-    kind = container.header.get("source", {}).get("kind")
+    files = layout_of(container, where)
+    folder = container.header["source"]["kind"] == "folder"
     out = Path(output)
-    if kind == "folder":
-        if out.exists() and not force:
-            raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
+    check_not_input([out], [clm])
+    owned = _restores_only(files)
+    if folder:
+        check_folder_free(out, force, owned, "an earlier restore of this archive")
     else:
         check_outputs_free([out], force)
     m1 = _model_for(container, where, model, threads)
     docs = decode_documents(container, m1, where, batch_size=batch_size, progress=progress)
-    files = list(rebuild(decode_layout(container.layout, where), docs, where))
-    if kind == "folder":
-        _write_folder(out, files, force)
+    restored = list(rebuild(files, docs, where))
+    if folder:
+        with atomic_folder(out, force=force, owned=owned, what="an earlier restore of this archive") as tmp:
+            _fill_folder(tmp, files, restored)
     else:
-        if len(files) != 1:
-            raise IntegrityError(f"{where}: a {kind} container must hold one file, it holds {len(files)}")
+        entry, data = restored[0]
         with atomic_output(out, force=force, mode="wb") as f:
-            f.write(files[0][1])
+            f.write(data)
+            f.flush()
+            _apply_stat(f.fileno(), entry)
     return DecompressReport(
-        str(out), len(files), len(docs), sum(len(d) for _, d in files), time.perf_counter() - start
+        str(out),
+        len(restored),
+        len(docs),
+        sum(len(d) for _, d in restored),
+        time.perf_counter() - start,
+        folders=len(files) - len(restored),
     )
 
 
-def _write_folder(out: Path, files: Sequence[tuple[str, bytes]], force: bool) -> None:
-    """Build the folder beside ``out`` and rename it into place, so no half-written folder remains."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
-        for rel, data in files:
-            target = (tmp / rel).resolve()
-            if tmp.resolve() not in target.parents:
-                raise IntegrityError(f"refusing to write {rel!r} outside the output folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        if out.exists():
-            if not force:
-                raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def _restores_only(files: Sequence[LayoutFile]) -> Callable[[Path], bool]:
+    """Whether an existing folder holds only paths (files as files, folders as folders) that
+    restoring ``files`` writes: then replacing it loses nothing the archive does not hold."""
+    kinds = {os.fsencode(f.path): f.kind for f in files if f.path}
+
+    def owned(folder: Path) -> bool:
+        root = os.fsencode(folder)
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel = os.path.relpath(dirpath, root)
+            prefix = b"" if rel == b"." else rel + b"/"
+            for name in dirnames + filenames:
+                full = os.path.join(dirpath, name)
+                want = kinds.get(prefix + name)
+                if os.path.islink(full) or want is None or (want == FOLDER) != os.path.isdir(full):
+                    return False
+        return True
+
+    return owned
+
+
+def _apply_stat(target: int | bytes, entry: LayoutFile) -> None:
+    """Give a restored file or folder its recorded mode (minus the umask, as ``tar`` does for users
+    other than root) and modification time; entries without them keep the defaults."""
+    if entry.mode is None:
+        return
+    os.chmod(target, entry.mode & 0o777 & ~umask())
+    mtime = entry.mtime_ns or 0
+    os.utime(target, ns=(mtime, mtime))
+
+
+def _fill_folder(
+    tmp: Path, files: Sequence[LayoutFile], restored: Sequence[tuple[LayoutFile, bytes]]
+) -> None:
+    """Write a folder archive's files into the fresh folder ``tmp``, then its folders' modes and
+    mtimes, deepest first (writing into a folder changes its mtime, and a read-only folder must
+    be filled before it is made read-only)."""
+    base = os.fsencode(tmp)
+    for entry in files:
+        if entry.kind == FOLDER and entry.path:
+            os.makedirs(os.path.join(base, os.fsencode(entry.path)), exist_ok=True)
+    for entry, data in restored:
+        target = os.path.join(base, os.fsencode(entry.path))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "xb") as f:  # x: never through something already there
+            f.write(data)
+            f.flush()
+            _apply_stat(f.fileno(), entry)
+    folders = sorted((f for f in files if f.kind == FOLDER), key=lambda f: -f.path.count("/") - bool(f.path))
+    for entry in folders:
+        _apply_stat(os.path.join(base, os.fsencode(entry.path)) if entry.path else base, entry)
 
 
 # -------------------------------------------------------------------------------------------- inspect

@@ -1,4 +1,4 @@
-"""The .clm container (DESIGN.md §4.3): everything needed to restore the input, and to prove it.
+"""The .clm container: everything needed to restore the input, and to prove it (docs/clm-format.md).
 
 Layout (all integers little-endian unless said otherwise)::
 
@@ -6,15 +6,22 @@ Layout (all integers little-endian unless said otherwise)::
     version    u16
     sections   tag (4 ASCII bytes), u64 payload length, payload, u32 CRC32 of the payload
                HEAD  JSON: coder parameters, model sha256 + numerics fingerprint, counts, source
+                     (checked against :data:`compresslm.coding.header.HEADER_SCHEMA`)
                DOCS  per document: byte length, CRC32 of its bytes, window count of each segment,
                      exception table (window index, byte count); unsigned LEB128 varints
-               LAYO  zstd: how documents and verbatim pieces rebuild the input files (see compress.py)
+               LAYO  codec byte + (zstd) table: how documents and verbatim pieces rebuild the
+                     input's files and folders (see layout.py)
                WIND  the window bits, ``window_bits // 8`` bytes per window, big-endian (MSB first)
                END!  empty: its presence proves the file is complete
 
 Every section is checked against its CRC before anything is decoded, so truncation and bit flips
 are reported by section ("DOCS: CRC mismatch") rather than discovered as wrong output; the
 per-document CRC32 then verifies every decoded document.
+
+A hostile file can have valid CRCs, so nothing declared is trusted: the header is validated whole
+before use, and every count and size is bounded by what the file can hold before anything is
+allocated for it (a document cannot hold more bytes than its windows can code, a table cannot list
+more entries than it has bytes), so a small file fails in milliseconds instead of allocating GBs.
 """
 
 from __future__ import annotations
@@ -26,10 +33,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from compresslm.coding.header import validate_header
 from compresslm.errors import IntegrityError
 
 MAGIC = b"\x89CLM\r\n\x1a\n"
-VERSION = 1
+VERSION = 2
 SECTIONS = ("HEAD", "DOCS", "LAYO", "WIND", "END!")
 _SECTION = struct.Struct("<4sQ")
 _CRC = struct.Struct("<I")
@@ -57,6 +65,7 @@ class Container:
     docs: list[DocEntry]
     layout: bytes
     window_bits: bytes
+    size: int = 0  # bytes of the file it was read from (0 when built in memory)
 
 
 # ------------------------------------------------------------------------------------------- varints
@@ -97,6 +106,17 @@ class _Reader:
             if shift > 63:
                 raise IntegrityError(f"{self.where}: number too long")
 
+    def count(self, min_bytes: int, what: str) -> int:
+        """A count of items that take at least ``min_bytes`` each: refused when the rest of the
+        section cannot hold them (so a hostile count fails at once, not after a long loop)."""
+        n = self.varint()
+        if n * min_bytes > len(self.data) - self.pos:
+            raise IntegrityError(
+                f"{self.where}: declares {n} {what}, the {len(self.data) - self.pos} remaining bytes "
+                f"cannot hold them"
+            )
+        return n
+
     def u32(self) -> int:
         if self.pos + 4 > len(self.data):
             raise IntegrityError(f"{self.where}: ends inside a CRC")
@@ -131,11 +151,11 @@ def encode_docs(docs: Sequence[DocEntry]) -> bytes:
 def decode_docs(data: bytes, where: str) -> list[DocEntry]:
     r = _Reader(data, f"{where}: DOCS")
     docs = []
-    for _ in range(r.varint()):
+    for _ in range(r.count(7, "documents")):
         nbytes = r.varint()
         crc = r.u32()
-        segments = [r.varint() for _ in range(r.varint())]
-        exceptions = [(r.varint(), r.varint()) for _ in range(r.varint())]
+        segments = [r.varint() for _ in range(r.count(1, "segments"))]
+        exceptions = [(r.varint(), r.varint()) for _ in range(r.count(2, "exceptions"))]
         docs.append(DocEntry(nbytes, crc, segments, exceptions))
     r.done()
     return docs
@@ -207,32 +227,51 @@ def read_container(data: bytes, where: str = "<clm>") -> Container:
         raise IntegrityError(f"{where}: header too large")
     try:
         header = json.loads(sections["HEAD"].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # bad UTF-8 or JSON, or an integer beyond Python's 4,300 digits
         raise IntegrityError(f"{where}: HEAD is not valid JSON: {exc}") from exc
-    if not isinstance(header, dict):
-        raise IntegrityError(f"{where}: HEAD is not a JSON object")
+    except RecursionError as exc:
+        raise IntegrityError(f"{where}: HEAD is nested too deeply") from exc
+    validate_header(header, where)
     docs = decode_docs(sections["DOCS"], where)
-    container = Container(header, docs, sections["LAYO"], sections["WIND"])
-    _check_counts(container, where)
+    container = Container(header, docs, sections["LAYO"], sections["WIND"], len(data))
+    check_counts(container, where)
     return container
 
 
-def _check_counts(c: Container, where: str) -> None:
-    try:
-        width = int(c.header["coder"]["window_bits"]) // 8
-        max_bytes = int(c.header["coder"]["max_window_bytes"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise IntegrityError(f"{where}: HEAD lacks the coder parameters") from exc
+def check_counts(c: Container, where: str) -> None:
+    """The header's counts, the document table and WIND agree, and every document's declared size
+    is one its windows can code (``windows <= bytes <= windows * max_window_bytes``, per segment)."""
+    coder = c.header["coder"]
+    width, max_bytes = coder["window_bits"] // 8, coder["max_window_bytes"]
+    seg = c.header["segment_bytes"]
     total = sum(d.windows for d in c.docs)
-    if width <= 0 or len(c.window_bits) != total * width:
+    if len(c.window_bits) != total * width:
         raise IntegrityError(
             f"{where}: WIND holds {len(c.window_bits)} bytes, the document table needs {total} windows of {width}"
         )
+    declared = (c.header["documents"], c.header["windows"], c.header["document_bytes"])
+    actual = (len(c.docs), total, sum(d.nbytes for d in c.docs))
+    if declared != actual:
+        raise IntegrityError(
+            f"{where}: HEAD declares (documents, windows, bytes) = {declared}, the tables hold {actual}"
+        )
     for i, d in enumerate(c.docs):
+        last = -1
         for w, n in d.exceptions:
-            if not (0 <= w < d.windows and 1 <= n <= max_bytes):
+            if not (last < w < d.windows and 1 <= n <= max_bytes):
                 raise IntegrityError(
-                    f"{where}: document {i}: exception (window {w}, {n} bytes) is out of range"
+                    f"{where}: document {i}: exception (window {w}, {n} bytes) is out of range or order"
                 )
-        if d.windows > d.nbytes:
-            raise IntegrityError(f"{where}: document {i}: {d.windows} windows cannot cover {d.nbytes} bytes")
+            last = w
+        n_segments = 0 if d.nbytes == 0 else 1 if seg is None else -(-d.nbytes // seg)
+        if len(d.segment_windows) != n_segments:
+            raise IntegrityError(
+                f"{where}: document {i} has {len(d.segment_windows)} segments, its length {d.nbytes} "
+                f"needs {n_segments}"
+            )
+        for k, windows in enumerate(d.segment_windows):
+            length = d.nbytes if seg is None else min(seg, d.nbytes - k * seg)
+            if not windows <= length <= windows * max_bytes:
+                raise IntegrityError(
+                    f"{where}: document {i}: {windows} windows cannot code a {length}-byte segment"
+                )

@@ -9,14 +9,19 @@ What an input becomes:
   JSON object with that string field) is coded whole, as bytes. Either way the restored file is
   byte-identical;
 * **any other file** (``.txt``, source code, ...): one document, its bytes;
-* a **folder**: every non-hidden file under it (the data layer's order), each as above, restored
-  under the same relative paths;
+* a **folder**: what ``tar`` would archive of it: every file and folder under it, hidden ones and
+  empty folders included, each file as above, restored under the same relative paths with their
+  permission bits (minus the umask, as ``tar`` does for a user other than root) and modification
+  times. Symbolic links, devices, FIFOs and sockets are skipped and listed in the report (like
+  ``rsync`` without ``-l``): following a link could archive files outside the folder, and a stored
+  link could make a later restore write outside it. A single **file** keeps its mode and mtime too,
+  as ``zstd`` and ``gzip -N`` do;
 * **records** the data layer reads but that cannot be restored byte for byte (``builtin:NAME``,
   ``.parquet``, ``.json``, compressed JSON Lines, saved datasets): their texts are the documents and
   decompression writes JSON Lines ``{"id", "text"}``; rejected records are counted in the report.
 
 Verbatim pieces are stored zstd-compressed in the container's LAYO section, with the sha256 of
-every file so that a restore is verified before anything is written.
+every file so that a restore is verified before anything is written (docs/clm-format.md).
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
 
-from compresslm.data.formats import loads_json, text_folder_files
+from compresslm.coding.header import check_name
+from compresslm.data.formats import loads_json
 from compresslm.data.readers import BUILTIN_PREFIX, read_records
 from compresslm.data.records import Record
 from compresslm.errors import DataError, IntegrityError
@@ -51,31 +58,56 @@ _RECORD_SUFFIXES = (
 
 # --------------------------------------------------------------------------------------------- layout
 
+FILE, FOLDER = 0, 1
+_FOLDER_FLAG, _STAT_FLAG = 1, 2
+CODEC_RAW, CODEC_ZSTD = 0, 1
+LAYOUT_RATIO = 1024
+"""A layout may decompress to at most ``LAYOUT_RATIO`` times the .clm file's size (plus
+:data:`LAYOUT_SLACK`): a few hundred KB of hostile zstd cannot make decompression allocate GBs.
+The writer stores a layout that would compress better than that uncompressed instead (real
+layouts compress 5-50x), so every .clm it writes is readable."""
+LAYOUT_SLACK = 1 << 20
+
 
 @dataclass
 class LayoutFile:
-    """An output file: its relative path ('' for a single file), the sha256 of its bytes and its
-    parts: ``(RAW, bytes)`` or ``(VERBATIM | JSON_*, document index)``."""
+    """An output entry: its relative path ('' for a single file or the root folder), and for a
+    file the sha256 of its bytes and its parts: ``(RAW, bytes)`` or ``(VERBATIM | JSON_*,
+    document index)``. ``mode`` (permission bits) and ``mtime_ns`` are restored when recorded
+    (``None`` for records, which have neither). Paths are POSIX; names that are not UTF-8 keep
+    their bytes through ``os.fsencode``/``os.fsdecode``."""
 
     path: str
-    sha256: bytes
+    sha256: bytes = b""
     parts: list[tuple[int, bytes | int]] = field(default_factory=list)
+    mode: int | None = None
+    mtime_ns: int | None = None
+    kind: int = FILE
 
 
 @dataclass
 class Source:
     kind: str  # "file", "folder" or "records"
     name: str
-    files: list[LayoutFile]
+    files: list[LayoutFile]  # files and (for a folder input) folders, sorted by path
     documents: list[bytes]
     record_lines: int = 0  # JSONL lines split into text + verbatim pieces
     whole_lines: int = 0  # JSONL lines coded whole
     rejected: int = 0  # records the data layer rejected ("records" kind only)
     input_bytes: int = 0
+    skipped: list[str] = field(default_factory=list)  # "path (symlink)", ...: not archived
 
     def add_document(self, data: bytes) -> int:
         self.documents.append(data)
         return len(self.documents) - 1
+
+    @property
+    def n_files(self) -> int:
+        return sum(f.kind == FILE for f in self.files)
+
+    @property
+    def n_folders(self) -> int:
+        return sum(f.kind == FOLDER for f in self.files)
 
 
 def _put_varint(out: bytearray, value: int) -> None:
@@ -86,13 +118,23 @@ def _put_varint(out: bytearray, value: int) -> None:
             return
 
 
-def encode_layout(files: Sequence[LayoutFile]) -> bytes:
+def encode_layout(files: Sequence[LayoutFile]) -> tuple[bytes, int]:
+    """The LAYO payload (codec byte, then the zstd-compressed or raw table) and the table's size."""
     out = bytearray()
     _put_varint(out, len(files))
     for f in files:
-        path = f.path.encode("utf-8")
+        flags = (_FOLDER_FLAG if f.kind == FOLDER else 0) | (_STAT_FLAG if f.mode is not None else 0)
+        out.append(flags)
+        path = os.fsencode(f.path)
         _put_varint(out, len(path))
-        out += path + f.sha256
+        out += path
+        if f.mode is not None:
+            _put_varint(out, f.mode)
+            mtime = f.mtime_ns or 0
+            _put_varint(out, (mtime << 1) ^ -(mtime < 0))  # zigzag: mtimes before 1970 exist
+        if f.kind == FOLDER:
+            continue
+        out += f.sha256
         _put_varint(out, len(f.parts))
         for kind, value in f.parts:
             out.append(kind)
@@ -100,14 +142,43 @@ def encode_layout(files: Sequence[LayoutFile]) -> bytes:
                 assert isinstance(value, bytes)
                 _put_varint(out, len(value))
                 out += value
-    return zstandard.ZstdCompressor(level=19).compress(bytes(out))
+    packed = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(bytes(out))
+    if len(out) > LAYOUT_RATIO * len(packed) + LAYOUT_SLACK:
+        return bytes([CODEC_RAW]) + bytes(out), len(out)
+    return bytes([CODEC_ZSTD]) + packed, len(out)
 
 
-def decode_layout(blob: bytes, where: str) -> list[LayoutFile]:
+def unpack_layout(blob: bytes, declared: int, file_bytes: int, where: str) -> bytes:
+    """The layout table, refusing before any allocation a size beyond what the file can hold, and
+    any zstd frame that does not produce exactly the declared size (bombs, trailing data)."""
+    limit = LAYOUT_RATIO * file_bytes + LAYOUT_SLACK
+    if declared > limit:
+        raise IntegrityError(
+            f"{where}: LAYO declares {declared:,} bytes, more than a {file_bytes:,}-byte file can hold"
+        )
+    if not blob or blob[0] not in (CODEC_RAW, CODEC_ZSTD):
+        raise IntegrityError(f"{where}: LAYO has an unknown codec")
+    body = blob[1:]
+    if blob[0] == CODEC_RAW:
+        if len(body) != declared:
+            raise IntegrityError(f"{where}: LAYO holds {len(body)} bytes, the header says {declared}")
+        return body
     try:
-        data = zstandard.ZstdDecompressor().decompress(blob, max_output_size=1 << 34)
+        size = zstandard.get_frame_parameters(body).content_size
+        if size != declared:  # also refuses frames without a content size
+            raise IntegrityError(f"{where}: LAYO's zstd frame holds {size} bytes, the header says {declared}")
+        decoder = zstandard.ZstdDecompressor().decompressobj()
+        data = decoder.decompress(body)  # bounded: libzstd refuses output beyond the frame's size
     except zstandard.ZstdError as exc:
         raise IntegrityError(f"{where}: LAYO does not decompress: {exc}") from exc
+    if len(data) != declared or not decoder.eof or decoder.unused_data:
+        raise IntegrityError(f"{where}: LAYO's zstd frame is incomplete or followed by other data")
+    return data
+
+
+def decode_layout(data: bytes, where: str) -> list[LayoutFile]:
+    """Parse the layout table, refusing hostile paths (see :func:`check_name`), duplicates, a file
+    stored both as ``a`` and as a folder holding ``a/b``, and counts the table cannot hold."""
     pos = 0
 
     def varint() -> int:
@@ -122,6 +193,8 @@ def decode_layout(blob: bytes, where: str) -> list[LayoutFile]:
             if not byte & 0x80:
                 return value
             shift += 7
+            if shift > 63:
+                raise IntegrityError(f"{where}: LAYO has a number that is too long")
 
     def take(n: int) -> bytes:
         nonlocal pos
@@ -132,22 +205,58 @@ def decode_layout(blob: bytes, where: str) -> list[LayoutFile]:
 
     files = []
     doc = 0
-    for _ in range(varint()):
-        path = take(varint()).decode("utf-8", errors="strict")
-        f = LayoutFile(path, take(32))
-        for _ in range(varint()):
-            kind = take(1)[0]
-            if kind == RAW:
-                f.parts.append((RAW, take(varint())))
-            elif kind in (VERBATIM, JSON_UNICODE, JSON_ASCII):
-                f.parts.append((kind, doc))
-                doc += 1
-            else:
-                raise IntegrityError(f"{where}: LAYO has an unknown part kind {kind}")
+    count = varint()
+    if count > len(data):  # every entry takes at least 2 bytes
+        raise IntegrityError(f"{where}: LAYO declares {count} entries in {len(data)} bytes")
+    for _ in range(count):
+        flags = take(1)[0]
+        if flags & ~(_FOLDER_FLAG | _STAT_FLAG):
+            raise IntegrityError(f"{where}: LAYO has an unknown entry kind {flags}")
+        raw_path = take(varint())
+        if raw_path:
+            check_name(raw_path, f"{where}: LAYO")
+        f = LayoutFile(os.fsdecode(raw_path), kind=FOLDER if flags & _FOLDER_FLAG else FILE)
+        if flags & _STAT_FLAG:
+            mode, zigzag = varint(), varint()
+            if mode > 0o7777:
+                raise IntegrityError(f"{where}: LAYO: {f.path!r} has an invalid mode {mode:o}")
+            f.mode, f.mtime_ns = mode, (zigzag >> 1) ^ -(zigzag & 1)
+        if f.kind == FILE:
+            f.sha256 = take(32)
+            n_parts = varint()
+            if n_parts > len(data) - pos:
+                raise IntegrityError(f"{where}: LAYO declares {n_parts} parts in {len(data) - pos} bytes")
+            for _ in range(n_parts):
+                kind = take(1)[0]
+                if kind == RAW:
+                    f.parts.append((RAW, take(varint())))
+                elif kind in (VERBATIM, JSON_UNICODE, JSON_ASCII):
+                    f.parts.append((kind, doc))
+                    doc += 1
+                else:
+                    raise IntegrityError(f"{where}: LAYO has an unknown part kind {kind}")
         files.append(f)
     if pos != len(data):
         raise IntegrityError(f"{where}: LAYO has trailing bytes")
+    _check_tree(files, where)
     return files
+
+
+def _check_tree(files: Sequence[LayoutFile], where: str) -> None:
+    seen: dict[str, int] = {}
+    for f in files:
+        if f.path in seen:
+            raise IntegrityError(f"{where}: LAYO stores {f.path or '(root)'!r} twice")
+        seen[f.path] = f.kind
+    for f in files:
+        parts = f.path.split("/")
+        for i in range(1, len(parts)):
+            if seen.get("/".join(parts[:i])) == FILE:
+                raise IntegrityError(
+                    f"{where}: LAYO stores {'/'.join(parts[:i])!r} as a file and {f.path!r} inside it"
+                )
+    if "" in seen and len(files) > 1 and seen[""] == FILE:
+        raise IntegrityError(f"{where}: LAYO stores a single file and other entries")
 
 
 # -------------------------------------------------------------------------------------------- sources
@@ -191,15 +300,67 @@ def _split_line(line: bytes, field: str, key: re.Pattern[str]) -> tuple[bytes, i
     return None
 
 
-def _file_entry(path: Path, rel: str, field: str, source: Source) -> LayoutFile:
-    data = path.read_bytes()
+def _file_entry(path: Path, rel: str, field: str, source: Source, st: os.stat_result) -> LayoutFile:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     source.input_bytes += len(data)
-    entry = LayoutFile(rel, hashlib.sha256(data).digest())
+    entry = LayoutFile(rel, hashlib.sha256(data).digest(), mode=st.st_mode & 0o7777, mtime_ns=st.st_mtime_ns)
     if path.name.lower().endswith(_PLAIN_JSONL):
         entry.parts = _jsonl_parts(data, field, source)
     else:
         entry.parts = [(VERBATIM, source.add_document(data))]
     return entry
+
+
+def _folder_entries(root: Path, field: str, source: Source) -> None:
+    """Everything under ``root`` as ``tar`` would archive it (see the module doc), sorted by
+    relative path so the archive does not depend on the file system's order."""
+    st = root.stat()
+    found = [(b"", root, st)]
+    stack = [(root, b"")]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            raise DataError(f"{folder}: cannot list: {exc.strerror or exc}") from exc
+        for e in entries:
+            child = (rel + b"/" if rel else b"") + os.fsencode(e.name)
+            est = e.stat(follow_symlinks=False)
+            if stat.S_ISDIR(est.st_mode):
+                found.append((child, Path(e.path), est))
+                stack.append((Path(e.path), child))
+            elif stat.S_ISREG(est.st_mode):
+                found.append((child, Path(e.path), est))
+            else:
+                source.skipped.append(f"{os.fsdecode(child)} ({_kind_name(est.st_mode)})")
+    found.sort(key=lambda t: t[0])
+    for rel, _, _ in found:
+        _check_name(os.fsdecode(rel), str(root))  # before any file is read or coded
+    for rel, full, est in found:
+        name = os.fsdecode(rel)
+        if stat.S_ISDIR(est.st_mode):
+            source.files.append(
+                LayoutFile(name, mode=est.st_mode & 0o7777, mtime_ns=est.st_mtime_ns, kind=FOLDER)
+            )
+        else:
+            source.files.append(_file_entry(full, name, field, source, est))
+    source.skipped.sort()
+
+
+def _kind_name(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def _is_record_input(path: str) -> bool:
@@ -219,15 +380,14 @@ def read_source(path: str | Path, *, text_field: str = "text", on_error: str = "
     p = Path(spec)
     if p.is_dir():
         source = Source("folder", p.name, [], [])
-        for full in text_folder_files(spec):
-            rel = Path(os.path.relpath(full, spec)).as_posix()
-            _check_name(rel, spec)
-            source.files.append(_file_entry(Path(full), rel, text_field, source))
+        _folder_entries(p, text_field, source)
         return source
     if p.is_file():
         source = Source("file", p.name, [], [])
-        source.files.append(_file_entry(p, "", text_field, source))
+        source.files.append(_file_entry(p, "", text_field, source, p.stat()))
         return source
+    if p.exists():
+        raise DataError(f"{spec}: not a regular file or a folder; compress reads files and folders")
     raise DataError(f"{spec}: no such file or folder")
 
 
@@ -265,8 +425,11 @@ def _records_source(spec: str, text_field: str, on_error: str) -> Source:
 
 def rebuild(
     files: Sequence[LayoutFile], documents: Sequence[bytes], where: str
-) -> Iterator[tuple[str, bytes]]:
+) -> Iterator[tuple[LayoutFile, bytes]]:
+    """Each file entry with its restored bytes, verified against its sha256 (folders are skipped)."""
     for f in files:
+        if f.kind == FOLDER:
+            continue
         chunks: list[bytes] = []
         for kind, value in f.parts:
             if kind == RAW:
@@ -278,10 +441,12 @@ def rebuild(
             if kind == VERBATIM:
                 chunks.append(doc)
             else:
-                chunks.append(
-                    json.dumps(doc.decode("utf-8"), ensure_ascii=kind == JSON_ASCII).encode("utf-8")
-                )
+                try:
+                    text = doc.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise IntegrityError(f"{where}: document {value} is not UTF-8 text ({exc})") from exc
+                chunks.append(json.dumps(text, ensure_ascii=kind == JSON_ASCII).encode("utf-8"))
         data = b"".join(chunks)
         if hashlib.sha256(data).digest() != f.sha256:
             raise IntegrityError(f"{where}: restored file {f.path or '(input)'} fails its sha256 check")
-        yield f.path, data
+        yield f, data

@@ -1,9 +1,19 @@
-"""Atomic outputs: a run either leaves a complete file or none, and never overwrites without force.
+"""Atomic outputs: a run either leaves a complete output or none, and never overwrites without force.
 
-Every output goes to a hidden temporary file beside its destination (same directory, so the final
-rename cannot cross file systems), is flushed and fsynced, then renamed into place. Any exception —
-including ``KeyboardInterrupt`` — deletes the temporary file, so an interrupted run never leaves a
-truncated file that looks complete (DESIGN §2).
+The rules every command gets from here (:func:`atomic_output` for files, :func:`atomic_folder` for
+folders):
+
+* an output is built under a hidden temporary name *beside* its destination (same folder, so the
+  final rename cannot cross file systems; never inside the destination), flushed, then renamed into
+  place. Any exception, ``KeyboardInterrupt`` included, deletes the temporary, so an interrupted run
+  never leaves a truncated output that looks complete;
+* an existing output is replaced only with ``force``, and only *after* the new one is complete:
+  ``force`` deletes nothing but the one output being replaced. A folder is replaced only when it is
+  recognisably an output of the same kind (each command says how it recognises its own), and never
+  when it is the current folder or one above it;
+* an output is never an input: :func:`check_not_input` refuses an output that is, contains or lies
+  inside one of the command's inputs;
+* new files and folders get the modes ``open()`` and ``mkdir()`` would give them: the umask decides.
 """
 
 from __future__ import annotations
@@ -11,12 +21,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import glob
 import gzip
 import json
 import os
+import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -27,18 +39,27 @@ PARQUET_ROW_GROUP = 10_000
 """Rows buffered per Parquet row group; the first group fixes the schema of the file."""
 
 _umask_lock = threading.Lock()
-_file_mode: int | None = None
+_umask: int | None = None
+
+
+def umask() -> int:
+    """The process umask (read once: reading it means setting it, so it is cached under a lock)."""
+    global _umask
+    with _umask_lock:
+        if _umask is None:
+            _umask = os.umask(0o022)
+            os.umask(_umask)
+    return _umask
 
 
 def _new_file_mode() -> int:
     """The mode ``open()`` would give a new file (0o666 minus the umask); mkstemp's is 0o600."""
-    global _file_mode
-    with _umask_lock:
-        if _file_mode is None:
-            mask = os.umask(0o022)
-            os.umask(mask)
-            _file_mode = 0o666 & ~mask
-    return _file_mode
+    return 0o666 & ~umask()
+
+
+def new_folder_mode() -> int:
+    """The mode ``mkdir()`` would give a new folder (0o777 minus the umask); mkdtemp's is 0o700."""
+    return 0o777 & ~umask()
 
 
 def _exists_message(path: Path) -> str:
@@ -66,6 +87,45 @@ def check_outputs_free(paths: Iterable[str | Path | None], force: bool = False) 
         parent = next((p for p in path.absolute().parents if p.exists()), None)
         if parent is not None and not parent.is_dir():
             raise ConfigError(f"{path}: {parent} is a file, not a folder")
+
+
+def _input_paths(specs: Iterable[str | Path]) -> list[str]:
+    """Real paths of the inputs that exist on disk (globs expanded; ``builtin:NAME`` ignored)."""
+    found: list[str] = []
+    for spec in specs:
+        text = os.fspath(spec)
+        if os.path.lexists(text):
+            found.append(os.path.realpath(text))
+        elif glob.has_magic(text):
+            found += [os.path.realpath(p) for p in glob.glob(text, recursive=True)]
+    return found
+
+
+def check_not_input(outputs: Iterable[str | Path | None], inputs: Iterable[str | Path]) -> None:
+    """Refuse an output that is, contains or lies inside an input (:class:`ConfigError`).
+
+    Writing there would destroy the input (``tokenize corpus -o corpus --force``), read the output
+    back as input on a rerun, or replace the file being read (``decompress x.clm -o x.clm``).
+    Paths are compared after resolving symlinks; inputs that are not paths (``builtin:NAME``) and
+    ``None`` outputs are ignored.
+    """
+    sources = _input_paths(inputs)
+    for raw in outputs:
+        if raw is None:
+            continue
+        out = os.path.realpath(raw)
+        for src in sources:
+            if out == src:
+                raise ConfigError(f"{raw} is also an input; choose another output")
+            if _is_within(out, src):
+                raise ConfigError(f"{raw} lies inside the input {src}; choose an output outside it")
+            if _is_within(src, out):
+                raise ConfigError(f"{raw} contains the input {src}; choose another output")
+
+
+def _is_within(path: str, folder: str) -> bool:
+    """Whether real path ``path`` lies strictly below real path ``folder``."""
+    return path != folder and os.path.commonpath([path, folder]) == folder
 
 
 @contextmanager
@@ -114,6 +174,95 @@ def _publish(tmp: str, path: Path, force: bool) -> None:
         os.replace(tmp, path)
         return
     os.unlink(tmp)
+
+
+# ------------------------------------------------------------------------------------------- folders
+
+
+def check_folder_free(
+    path: str | Path, force: bool, owned: Callable[[Path], bool], what: str = "an output of this command"
+) -> None:
+    """Fail *before* a long run unless ``path`` can become the output folder.
+
+    Free: ``path`` does not exist or is an empty folder. With ``force``, also a folder that
+    ``owned`` recognises as ``what`` (the kind of output being written), which will be replaced
+    only once the new one is complete. Never a file, the current folder or a folder above it.
+    """
+    path = Path(path)
+    if not os.path.lexists(path):
+        parent = next((p for p in path.absolute().parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ConfigError(f"{path}: {parent} is a file, not a folder")
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a folder; choose another output")
+    real, cwd = os.path.realpath(path), os.path.realpath(os.getcwd())
+    if real == cwd or _is_within(cwd, real):
+        raise ConfigError(
+            f"{path} is the current folder or holds it; an output folder is replaced whole, so "
+            "choose a new folder (e.g. -o restored)"
+        )
+    if not any(path.iterdir()):
+        return
+    if not force:
+        raise OutputExistsError(_exists_message(path))
+    if not owned(path):
+        raise ConfigError(
+            f"{path} exists and is not {what}; --force only replaces such a folder, so move it "
+            "away or choose another output"
+        )
+
+
+@contextmanager
+def atomic_folder(
+    path: str | Path,
+    *,
+    force: bool = False,
+    owned: Callable[[Path], bool] = lambda _: False,
+    what: str = "an output of this command",
+) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it becomes ``path``.
+
+    ``path`` must pass :func:`check_folder_free` (checked again at the end, so an output that
+    appeared meanwhile is not clobbered). A replaced folder is moved aside first and deleted only
+    after the new one is in place; if the final rename fails, it is moved back. On any exception
+    the temporary folder is deleted and ``path`` is left as it was. The temporary folder gets the
+    mode ``mkdir`` would give (the umask decides), not mkdtemp's 0o700.
+    """
+    path = Path(path)
+    check_folder_free(path, force, owned, what)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        os.chmod(tmp, new_folder_mode())
+        yield tmp
+        check_folder_free(path, force, owned, what)
+        _replace_folder(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _replace_folder(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` to ``path``; an existing non-empty ``path`` is moved aside first and deleted
+    after (``tmp`` and the aside folder are siblings of ``path``, never inside it)."""
+    if not os.path.lexists(path) or not any(path.iterdir()):
+        try:
+            os.rename(tmp, path)  # replaces an empty folder atomically; fails on a non-empty one
+        except OSError as exc:
+            raise OutputExistsError(f"{path} appeared while writing; nothing was replaced ({exc})") from exc
+        return
+    aside = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+    old = aside / path.name
+    os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.rename(old, path)
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _fsync_dir(folder: Path) -> None:

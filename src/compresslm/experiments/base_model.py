@@ -23,8 +23,6 @@ import copy
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch.nn as nn
 
-from compresslm.errors import ConfigError
+from compresslm.errors import ConfigError, OutputExistsError
 
 BYTE_VOCAB = 256
 CACHE_ENV = "COMPRESSLM_CACHE"
@@ -203,19 +201,17 @@ def pretrain_base_model(
 
 
 def _save_atomically(folder: Path, save: Callable[[Path], object]) -> None:
-    """Write into a temporary sibling, then rename: a concurrent or interrupted run never sees a
-    half-written cache entry (if another process won the race, its identical entry is kept)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    """Write through :func:`~compresslm.data.writers.atomic_folder`: a concurrent or interrupted
+    run never sees a half-written cache entry (if another process won the race, its identical
+    entry is kept)."""
+    from compresslm.data.writers import atomic_folder
+
     try:
-        save(tmp)
-        try:
-            tmp.rename(folder)
-        except OSError:
-            if not folder.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_folder(folder) as tmp:
+            save(tmp)
+    except OutputExistsError:
+        if not folder.is_dir():
+            raise
 
 
 def _byte_model(model: nn.Module, max_seq_len: int, source: str, extra: dict[str, Any]) -> BaseModel:

@@ -9,16 +9,14 @@ Layout and invariants:
 * ``config.json`` holds the :class:`TransformerConfig`, the caller's ``extra`` dict and the sha256 of
   the weights file. It is written last, so a directory with a ``config.json`` is complete;
   :func:`load_model` verifies the hash (a weights file replaced or damaged -> IntegrityError).
-* Each file is written to a temporary name and renamed into place (atomic on POSIX).
+* Each file is written through :func:`compresslm.data.writers.atomic_output` (a temporary beside it,
+  renamed into place), so files get the modes the umask gives, like any other output.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +48,10 @@ def _weights_bytes(model: Transformer) -> bytes:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from compresslm.data.writers import atomic_output
+
+    with atomic_output(path, force=True, mode="wb") as f:
+        f.write(data)
 
 
 def save_model(

@@ -6,20 +6,19 @@ logits ``[B, T, V]``; :func:`~compresslm.models.train.train_lm` and
 study's "any local Hugging Face causal LM given by path", DESIGN §3.5).
 
 ``transformers`` is an optional extra (``pip install 'compresslm[hf]'``), imported lazily. Models
-load from a local path only (``local_files_only=True``): nothing is downloaded.
+load from a local path only (``local_files_only=True``): nothing is downloaded; and from safetensors
+only (``use_safetensors=True``): a ``pytorch_model.bin`` (pickle) is refused, never unpickled.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from compresslm.errors import ConfigError, OutputExistsError
+from compresslm.errors import ConfigError
 
 
 def import_transformers() -> Any:
@@ -59,22 +58,16 @@ class HFCausalLM(nn.Module):
         return self.hf(input_ids=idx, use_cache=False).logits  # (B, T, V)
 
     def save(self, directory: str | Path, *, force: bool = False) -> Path:
-        """``save_pretrained`` (safetensors) into a temporary sibling directory, then renamed into
-        place, so an interrupted save never leaves a half-written model at ``directory``."""
-        directory = Path(directory)
-        if directory.exists() and any(directory.iterdir()) and not force:
-            raise OutputExistsError(f"{directory} exists and is not empty; pass force=True (--force)")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
-        try:
+        """``save_pretrained`` (safetensors) through :func:`~compresslm.data.writers.atomic_folder`:
+        an interrupted save never leaves a half-written model, and ``force`` replaces only a
+        folder that holds a saved model (a ``config.json``)."""
+        from compresslm.data.writers import atomic_folder
+
+        with atomic_folder(
+            directory, force=force, owned=lambda p: (p / "config.json").is_file(), what="a saved model"
+        ) as tmp:
             self.hf.save_pretrained(tmp, safe_serialization=True)
-            if directory.exists():
-                shutil.rmtree(directory)
-            tmp.rename(directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return directory
+        return Path(directory)
 
 
 def _check_local(path: str | Path) -> Path:
@@ -90,7 +83,7 @@ def load_hf_causal_lm(
     """Load a causal LM saved with ``save_pretrained`` from a local directory."""
     path = _check_local(path)
     transformers = import_transformers()
-    kwargs: dict[str, Any] = {"local_files_only": True}
+    kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}  # never pickle
     if dtype is not None:
         kwargs["torch_dtype"] = dtype  # "dtype" only from transformers 4.56; this works on both
     try:

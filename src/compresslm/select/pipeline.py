@@ -28,7 +28,7 @@ import numpy as np
 from compresslm.data.accounting import Accounting
 from compresslm.data.readers import read_records
 from compresslm.data.records import Record, Rejection
-from compresslm.data.writers import atomic_output, check_outputs_free, write_records
+from compresslm.data.writers import atomic_output, check_not_input, check_outputs_free, write_records
 from compresslm.errors import ConfigError, DataError
 from compresslm.select.base import SelectionMethod
 from compresslm.select.pool import ReadOptions, SourcePool
@@ -217,6 +217,7 @@ def run_selection(
     read_options = read_options or ReadOptions()
     outputs = outputs or Outputs()
     check_outputs_free(outputs.paths(), outputs.force)
+    check_not_input(outputs.paths(), sources)
     if not targets:
         raise ConfigError("the target set is empty")
 

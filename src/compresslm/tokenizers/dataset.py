@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from compresslm.data.records import Record, Rejection, reason_kind
+from compresslm.data.writers import check_folder_free
 from compresslm.errors import ConfigError, DataError, IntegrityError, OutputExistsError
 from compresslm.tokenizers.base import Tokenizer
 from compresslm.tokenizers.registry import load_tokenizer, read_tokenizer_config, save_tokenizer
@@ -184,6 +185,17 @@ def _fingerprint(tokenizer_config: dict[str, Any], options: TokenizeOptions, sou
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def is_token_dataset(folder: Path) -> bool:
+    """Whether ``folder`` is (or is becoming) a dataset written by :func:`tokenize_corpus`: the only
+    kind of folder ``--force`` may replace."""
+    if (folder / PROGRESS_FILE).is_file():
+        return True
+    try:
+        return json.loads((folder / META_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _prepare_output(out: Path, tokenizer: Tokenizer, options: TokenizeOptions, source: str) -> str:
     """Create or reuse ``out``; returns the run fingerprint. A complete dataset is only replaced with
     force; an unfinished one with the same fingerprint is resumed."""
@@ -199,14 +211,19 @@ def _prepare_output(out: Path, tokenizer: Tokenizer, options: TokenizeOptions, s
             resumable = json.loads(progress.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
         except (json.JSONDecodeError, UnicodeDecodeError):
             resumable = False
-    if options.force or not resumable:
-        if out.exists() and any(out.iterdir()) and not options.force:
+    if (options.force or not resumable) and out.exists() and any(out.iterdir()):
+        what = f"a token dataset (no {META_FILE} or {PROGRESS_FILE} from `compresslm tokenize`)"
+        if not is_token_dataset(out):
+            raise ConfigError(
+                f"{out} is not {what}; --force only replaces a dataset, so choose a new or empty folder"
+            )
+        if not options.force:
             raise OutputExistsError(
                 f"{out} holds an unfinished dataset made with other settings; pass --force to replace it"
             )
-        if out.exists():
-            for child in out.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        check_folder_free(out, options.force, is_token_dataset, what)  # never the current folder
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     if not (out / TOKENIZER_DIR / "tokenizer.json").is_file():
         save_tokenizer(tokenizer, out / TOKENIZER_DIR, force=True)
