@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for name in COMMAND_MODULES:
         importlib.import_module(f"compresslm.cli.{name}").register(subparsers)
+    from compresslm.cli.common import use_defaults_formatter
+
+    use_defaults_formatter(parser)
     return parser
 
 

@@ -21,6 +21,33 @@ if TYPE_CHECKING:
     from compresslm.select.pool import ReadOptions
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Shows every option's default in ``--help``: ``(default: X)`` is added to a help text that does
+    not already state its default; options without a default (None) or flags say nothing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            action.option_strings
+            and action.default is not None
+            and action.default is not False
+            and action.default != argparse.SUPPRESS
+            and "default" not in text
+            and "%(default)" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def use_defaults_formatter(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and every sub-command under it the :class:`DefaultsHelpFormatter`."""
+    parser.formatter_class = DefaultsHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                use_defaults_formatter(sub)
+
+
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a command; a user-caused error becomes one line on stderr and exit code 2."""
     try:
@@ -183,6 +210,31 @@ def template(text: str) -> str:
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--template ")) from None
     return value
+
+
+def add_device_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--device``, with the same default on every command that runs a model."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N (default: auto)",
+    )
+
+
+def add_threads_option(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str = "torch CPU threads"
+) -> None:
+    """``--threads``, with the same default and help on every command that runs torch."""
+    p.add_argument("--threads", type=threads, help=f"{what} (default: torch's, all cores)")
+
+
+def set_threads(n: int | None) -> None:
+    """Apply ``--threads`` to torch (``None``: leave torch's default)."""
+    if n is None:
+        return
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def add_read_options(p: argparse.ArgumentParser) -> None:

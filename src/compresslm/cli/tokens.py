@@ -10,7 +10,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compresslm.cli.common import add_read_options, parse_count, rich_console, run_guarded
+from compresslm.cli.common import (
+    add_device_option,
+    add_read_options,
+    add_threads_option,
+    at_least,
+    count,
+    fraction,
+    model_size,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    rich_console,
+    run_guarded,
+    set_threads,
+)
 from compresslm.errors import ConfigError
 
 
@@ -42,26 +57,37 @@ def _register_tokenize(subparsers: argparse._SubParsersAction) -> None:
         "(default equal-info)",
     )
     p.add_argument(
-        "--window-bits", type=int, help="equal-info: bits per window b (16, 24, 32, 64, 128; default 16)"
+        "--window-bits",
+        type=positive_int,
+        help="equal-info: bits per window b (16, 24, 32, 64, 128; default 16)",
     )
     p.add_argument(
         "--token-bits", type=int, choices=[8, 16], help="bits per token: 8 (v=256) or 16 (v=65,536)"
     )
     p.add_argument("--model", help="M1 folder (from `compresslm m1 train`) for ac and equal-info")
-    p.add_argument("--vocab-size", type=int, help="spm: vocabulary size (default 8192)")
+    p.add_argument("--vocab-size", type=at_least(2), help="spm: vocabulary size (default 8192)")
     p.add_argument(
-        "--chunk-bytes", type=int, default=10_240, help="bytes per independently coded chunk (10240)"
+        "--chunk-bytes",
+        type=count,
+        default=10_240,
+        help="bytes per independently coded chunk, e.g. 10240 or 10k (default 10240)",
     )
     p.add_argument(
         "--val-fraction",
-        type=float,
+        type=fraction,
         default=0.05,
-        help="share of documents held out (by a hash of the id: same documents for every scheme)",
+        help="share of documents held out (by a hash of the id: same documents for every scheme; "
+        "`train` needs some, default 0.05)",
     )
-    p.add_argument("--limit-bytes", help="only the first documents up to this many bytes, e.g. 2M")
-    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument(
+        "--limit-bytes",
+        type=count,
+        help="only the first documents up to this many bytes, e.g. 2M (default: all)",
+    )
+    p.add_argument("--workers", type=positive_int, help="processes (default: all cores)")
     p.add_argument(
         "--shard-bytes",
+        type=count,
         help="documents per unit of work and of resumption, in bytes, e.g. 256k (default 2 MiB; "
         "workers take whole shards, so a corpus of one shard runs on one core)",
     )
@@ -88,9 +114,9 @@ def _tokenize(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         workers=args.workers,
         force=args.force,
-        limit_bytes=parse_count(args.limit_bytes, "--limit-bytes") if args.limit_bytes else None,
+        limit_bytes=args.limit_bytes,
         progress=sys.stderr.isatty(),
-        **({"shard_bytes": parse_count(args.shard_bytes, "--shard-bytes")} if args.shard_bytes else {}),
+        **({"shard_bytes": args.shard_bytes} if args.shard_bytes else {}),
     )
     check_not_input([args.out], args.corpus)
     read_kwargs = _read_kwargs(args)
@@ -153,46 +179,44 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train M2 (the shared transformer) on a token dataset",
-        description="Train M2 on the training split of a token dataset (from `compresslm tokenize`), save it as "
-        "safetensors + config.json, then evaluate it on the held-out split (bits/byte, FLOPs/byte, "
-        "uniform and unigram bounds).",
+        description="Train M2 on the training split of a token dataset (from `compresslm tokenize`), evaluate it "
+        "on the held-out split (bits/byte, FLOPs/byte, uniform and unigram bounds), then save it as "
+        "safetensors + config.json with eval.json: a run that fails or is interrupted leaves no model.",
     )
-    p.add_argument("--tokens", required=True, help="token dataset folder")
+    p.add_argument("--tokens", required=True, help="token dataset folder (from `compresslm tokenize`)")
     p.add_argument("-o", "--out", required=True, help="output folder for M2")
-    p.add_argument("--size", default="tiny", help="model preset: tiny, small, 3m, base, 25m (default tiny)")
-    p.add_argument("--seq-len", type=int, default=128, help="ids per example (default 128)")
-    p.add_argument("--batch-size", type=int, default=16, help="examples per step (default 16)")
-    p.add_argument("--train-tokens", default="200k", help="training positions, e.g. 200k, 2M (default 200k)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--eval-points", type=int, default=5, help="held-out evaluations along the way (default 5)"
-    )
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--size", type=model_size, default="tiny", help="model preset: tiny, small, 3m, base, 25m")
+    p.add_argument("--seq-len", type=at_least(2), default=128, help="ids per example")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="examples per step")
+    p.add_argument("--train-tokens", type=count, default="200k", help="training positions, e.g. 200k, 2M")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="initialisation and data-order seed")
+    p.add_argument("--eval-points", type=positive_int, default=5, help="held-out evaluations along the way")
+    add_device_option(p)
+    add_threads_option(p)
     p.add_argument("--force", action="store_true", help="overwrite a model in --out")
     p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     p.set_defaults(func=lambda a: run_guarded(_train, a))
 
 
 def _train(args: argparse.Namespace) -> int:
-    from compresslm.m2 import M2Config, evaluate_m2, train_m2
+    from compresslm.m2 import M2Config
+    from compresslm.m2.train import train_and_evaluate
 
-    max_tokens = parse_count(args.train_tokens, "--train-tokens")
     config = M2Config(
         size=args.size,
         seq_len=args.seq_len,
         batch_size=args.batch_size,
-        max_tokens=max_tokens,
+        max_tokens=args.train_tokens,
         lr=args.lr,
         seed=args.seed,
         device=args.device,
         threads=args.threads,
-        eval_every_tokens=max(1, max_tokens // max(1, args.eval_points)),
+        eval_every_tokens=max(1, args.train_tokens // args.eval_points),
     )
-    model, summary = train_m2(args.tokens, config, args.out, force=args.force, progress=sys.stderr.isatty())
-    result = evaluate_m2(model, args.tokens, extra={"train_seconds": summary["train_seconds"]})
-    _write_json(Path(args.out) / "eval.json", result.to_dict())
+    _, _, result = train_and_evaluate(
+        args.tokens, config, args.out, force=args.force, progress=sys.stderr.isatty()
+    )
     _print_eval(result, args.json)
     return 0
 
@@ -203,26 +227,46 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
         help="bits/byte of an M2 on the held-out split of its token dataset",
         description="Evaluate M2 on every id of the held-out split: bits/byte, bits/token, compression ratio, "
         "FLOPs/byte (2N/ratio, + 2 N_M1 for M1 schemes), the uniform bound log2(v)/ratio and the "
-        "unigram bound beside it, and wall time.",
+        "unigram bound beside it, and wall time. The dataset's tokenizer must be the one M2 was "
+        "trained on.",
     )
     p.add_argument("--model", required=True, help="M2 folder (from `compresslm train`)")
-    p.add_argument("--tokens", required=True, help="token dataset folder")
-    p.add_argument("--split", default="val", help="split to evaluate (default val)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--tokens", help="token dataset folder (default: the one M2 was trained on, recorded in it)"
+    )
+    p.add_argument("--split", default="val", help="split to evaluate")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass")
+    add_device_option(p)
+    add_threads_option(p)
     p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     p.set_defaults(func=lambda a: run_guarded(_eval, a))
 
 
 def _eval(args: argparse.Namespace) -> int:
     from compresslm.m2 import evaluate_m2, load_m2
+    from compresslm.m2.train import check_tokenizer, dataset_tokenizer_identity
+    from compresslm.models.train import resolve_device
+    from compresslm.tokenizers.dataset import TokenDataset
 
-    _set_threads(args.threads)
-    model, _ = load_m2(args.model, device=args.device)
-    result = evaluate_m2(model, args.tokens, split=args.split, batch_size=args.batch_size)
+    set_threads(args.threads)
+    model, summary = load_m2(args.model, device=str(resolve_device(args.device)))
+    ds = TokenDataset(_dataset_of(args.tokens, summary, args.model))
+    check_tokenizer(summary, dataset_tokenizer_identity(ds), model=args.model, tokenizer=str(ds.directory))
+    result = evaluate_m2(model, ds, split=args.split, batch_size=args.batch_size)
     _print_eval(result, args.json)
     return 0
+
+
+def _dataset_of(given: str | None, summary: dict[str, Any], model: str) -> str:
+    """``--tokens`` if given, else the dataset recorded in the M2 (an error if neither is known)."""
+    if given:
+        return given
+    recorded = summary.get("dataset")
+    if not recorded:
+        raise ConfigError(f"{model} does not record its token dataset: pass --tokens")
+    if not Path(recorded).is_dir():
+        raise ConfigError(f"{model} was trained on {recorded}, which is not here: pass --tokens")
+    return str(recorded)
 
 
 def _print_eval(result: Any, as_json: bool) -> None:
@@ -256,24 +300,6 @@ def _print_eval(result: Any, as_json: bool) -> None:
     rich_console().print(t)
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads is None:
-        return
-    if threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {threads}")
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    from compresslm.data.writers import atomic_output
-
-    with atomic_output(path, force=True) as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-
-
 # -- generate -------------------------------------------------------------------------------------
 
 
@@ -282,33 +308,40 @@ def _register_generate(subparsers: argparse._SubParsersAction) -> None:
         "generate",
         help="sample M2 ids after a prompt and decode them to text (through M1 for equal-info)",
         description="Encode the prompt with the dataset's tokenizer, sample M2 ids, decode them to text (the window "
-        "decoder driven by M1 for EqualInfoAC) and report steps/s and bytes/step.",
+        "decoder driven by M1 for EqualInfoAC) and report steps/s and bytes/step. The tokenizer must "
+        "be the one M2 was trained on.",
     )
     p.add_argument("--model", required=True, help="M2 folder (from `compresslm train`)")
-    p.add_argument("--tokenizer", required=True, help="token dataset folder (or its tokenizer/ folder)")
-    p.add_argument("--prompt", default="", help="text to continue (default: empty, a new document)")
-    p.add_argument("--max-steps", type=int, default=64, help="ids to sample at most (default 64)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 is greedy")
-    p.add_argument("--top-k", type=int, help="sample among the k most likely ids")
-    p.add_argument("--samples", type=int, default=1, help="number of samples (seeds seed..seed+N-1)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--threads",
-        type=int,
-        help="torch CPU threads (default: torch's; 1 is often faster for one sample on a busy machine)",
+        "--tokens",
+        help="token dataset folder, or its tokenizer/ folder (default: the dataset M2 was trained on, "
+        "recorded in it)",
     )
+    p.add_argument("--prompt", default="", help="text to continue (default: empty, a new document)")
+    p.add_argument("--max-steps", type=positive_int, default=64, help="ids to sample at most")
+    p.add_argument(
+        "--temperature", type=non_negative_float, default=1.0, help="sampling temperature; 0 is greedy"
+    )
+    p.add_argument("--top-k", type=positive_int, help="sample among the k most likely ids (default: all)")
+    p.add_argument("--samples", type=positive_int, default=1, help="number of samples (seeds seed..seed+N-1)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first sample")
+    add_threads_option(p)
     p.add_argument("--json", action="store_true", help="print the samples as JSON")
     p.set_defaults(func=lambda a: run_guarded(_generate, a))
 
 
 def _generate(args: argparse.Namespace) -> int:
     from compresslm.m2 import generate, load_generation_tokenizer, load_m2
+    from compresslm.m2.train import check_tokenizer
+    from compresslm.tokenizers.dataset import TOKENIZER_DIR
+    from compresslm.tokenizers.registry import tokenizer_identity
 
-    if args.samples < 1:
-        raise ConfigError(f"--samples must be positive, got {args.samples}")
-    _set_threads(args.threads)
-    model, _ = load_m2(args.model)
-    tokenizer = load_generation_tokenizer(args.tokenizer)
+    set_threads(args.threads)
+    model, summary = load_m2(args.model)
+    where = Path(_dataset_of(args.tokens, summary, args.model))
+    folder = where / TOKENIZER_DIR if (where / TOKENIZER_DIR).is_dir() else where
+    check_tokenizer(summary, tokenizer_identity(folder), model=args.model, tokenizer=str(where))
+    tokenizer = load_generation_tokenizer(where)
     samples = [
         generate(
             model,

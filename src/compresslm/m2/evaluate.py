@@ -100,6 +100,10 @@ def evaluate_m2(
             f"({ds.name}): was the model trained on another scheme?"
         )
     seq_len = seq_len or model.config.max_seq_len
+    if not 2 <= seq_len <= model.config.max_seq_len:
+        raise ConfigError(
+            f"--seq-len {seq_len} is outside the model's 2..{model.config.max_seq_len} positions"
+        )
     info = ds.split_info(split)
     t0 = time.perf_counter()
     total, count = eval_nll_sum(

@@ -6,6 +6,8 @@ held-out bits/byte (see :mod:`compresslm.m2.evaluate`) compare tokenizations, no
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,7 @@ def train_m2(
         "scheme": ds.meta["scheme"],
         "name": ds.name,
         "tokenizer": ds.meta["tokenizer"],
+        "tokenizer_sha256": dataset_tokenizer_identity(ds),
         "m2": asdict(config),
         "train_config": tc.to_dict(),
         "curve": result.curve,
@@ -107,3 +110,71 @@ def load_m2(model_dir: str | Path, device: str = "cpu") -> tuple[Any, dict[str, 
 
     model, _, extra = load_model(model_dir, device=device)
     return model, extra.get("m2", {})
+
+
+def dataset_tokenizer_identity(ds: TokenDataset) -> str:
+    """The identity (:func:`~compresslm.tokenizers.registry.tokenizer_identity`) of ``ds``'s tokenizer."""
+    from compresslm.tokenizers.dataset import TOKENIZER_DIR
+    from compresslm.tokenizers.registry import tokenizer_identity
+
+    return tokenizer_identity(ds.directory / TOKENIZER_DIR)
+
+
+def check_tokenizer(summary: dict[str, Any], identity: str, *, model: str, tokenizer: str) -> None:
+    """Refuse to pair an M2 with a tokenizer other than the one whose ids it learned.
+
+    Two tokenizers of one vocabulary size (say EqualInfoAC over two M1s) fit the same M2 but give
+    other ids for the same text: bits/byte would be wrong and samples garbage, without any error.
+    An M2 saved before identities were recorded is accepted (nothing to check against).
+    """
+    recorded = summary.get("tokenizer_sha256")
+    if recorded is not None and recorded != identity:
+        raise ConfigError(
+            f"{model} was trained on the ids of another tokenizer (sha256 {recorded[:12]}…, "
+            f"{summary.get('name', '?')}) than {tokenizer} (sha256 {identity[:12]}…): use the token "
+            "dataset it was trained on"
+        )
+
+
+def train_and_evaluate(
+    dataset: TokenDataset | str | Path,
+    config: M2Config,
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    progress: bool = False,
+) -> tuple[Any, dict[str, Any], Any]:
+    """Train M2, evaluate it on the held-out split, and only then save it with ``eval.json``.
+
+    What ``compresslm train`` does. Nothing loadable is left behind by a run that fails or is
+    interrupted, in training or in the final evaluation: the held-out split is checked first, and
+    the checkpoint (whose ``config.json``, written last, marks it complete) is written once the
+    evaluation has succeeded, with the evaluation inside it (``extra["eval"]``); ``eval.json`` is a
+    copy written after it. Returns ``(model, summary, M2Eval)``.
+    """
+    from compresslm.data.writers import atomic_output, check_outputs_free
+    from compresslm.m2.evaluate import evaluate_m2
+    from compresslm.models import save_model
+    from compresslm.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+
+    out = Path(out_dir)
+    check_outputs_free([out / WEIGHTS_FILE, out / CONFIG_FILE, out / EVAL_FILE], force)
+    ds = as_dataset(dataset)
+    if not ds.split_info("val")["documents"]:
+        raise ConfigError(
+            f"{ds.directory} has no held-out documents (tokenized with --val-fraction 0); train evaluates "
+            "M2 on them: tokenize again with --val-fraction above 0 (default 0.05)"
+        )
+    model, summary = train_m2(ds, config, None, progress=progress)
+    result = evaluate_m2(model, ds, extra={"train_seconds": summary["train_seconds"]})
+    finite = {
+        k: v for k, v in result.to_dict().items() if not (isinstance(v, float) and not math.isfinite(v))
+    }
+    save_model(out, model.to("cpu"), extra={"m2": summary, "eval": finite}, force=force)
+    with atomic_output(out / EVAL_FILE, force=True) as f:
+        json.dump(result.to_dict(), f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    return model, summary, result
+
+
+EVAL_FILE = "eval.json"

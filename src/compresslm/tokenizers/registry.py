@@ -19,6 +19,7 @@ last, so a folder that has it is complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -241,3 +242,17 @@ def load_tokenizer(directory: str | Path, **m1_options: Any) -> Tokenizer:
 
 def with_chunk_bytes(spec: SchemeSpec, chunk_bytes: int) -> SchemeSpec:
     return replace(spec, chunk_bytes=chunk_bytes)
+
+
+def tokenizer_identity(directory: str | Path) -> str:
+    """The sha256 of a saved tokenizer's parameters: what an M2 trained on its ids depends on.
+
+    Computed over ``tokenizer.json`` without its format fields and report-only ``describe``, in
+    canonical JSON. The parameters include the M1's weights sha256 and numerics fingerprint (M1
+    schemes) and the SentencePiece model's sha256, so two tokenizers with the same vocabulary but
+    other ids for the same text never share an identity.
+    """
+    meta = read_tokenizer_config(directory)
+    params = {k: v for k, v in meta.items() if k not in ("format", "format_version", "describe")}
+    blob = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode("ascii")).hexdigest()
