@@ -86,3 +86,47 @@ def test_the_readmes_template_line_builds_a_newline() -> None:
         assert "\\" not in built and "\n" in built
         fields = {name: name.upper() for name in ("prompt", "canonical_solution")}
         assert built.format(**fields) == "PROMPT\nCANONICAL_SOLUTION"
+
+
+STUDY = ["study", "select", "--source", "missing-s.jsonl", "--out", "missing-out"]
+STUDY_BAD = [
+    ([*STUDY, "--methods", "zipfit,foo"], "--methods"),
+    ([*STUDY, "--jobs", "0"], "--jobs"),
+    ([*STUDY, "--budgets", "200k,none"], "--budgets"),
+    ([*STUDY, "--seeds", "0"], "--seeds"),
+    ([*STUDY, "--warmup", "nan"], "--warmup"),
+    ([*STUDY, "--base-size", "huge"], "--base-size"),
+    (["study", "tokenization", "--sizes", "tiny,enormous"], "--sizes"),
+    (["study", "tokenization", "--jobs", "-2"], "--jobs"),
+    (["study", "tokenization", "--vocab-size", "0"], "--vocab-size"),
+    (["tokenize", "missing", "-o", "x", "--vocab-size", "0"], "--vocab-size"),
+    (["tokenize", "missing", "-o", "x", "--chunk-bytes", "0"], "--chunk-bytes"),
+    (["tokenize", "missing", "-o", "x", "--val-fraction", "1"], "--val-fraction"),
+    (["train", "--tokens", "missing", "-o", "x", "--lr", "inf"], "--lr"),
+    (["train", "--tokens", "missing", "-o", "x", "--seq-len", "1"], "--seq-len"),
+    (["eval", "--model", "missing", "--batch-size", "-1"], "--batch-size"),
+    (["generate", "--model", "missing", "--top-k", "0"], "--top-k"),
+    (["generate", "--model", "missing", "--temperature", "nan"], "--temperature"),
+    (["generate", "--model", "missing", "--threads", "0"], "--threads"),
+]
+
+
+@pytest.mark.parametrize(("argv", "option"), STUDY_BAD, ids=[" ".join(a[-2:]) for a, _ in STUDY_BAD])
+def test_bad_study_and_model_options_fail_before_any_work(argv, option, capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err, err
+
+
+def test_study_seq_len_beyond_the_default_base_model_fails_before_pretraining(tmp_path, capsys) -> None:
+    argv = ["study", "select", "--out", str(tmp_path / "o"), "--seq-len", "100000", "--pretrain-tokens", "1G"]
+    assert main(argv) == 2  # 1G bytes of pretraining would take hours: the check comes first
+    assert "--seq-len 100000" in capsys.readouterr().err
+
+
+def test_every_option_shows_its_default_in_help() -> None:
+    parser = build_parser()
+    help_text = parser._subparsers._group_actions[0].choices["train"].format_help().split("options:")[1]
+    for option, default in (("--seq-len", "128"), ("--lr", "0.001"), ("--seed", "0"), ("--device", "auto")):
+        block = help_text.split(f"  {option}", 1)[1].split("\n  -", 1)[0]
+        assert f"default: {default}" in " ".join(block.split()), (option, block)

@@ -360,7 +360,7 @@ def test_demo_study_settings_are_valid() -> None:
 
 
 def test_seed_option_and_faster_text() -> None:
-    from compresslm.cli.study import parse_seeds
+    from compresslm.cli.common import parse_seeds
     from compresslm.evaluate.curves import LossCurve, faster_summary
     from compresslm.experiments.selection_report import faster_text
 

@@ -149,6 +149,46 @@ def count(text: str) -> int:
         ) from None
 
 
+def count_list(text: str) -> list[int]:
+    """A comma list of counts: ``200k,500k``."""
+    values = [count(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a comma list such as 200k,500k, got {text!r}")
+    return values
+
+
+def size_list(text: str) -> list[str]:
+    """A comma list of model presets: ``tiny,small``."""
+    values = [model_size(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a comma list such as tiny,small, got {text!r}")
+    return values
+
+
+def parse_seeds(text: str) -> list[int]:
+    """ "3" -> [0, 1, 2]; "0,5,9" -> [0, 5, 9] (:class:`ConfigError` otherwise)."""
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+            if seeds and min(seeds) >= 0:
+                return seeds
+            raise ValueError(text)
+        n = int(text)
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected a count or a comma list of seeds >= 0") from None
+    if n < 1:
+        raise ConfigError("--seeds: at least one seed")
+    return list(range(n))
+
+
+def seed_list(text: str) -> list[int]:
+    """``--seeds``: :func:`parse_seeds` as an option type."""
+    try:
+        return parse_seeds(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--seeds ")) from None
+
+
 def count_or_zero(text: str) -> int:
     """:func:`count`, or ``0`` (meaning: no limit / all)."""
     return 0 if text.strip() == "0" else count(text)

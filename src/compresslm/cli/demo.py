@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from compresslm.cli.common import print_selection_summary, run_guarded
+from compresslm.cli.common import count, positive_int, print_selection_summary, run_guarded
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="run the main job on built-in data (no downloads)")
-    p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
-    p.add_argument("--k", type=int, default=1000, help="documents to select (default 1000)")
-    p.add_argument("--workers", type=int, help="worker processes (default: all cores)")
+    p.add_argument("-o", "--out", default="demo-out", help="output folder (default: demo-out)")
+    p.add_argument("--k", type=count, default=1000, help="documents to select (default 1000)")
+    p.add_argument("--workers", type=positive_int, help="worker processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="overwrite outputs of an earlier demo")
     p.add_argument("--skip-study", action="store_true", help="skip step 2, the small selection study")
     p.add_argument(

@@ -98,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='target text template, e.g. "{prompt}\\n{canonical_solution}" (default: --template)',
     )
     o = p.add_argument_group("outputs")
-    o.add_argument("--out", help="selected records (.jsonl/.jsonl.gz/.jsonl.zst/.parquet), best first")
+    o.add_argument("-o", "--out", help="selected records (.jsonl/.jsonl.gz/.jsonl.zst/.parquet), best first")
     o.add_argument(
         "--scores",
         type=suffix_path(".parquet"),

@@ -7,7 +7,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compresslm.cli.common import add_read_options, parse_count, read_options_from, rich_console, run_guarded
+from compresslm.cli.common import (
+    add_device_option,
+    add_read_options,
+    add_threads_option,
+    at_least,
+    count,
+    count_list,
+    count_or_zero,
+    fraction,
+    method_list,
+    model_size,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    read_options_from,
+    rich_console,
+    run_guarded,
+    seed_list,
+    size_list,
+    template,
+)
 from compresslm.errors import ConfigError
 
 
@@ -28,22 +48,39 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         "(default: pretrain a byte-level model on builtin:mixture, cached)",
     )
     m.add_argument(
-        "--base-size", default="small", help="size preset of the default base model (default small)"
+        "--base-size",
+        type=model_size,
+        default="small",
+        help="size preset of the default base model (default small)",
     )
     m.add_argument(
-        "--pretrain-tokens", default="2M", help="pretraining bytes of the default base model (default 2M)"
+        "--pretrain-tokens",
+        type=count,
+        default="2M",
+        help="pretraining bytes of the default base model (default 2M)",
     )
     m.add_argument("--cache-dir", help="cache folder (default $COMPRESSLM_CACHE or ~/.cache/compresslm)")
-    m.add_argument("--seeds", default="3", help="N (seeds 0..N-1) or a comma list, e.g. 0,5,9 (default 3)")
-    m.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
-    m.add_argument("--warmup", type=float, default=0.1, help="warmup share of the steps (default 0.1)")
-    m.add_argument("--batch-size", type=int, default=8, help="sequences per step (default 8)")
-    m.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (default 256)")
-    m.add_argument("--eval-points", type=int, default=10, help="test evaluations per run (default 10)")
-    m.add_argument("--eval-tokens", type=int, help="test tokens per evaluation (default: the whole test set)")
-    m.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    m.add_argument("--jobs", type=int, help="fine-tuning runs at once (default: all cores on CPU, 1 on GPU)")
-    p.add_argument("--out", default="study-out", help="output folder; the report goes to OUT/report/")
+    m.add_argument(
+        "--seeds",
+        type=seed_list,
+        default="3",
+        help="N (seeds 0..N-1) or a comma list, e.g. 0,5,9 (default 3)",
+    )
+    m.add_argument("--lr", type=positive_float, default=3e-4, help="peak learning rate (default 3e-4)")
+    m.add_argument("--warmup", type=fraction, default=0.1, help="warmup share of the steps (default 0.1)")
+    m.add_argument("--batch-size", type=positive_int, default=8, help="sequences per step (default 8)")
+    m.add_argument("--seq-len", type=at_least(2), default=256, help="tokens per sequence (default 256)")
+    m.add_argument(
+        "--eval-points", type=positive_int, default=10, help="test evaluations per run (default 10)"
+    )
+    m.add_argument(
+        "--eval-tokens", type=count, help="test tokens per evaluation (default: the whole test set)"
+    )
+    add_device_option(m)
+    m.add_argument(
+        "--jobs", type=positive_int, help="fine-tuning runs at once (default: all cores on CPU, 1 on GPU)"
+    )
+    p.add_argument("-o", "--out", default="study-out", help="output folder; the report goes to OUT/report/")
     p.add_argument("--force", action="store_true", help="overwrite an earlier report")
     p.add_argument("--json", action="store_true", help="print results.json instead of the summary table")
 
@@ -72,24 +109,30 @@ def _register_select(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", nargs="+", default=["builtin:pool"], help="source pool (default builtin:pool)")
     p.add_argument(
         "--methods",
+        type=method_list,
         default=None,
         help="comma list, variants allowed (default: zipfit,zipfit:lz4+nocontrast,zipfit:gzip9,"
         "dsir,d4,random: our default mode, plain lz4 and the paper's gzip-9 against every baseline)",
     )
     p.add_argument(
         "--budgets",
+        type=count_list,
         default="200k",
         help="comma list of token budgets, e.g. 200k,500k (bytes for the byte-level base model)",
     )
     p.add_argument(
         "--domain", default="python", help="domain whose share is reported as precision (default python)"
     )
-    p.add_argument("--selection-seed", type=int, default=0, help="seed of the selection methods (default 0)")
-    p.add_argument("--workers", type=int, help="selection scoring processes (default: all cores)")
+    p.add_argument(
+        "--selection-seed", type=non_negative_int, default=0, help="seed of the selection methods (default 0)"
+    )
+    p.add_argument("--workers", type=positive_int, help="selection scoring processes (default: all cores)")
     p.add_argument("--keep-selections", action="store_true", help="write OUT/selections/METHOD@BUDGET.jsonl")
     p.add_argument("--target-field", help="text field of target/test records (default: --text-field)")
     p.add_argument(
-        "--target-template", help='target/test text template, e.g. "{prompt}\\n{canonical_solution}"'
+        "--target-template",
+        type=template,
+        help='target/test text template, e.g. "{prompt}\\n{canonical_solution}"',
     )
     add_read_options(p)
     _add_model_options(p)
@@ -117,42 +160,37 @@ def _register_alignment(sub: argparse._SubParsersAction) -> None:
         "built-in domain and two mixtures)",
     )
     p.add_argument("--pool", default="builtin:pool", help="where built-in domain datasets come from")
-    p.add_argument("--budget", default="100k", help="training tokens per dataset (default 100k)")
+    p.add_argument("--budget", type=count, default="100k", help="training tokens per dataset (default 100k)")
     p.add_argument("--compressor", help="alignment compressor (default: ZIP-FIT's default)")
     p.add_argument(
-        "--max-pairs", type=int, default=20_000, help="alignment pairs sampled per dataset (default 20000)"
+        "--max-pairs",
+        type=count_or_zero,
+        default=20_000,
+        help="alignment pairs sampled per dataset (default 20000)",
     )
-    p.add_argument("--workers", type=int, help="alignment processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, help="alignment processes (default: all cores)")
     p.add_argument("--target-field", help="text field of test records (default: --text-field)")
-    p.add_argument("--target-template", help="test text template")
+    p.add_argument("--target-template", type=template, help="test text template (default: --template)")
     add_read_options(p)
     _add_model_options(p)
     p.set_defaults(func=lambda a: run_guarded(_alignment, a))
 
 
-def parse_seeds(text: str) -> list[int]:
-    """ "3" -> [0, 1, 2]; "0,5,9" -> [0, 5, 9]."""
-    try:
-        if "," in text:
-            return [int(s) for s in text.split(",") if s.strip()]
-        n = int(text)
-    except ValueError:
-        raise ConfigError(f"--seeds {text!r}: expected a count or a comma list of integers") from None
-    if n < 1:
-        raise ConfigError("--seeds: at least one seed")
-    return list(range(n))
-
-
 def _common(args: argparse.Namespace) -> dict[str, Any]:
     from compresslm.experiments.base_model import PretrainSettings
     from compresslm.experiments.finetune import FinetuneSettings
-    from compresslm.experiments.selection_study import parse_budget
 
+    if args.base_model is None and args.seq_len > PretrainSettings().seq_len:
+        # Checked now: the default base model is pretrained first, for minutes, before the run's own check.
+        raise ConfigError(
+            f"--seq-len {args.seq_len} is longer than the default base model's "
+            f"{PretrainSettings().seq_len} positions; pass --base-model with a longer context or lower it"
+        )
     return {
         "out": args.out,
-        "seeds": parse_seeds(args.seeds),
+        "seeds": args.seeds,
         "base_model": args.base_model,
-        "pretrain": PretrainSettings(size=args.base_size, tokens=parse_budget(args.pretrain_tokens)),
+        "pretrain": PretrainSettings(size=args.base_size, tokens=args.pretrain_tokens),
         "finetune": FinetuneSettings(
             lr=args.lr,
             warmup_fraction=args.warmup,
@@ -178,21 +216,18 @@ def _select(args: argparse.Namespace) -> int:
         HUMANEVAL_TARGET,
         HUMANEVAL_TEST,
         StudyConfig,
-        parse_budget,
         run_selection_study,
     )
 
     targets = args.target or [HUMANEVAL_TARGET]
     test = args.test if args.test is not None else ([HUMANEVAL_TEST] if args.target is None else None)
-    methods = (
-        [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else list(DEFAULT_METHODS)
-    )
+    methods = args.methods or list(DEFAULT_METHODS)
     config = StudyConfig(
         targets=targets,
         test=test,
         sources=args.source,
         methods=methods,
-        budgets=[parse_budget(b) for b in args.budgets.split(",") if b.strip()],
+        budgets=args.budgets,
         read_options=read_options_from(args),
         target_options=read_options_from(args, field=args.target_field, template=args.target_template),
         domain=args.domain or None,
@@ -219,7 +254,6 @@ def _alignment(args: argparse.Namespace) -> int:
         parse_dataset,
         run_alignment_study,
     )
-    from compresslm.experiments.selection_study import parse_budget
 
     config = AlignmentStudyConfig(
         test=args.test,
@@ -227,7 +261,7 @@ def _alignment(args: argparse.Namespace) -> int:
         datasets=[parse_dataset(d) for d in args.dataset] if args.dataset else default_datasets(),
         pool=args.pool,
         read_options=read_options_from(args),
-        budget=parse_budget(args.budget),
+        budget=args.budget,
         compressor=args.compressor,
         max_pairs=args.max_pairs,
         alignment_workers=args.workers,
@@ -337,35 +371,51 @@ def _register_tokenization(sub: argparse._SubParsersAction) -> None:
         default=",".join(DEFAULT_SCHEMES),
         help=f"comma list (default {','.join(DEFAULT_SCHEMES)})",
     )
-    p.add_argument("--sizes", default="tiny,small", help="M2 size presets, comma list (default tiny,small)")
-    p.add_argument("--seeds", default="1", help="N (seeds 0..N-1) or a comma list (default 1)")
+    p.add_argument(
+        "--sizes",
+        type=size_list,
+        default="tiny,small",
+        help="M2 size presets, comma list (default tiny,small)",
+    )
+    p.add_argument(
+        "--seeds", type=seed_list, default="1", help="N (seeds 0..N-1) or a comma list (default 1)"
+    )
     p.add_argument(
         "--key-schemes", help="schemes that get every seed (default bytes,spm,eqinfo16-256,eqinfo16-65k)"
     )
     p.add_argument("--m1", help="an M1 folder (default: train one on the training split, OUT/m1)")
-    p.add_argument("--m1-size", default="tiny", help="size of the M1 trained here (default tiny)")
-    p.add_argument("--m1-context", type=int, default=64, help="M1 context = max window bytes (default 64)")
-    p.add_argument("--m1-tokens", default="1M", help="M1 training bytes (default 1M)")
     p.add_argument(
-        "--limit-bytes", default="1M", help="corpus prefix to use, e.g. 500k, 5M (default 1M; 0: all)"
+        "--m1-size", type=model_size, default="tiny", help="size of the M1 trained here (default tiny)"
     )
     p.add_argument(
-        "--val-fraction", type=float, default=0.1, help="held-out share of documents (default 0.1)"
+        "--m1-context", type=at_least(2), default=64, help="M1 context = max window bytes (default 64)"
     )
-    p.add_argument("--vocab-size", type=int, default=4096, help="SentencePiece vocabulary (default 4096)")
-    p.add_argument("--train-tokens", default="200k", help="M2 training positions per run (default 200k)")
-    p.add_argument("--seq-len", type=int, default=128, help="M2 sequence length (default 128)")
-    p.add_argument("--batch-size", type=int, default=16, help="M2 batch size (default 16)")
-    p.add_argument("--lr", type=float, default=1e-3, help="M2 peak learning rate (default 1e-3)")
-    p.add_argument("--workers", type=int, help="tokenization processes (default: all cores)")
-    p.add_argument("--jobs", type=int, help="M2 runs at once (default: all cores on CPU, 1 on GPU)")
+    p.add_argument("--m1-tokens", type=count, default="1M", help="M1 training bytes (default 1M)")
     p.add_argument(
-        "--threads",
-        type=int,
-        help="torch CPU threads for training M1 (default: torch's; 1 on a busy machine)",
+        "--limit-bytes",
+        type=count_or_zero,
+        default="1M",
+        help="corpus prefix to use, e.g. 500k, 5M (default 1M; 0: all)",
     )
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--out", default="tokenization-study", help="output folder (default tokenization-study)")
+    p.add_argument(
+        "--val-fraction", type=fraction, default=0.1, help="held-out share of documents (default 0.1)"
+    )
+    p.add_argument(
+        "--vocab-size", type=at_least(2), default=4096, help="SentencePiece vocabulary (default 4096)"
+    )
+    p.add_argument(
+        "--train-tokens", type=count, default="200k", help="M2 training positions per run (default 200k)"
+    )
+    p.add_argument("--seq-len", type=at_least(2), default=128, help="M2 sequence length (default 128)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="M2 batch size (default 16)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="M2 peak learning rate (default 1e-3)")
+    p.add_argument("--workers", type=positive_int, help="tokenization processes (default: all cores)")
+    p.add_argument("--jobs", type=positive_int, help="M2 runs at once (default: all cores on CPU, 1 on GPU)")
+    add_threads_option(p, "torch CPU threads for training M1")
+    add_device_option(p)
+    p.add_argument(
+        "-o", "--out", default="tokenization-study", help="output folder (default tokenization-study)"
+    )
     p.add_argument("--force", action="store_true", help="redo every step instead of reusing finished ones")
     p.set_defaults(func=lambda a: run_guarded(_study, a))
 
@@ -373,21 +423,21 @@ def _register_tokenization(sub: argparse._SubParsersAction) -> None:
 def study_settings(args: argparse.Namespace) -> Any:
     from compresslm.experiments.tokenization_study import TokenizationStudySettings, parse_list
 
-    limit = parse_count(args.limit_bytes, "--limit-bytes") if args.limit_bytes not in ("0", "") else None
+    limit = args.limit_bytes or None
     return TokenizationStudySettings(
         corpus=list(args.corpus),
         schemes=parse_list(args.schemes),
-        sizes=parse_list(args.sizes),
-        seeds=parse_seeds(args.seeds),
+        sizes=args.sizes,
+        seeds=args.seeds,
         key_schemes=parse_list(args.key_schemes) if args.key_schemes else None,
         m1=args.m1,
         m1_size=args.m1_size,
         m1_context=args.m1_context,
-        m1_tokens=parse_count(args.m1_tokens, "--m1-tokens"),
+        m1_tokens=args.m1_tokens,
         limit_bytes=limit,
         val_fraction=args.val_fraction,
         spm_vocab_size=args.vocab_size,
-        train_tokens=parse_count(args.train_tokens, "--train-tokens"),
+        train_tokens=args.train_tokens,
         seq_len=args.seq_len,
         batch_size=args.batch_size,
         lr=args.lr,
