@@ -38,6 +38,7 @@ DEFAULT_METHODS = (
     "d4",
     "d4:hashing",
     "random",
+    "compel",
 )
 
 

@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-METHODS = ("zipfit", "zipfit:lz4+nocontrast+all", "zipfit:gzip9", "dsir", "d4", "random")
+METHODS = ("zipfit", "zipfit:lz4+nocontrast+all", "zipfit:gzip9", "dsir", "d4", "random", "compel")
 
 
 def _minilm_available() -> bool:

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--method",
         type=method_spec,
         default="zipfit",
-        help="zipfit[:variant] | dsir[:topk] | d4 | random (default zipfit)",
+        help="zipfit[:variant] | dsir[:topk] | d4 | random | compel (default zipfit)",
     )
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--k", type=count, help="number of documents to keep, e.g. 10000 or 10k")
@@ -90,6 +90,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--d4-embedder", help="D4 embedding backend: minilm (default) or hashing")
     b.add_argument("--d4-clusters", type=positive_int, help="D4 number of k-means clusters")
     b.add_argument("--cache-dir", help="cache for D4 embeddings")
+    b.add_argument(
+        "--compel-band",
+        type=_band,
+        help="Compel: keep LZ4 compression ratios (compressed/original) in LOW,HIGH (default 0.65,0.80)",
+    )
     add_read_options(p)
     p.add_argument("--target-field", help="text field of target records (default: --text-field)")
     p.add_argument(
@@ -178,6 +183,7 @@ def _select(args: argparse.Namespace) -> int:
         embedder=args.d4_embedder,
         n_clusters=args.d4_clusters,
         cache_dir=args.cache_dir,
+        band=args.compel_band,
     )
     progress = not args.no_progress and sys.stderr.isatty() or bool(os.environ.get("COMPRESSLM_PROGRESS"))
     result = run_selection(
@@ -197,6 +203,17 @@ def _select(args: argparse.Namespace) -> int:
     else:
         print_selection_summary(result, outputs=outputs)
     return 0
+
+
+def _band(value: str) -> tuple[float, float]:
+    """``--compel-band LOW,HIGH`` as a checked pair."""
+    from compresslm.errors import ConfigError
+    from compresslm.select.compel import parse_band
+
+    try:
+        return parse_band(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _max_targets(value: str) -> int:

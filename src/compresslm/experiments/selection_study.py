@@ -50,8 +50,8 @@ from compresslm.experiments.finetune import FinetuneSettings, RunResult, RunSpec
 from compresslm.experiments.selection_report import slug, write_report
 from compresslm.select.pool import ReadOptions
 
-DEFAULT_METHODS = ("zipfit", "zipfit:lz4+nocontrast", "zipfit:gzip9", "dsir", "d4", "random")
-BASELINE_NAMES = ("dsir", "d4", "random")  # method names (before ":") that count as baselines
+DEFAULT_METHODS = ("zipfit", "zipfit:lz4+nocontrast", "zipfit:gzip9", "dsir", "d4", "random", "compel")
+BASELINE_NAMES = ("dsir", "d4", "random", "compel")  # method names (before ":") that count as baselines
 HUMANEVAL_TARGET = "builtin:humaneval-target"
 HUMANEVAL_TEST = "builtin:humaneval-test"
 RESULTS_VERSION = 1

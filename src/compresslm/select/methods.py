@@ -10,7 +10,9 @@ paper's setting with ours in a single run:
   ``zipfit:lz4+nocontrast+all`` is plain ZIP-FIT with LZ4, ``zipfit:gzip9+contrast``;
 * ``dsir`` (Gumbel top-k), ``dsir:topk`` (plain top-k by importance weight);
 * ``d4``; ``d4:hashing`` (the cheap embedding backend, not the paper's);
-* ``random``.
+* ``random``;
+* ``compel`` (target-free: LZ4 compression ratio in a band, default [0.65, 0.80]); ``compel:LOW,HIGH``
+  sets the band.
 
 Options given explicitly (``compressor=...``) override what a variant implies.
 """
@@ -23,7 +25,7 @@ from typing import Any
 from compresslm.errors import ConfigError
 from compresslm.select.base import SelectionMethod
 
-METHODS = ("zipfit", "dsir", "d4", "random")
+METHODS = ("zipfit", "dsir", "d4", "random", "compel")
 
 
 def _zipfit_variant(variant: str) -> dict[str, Any]:
@@ -88,9 +90,16 @@ def make_method(spec: str, **options: Any) -> SelectionMethod:
         from compresslm.select.random_select import RandomSelection
 
         return RandomSelection(**{k: v for k, v in options.items() if k == "seed"})
+    if name == "compel":
+        from compresslm.select.compel import Compel, parse_band
+
+        opts = {"band": parse_band(variant)} if variant else {}
+        opts.update({k: v for k, v in options.items() if k in _COMPEL_KEYS})
+        return Compel(**opts)
     raise ConfigError(f"unknown selection method '{spec}' (choose from: {', '.join(METHODS)})")
 
 
 _ZIPFIT_KEYS = {"compressor", "contrast", "contrast_size", "workers", "seed", "batch_size", "max_targets"}
 _DSIR_KEYS = {"sampling", "seed", "num_buckets", "ngrams", "min_example_length", "workers"}
 _D4_KEYS = {"embedder", "seed", "cache_dir", "n_clusters", "workers"}
+_COMPEL_KEYS = {"band", "seed"}
