@@ -317,6 +317,24 @@ def _jsonl_kind(path: Path) -> str | None:
     return None
 
 
+def check_record_output(path: str | Path) -> None:
+    """Fail now if :func:`write_records` could not write ``path``: unknown extension or a parent
+    folder that cannot be created or written (checked before a long run, not after it)."""
+    path = Path(path)
+    if _jsonl_kind(path) is None and not path.name.lower().endswith(".parquet"):
+        raise ConfigError(
+            f"{path}: unknown output format (expected .jsonl, .jsonl.gz, .jsonl.zst or .parquet)"
+        )
+    check_writable_parent(path)
+
+
+def check_writable_parent(path: str | Path) -> None:
+    """Fail now if ``path``'s nearest existing parent is not a folder this process can write."""
+    parent = next((p for p in Path(path).absolute().parents if p.exists()), None)
+    if parent is not None and (not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK)):
+        raise ConfigError(f"{path}: cannot write in {parent}")
+
+
 def write_records(path: str | Path, rows: Iterable[dict[str, Any]], *, force: bool = False) -> int:
     """Write ``rows`` to ``path`` atomically, format by extension; returns the number of rows.
 
@@ -402,3 +420,80 @@ def _chunks(rows: Iterable[dict[str, Any]], size: int) -> Iterator[Sequence[dict
             chunk = []
     if chunk:
         yield chunk
+
+
+# ------------------------------------------------------------------------------- outputs committed together
+
+PENDING_PREFIX = ".pending-"
+
+
+class OutputGroup:
+    """Several outputs of one run, published together at the end (or none of them).
+
+    ``reserve(dest)`` returns a hidden temporary path beside ``dest`` that ends with ``dest``'s own
+    name (so format-by-extension writers and ``with_suffix`` siblings still work); the caller writes
+    there. ``commit()`` renames every reserved path onto its destination, checking each destination
+    again (no overwrite without ``force``), and ``discard()`` deletes the temporaries -- used as a
+    context manager, an exception or Ctrl-C discards them. A run that dies on a late error (an
+    output it cannot write, a record that already has a ``score`` field) thus leaves no output
+    that looks complete. A folder destination (sharded outputs) is replaced only when ``force`` is
+    given and it is empty or holds ``marker`` (our own earlier output).
+    """
+
+    def __init__(self, *, force: bool = False, marker: str | None = None) -> None:
+        self.force = force
+        self.marker = marker
+        self._token = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self._items: list[tuple[Path, Path]] = []
+
+    def reserve(self, dest: str | Path) -> Path:
+        dest = Path(dest)
+        tmp = dest.parent / f"{PENDING_PREFIX}{self._token}-{dest.name}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self._items.append((tmp, dest))
+        return tmp
+
+    def commit(self) -> None:
+        for tmp, dest in self._items:
+            if dest.exists() and not self.force:
+                raise OutputExistsError(_exists_message(dest))
+            ours = bool(self.marker) and (dest / str(self.marker)).is_file()
+            if tmp.is_dir() and dest.is_dir() and any(dest.iterdir()) and not ours:
+                raise ConfigError(f"{dest} is a folder that is not an output of this tool; not replacing it")
+        for tmp, dest in self._items:
+            if not tmp.exists():
+                continue  # an optional sibling (e.g. a histogram) that was not written
+            if tmp.is_dir():
+                if dest.is_dir():
+                    import shutil
+
+                    shutil.rmtree(dest)
+                os.replace(tmp, dest)
+            else:
+                _publish(str(tmp), dest, self.force)
+            _fsync_dir(dest.parent)
+        self._items = []
+
+    def discard(self) -> None:
+        for tmp, _ in self._items:
+            with suppress(OSError):
+                if tmp.is_dir():
+                    import shutil
+
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
+        self._items = []
+
+    def __enter__(self) -> OutputGroup:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None:
+            self.discard()
+            return
+        try:
+            self.commit()
+        except BaseException:
+            self.discard()
+            raise

@@ -9,8 +9,13 @@ Passes over the source files (each streaming, memory bounded by k / the budget a
 3. the writing pass: the selected records are picked out of the inputs again and written unchanged
    plus ``score`` and ``record_id``, best first.
 
-Outputs are checked before any work starts (no overwrite without ``force``) and written atomically,
-so an interrupted run leaves no file that looks complete.
+Outputs are checked before any work starts (no overwrite without ``force``, a known format, a folder
+that can be written) and are written to hidden temporaries that are renamed into place together at
+the very end (:class:`~compresslm.data.writers.OutputGroup`), so an interrupted or failing run leaves
+no output at all, never some complete files and not others.
+
+The staged engines (:mod:`compresslm.select.stages`) run the same methods shard by shard, locally or
+on Ray, resumably.
 """
 
 from __future__ import annotations
@@ -28,7 +33,15 @@ import numpy as np
 from compresslm.data.accounting import Accounting
 from compresslm.data.readers import read_records
 from compresslm.data.records import Record, Rejection
-from compresslm.data.writers import atomic_output, check_not_input, check_outputs_free, write_records
+from compresslm.data.writers import (
+    OutputGroup,
+    atomic_output,
+    check_not_input,
+    check_outputs_free,
+    check_record_output,
+    check_writable_parent,
+    write_records,
+)
 from compresslm.errors import ConfigError, DataError
 from compresslm.select.base import SelectionMethod
 from compresslm.select.pool import ReadOptions, SourcePool
@@ -74,6 +87,16 @@ class Outputs:
     rejects: str | None = None
     report: str | None = None
     force: bool = False
+
+    def check(self) -> None:
+        """Everything about the outputs that can be checked before any work starts."""
+        check_outputs_free(self.paths(), self.force)
+        for path in (self.selected, self.rejects):
+            if path:
+                check_record_output(path)
+        for path in (self.scores, self.report):
+            if path:
+                check_writable_parent(path)
 
     def paths(self) -> list[str]:
         paths = [p for p in (self.selected, self.scores, self.rejects, self.report) if p]
@@ -216,7 +239,7 @@ def run_selection(
     spec.validate()
     read_options = read_options or ReadOptions()
     outputs = outputs or Outputs()
-    check_outputs_free(outputs.paths(), outputs.force)
+    outputs.check()
     check_not_input(outputs.paths(), sources)
     if not targets:
         raise ConfigError("the target set is empty")
@@ -242,99 +265,107 @@ def run_selection(
     domain_pool: dict[str, int] = {}
     t1 = time.perf_counter()
     bar = _progress_bar(progress, total_hint)
-    with ExitStack() as stack:
-        writer = schema = None
-        if outputs.scores:
-            writer, schema = _scores_writer(stack, outputs.scores, outputs.force)
-        for indices, scores in method.score_batches(pool):
-            metas = [pool.take_meta(int(i)) for i in indices]
-            sizes = np.fromiter((m.size for m in metas), dtype=np.int64, count=len(metas))
-            # A score of -inf or NaN means "never select" (e.g. DSIR's minimum-length mask): such a
-            # document is scored and counted as not selected, even when k exceeds the eligible pool.
-            scores = np.asarray(scores, dtype=np.float64)
-            ok = scores > -np.inf
-            idx_ok = np.asarray(indices)[ok] if not ok.all() else indices
-            if isinstance(selector, TopK):
-                selector.push_batch(idx_ok, scores[ok])
-            else:
-                selector.push_batch(idx_ok, scores[ok], sizes[ok])
-            for m, s in zip(metas, scores, strict=True):
-                group = m.domain if m.domain is not None else m.source
-                reservoir.add(group, float(s))
-                if m.domain is not None:
-                    domain_pool[m.domain] = domain_pool.get(m.domain, 0) + 1
-            if writer is not None:
-                import pyarrow as pa
+    group = OutputGroup(force=outputs.force)
+    with group:  # every output is published together when the block ends without an error
+        with ExitStack() as stack:
+            writer = schema = None
+            if outputs.scores:
+                writer, schema = _scores_writer(stack, str(group.reserve(outputs.scores)), True)
+            for indices, scores in method.score_batches(pool):
+                metas = [pool.take_meta(int(i)) for i in indices]
+                sizes = np.fromiter((m.size for m in metas), dtype=np.int64, count=len(metas))
+                # A score of -inf or NaN means "never select" (e.g. DSIR's minimum-length mask): such a
+                # document is scored and counted as not selected, even when k exceeds the eligible pool.
+                scores = np.asarray(scores, dtype=np.float64)
+                ok = scores > -np.inf
+                idx_ok = np.asarray(indices)[ok] if not ok.all() else indices
+                if isinstance(selector, TopK):
+                    selector.push_batch(idx_ok, scores[ok])
+                else:
+                    selector.push_batch(idx_ok, scores[ok], sizes[ok])
+                for m, s in zip(metas, scores, strict=True):
+                    label = m.domain if m.domain is not None else m.source
+                    reservoir.add(label, float(s))
+                    if m.domain is not None:
+                        domain_pool[m.domain] = domain_pool.get(m.domain, 0) + 1
+                if writer is not None:
+                    import pyarrow as pa
 
-                writer.write_table(
-                    pa.table(
-                        {
-                            "id": [m.id for m in metas],
-                            "source": [m.source for m in metas],
-                            "score": np.asarray(scores, dtype=np.float64),
-                            "bytes": [m.nbytes for m in metas],
-                            "size": sizes,
-                            "domain": [m.domain for m in metas],
-                        },
-                        schema=schema,
+                    writer.write_table(
+                        pa.table(
+                            {
+                                "id": [m.id for m in metas],
+                                "source": [m.source for m in metas],
+                                "score": np.asarray(scores, dtype=np.float64),
+                                "bytes": [m.nbytes for m in metas],
+                                "size": sizes,
+                                "domain": [m.domain for m in metas],
+                            },
+                            schema=schema,
+                        )
                     )
+                if bar is not None:
+                    bar.update(len(metas))
+            if pool.pending:
+                raise RuntimeError(
+                    f"method {method.name} returned no score for {len(pool.pending)} documents"
                 )
-            if bar is not None:
-                bar.update(len(metas))
-        if pool.pending:
-            raise RuntimeError(f"method {method.name} returned no score for {len(pool.pending)} documents")
-    if bar is not None:
-        bar.close()
-    seconds["score"] = time.perf_counter() - t1
-    pool.accounting = None
+        if bar is not None:
+            bar.close()
+        seconds["score"] = time.perf_counter() - t1
+        pool.accounting = None
 
-    ranked = _ranked(selector)
-    acct.set_selected(len(ranked))
-    acct.check()
+        ranked = _ranked(selector)
+        acct.set_selected(len(ranked))
+        acct.check()
 
-    # Writing pass: pick the selected records out of the inputs again (bounded by k).
-    t2 = time.perf_counter()
-    rank_of = {idx: r for r, (idx, _, _) in enumerate(ranked)}
-    chosen: list[Selected | None] = [None] * len(ranked)
-    rows: list[dict[str, Any] | None] = [None] * len(ranked)
-    found = 0
-    if ranked:
-        for rec in pool.accepted():
-            r = rank_of.get(rec.index)
-            if r is None:
-                continue
-            _, score, keep = ranked[r]
-            chosen[r], rows[r] = _selected_row(rec, r, score, keep, read_options, size_of)
-            found += 1
-            if found == len(ranked):
-                break
-    if None in chosen:
-        raise DataError("the inputs changed while selecting (a selected record is gone on re-reading)")
-    selected = [c for c in chosen if c is not None]
-    if outputs.selected:
-        write_records(outputs.selected, (row for row in rows if row is not None), force=outputs.force)
-    if outputs.rejects:
-        acct.write_rejects(outputs.rejects, force=outputs.force)
-    seconds["write"] = time.perf_counter() - t2
-    seconds["total"] = time.perf_counter() - t0
+        # Writing pass: pick the selected records out of the inputs again (bounded by k).
+        t2 = time.perf_counter()
+        rank_of = {idx: r for r, (idx, _, _) in enumerate(ranked)}
+        chosen: list[Selected | None] = [None] * len(ranked)
+        rows: list[dict[str, Any] | None] = [None] * len(ranked)
+        found = 0
+        if ranked:
+            for rec in pool.accepted():
+                r = rank_of.get(rec.index)
+                if r is None:
+                    continue
+                _, score, keep = ranked[r]
+                chosen[r], rows[r] = _selected_row(rec, r, score, keep, read_options, size_of)
+                found += 1
+                if found == len(ranked):
+                    break
+        if None in chosen:
+            raise DataError("the inputs changed while selecting (a selected record is gone on re-reading)")
+        selected = [c for c in chosen if c is not None]
+        if outputs.selected:
+            write_records(
+                group.reserve(outputs.selected), (row for row in rows if row is not None), force=True
+            )
+        if outputs.rejects:
+            acct.write_rejects(group.reserve(outputs.rejects), force=True)
+        seconds["write"] = time.perf_counter() - t2
+        seconds["total"] = time.perf_counter() - t0
 
-    domains = {
-        d: {"pool": n, "selected": sum(s.domain == d for s in selected)} for d, n in domain_pool.items()
-    }
-    result = SelectionResult(
-        method=method.describe(),
-        selected=selected,
-        accounting=acct.summary(),
-        seconds=seconds,
-        spec={**spec.__dict__, "unit": spec.unit},
-        n_targets=len(targets),
-        domains=domains,
-        score_samples=reservoir.samples,
-    )
-    if outputs.report:
-        from compresslm.select.report import write_selection_report
+        domains = {
+            d: {"pool": n, "selected": sum(s.domain == d for s in selected)} for d, n in domain_pool.items()
+        }
+        result = SelectionResult(
+            method=method.describe(),
+            selected=selected,
+            accounting=acct.summary(),
+            seconds=seconds,
+            spec={**spec.__dict__, "unit": spec.unit},
+            n_targets=len(targets),
+            domains=domains,
+            score_samples=reservoir.samples,
+        )
+        if outputs.report:
+            from compresslm.select.report import histogram_path, write_selection_report
 
-        write_selection_report(outputs.report, result, force=outputs.force)
+            report = group.reserve(outputs.report)
+            group.reserve(histogram_path(outputs.report))  # written by the report beside `report`
+            write_selection_report(report, result, force=True)
     return result
 
 
