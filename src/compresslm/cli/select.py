@@ -21,6 +21,8 @@ from compresslm.cli.common import (
     template,
 )
 from compresslm.data.readers import DEFAULT_MAX_BYTES
+from compresslm.errors import ConfigError
+from compresslm.select.parallel import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from compresslm.select.pool import ReadOptions
@@ -103,7 +105,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='target text template, e.g. "{prompt}\\n{canonical_solution}" (default: --template)',
     )
     o = p.add_argument_group("outputs")
-    o.add_argument("-o", "--out", help="selected records (.jsonl/.jsonl.gz/.jsonl.zst/.parquet), best first")
+    o.add_argument(
+        "-o",
+        "--out",
+        help="selected records, best first: a file (.jsonl/.jsonl.gz/.jsonl.zst/.parquet), or a folder "
+        "(a name without an extension, or ending in /) for one file per input shard in the input's "
+        "format (runs the staged engine)",
+    )
     o.add_argument(
         "--scores",
         type=suffix_path(".parquet"),
@@ -113,6 +121,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     o.add_argument("--report", help="JSON report (+ a PNG score histogram beside it)")
     o.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--workers", type=positive_int, help="worker processes (default: all cores)")
+    e = p.add_argument_group("engines (scale-out and resumable runs; see docs/scale-out.md)")
+    e.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        help="run as resumable stages (plan, score, select, write) per input shard: 'local' on this "
+        "machine's process pool, 'ray' on a Ray cluster through Ray Data (zipfit, dsir, random). "
+        "Default: one streaming process pipeline, or 'local' with --work-dir or --out FOLDER",
+    )
+    e.add_argument(
+        "--ray-address",
+        help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray started and stopped here)",
+    )
+    e.add_argument("--num-cpus", type=float, default=1, help="CPUs per Ray worker (default 1)")
+    e.add_argument(
+        "--work-dir",
+        help="keep stage outputs and completion markers here; rerunning the same command after a "
+        "crash, kill or Ctrl-C skips finished shards and gives the same outputs",
+    )
+    e.add_argument("--overwrite", action="store_true", help="discard what --work-dir holds and start over")
     p.add_argument(
         "--batch-size", type=positive_int, default=256, help="documents per scoring batch (default 256)"
     )
@@ -164,14 +191,19 @@ def _select(args: argparse.Namespace) -> int:
         min_tokens=args.min_tokens,
     )
     spec.validate()
-    outputs = Outputs(args.out, args.scores, args.rejects, args.report, args.force)
-    from compresslm.data.writers import check_not_input, check_outputs_free
+    out_dir = args.out if args.out and not _is_record_file(args.out) else None
+    outputs = Outputs(None if out_dir else args.out, args.scores, args.rejects, args.report, args.force)
+    staged = bool(args.engine or args.work_dir or out_dir)
+    if not staged:
+        for flag, value in (("--ray-address", args.ray_address), ("--overwrite", args.overwrite)):
+            if value:
+                raise ConfigError(f"{flag} needs --engine or --work-dir")
+    from compresslm.data.writers import check_not_input
 
-    check_outputs_free(outputs.paths(), outputs.force)
-    check_not_input(outputs.paths(), [*args.source, *args.target])
+    outputs.check()
+    check_not_input([*outputs.paths(), out_dir, args.work_dir], [*args.source, *args.target])
     targets = load_targets(args.target, target_read)
-    method = make_method(
-        args.method,
+    method_options = dict(
         compressor=args.compressor,
         contrast=args.contrast,
         contrast_size=args.contrast_size,
@@ -185,17 +217,49 @@ def _select(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         band=args.compel_band,
     )
-    progress = not args.no_progress and sys.stderr.isatty() or bool(os.environ.get("COMPRESSLM_PROGRESS"))
-    result = run_selection(
-        method,
-        targets,
-        args.source,
-        spec,
-        read_options=read,
-        outputs=outputs,
-        batch_size=args.batch_size,
-        progress=progress,
-    )
+    with sigterm_as_interrupt():
+        if staged:
+            from compresslm.select.stages import StagedOptions, run_staged_selection
+
+            options = StagedOptions(
+                engine=args.engine or "local",
+                workers=args.workers,
+                num_cpus=args.num_cpus,
+                ray_address=args.ray_address,
+                work_dir=args.work_dir,
+                overwrite=args.overwrite,
+                out_dir=out_dir,
+            )
+            method_options.pop("workers")
+            result = run_staged_selection(
+                args.method,
+                method_options,
+                targets,
+                args.source,
+                spec,
+                read_options=read,
+                outputs=outputs,
+                options=options,
+                batch_size=args.batch_size,
+                seed=args.seed,
+            )
+        else:
+            method = make_method(args.method, **method_options)
+            progress = (
+                not args.no_progress and sys.stderr.isatty() or bool(os.environ.get("COMPRESSLM_PROGRESS"))
+            )
+            result = run_selection(
+                method,
+                targets,
+                args.source,
+                spec,
+                read_options=read,
+                outputs=outputs,
+                batch_size=args.batch_size,
+                progress=progress,
+            )
+    if out_dir:
+        outputs.selected = out_dir
     if args.json:
         import json
 
@@ -205,6 +269,7 @@ def _select(args: argparse.Namespace) -> int:
     return 0
 
 
+<<<<<<< HEAD
 def _band(value: str) -> tuple[float, float]:
     """``--compel-band LOW,HIGH`` as a checked pair."""
     from compresslm.errors import ConfigError
@@ -214,6 +279,15 @@ def _band(value: str) -> tuple[float, float]:
         return parse_band(value)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+=======
+def _is_record_file(path: str) -> bool:
+    """Whether ``--out`` names one records file; a folder of per-shard files is a name without an
+    extension, one ending in ``/``, or an existing folder (a typo such as ``x.csv`` stays a file
+    and fails the format check)."""
+    from pathlib import Path
+
+    return not (path.endswith(("/", os.sep)) or Path(path).is_dir() or not Path(path).suffix)
+>>>>>>> 72d5dd3 (select: stages (plan, score, select, write) on a local process pool or Ray Data, resumable --work-dir keyed on content hashes, --out FOLDER with one file per input shard, SIGTERM handled like Ctrl-C)
 
 
 def _max_targets(value: str) -> int:

@@ -21,11 +21,12 @@ driver-side merge is deterministic.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
-from compresslm.errors import ConfigError
+from compresslm.errors import CompressLMError, ConfigError
 from compresslm.select.parallel import ordered_map, resolve_workers
 
 C = TypeVar("C")
@@ -40,7 +41,9 @@ class Engine(Protocol):
     name: str
     workers: int
 
-    def map(self, fn: StageFn, context: Any, tasks: Sequence[dict[str, Any]], *, stage: str) -> Iterator[dict[str, Any]]: ...
+    def map(
+        self, fn: StageFn, context: Any, tasks: Sequence[dict[str, Any]], *, stage: str
+    ) -> Iterator[dict[str, Any]]: ...
 
     def close(self) -> None: ...
 
@@ -95,9 +98,13 @@ class LocalEngine:
 class _RayStage:
     """One actor of a stage's actor pool: holds the context, runs one task per batch row."""
 
-    def __init__(self, fn: StageFn, context: Any) -> None:
+    def __init__(self, fn: StageFn, context: Any, cwd: str) -> None:
         from compresslm.select.parallel import tune_malloc
 
+        # Each actor is a process of its own: relative input paths resolve as on the driver (on a
+        # cluster, inputs and the work directory must sit at the same path on every node).
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
         tune_malloc()
         self.fn = fn
         self.context = context
@@ -105,10 +112,7 @@ class _RayStage:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import json
 
-        results = [
-            json.dumps(self.fn(self.context, json.loads(task)))
-            for task in batch["task"]
-        ]
+        results = [json.dumps(self.fn(self.context, json.loads(task))) for task in batch["task"]]
         return {"n": batch["n"], "result": results}
 
 
@@ -117,7 +121,9 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, workers: int | None = None, *, address: str | None = None, num_cpus: float = 1) -> None:
+    def __init__(
+        self, workers: int | None = None, *, address: str | None = None, num_cpus: float = 1
+    ) -> None:
         try:
             import ray
         except ImportError:
@@ -130,7 +136,11 @@ class RayEngine:
         address = address or os.environ.get("RAY_ADDRESS") or None
         self._started = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "configure_logging": False,
+            }
             if address:
                 ray.init(address=address, **kwargs)
             else:
@@ -141,9 +151,12 @@ class RayEngine:
             total = ray.cluster_resources().get("CPU", 1)
             workers = max(1, int(total // num_cpus))
         self.workers = resolve_workers(workers)
+        import logging
+
         import ray.data
 
         ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-execution INFO lines on stderr
 
     def map(
         self, fn: StageFn, context: Any, tasks: Sequence[dict[str, Any]], *, stage: str
@@ -158,14 +171,17 @@ class RayEngine:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         out = ds.map_batches(
             _RayStage,
-            fn_constructor_kwargs={"fn": fn, "context": context},
+            fn_constructor_kwargs={"fn": fn, "context": context, "cwd": os.getcwd()},
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=min(self.workers, len(items))),
             num_cpus=self.num_cpus,
         )
         results: dict[int, dict[str, Any]] = {}
-        for row in out.iter_rows():
-            results[int(row["n"])] = json.loads(row["result"])
+        try:
+            for row in out.iter_rows():
+                results[int(row["n"])] = json.loads(row["result"])
+        except Exception as exc:
+            raise _user_error(exc) from exc
         return (results[i] for i in range(len(items)))
 
     def close(self) -> None:
@@ -174,6 +190,22 @@ class RayEngine:
 
             ray.shutdown()
             self._started = False
+
+
+def _user_error(exc: BaseException) -> BaseException:
+    """Our own error inside Ray's wrappers (task error -> user code exception -> ours), re-raised
+    as itself so the CLI prints one line instead of a remote traceback; else ``exc``."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, CompressLMError):
+            return type(e)(*e.args)
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return exc
 
 
 def make_engine(

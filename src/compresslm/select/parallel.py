@@ -105,6 +105,30 @@ def _mallopt_all() -> bool:
     return all(ok)
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (``kill``, a scheduler's time limit) like Ctrl-C while the block runs.
+
+    Python's default SIGTERM action ends the process at once, skipping every ``finally``: the
+    temporaries of atomic outputs stay behind and worker pools are not stopped. Raising
+    ``KeyboardInterrupt`` instead runs the same clean-up as Ctrl-C. Only the main thread can
+    install handlers; elsewhere this does nothing.
+    """
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _die_with_parent() -> None:
     """Linux: have the kernel send SIGTERM to this worker when its parent dies (even by SIGKILL)."""
     if not sys.platform.startswith("linux"):
@@ -117,6 +141,9 @@ def _worker_start(initializer: Callable[..., None] | None, initargs: tuple[Any, 
     # Ctrl-C reaches the whole process group; only the parent handles it (and terminates us), so a
     # worker never dies half-way with a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the parent's SIGTERM-as-Ctrl-C handler; the parent ends us with
+    # SIGTERM, which must end us (the default action), not raise inside a task.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
     tune_malloc()
     if initializer is not None:

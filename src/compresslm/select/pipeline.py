@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +44,7 @@ from compresslm.data.writers import (
 )
 from compresslm.errors import ConfigError, DataError
 from compresslm.select.base import SelectionMethod
-from compresslm.select.pool import ReadOptions, SourcePool
+from compresslm.select.pool import DocMeta, ReadOptions, SourcePool
 from compresslm.select.tokens import get_token_counter
 from compresslm.select.topk import BudgetSelector, TopK
 
@@ -203,11 +203,11 @@ def load_targets(paths: Sequence[str], options: ReadOptions) -> list[str]:
     return texts
 
 
-def _scores_writer(stack: ExitStack, path: str, force: bool) -> Any:
+def scores_schema() -> Any:
+    """The Arrow schema of a scores file (one row per accepted document)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    schema = pa.schema(
+    return pa.schema(
         [
             ("id", pa.string()),
             ("source", pa.string()),
@@ -217,10 +217,62 @@ def _scores_writer(stack: ExitStack, path: str, force: bool) -> Any:
             ("domain", pa.string()),
         ]
     )
-    fh = stack.enter_context(atomic_output(path, force=force, mode="wb"))
-    writer = pq.ParquetWriter(fh, schema)
+
+
+def scores_table(metas: Sequence[DocMeta], scores: np.ndarray, sizes: np.ndarray) -> Any:
+    """One batch of the scores file."""
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "id": [m.id for m in metas],
+            "source": [m.source for m in metas],
+            "score": np.asarray(scores, dtype=np.float64),
+            "bytes": [m.nbytes for m in metas],
+            "size": sizes,
+            "domain": [m.domain for m in metas],
+        },
+        schema=scores_schema(),
+    )
+
+
+def make_selector(spec: SelectionSpec) -> TopK | BudgetSelector:
+    """The streaming selector for ``spec``: top-k, or the best documents within the budget."""
+    if spec.k is not None:
+        return TopK(spec.k)
+    budget = spec.budget_tokens if spec.budget_tokens is not None else spec.budget_bytes
+    return BudgetSelector(int(budget or 0), truncate_last=spec.truncate_last)
+
+
+def scored_batches(
+    method: SelectionMethod, pool: SourcePool, selector: TopK | BudgetSelector
+) -> Iterator[tuple[list[DocMeta], np.ndarray, np.ndarray]]:
+    """Run ``method``'s scoring pass over ``pool``, push every score into ``selector``, and yield
+    ``(metas, scores, sizes)`` per batch; checks at the end that every document got a score."""
+    for indices, raw in method.score_batches(pool):
+        metas = [pool.take_meta(int(i)) for i in indices]
+        sizes = np.fromiter((m.size for m in metas), dtype=np.int64, count=len(metas))
+        # A score of -inf means "never select" (e.g. DSIR's minimum-length mask): such a document
+        # is scored and counted as not selected, even when k exceeds the eligible pool.
+        scores = np.asarray(raw, dtype=np.float64)
+        ok = scores > -np.inf
+        idx_ok = np.asarray(indices, dtype=np.int64)[ok]
+        if isinstance(selector, TopK):
+            selector.push_batch(idx_ok, scores[ok])
+        else:
+            selector.push_batch(idx_ok, scores[ok], sizes[ok])
+        yield metas, scores, sizes
+    if pool.pending:
+        raise RuntimeError(f"method {method.name} returned no score for {len(pool.pending)} documents")
+
+
+def _scores_writer(stack: ExitStack, path: str) -> Any:
+    import pyarrow.parquet as pq
+
+    fh = stack.enter_context(atomic_output(path, force=True, mode="wb"))
+    writer = pq.ParquetWriter(fh, scores_schema())
     stack.callback(writer.close)  # closes before the atomic rename (ExitStack is LIFO)
-    return writer, schema
+    return writer
 
 
 def run_selection(
@@ -257,10 +309,7 @@ def run_selection(
 
     acct = Accounting()
     pool.begin_scoring_pass(acct)
-    budget = spec.budget_tokens if spec.budget_tokens is not None else spec.budget_bytes
-    selector: TopK | BudgetSelector = (
-        TopK(spec.k) if spec.k is not None else BudgetSelector(budget, truncate_last=spec.truncate_last)
-    )
+    selector = make_selector(spec)
     reservoir = _Reservoir()
     domain_pool: dict[str, int] = {}
     t1 = time.perf_counter()
@@ -268,48 +317,19 @@ def run_selection(
     group = OutputGroup(force=outputs.force)
     with group:  # every output is published together when the block ends without an error
         with ExitStack() as stack:
-            writer = schema = None
+            writer = None
             if outputs.scores:
-                writer, schema = _scores_writer(stack, str(group.reserve(outputs.scores)), True)
-            for indices, scores in method.score_batches(pool):
-                metas = [pool.take_meta(int(i)) for i in indices]
-                sizes = np.fromiter((m.size for m in metas), dtype=np.int64, count=len(metas))
-                # A score of -inf or NaN means "never select" (e.g. DSIR's minimum-length mask): such a
-                # document is scored and counted as not selected, even when k exceeds the eligible pool.
-                scores = np.asarray(scores, dtype=np.float64)
-                ok = scores > -np.inf
-                idx_ok = np.asarray(indices)[ok] if not ok.all() else indices
-                if isinstance(selector, TopK):
-                    selector.push_batch(idx_ok, scores[ok])
-                else:
-                    selector.push_batch(idx_ok, scores[ok], sizes[ok])
-                for m, s in zip(metas, scores, strict=True):
+                writer = _scores_writer(stack, str(group.reserve(outputs.scores)))
+            for metas, scores, sizes in scored_batches(method, pool, selector):
+                for m, s in zip(metas, scores.tolist(), strict=True):
                     label = m.domain if m.domain is not None else m.source
-                    reservoir.add(label, float(s))
+                    reservoir.add(label, s)
                     if m.domain is not None:
                         domain_pool[m.domain] = domain_pool.get(m.domain, 0) + 1
                 if writer is not None:
-                    import pyarrow as pa
-
-                    writer.write_table(
-                        pa.table(
-                            {
-                                "id": [m.id for m in metas],
-                                "source": [m.source for m in metas],
-                                "score": np.asarray(scores, dtype=np.float64),
-                                "bytes": [m.nbytes for m in metas],
-                                "size": sizes,
-                                "domain": [m.domain for m in metas],
-                            },
-                            schema=schema,
-                        )
-                    )
+                    writer.write_table(scores_table(metas, scores, sizes))
                 if bar is not None:
                     bar.update(len(metas))
-            if pool.pending:
-                raise RuntimeError(
-                    f"method {method.name} returned no score for {len(pool.pending)} documents"
-                )
         if bar is not None:
             bar.close()
         seconds["score"] = time.perf_counter() - t1

@@ -161,6 +161,11 @@ class BudgetSelector:
             if self._cutoff is None or key > self._cutoff:
                 self._cutoff = key
 
+    def sizes_of(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The sizes pushed with kept documents ``indices`` (e.g. the result's), for a later merge."""
+        by_index = {-neg: size for _, _, neg, size in self._heap}
+        return np.fromiter((by_index[int(i)] for i in indices), np.int64, len(indices))
+
     def result(self) -> tuple[np.ndarray, np.ndarray, int | None]:
         """``(indices, scores, truncated_size)`` in rank order.
 

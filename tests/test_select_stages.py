@@ -1,0 +1,363 @@
+"""Selection as stages: exact merge, same selection on both engines, resumption, changed inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from compresslm.errors import ConfigError, DataError
+from compresslm.select.methods import make_method
+from compresslm.select.pipeline import Outputs, SelectionSpec, run_selection
+from compresslm.select.pool import ReadOptions
+from compresslm.select.stages import (
+    SHARD_SHIFT,
+    StageContext,
+    StagedOptions,
+    content_hash,
+    merge_candidates,
+    run_staged_selection,
+    write_shard,
+)
+from compresslm.select.topk import BudgetSelector, TopK
+
+WORDS = [
+    "def",
+    "return",
+    "class",
+    "import",
+    "self",
+    "print",
+    "for",
+    "in",
+    "range",
+    "if",
+    "else",
+    "while",
+    "the",
+    "of",
+    "and",
+    "to",
+    "a",
+    "is",
+    "was",
+]
+TARGETS = ["def f(self):\n    return self.x\n" * (i + 1) for i in range(4)]
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def make_pool(folder: Path, shards: int = 4, docs: int = 40, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    paths = []
+    for s in range(shards):
+        path = folder / f"shard{s:02d}.jsonl"
+        with path.open("w", encoding="utf-8") as f:
+            for i in range(docs):
+                text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 80)))
+                f.write(json.dumps({"text": text, "domain": "a" if i % 3 else "b", "n": i}) + "\n")
+        paths.append(str(path))
+    return paths
+
+
+def staged(tmp: Path, method: str, sources: list[str], name: str, *, engine: str = "local", **kw):
+    outputs = Outputs(selected=str(tmp / f"{name}.jsonl"), scores=str(tmp / f"{name}.parquet"))
+    spec = kw.pop("spec", None) or SelectionSpec(k=12)
+    options = StagedOptions(engine=engine, workers=kw.pop("workers", 2), **kw)
+    result = run_staged_selection(
+        method,
+        {},
+        TARGETS,
+        sources,
+        spec,
+        read_options=ReadOptions(domain_field="domain"),
+        outputs=outputs,
+        options=options,
+    )
+    return result, (tmp / f"{name}.jsonl").read_bytes(), pq.read_table(tmp / f"{name}.parquet")
+
+
+# ----------------------------------------------------------------------------- the merge is exact
+
+
+@pytest.mark.parametrize("mode", ["k", "budget", "budget-truncate"])
+def test_merging_shard_candidates_equals_one_selector_over_all_scores(mode: str) -> None:
+    rng = np.random.default_rng(3)
+    shards = []
+    for _ in range(7):
+        n = int(rng.integers(0, 60))
+        scores = rng.integers(0, 6, n).astype(np.float64)  # many ties
+        scores[rng.random(n) < 0.05] = np.nan
+        shards.append((scores, rng.integers(0, 30, n)))
+    spec = (
+        SelectionSpec(k=25)
+        if mode == "k"
+        else SelectionSpec(budget_bytes=300, truncate_last=mode.endswith("truncate"))
+    )
+
+    def selector():
+        return TopK(25) if mode == "k" else BudgetSelector(300, truncate_last=spec.truncate_last)
+
+    whole = selector()
+    cands = []
+    for s, (scores, sizes) in enumerate(shards):
+        glob = (s << SHARD_SHIFT) + np.arange(len(scores))
+        if mode == "k":
+            whole.push_batch(glob, scores)
+        else:
+            whole.push_batch(glob, scores, sizes)
+        local = selector()
+        if mode == "k":
+            local.push_batch(np.arange(len(scores)), scores)
+        else:
+            local.push_batch(np.arange(len(scores)), scores, sizes)
+        idx = local.result()[0]
+        cands.append((s, idx, scores[idx], sizes[idx]))
+    merged = merge_candidates(spec, iter(cands))
+    expected = whole.result()
+    assert [g for g, _, _ in merged] == expected[0].tolist()
+    np.testing.assert_array_equal([sc for _, sc, _ in merged], expected[1])
+    if mode == "budget-truncate":
+        assert merged[-1][2] == expected[2]
+
+
+@pytest.mark.parametrize(
+    ("method", "spec"),
+    [
+        ("zipfit:gzip9", SelectionSpec(k=12)),
+        ("zipfit:lz4+nocontrast", SelectionSpec(budget_bytes=2500, truncate_last=True)),
+        ("dsir:topk", SelectionSpec(budget_tokens=700)),
+    ],
+)
+def test_staged_equals_in_process_pipeline_for_deterministic_methods(
+    tmp_path: Path, method: str, spec: SelectionSpec
+) -> None:
+    sources = make_pool(tmp_path)
+    out = tmp_path / "one.jsonl"
+    expected = run_selection(
+        make_method(method, workers=1), TARGETS, sources, spec, outputs=Outputs(selected=str(out))
+    )
+    result, data, _ = staged(tmp_path, method, sources, "staged", spec=spec)
+    assert len(result.selected) > 3
+    assert [s.id for s in result.selected] == [s.id for s in expected.selected]
+    assert [s.score for s in result.selected] == [s.score for s in expected.selected]
+    assert [s.truncated_to for s in result.selected] == [s.truncated_to for s in expected.selected]
+    assert data == out.read_bytes()
+    assert result.accounting["read"] == expected.accounting["read"] == 160
+
+
+def test_sharded_output_holds_each_shards_selection_in_its_format(tmp_path: Path) -> None:
+    sources = make_pool(tmp_path)
+    run_staged_selection(
+        "zipfit:gzip9",
+        {},
+        TARGETS,
+        sources,
+        SelectionSpec(k=12),
+        outputs=Outputs(selected=str(tmp_path / "one.jsonl")),
+        options=StagedOptions(workers=1),
+    )
+    result = run_staged_selection(
+        "zipfit:gzip9",
+        {},
+        TARGETS,
+        sources,
+        SelectionSpec(k=12),
+        options=StagedOptions(workers=1, out_dir=str(tmp_path / "parts")),
+    )
+    manifest = json.loads((tmp_path / "parts" / "_SELECTION.json").read_text())
+    rows = []
+    for part in manifest["parts"]:
+        lines = (tmp_path / "parts" / part["file"]).read_text().splitlines()
+        assert all(json.loads(x)["record_id"].startswith(part["input"] + ":") for x in lines)
+        rows += [json.loads(x) for x in lines]
+    single = [json.loads(x) for x in (tmp_path / "one.jsonl").read_text().splitlines()]
+    assert sorted(r["record_id"] for r in rows) == sorted(r["record_id"] for r in single)
+    assert sum(result.accounting["sources"][s]["selected"] for s in sources) == 12
+
+
+def test_d4_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="d4 runs in one process"):
+        run_staged_selection("d4", {}, TARGETS, make_pool(tmp_path, 1), SelectionSpec(k=2))
+
+
+# ------------------------------------------------------------------------ resumption and changes
+
+
+def test_changed_input_or_setting_is_refused_and_overwrite_starts_over(tmp_path: Path) -> None:
+    sources = make_pool(tmp_path, shards=2)
+    work = str(tmp_path / "work")
+    staged(tmp_path, "random", sources, "a", work_dir=work)
+    with pytest.raises(ConfigError, match="other settings"):
+        staged(tmp_path, "dsir", sources, "b", work_dir=work)
+    # same size, different content: a content hash, not a size, notices
+    path = Path(sources[1])
+    data = path.read_bytes()
+    i = data.index(b"return")
+    path.write_bytes(data[:i] + b"retrun" + data[i + 6 :])
+    with pytest.raises(DataError, match="changed since"):
+        staged(tmp_path, "random", sources, "c", work_dir=work)
+    result, _, _ = staged(tmp_path, "random", sources, "d", work_dir=work, overwrite=True)
+    assert result.accounting["read"] == 80
+
+
+def test_a_source_rewritten_between_scoring_and_writing_fails(tmp_path: Path) -> None:
+    sources = make_pool(tmp_path, shards=1)
+    digest = content_hash(sources[0])
+    Path(sources[0]).write_text(Path(sources[0]).read_text().replace("the", "teh"))
+    ctx = StageContext(make_method("random"), SelectionSpec(k=2), ReadOptions(), str(tmp_path))
+    (tmp_path / "write").mkdir()
+    task = {"shard": 0, "path": sources[0], "hash": digest, "picks": [[0, 0, 1.0, None]], "ext": ".jsonl"}
+    with pytest.raises(DataError, match="between scoring and writing"):
+        write_shard(ctx, task)
+
+
+def _cli(args: list[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from compresslm.cli import main; sys.exit(main())",
+        "select",
+        *args,
+    ]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+
+
+def _kill_after_first_marker(cmd: list[str], work: Path, cwd: Path) -> None:
+    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not list((work / "score").glob("*.json")):
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, "no shard finished in time"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((work / "score").glob("*.json")))
+    assert 0 < done < 10, f"{done} shards were finished when the run was killed"
+
+
+def _killed_and_resumed(tmp_path: Path, engine_args: list[str]) -> None:
+    make_pool(tmp_path, shards=10, docs=60)
+    common = [
+        "--target",
+        "tgt.jsonl",
+        "--source",
+        "shard*.jsonl",
+        "--method",
+        "zipfit:gzip9",
+        "--k",
+        "25",
+        "--workers",
+        "1",
+        *engine_args,
+    ]
+    with (tmp_path / "tgt.jsonl").open("w") as f:
+        for t in TARGETS * 3:
+            f.write(json.dumps({"text": t}) + "\n")
+    ref = subprocess.run(
+        _cli([*common, "--out", "ref.jsonl", "--scores", "ref.parquet"]),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert ref.returncode == 0, ref.stderr
+    resumed = [*common, "--out", "res.jsonl", "--scores", "res.parquet", "--work-dir", "work"]
+    _kill_after_first_marker(_cli(resumed), tmp_path / "work", tmp_path)
+    assert not (tmp_path / "res.jsonl").exists()
+    again = subprocess.run(_cli(resumed), cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "res.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
+    assert pq.read_table(tmp_path / "res.parquet").equals(pq.read_table(tmp_path / "ref.parquet"))
+    assert not [p for p in tmp_path.rglob(".*") if ".tmp" in p.name or ".pending" in p.name]
+
+
+def test_killed_local_run_resumes_to_identical_outputs(tmp_path: Path) -> None:
+    _killed_and_resumed(tmp_path, ["--engine", "local"])
+
+
+def test_sigterm_leaves_no_temporaries(tmp_path: Path) -> None:
+    make_pool(tmp_path, shards=3, docs=400)
+    with (tmp_path / "tgt.jsonl").open("w") as f:
+        for t in TARGETS * 10:
+            f.write(json.dumps({"text": t}) + "\n")
+    cmd = _cli(
+        [
+            "--target",
+            "tgt.jsonl",
+            "--source",
+            "shard*.jsonl",
+            "--method",
+            "zipfit:gzip9",
+            "--k",
+            "5",
+            "--workers",
+            "1",
+            "--out",
+            "o.jsonl",
+            "--scores",
+            "s.parquet",
+            "--batch-size",
+            "8",
+        ]
+    )
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not [p for p in tmp_path.iterdir() if p.name.startswith(".")]:  # scoring has begun writing
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "shard00.jsonl",
+        "shard01.jsonl",
+        "shard02.jsonl",
+        "tgt.jsonl",
+    ]
+
+
+def test_a_late_error_leaves_no_output_at_all(tmp_path: Path) -> None:
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"text": t, "score": 1}) + "\n" for t in TARGETS))
+    outputs = Outputs(selected=str(tmp_path / "o.jsonl"), scores=str(tmp_path / "s.parquet"))
+    with pytest.raises(DataError, match="already has a field 'score'"):
+        run_selection(make_method("random"), TARGETS, [str(pool)], SelectionSpec(k=2), outputs=outputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.jsonl"]
+
+
+# ---------------------------------------------------------------------------------------- Ray
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("method", ["zipfit", "dsir", "random"])
+def test_every_method_selects_the_same_on_both_engines(tmp_path: Path, ray_cluster: str, method: str) -> None:
+    sources = make_pool(tmp_path, shards=3)
+    local, local_rows, local_scores = staged(tmp_path, method, sources, "local")
+    remote, ray_rows, ray_scores = staged(tmp_path, method, sources, "ray", engine="ray")
+    assert local_rows == ray_rows
+    assert local_scores.equals(ray_scores)
+    assert local.accounting == remote.accounting
+    assert remote.method["engine"] == "ray"
+
+
+def test_killed_ray_run_resumes_to_identical_outputs(tmp_path: Path, ray_cluster: str) -> None:
+    _killed_and_resumed(tmp_path, ["--engine", "ray", "--ray-address", ray_cluster])
