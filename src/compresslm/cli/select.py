@@ -13,6 +13,7 @@ from compresslm.cli.common import (
     count_or_zero,
     method_spec,
     non_negative_int,
+    positive_float,
     positive_int,
     print_selection_summary,
     read_options_from,
@@ -133,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--ray-address",
         help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray started and stopped here)",
     )
-    e.add_argument("--num-cpus", type=float, default=1, help="CPUs per Ray worker (default 1)")
+    e.add_argument("--num-cpus", type=positive_float, default=1, help="CPUs per Ray worker (default 1)")
     e.add_argument(
         "--work-dir",
         help="keep stage outputs and completion markers here; rerunning the same command after a "

@@ -453,22 +453,21 @@ class OutputGroup:
         self._items.append((tmp, dest))
         return tmp
 
+    def _owned(self, folder: Path) -> bool:
+        return bool(self.marker) and (folder / str(self.marker)).is_file()
+
     def commit(self) -> None:
-        for tmp, dest in self._items:
-            if dest.exists() and not self.force:
+        for tmp, dest in self._items:  # check every destination before publishing any
+            if tmp.is_dir():
+                check_folder_free(dest, self.force, self._owned)
+            elif dest.exists() and not self.force:
                 raise OutputExistsError(_exists_message(dest))
-            ours = bool(self.marker) and (dest / str(self.marker)).is_file()
-            if tmp.is_dir() and dest.is_dir() and any(dest.iterdir()) and not ours:
-                raise ConfigError(f"{dest} is a folder that is not an output of this tool; not replacing it")
         for tmp, dest in self._items:
             if not tmp.exists():
                 continue  # an optional sibling (e.g. a histogram) that was not written
             if tmp.is_dir():
-                if dest.is_dir():
-                    import shutil
-
-                    shutil.rmtree(dest)
-                os.replace(tmp, dest)
+                os.chmod(tmp, new_folder_mode())
+                _replace_folder(tmp, dest)
             else:
                 _publish(str(tmp), dest, self.force)
             _fsync_dir(dest.parent)
@@ -478,8 +477,6 @@ class OutputGroup:
         for tmp, _ in self._items:
             with suppress(OSError):
                 if tmp.is_dir():
-                    import shutil
-
                     shutil.rmtree(tmp)
                 else:
                     tmp.unlink()

@@ -67,6 +67,7 @@ from compresslm.data.records import Rejection
 from compresslm.data.writers import (
     OutputGroup,
     atomic_output,
+    check_folder_free,
     check_not_input,
     check_writable_parent,
     write_records,
@@ -571,7 +572,7 @@ def run_staged_selection(
     if name not in STAGED_METHODS:
         raise ConfigError(
             f"--method {name} runs in one process only (D4 clusters every embedding together); "
-            f"the staged engines run {', '.join(STAGED_METHODS)}: drop --engine, --work-dir and --out-dir"
+            f"the staged engines run {', '.join(STAGED_METHODS)}: drop --engine, --work-dir and a folder --out"
         )
     if not targets:
         raise ConfigError("the target set is empty")
@@ -582,14 +583,8 @@ def run_staged_selection(
     outputs.check()
     check_not_input([*outputs.paths(), options.out_dir, options.work_dir], inputs)
     if options.out_dir:
-        out_dir = Path(options.out_dir)
-        if out_dir.exists() and not outputs.force:
-            from compresslm.errors import OutputExistsError
-
-            raise OutputExistsError(f"{out_dir} exists; pass --force to overwrite it")
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ConfigError(f"{out_dir} is a file, not a folder for sharded outputs")
-        check_writable_parent(out_dir)
+        check_folder_free(options.out_dir, outputs.force, lambda p: (p / MANIFEST).is_file(), "a selection")
+        check_writable_parent(options.out_dir)
     settings = {
         "format": WORK_FORMAT,
         "version": WORK_VERSION,
