@@ -270,7 +270,6 @@ def _select(args: argparse.Namespace) -> int:
     return 0
 
 
-<<<<<<< HEAD
 def _band(value: str) -> tuple[float, float]:
     """``--compel-band LOW,HIGH`` as a checked pair."""
     from compresslm.errors import ConfigError
@@ -280,7 +279,8 @@ def _band(value: str) -> tuple[float, float]:
         return parse_band(value)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-=======
+
+
 def _is_record_file(path: str) -> bool:
     """Whether ``--out`` names one records file; a folder of per-shard files is a name without an
     extension, one ending in ``/``, or an existing folder (a typo such as ``x.csv`` stays a file
@@ -288,7 +288,6 @@ def _is_record_file(path: str) -> bool:
     from pathlib import Path
 
     return not (path.endswith(("/", os.sep)) or Path(path).is_dir() or not Path(path).suffix)
->>>>>>> 72d5dd3 (select: stages (plan, score, select, write) on a local process pool or Ray Data, resumable --work-dir keyed on content hashes, --out FOLDER with one file per input shard, SIGTERM handled like Ctrl-C)
 
 
 def _max_targets(value: str) -> int:
