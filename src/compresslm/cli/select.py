@@ -127,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--engine",
         choices=["local", "ray"],
         help="run as resumable stages (plan, score, select, write) per input shard: 'local' on this "
-        "machine's process pool, 'ray' on a Ray cluster through Ray Data (zipfit, dsir, random). "
+        "machine's process pool, 'ray' on a Ray cluster through Ray Data (zipfit, dsir, random, compel). "
         "Default: one streaming process pipeline, or 'local' with --work-dir or --out FOLDER",
     )
     e.add_argument(

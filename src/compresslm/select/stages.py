@@ -101,7 +101,7 @@ SHARD_SHIFT = 40
 #: Score samples kept per domain/source for the report's histograms (bounded, whatever N is).
 SAMPLE_CAP = 5000
 #: Methods the staged engines run; D4 clusters every embedding in one process.
-STAGED_METHODS = ("zipfit", "dsir", "random")
+STAGED_METHODS = ("zipfit", "dsir", "random", "compel")
 #: Texts of the best documents carried back to the driver for the summary table.
 SHOW_TEXTS = 10
 
