@@ -490,3 +490,15 @@ def test_damaged_files_are_refused_or_restored_exactly(
     assert tree(out) == {
         k: (kind, mode & ~current_umask(), t, d) for k, (kind, mode, t, d) in original.items()
     }
+
+
+def test_a_layout_beyond_the_readers_bound_is_stored_raw_and_still_restores() -> None:
+    from compresslm.coding.layout import CODEC_RAW, layout_limit, unpack_layout
+
+    entries = [LayoutFile("", b"\x00" * 32, [(0, bytes(3 << 20))], mode=0o644, mtime_ns=1)]
+    payload, size = encode_layout(entries)  # 3 MiB of zeros compress far beyond 1024x
+    assert payload[0] == CODEC_RAW and size > layout_limit(0)
+    assert decode_layout(unpack_layout(payload, size, len(payload), "x"), "x") == entries
+    payload, size = encode_layout(entries, other_bytes=1 << 20)  # a file this big may hold it
+    assert payload[0] == CODEC_ZSTD
+    assert decode_layout(unpack_layout(payload, size, len(payload) + (1 << 20), "x"), "x") == entries

@@ -21,7 +21,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from compresslm import __version__
-from compresslm.coding.container import Container, DocEntry, read_container, write_container
+from compresslm.coding.container import Container, DocEntry, encode_docs, read_container, write_container
 from compresslm.coding.equal_info import EqualInfoCoder
 from compresslm.coding.intervals import CoderParams
 from compresslm.coding.layout import (
@@ -192,7 +192,8 @@ def compress(
     t_encode = time.perf_counter()
     entries, windows = encode_documents(coder, source.documents, segment_bytes, progress)
     encode_seconds = time.perf_counter() - t_encode
-    layout, layout_bytes = encode_layout(source.files)
+    bits = pack_codes([w.code for w in windows], window_bits)
+    layout, layout_bytes = encode_layout(source.files, len(bits) + len(encode_docs(entries)))
     header = {
         "format": "compresslm.clm",
         "created_by": f"compresslm {__version__}",
@@ -227,7 +228,7 @@ def compress(
             "positions": coder.stats.positions,
         },
     }
-    container = Container(header, entries, layout, pack_codes([w.code for w in windows], window_bits))
+    container = Container(header, entries, layout, bits)
     with atomic_output(output, force=force, mode="wb") as f:
         size = write_container(f, container)
     return CompressReport(
@@ -282,7 +283,7 @@ def layout_of(container: Container, where: str) -> list[LayoutFile]:
             f"{source['files']} and {source['folders']}"
         )
     single = len(files) == 1 and files[0].path == "" and files[0].kind != FOLDER
-    if (source["kind"] == "folder") == single or (source["kind"] == "folder" and files[0].path != ""):
+    if not files or (source["kind"] == "folder") == single or files[0].path != "":
         raise IntegrityError(f"{where}: LAYO does not match a {source['kind']} input")
     return files
 
@@ -486,10 +487,13 @@ def _fill_folder(
     for entry, data in restored:
         target = os.path.join(base, os.fsencode(entry.path))
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "xb") as f:  # x: never through something already there
-            f.write(data)
-            f.flush()
-            _apply_stat(f.fileno(), entry)
+        try:
+            with open(target, "xb") as f:  # x: never through something already there
+                f.write(data)
+                f.flush()
+                _apply_stat(f.fileno(), entry)
+        except OSError as exc:  # e.g. "a" and "A" on a case-insensitive file system
+            raise DataError(f"cannot restore {entry.path!r}: {exc.strerror or exc}") from exc
     folders = sorted((f for f in files if f.kind == FOLDER), key=lambda f: -f.path.count("/") - bool(f.path))
     for entry in folders:
         _apply_stat(os.path.join(base, os.fsencode(entry.path)) if entry.path else base, entry)

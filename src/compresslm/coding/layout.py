@@ -64,8 +64,8 @@ CODEC_RAW, CODEC_ZSTD = 0, 1
 LAYOUT_RATIO = 1024
 """A layout may decompress to at most ``LAYOUT_RATIO`` times the .clm file's size (plus
 :data:`LAYOUT_SLACK`): a few hundred KB of hostile zstd cannot make decompression allocate GBs.
-The writer stores a layout that would compress better than that uncompressed instead (real
-layouts compress 5-50x), so every .clm it writes is readable."""
+The writer stores a layout that would exceed that bound uncompressed instead (layouts of real text
+compress a few times, far from 1024x), so every .clm it writes is readable (docs/clm-format.md)."""
 LAYOUT_SLACK = 1 << 20
 
 
@@ -118,8 +118,11 @@ def _put_varint(out: bytearray, value: int) -> None:
             return
 
 
-def encode_layout(files: Sequence[LayoutFile]) -> tuple[bytes, int]:
-    """The LAYO payload (codec byte, then the zstd-compressed or raw table) and the table's size."""
+def encode_layout(files: Sequence[LayoutFile], other_bytes: int = 0) -> tuple[bytes, int]:
+    """The LAYO payload (codec byte, then the zstd-compressed or raw table) and the table's size.
+
+    ``other_bytes``: what the rest of the .clm file holds at least (DOCS, WIND), which the
+    reader's bound on the table's size counts too."""
     out = bytearray()
     _put_varint(out, len(files))
     for f in files:
@@ -143,16 +146,20 @@ def encode_layout(files: Sequence[LayoutFile]) -> tuple[bytes, int]:
                 _put_varint(out, len(value))
                 out += value
     packed = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(bytes(out))
-    if len(out) > LAYOUT_RATIO * len(packed) + LAYOUT_SLACK:
+    if len(out) > layout_limit(1 + len(packed) + other_bytes):
         return bytes([CODEC_RAW]) + bytes(out), len(out)
     return bytes([CODEC_ZSTD]) + packed, len(out)
+
+
+def layout_limit(file_bytes: int) -> int:
+    """The largest layout table a ``file_bytes``-byte .clm file may declare."""
+    return LAYOUT_RATIO * file_bytes + LAYOUT_SLACK
 
 
 def unpack_layout(blob: bytes, declared: int, file_bytes: int, where: str) -> bytes:
     """The layout table, refusing before any allocation a size beyond what the file can hold, and
     any zstd frame that does not produce exactly the declared size (bombs, trailing data)."""
-    limit = LAYOUT_RATIO * file_bytes + LAYOUT_SLACK
-    if declared > limit:
+    if declared > layout_limit(file_bytes):
         raise IntegrityError(
             f"{where}: LAYO declares {declared:,} bytes, more than a {file_bytes:,}-byte file can hold"
         )
