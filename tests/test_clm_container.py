@@ -49,6 +49,7 @@ def header(docs: list[DocEntry], segment_bytes: int | None = 32) -> dict:
         "windows": sum(d.windows for d in docs),
         "document_bytes": sum(d.nbytes for d in docs),
         "layout_bytes": 12,
+        "layout_sha256": "ef" * 32,
         "stats": {"exceptions": 2, "backed_off": 0, "positions": 52},
     }
 

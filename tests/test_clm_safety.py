@@ -6,6 +6,7 @@ The M1 here is untrained (random weights): coding is exact with any model, and i
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -359,8 +360,7 @@ def test_a_json_nesting_bomb_is_a_clear_error(tmp_path: Path, small_clm: Path) -
 
 
 def layout(entries: list[LayoutFile]) -> bytes:
-    payload, size = encode_layout(entries)
-    return zstandard.ZstdDecompressor().decompress(payload[1:]) if payload[0] == CODEC_ZSTD else payload[1:]
+    return encode_layout(entries)[1]
 
 
 @pytest.mark.parametrize(
@@ -496,9 +496,11 @@ def test_a_layout_beyond_the_readers_bound_is_stored_raw_and_still_restores() ->
     from compresslm.coding.layout import CODEC_RAW, layout_limit, unpack_layout
 
     entries = [LayoutFile("", b"\x00" * 32, [(0, bytes(3 << 20))], mode=0o644, mtime_ns=1)]
-    payload, size = encode_layout(entries)  # 3 MiB of zeros compress far beyond 1024x
-    assert payload[0] == CODEC_RAW and size > layout_limit(0)
-    assert decode_layout(unpack_layout(payload, size, len(payload), "x"), "x") == entries
-    payload, size = encode_layout(entries, other_bytes=1 << 20)  # a file this big may hold it
+    payload, table = encode_layout(entries)  # 3 MiB of zeros compress far beyond 1024x
+    digest = hashlib.sha256(table).hexdigest()
+    assert payload[0] == CODEC_RAW and len(table) > layout_limit(0)
+    assert decode_layout(unpack_layout(payload, len(table), digest, len(payload), "x"), "x") == entries
+    payload, table = encode_layout(entries, other_bytes=1 << 20)  # a file this big may hold it
     assert payload[0] == CODEC_ZSTD
-    assert decode_layout(unpack_layout(payload, size, len(payload) + (1 << 20), "x"), "x") == entries
+    size = len(payload) + (1 << 20)
+    assert decode_layout(unpack_layout(payload, len(table), digest, size, "x"), "x") == entries

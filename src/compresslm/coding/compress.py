@@ -10,6 +10,7 @@ partial window.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import zlib
@@ -193,7 +194,7 @@ def compress(
     entries, windows = encode_documents(coder, source.documents, segment_bytes, progress)
     encode_seconds = time.perf_counter() - t_encode
     bits = pack_codes([w.code for w in windows], window_bits)
-    layout, layout_bytes = encode_layout(source.files, len(bits) + len(encode_docs(entries)))
+    layout, table = encode_layout(source.files, len(bits) + len(encode_docs(entries)))
     header = {
         "format": "compresslm.clm",
         "created_by": f"compresslm {__version__}",
@@ -221,7 +222,8 @@ def compress(
         "documents": len(entries),
         "windows": len(windows),
         "document_bytes": sum(e.nbytes for e in entries),
-        "layout_bytes": layout_bytes,
+        "layout_bytes": len(table),
+        "layout_sha256": hashlib.sha256(table).hexdigest(),
         "stats": {
             "exceptions": coder.stats.exceptions,
             "backed_off": coder.stats.backed_off,
@@ -270,7 +272,10 @@ def load(path: str | Path) -> Container:
 
 def layout_of(container: Container, where: str) -> list[LayoutFile]:
     """The container's layout, checked against its header and document table."""
-    table = unpack_layout(container.layout, container.header["layout_bytes"], container.size, where)
+    head = container.header
+    table = unpack_layout(
+        container.layout, head["layout_bytes"], head["layout_sha256"], container.size, where
+    )
     files = decode_layout(table, where)
     source = container.header["source"]
     n_docs = sum(kind != RAW for f in files for kind, _ in f.parts)

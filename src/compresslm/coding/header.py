@@ -159,6 +159,7 @@ HEADER_SCHEMA: dict[str, Check | optional] = {
     "windows": COUNT,
     "document_bytes": COUNT,
     "layout_bytes": COUNT,
+    "layout_sha256": text(64, "[0-9a-f]{64}"),
     "stats": obj({"exceptions": COUNT, "backed_off": COUNT, "positions": COUNT}),
 }
 

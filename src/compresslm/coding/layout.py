@@ -118,8 +118,9 @@ def _put_varint(out: bytearray, value: int) -> None:
             return
 
 
-def encode_layout(files: Sequence[LayoutFile], other_bytes: int = 0) -> tuple[bytes, int]:
-    """The LAYO payload (codec byte, then the zstd-compressed or raw table) and the table's size.
+def encode_layout(files: Sequence[LayoutFile], other_bytes: int = 0) -> tuple[bytes, bytes]:
+    """The LAYO payload (codec byte, then the zstd-compressed or raw table) and the table itself
+    (its size and sha256 go into the header).
 
     ``other_bytes``: what the rest of the .clm file holds at least (DOCS, WIND), which the
     reader's bound on the table's size counts too."""
@@ -147,8 +148,8 @@ def encode_layout(files: Sequence[LayoutFile], other_bytes: int = 0) -> tuple[by
                 out += value
     packed = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(bytes(out))
     if len(out) > layout_limit(1 + len(packed) + other_bytes):
-        return bytes([CODEC_RAW]) + bytes(out), len(out)
-    return bytes([CODEC_ZSTD]) + packed, len(out)
+        return bytes([CODEC_RAW]) + bytes(out), bytes(out)
+    return bytes([CODEC_ZSTD]) + packed, bytes(out)
 
 
 def layout_limit(file_bytes: int) -> int:
@@ -156,9 +157,11 @@ def layout_limit(file_bytes: int) -> int:
     return LAYOUT_RATIO * file_bytes + LAYOUT_SLACK
 
 
-def unpack_layout(blob: bytes, declared: int, file_bytes: int, where: str) -> bytes:
-    """The layout table, refusing before any allocation a size beyond what the file can hold, and
-    any zstd frame that does not produce exactly the declared size (bombs, trailing data)."""
+def unpack_layout(blob: bytes, declared: int, sha256: str, file_bytes: int, where: str) -> bytes:
+    """The layout table, refusing before any allocation a size beyond what the file can hold, any
+    zstd frame that does not produce exactly the declared size (bombs, trailing data), and a table
+    whose sha256 differs from the header's (the table holds file modes and times, which no other
+    check covers)."""
     if declared > layout_limit(file_bytes):
         raise IntegrityError(
             f"{where}: LAYO declares {declared:,} bytes, more than a {file_bytes:,}-byte file can hold"
@@ -169,7 +172,15 @@ def unpack_layout(blob: bytes, declared: int, file_bytes: int, where: str) -> by
     if blob[0] == CODEC_RAW:
         if len(body) != declared:
             raise IntegrityError(f"{where}: LAYO holds {len(body)} bytes, the header says {declared}")
-        return body
+        data = body
+    else:
+        data = _unzstd(body, declared, where)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise IntegrityError(f"{where}: LAYO fails its sha256 check")
+    return data
+
+
+def _unzstd(body: bytes, declared: int, where: str) -> bytes:
     try:
         size = zstandard.get_frame_parameters(body).content_size
         if size != declared:  # also refuses frames without a content size
