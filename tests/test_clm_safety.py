@@ -338,18 +338,21 @@ def test_hostile_headers_are_clear_errors(tmp_path: Path, small_clm: Path, m1: M
     assert not (tmp_path / "out").exists()
 
 
-def with_head(clm: Path, dest: Path, head: bytes) -> Path:
-    """``clm`` with the HEAD section's payload replaced (and its CRC made valid)."""
-    data = clm.read_bytes()
+def replace_head(data: bytes, head: bytes) -> bytes:
+    """A .clm file's bytes with the HEAD section's payload replaced (and its CRC made valid)."""
     start = data.index(b"HEAD") + 12
     (length,) = struct.unpack_from("<Q", data, start - 8)
-    dest.write_bytes(
+    return (
         data[: start - 8]
         + struct.pack("<Q", len(head))
         + head
         + struct.pack("<I", zlib.crc32(head))
         + data[start + length + 4 :]
     )
+
+
+def with_head(clm: Path, dest: Path, head: bytes) -> Path:
+    dest.write_bytes(replace_head(clm.read_bytes(), head))
     return dest
 
 
@@ -504,3 +507,36 @@ def test_a_layout_beyond_the_readers_bound_is_stored_raw_and_still_restores() ->
     assert payload[0] == CODEC_ZSTD
     size = len(payload) + (1 << 20)
     assert decode_layout(unpack_layout(payload, len(table), digest, size, "x"), "x") == entries
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(data=st.data(), value=json_values)
+@settings(max_examples=150, deadline=None)
+def test_any_header_value_is_accepted_or_a_clear_error(
+    property_case: tuple[Path, dict[str, Any]], data: st.DataObject, value: Any
+) -> None:
+    """Replace any one header field (at any depth) by any JSON value: reading the file, its layout
+    and its summary either works or raises IntegrityError, never anything else."""
+    clm, _ = property_case
+    header = json.loads(json.dumps(load(clm).header))
+    node = header
+    while True:
+        key = data.draw(st.sampled_from(sorted(node)))
+        if isinstance(node[key], dict) and data.draw(st.booleans()):
+            node = node[key]
+            continue
+        node[key] = value
+        break
+    damaged = replace_head(clm.read_bytes(), json.dumps(header).encode("utf-8"))
+    try:
+        container = read_container(damaged, "x.clm")
+        container.size = len(damaged)
+        layout_of(container, "x.clm")
+    except IntegrityError as exc:
+        assert str(exc).startswith("x.clm: ")
