@@ -262,7 +262,8 @@ def _replace_folder(tmp: Path, path: Path) -> None:
         os.rename(old, path)
         aside.rmdir()
         raise
-    shutil.rmtree(aside, ignore_errors=True)
+    if not _is_within(os.path.realpath(os.getcwd()), os.path.realpath(aside)):  # checked before; kept
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _fsync_dir(folder: Path) -> None:
