@@ -161,6 +161,7 @@ def test_train_m1_tiny_saves_a_loadable_model(tmp_path: Path) -> None:
         threads=1,
         progress=False,
         out=tmp_path / "m1",
+        numerics="float",
     )
     assert report.n_params == model.n_params() and report.tokens_seen >= 15_000
     assert report.heldout_bits_per_byte is not None and report.heldout_bits_per_byte < 7.5

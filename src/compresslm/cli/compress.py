@@ -12,6 +12,7 @@ from typing import Any
 from compresslm.cli.common import (
     at_least,
     count,
+    count_or_zero,
     fraction,
     model_size,
     non_negative_int,
@@ -69,7 +70,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--force", action="store_true", help="overwrite an existing model in --out")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--json", action="store_true", help="print the report as JSON")
+    t.add_argument(
+        "--numerics",
+        choices=["exact", "float"],
+        default="exact",
+        help="exact (default): quantization-aware training of the integer-exact M1, whose files decode "
+        "identically on every machine; float: the float model (files decode only where the numerics match)",
+    )
+    t.add_argument(
+        "--activation",
+        choices=["relu", "gelu"],
+        help="MLP activation (default: relu for exact, gelu for float)",
+    )
     t.set_defaults(func=lambda a: run_guarded(_train, a))
+    q = m1_sub.add_parser(
+        "quantize",
+        help="turn a float M1 into an integer-exact M1 (calibration + short QAT fine-tune)",
+        description="Calibrate the activation scales of a float M1 on a corpus, fine-tune it with "
+        "quantization-aware training and save the integer-exact M1 (int8 safetensors). Prints the "
+        "held-out bits/byte of the float and the exact model through their frequency tables.",
+    )
+    q.add_argument("--model", required=True, help="float M1 folder (from `m1 train --numerics float`)")
+    q.add_argument("-o", "--out", required=True, help="output folder for the exact M1")
+    q.add_argument(
+        "--calibration",
+        nargs="+",
+        default=["builtin:pool:2000"],
+        help="files/folders/globs or builtin:NAME to calibrate and fine-tune on (default builtin:pool:2000; "
+        "best: the float model's own training corpus)",
+    )
+    q.add_argument(
+        "--train-tokens",
+        "--tokens",
+        dest="train_tokens",
+        type=count_or_zero,
+        default="500k",
+        help="QAT fine-tuning tokens (bytes), e.g. 500k; 0: calibrate only (default 500k)",
+    )
+    q.add_argument("--batch-size", type=positive_int, default=32, help="rows per step (default 32)")
+    q.add_argument("--lr", type=positive_float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
+    q.add_argument(
+        "--heldout",
+        type=fraction,
+        default=0.05,
+        help="fraction of the bytes held out for bits/byte (default 0.05)",
+    )
+    q.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (default 0)")
+    q.add_argument("--threads", type=threads, help="torch threads (default: all cores)")
+    q.add_argument("--text-field", default="text", help="field holding the text (default: text)")
+    q.add_argument("--on-error", choices=["fail", "skip"], default="fail")
+    q.add_argument("--force", action="store_true", help="overwrite an existing model in --out")
+    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
+    q.set_defaults(func=lambda a: run_guarded(_quantize, a))
     m1.set_defaults(func=lambda a: (m1.print_help(), 2)[1])
 
     c = subparsers.add_parser(
@@ -163,22 +216,76 @@ def _print_json(obj: dict[str, Any]) -> None:
     print()
 
 
-def _train(args: argparse.Namespace) -> int:
-    from compresslm.coding.m1_train import train_m1
+def _texts(sources: list[str], args: argparse.Namespace) -> tuple[list[str], int]:
     from compresslm.data.readers import read_records
     from compresslm.data.records import Record
-    from compresslm.data.writers import check_not_input, check_outputs_free
-    from compresslm.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
-    check_outputs_free([Path(args.out) / WEIGHTS_FILE, Path(args.out) / CONFIG_FILE], args.force)
-    check_not_input([args.out], args.corpus)
     texts: list[str] = []
     rejected = 0
-    for item in read_records(args.corpus, text_field=args.text_field, on_error=args.on_error):
+    for item in read_records(sources, text_field=args.text_field, on_error=args.on_error):
         if isinstance(item, Record):
             texts.append(item.text)
         else:
             rejected += 1
+    return texts, rejected
+
+
+def _check_model_out(args: argparse.Namespace, sources: list[str]) -> None:
+    from compresslm.data.writers import check_not_input, check_outputs_free
+    from compresslm.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+
+    check_outputs_free([Path(args.out) / WEIGHTS_FILE, Path(args.out) / CONFIG_FILE], args.force)
+    check_not_input([args.out], sources)
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from compresslm.coding.m1_train import quantize_m1
+
+    _check_model_out(args, [*args.calibration, args.model])
+    texts, rejected = _texts(args.calibration, args)
+    _, report = quantize_m1(
+        args.model,
+        texts,
+        out=args.out,
+        max_tokens=args.train_tokens,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        heldout_fraction=args.heldout,
+        seed=args.seed,
+        threads=args.threads,
+        progress=not args.no_progress,
+        force=args.force,
+    )
+    summary = {**report.to_dict(), "documents": len(texts), "rejected": rejected, "out": args.out}
+    if args.json:
+        _print_json(summary)
+        return 0
+
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    _table(
+        "M1 quantized (int8-exact)",
+        [
+            ("source", f"{report.source} ({report.source_sha256[:12]}…)"),
+            ("documents (rejected)", f"{len(texts):,} ({rejected:,})"),
+            ("calibration / held-out bytes", f"{report.calibration_bytes:,} / {report.heldout_bytes:,}"),
+            ("QAT tokens", f"{report.tokens_seen:,}"),
+            ("held-out bits/byte, float", fmt(report.float_bits_per_byte)),
+            ("held-out bits/byte, exact calibrated", fmt(report.calibrated_bits_per_byte)),
+            ("held-out bits/byte, exact after QAT", fmt(report.heldout_bits_per_byte)),
+            ("seconds", f"{report.seconds:.1f}"),
+            ("saved to", args.out),
+        ],
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from compresslm.coding.m1_train import train_m1
+
+    _check_model_out(args, args.corpus)
+    texts, rejected = _texts(args.corpus, args)
     _, report = train_m1(
         texts,
         size=args.size,
@@ -192,6 +299,8 @@ def _train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         out=args.out,
         force=args.force,
+        numerics=args.numerics,
+        activation=args.activation,
     )
     summary = {k: v for k, v in report.to_dict().items() if k != "curve"}
     summary.update(documents=len(texts), rejected=rejected, out=args.out)
@@ -200,7 +309,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     bpb = report.heldout_bits_per_byte
     _table(
-        f"M1 {report.size}",
+        f"M1 {report.size} ({report.numerics})",
         [
             ("documents (rejected)", f"{len(texts):,} ({rejected:,})"),
             ("parameters (non-embedding)", f"{report.n_params:,}"),

@@ -3,7 +3,9 @@
 * :mod:`~compresslm.coding.intervals`, :mod:`~compresslm.coding.window_coder`,
   :mod:`~compresslm.coding.packing`: the exact integer window coder (no torch);
 * :mod:`~compresslm.coding.m1`, :mod:`~compresslm.coding.m1_train`: M1, its deterministic
-  inference path and its training;
+  inference path and its training; :mod:`~compresslm.coding.exact` (with the numpy reference
+  :mod:`~compresslm.coding.exact_ref` and :mod:`~compresslm.coding.m1_qat`): the integer-exact M1,
+  whose tables are the same on every machine (docs/numerics.md);
 * :mod:`~compresslm.coding.equal_info`: ``EqualInfoCoder(model, window_bits=16)``;
 * :mod:`~compresslm.coding.container`, :mod:`~compresslm.coding.layout`,
   :mod:`~compresslm.coding.compress`: the .clm file and compress / decompress / inspect.
@@ -24,7 +26,9 @@ _EXPORTS = {
     "CallableModel": "window_coder",
     "exception_table": "window_coder",
     "M1": "m1",
+    "ExactM1": "m1",
     "train_m1": "m1_train",
+    "quantize_m1": "m1_train",
     "EqualInfoCoder": "equal_info",
 }
 __all__ = sorted(_EXPORTS)

@@ -154,11 +154,29 @@ class M1:
         self._fingerprints: dict[int, str] = {}
         self._independent: set[tuple[int, int]] = set()
 
+    exact = False  # the float path: tables depend on the machine's float rounding (fingerprinted)
+    numerics = "float32"
+
     @classmethod
     def load(cls, directory: str | Path, **kwargs: Any) -> M1:
-        """Load a checkpoint written by ``m1 train`` / ``save_model`` (hash verified on load)."""
+        """Load a checkpoint written by ``m1 train`` / ``m1 quantize`` / ``save_model`` (hash
+        verified on load): an :class:`ExactM1` when its config records exact numerics, else the
+        float M1 (checkpoints from before the exact M1)."""
+        from compresslm.coding.exact import NUMERICS, ExactModel, numerics_of
+        from compresslm.models.checkpoint import read_checkpoint_meta
+
+        meta = read_checkpoint_meta(directory)
+        mode = numerics_of(meta)
+        path = str(Path(directory).resolve())
+        if mode == NUMERICS:
+            exact = ExactModel.load(directory, meta)
+            return ExactM1(exact, sha256=meta["weights_sha256"], path=path, **kwargs)
+        if mode != cls.numerics:
+            raise ConfigError(
+                f"{directory}: unknown M1 numerics {mode!r} (this build knows float32, {NUMERICS})"
+            )
         model, _, _ = load_model(directory)
-        return cls(model, sha256=weights_sha256(directory), path=str(Path(directory).resolve()), **kwargs)
+        return cls(model, sha256=weights_sha256(directory), path=path, **kwargs)
 
     @property
     def max_context(self) -> int:
@@ -473,11 +491,10 @@ def _probe_windows(max_len: int) -> list[bytes]:
 
 def fingerprint(m1: M1, max_len: int) -> str:
     """sha256 of M1's quantized tables on the fixed probe, through the coding path (computed once
-    per M1 object and cache length)."""
+    per M1 object and cache length). For an exact M1 it is the same on every machine."""
     if max_len not in m1._fingerprints:
-        digest = hashlib.sha256(
-            f"compresslm-m1-fingerprint-v{FINGERPRINT_VERSION}:{m1.precision}:{max_len}:".encode()
-        )
+        tag = f"v{FINGERPRINT_VERSION}" if not m1.exact else m1.numerics
+        digest = hashlib.sha256(f"compresslm-m1-fingerprint-{tag}:{m1.precision}:{max_len}:".encode())
         for table in session_tables(m1, _probe_windows(max_len), max_len):
             digest.update(np.ascontiguousarray(table, dtype="<i8").tobytes())
         m1._fingerprints[max_len] = digest.hexdigest()
@@ -487,7 +504,7 @@ def fingerprint(m1: M1, max_len: int) -> str:
 def check_row_independence(m1: M1, max_len: int, batch_size: int) -> None:
     """Raise IntegrityError if the probe's tables change when it runs among ``batch_size`` other
     rows: on such hardware the coder could not promise identical tables to the decoder."""
-    if (max_len, batch_size) in m1._independent:
+    if m1.exact or (max_len, batch_size) in m1._independent:  # exact: independent by construction
         return
     probe = _probe_windows(max_len)
     alone = session_tables(m1, probe, max_len)
@@ -529,3 +546,40 @@ def verify_model(m1: M1, expected: ModelCheck, max_len: int, where: str) -> None
             f"{where}: the M1 weights match but its numerics fingerprint differs on this machine "
             f"({got[:16]}… vs {expected.fingerprint[:16]}…): decoding here would not reproduce the bytes"
         )
+
+
+class ExactM1(M1):
+    """The integer-exact M1 (:mod:`compresslm.coding.exact`): the same interface as :class:`M1`
+    (``session(n_rows, max_len).step(tokens) -> tables``, ``start_table``, lanes), with tables that
+    are identical on every machine, thread count and batch. ``model`` is the
+    :class:`~compresslm.coding.exact.ExactModel` (its ``config`` is the transformer's shape)."""
+
+    exact = True
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        precision: int = 14,
+        threads: int | None = None,
+        sha256: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        from compresslm.coding.exact import NUMERICS, ExactNet
+
+        self.numerics = NUMERICS
+        self.model = model
+        self.net = ExactNet(model)
+        self.precision = precision
+        self.threads = threads
+        self.lanes = max(1, threads or torch.get_num_threads())
+        self.sha256 = sha256 or model.sha256()
+        self.path = path
+        self.timings = StepTimings()
+        self._fingerprints: dict[int, str] = {}
+        self._independent: set[tuple[int, int]] = set()
+
+    def session(self, n_rows: int, max_len: int) -> Any:
+        from compresslm.coding.exact import ExactSession
+
+        return ExactSession(self, n_rows, max_len)

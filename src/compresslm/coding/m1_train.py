@@ -4,6 +4,12 @@ M1 is used with its context reset at every window, so it is trained the way it i
 sample is ``[BOS] + bytes`` from a random offset of the corpus (BOS = the NUL byte, which also
 separates documents in the stream). Held-out bits/byte is measured on consecutive blocks, each with
 its own reset, so it is the model's cross-entropy under the same short contexts the coder gives it.
+
+By default M1 is trained for the integer-exact path (``numerics="exact"``): quantization-aware
+training (:mod:`compresslm.coding.m1_qat`) then conversion, so the model trained is the model
+deployed; its held-out bits/byte is measured through the integer frequency tables themselves (what
+the coder pays). ``numerics="float"`` trains the float model of earlier versions.
+:func:`quantize_m1` turns a float M1 into an exact one (calibration, then a short QAT fine-tune).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from compresslm.coding.m1 import BOS
+from compresslm.coding.m1 import BOS, M1
+from compresslm.coding.window_coder import IDLE, START
 from compresslm.errors import ConfigError, DataError
 from compresslm.models import (
     TokenStream,
@@ -32,6 +39,8 @@ from compresslm.models import (
 from compresslm.models.data import IGNORE_INDEX
 
 DEFAULT_CONTEXT = 128
+NUMERICS_CHOICES = ("exact", "float")
+EVAL_TOKENS = 200_000
 
 
 class ResetStream(TokenStream):
@@ -84,6 +93,9 @@ class M1TrainReport:
     seconds: float
     heldout_bits_per_byte: float | None
     curve: list[dict[str, Any]] = field(default_factory=list)
+    numerics: str = "float"
+    # exact: the fake-quantized float forward's held-out bits/byte (the training loop's own eval)
+    trained_bits_per_byte: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -92,6 +104,54 @@ class M1TrainReport:
 def corpus_bytes(texts: Iterable[str | bytes]) -> np.ndarray:
     """The training stream: each document's UTF-8 bytes followed by the NUL separator."""
     return bytes_to_tokens(texts)
+
+
+def _split(
+    stream: np.ndarray, context: int, heldout_fraction: float
+) -> tuple[ResetStream, ResetStream | None, int]:
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise ConfigError(f"--heldout must be in [0, 1), got {heldout_fraction}")
+    if len(stream) < 2 * context:
+        raise DataError(
+            f"M1 training data has {len(stream)} bytes; need at least {2 * context} (2 x context)"
+        )
+    cut = len(stream) - int(len(stream) * heldout_fraction) if heldout_fraction > 0 else len(stream)
+    if heldout_fraction > 0 and len(stream) - cut < context:
+        cut = len(stream) - context
+    train = ResetStream(stream[:cut], name="train")
+    heldout = ResetStream(stream[cut:], name="heldout") if cut < len(stream) else None
+    return train, heldout, cut
+
+
+def heldout_bits_per_byte(
+    m1: M1, heldout: ResetStream, context: int, *, max_tokens: int | None = EVAL_TOKENS, rows: int = 512
+) -> float:
+    """Bits/byte of ``m1``'s quantized frequency tables (what the coder pays) on the blocks the
+    training loop evaluates: each block of ``context`` bytes read from a fresh BOS context."""
+    ids = heldout.eval_block_ids(context, max_tokens)
+    tokens = np.asarray(heldout.tokens, dtype=np.int64)
+    bits, n = 0.0, 0
+    for g in range(0, len(ids), rows):
+        blocks = [tokens[int(b) * context : (int(b) + 1) * context] for b in ids[g : g + rows]]
+        session = m1.session(len(blocks), context)
+        try:
+            feed = np.full(len(blocks), START, dtype=np.int64)
+            for t in range(context):
+                live = np.array([t < len(b) for b in blocks])
+                if not live.any():
+                    break
+                tables = session.step(np.where(live, feed, IDLE))
+                target = np.array([b[t] if t < len(b) else 0 for b in blocks])
+                r = np.flatnonzero(live)
+                f = tables[r, target[r] + 1] - tables[r, target[r]]
+                bits -= float(np.log2(f / tables[r, -1]).sum())
+                n += len(r)
+                feed = target
+        finally:
+            close = getattr(session, "close", None)
+            if close is not None:
+                close()
+    return bits / max(n, 1)
 
 
 def train_m1(
@@ -108,28 +168,30 @@ def train_m1(
     progress: bool = True,
     out: str | Path | None = None,
     force: bool = False,
-) -> tuple[Transformer, M1TrainReport]:
+    numerics: str = "exact",
+    activation: str | None = None,
+) -> tuple[Any, M1TrainReport]:
     """Train a byte-level M1 of preset ``size`` (``tiny``, ``small``, ``3m``, ...) on ``texts``.
 
     ``context`` is the model's ``max_seq_len`` and the training block length; the coder's
     ``max_window_bytes`` must not exceed it. The last ``heldout_fraction`` of the stream is held
-    out for bits/byte. With ``out`` the model is saved there (safetensors + config.json, the report
-    in its ``extra``).
+    out for bits/byte. ``numerics``: ``"exact"`` (default; quantization-aware training, returns an
+    :class:`~compresslm.coding.exact.ExactModel`) or ``"float"`` (returns a ``Transformer``).
+    ``activation``: the MLP's (default: ReLU for exact, as in the paper's M1; GELU for float).
+    With ``out`` the model is saved there (safetensors + config.json, the report in its ``extra``).
     """
+    if numerics not in NUMERICS_CHOICES:
+        raise ConfigError(f"--numerics must be one of {', '.join(NUMERICS_CHOICES)}, got {numerics!r}")
     stream = corpus_bytes(texts)
-    if len(stream) < 2 * context:
-        raise DataError(
-            f"M1 training data has {len(stream)} bytes; need at least {2 * context} (2 x context)"
-        )
-    config = config_for_size(size, vocab_size=256, max_seq_len=context)
-    model = Transformer(config, seed=seed)
-    cut = len(stream) - int(len(stream) * heldout_fraction) if heldout_fraction > 0 else len(stream)
-    if heldout_fraction > 0 and len(stream) - cut < context:
-        cut = len(stream) - context
-    train = ResetStream(stream[:cut], name="train")
-    heldout = ResetStream(stream[cut:], name="heldout") if cut < len(stream) else None
-    if not 0.0 <= heldout_fraction < 1.0:
-        raise ConfigError(f"--heldout must be in [0, 1), got {heldout_fraction}")
+    train, heldout, cut = _split(stream, context, heldout_fraction)
+    act = activation or ("relu" if numerics == "exact" else "gelu")
+    config = config_for_size(size, vocab_size=256, max_seq_len=context, activation=act)
+    if numerics == "exact":
+        from compresslm.coding.m1_qat import QATTransformer
+
+        model: Transformer = QATTransformer(config, seed=seed)
+    else:
+        model = Transformer(config, seed=seed)
     train_config = TrainConfig(
         max_tokens=max_tokens,
         batch_size=batch_size,
@@ -139,7 +201,7 @@ def train_m1(
         threads=threads,
         device="cpu",
         eval_at_start=False,
-        eval_tokens=200_000,
+        eval_tokens=EVAL_TOKENS,
         log_every_steps=10,
     )
     start = time.perf_counter()
@@ -147,19 +209,149 @@ def train_m1(
         model, train, train_config, eval_sets={"heldout": heldout} if heldout else None, progress=progress
     )
     bpb = result.final_eval.get("heldout")
+    trained = None if bpb is None else bpb / math.log(2)
+    final: Any = model
+    if numerics == "exact":
+        final, exact_bpb = _finish_exact(model, heldout, context, threads)
+        bpb_report, trained_report = exact_bpb, trained
+    else:
+        bpb_report, trained_report = trained, None
     report = M1TrainReport(
         size=size,
         context=context,
-        n_params=model.n_params(non_embedding=True),
+        n_params=config.n_params(non_embedding=True),
         train_bytes=int(cut),
         heldout_bytes=int(len(stream) - cut),
         tokens_seen=result.tokens,
         seconds=time.perf_counter() - start,
-        heldout_bits_per_byte=None if bpb is None else bpb / math.log(2),
+        heldout_bits_per_byte=bpb_report,
         curve=result.curve,
+        numerics=numerics,
+        trained_bits_per_byte=trained_report,
     )
     if out is not None:
-        save_model(
-            out, model, extra={"m1": {k: v for k, v in report.to_dict().items() if k != "curve"}}, force=force
+        _save(final, out, {"m1": {k: v for k, v in report.to_dict().items() if k != "curve"}}, force)
+    return final, report
+
+
+def _save(model: Any, out: str | Path, extra: dict[str, Any], force: bool) -> None:
+    if isinstance(model, Transformer):
+        save_model(out, model, extra=extra, force=force)
+    else:
+        model.extra = extra
+        model.save(out, force=force)
+
+
+def _finish_exact(
+    qat: Any, heldout: ResetStream | None, context: int, threads: int | None
+) -> tuple[Any, float | None]:
+    """The integer model of a trained QAT model, and its held-out bits/byte through integer tables."""
+    from compresslm.coding.m1 import ExactM1
+    from compresslm.coding.m1_qat import to_exact
+
+    qat.eval()
+    exact = to_exact(qat)
+    if heldout is None:
+        return exact, None
+    return exact, heldout_bits_per_byte(ExactM1(exact, threads=threads or 1), heldout, context)
+
+
+@dataclass
+class QuantizeReport:
+    """What :func:`quantize_m1` did: the source's and the exact model's held-out bits/byte, both
+    through their quantized frequency tables on the same held-out blocks."""
+
+    source: str
+    source_sha256: str
+    calibration_bytes: int
+    calibration_batches: int
+    heldout_bytes: int
+    tokens_seen: int
+    seconds: float
+    float_bits_per_byte: float | None
+    calibrated_bits_per_byte: float | None
+    heldout_bits_per_byte: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def quantize_m1(
+    model_dir: str | Path,
+    texts: Iterable[str | bytes],
+    *,
+    out: str | Path | None = None,
+    max_tokens: int = 500_000,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    heldout_fraction: float = 0.05,
+    calibration_batches: int = 16,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> tuple[Any, QuantizeReport]:
+    """An exact M1 from the float M1 in ``model_dir``: observers calibrated on ``texts`` (their
+    maximum over ``calibration_batches`` random blocks), then ``max_tokens`` of quantization-aware
+    fine-tuning at ``lr`` (0: calibration only). The last ``heldout_fraction`` of the bytes is held
+    out for the report. With ``out`` the exact model is saved there."""
+    from compresslm.coding.m1 import ExactM1
+    from compresslm.coding.m1_qat import calibrate, from_float, to_exact
+    from compresslm.models.checkpoint import load_model, weights_sha256
+
+    start = time.perf_counter()
+    source = M1.load(model_dir, threads=threads or 1)
+    if source.exact:
+        raise ConfigError(f"{model_dir}: already an exact M1")
+    float_model, config, _ = load_model(model_dir)
+    context = config.max_seq_len
+    stream = corpus_bytes(texts)
+    train, heldout, cut = _split(stream, context, heldout_fraction)
+    qat = from_float(float_model)
+    rng = np.random.default_rng(seed)
+    n_cal = calibrate(
+        qat, (train.sample_batch(batch_size, context, rng)[0] for _ in range(calibration_batches))
+    )
+    evaluate = heldout is not None
+    float_bpb = heldout_bits_per_byte(source, heldout, context) if evaluate else None
+    calibrated_bpb = (
+        heldout_bits_per_byte(ExactM1(to_exact(qat), threads=threads or 1), heldout, context)
+        if evaluate
+        else None
+    )
+    tokens = 0
+    if max_tokens > 0:
+        result = train_lm(
+            qat,
+            train,
+            TrainConfig(
+                max_tokens=max_tokens,
+                batch_size=batch_size,
+                seq_len=context,
+                lr=lr,
+                warmup_fraction=0.0,
+                seed=seed,
+                threads=threads,
+                device="cpu",
+                eval_at_start=False,
+                log_every_steps=10,
+            ),
+            progress=progress,
         )
-    return model, report
+        tokens = result.tokens
+    exact, bpb = _finish_exact(qat, heldout, context, threads)
+    report = QuantizeReport(
+        source=str(model_dir),
+        source_sha256=weights_sha256(model_dir),
+        calibration_bytes=int(cut),
+        calibration_batches=n_cal,
+        heldout_bytes=int(len(stream) - cut),
+        tokens_seen=tokens,
+        seconds=time.perf_counter() - start,
+        float_bits_per_byte=float_bpb,
+        calibrated_bits_per_byte=calibrated_bpb,
+        heldout_bits_per_byte=bpb,
+    )
+    if out is not None:
+        _save(exact, out, {"m1_quantize": report.to_dict()}, force)
+    return exact, report

@@ -50,6 +50,8 @@ def save_m1(m1: M1, directory: str | Path) -> None:
         target.mkdir(parents=True)
         for name in ("model.safetensors", "config.json"):
             shutil.copy2(Path(m1.path) / name, target / name)
+    elif m1.exact:
+        m1.model.save(target, force=True)
     else:
         save_model(target, m1.model, force=True)
 

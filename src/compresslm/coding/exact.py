@@ -1,0 +1,510 @@
+"""The integer-exact M1: inference *defined* in integers, so every machine computes the same tables.
+
+The semantics are in docs/numerics.md and, executable, in :mod:`compresslm.coding.exact_ref`
+(numpy int64, the definition). This module holds the model (int8 weights, int32 scales and tables,
+stored as safetensors), the bound check every load runs, and the fast path used for coding.
+
+**Why the fast path is exact.** Every GEMM multiplies integers: int8 activations in [-127, 127]
+by int8 weights. Done as a float32 GEMM, every partial sum of a reduction of K <= 1040 terms is
+an integer below 2**24 in magnitude, so it is represented exactly and the result is the same in any
+summation order, with or without FMA, on any BLAS, thread count or GPU; longer reductions are
+split into chunks of at most 1040 whose results are added as int64. Attention weights (up to
+2**15) are split into a high and a low byte so weights x values is two such GEMMs (chunks of 518
+positions). Everything else (requantization, LayerNorm, the exp tables, the frequency table) is
+int64 elementwise arithmetic, exact everywhere. :func:`check_bounds` proves, from the stored
+tensors, that no int8 operand, no GEMM partial sum and no int64 product can leave its range, and
+refuses the model otherwise.
+
+**What exactness simplifies.** Rows are independent by construction, so the session needs no row
+padding for MKL and no row-independence probe; a row attends over exactly the positions it has
+(cache slices are free to vary from step to step); and torch may use any thread count. The coder
+still runs one session per lane with single-threaded ops, because that is faster on a busy machine
+(a lane's Python coder overlaps another lane's GEMMs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from compresslm.coding.exact_ref import (
+    ACT_MAX,
+    BOS,
+    EXP_ATTENTION_ONE,
+    EXP_ENTRIES,
+    EXP_LOGITS_ONE,
+    LN_GAIN_BITS,
+    N_SYMBOLS,
+    RESIDUAL_MAX,
+)
+from compresslm.coding.window_coder import IDLE, RESTART, START
+from compresslm.errors import ConfigError, IntegrityError
+from compresslm.models.checkpoint import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, _atomic_write
+from compresslm.models.transformer import TransformerConfig
+
+NUMERICS = "int8-exact-v1"
+FLOAT_NUMERICS = "float32"
+GEMM_CHUNK = ((1 << 24) - 1) // (ACT_MAX * ACT_MAX)  # 1040: K * 127 * 127 < 2**24
+PV_CHUNK = ((1 << 24) - 1) // (255 * ACT_MAX)  # 518 positions: byte-sized weights x int8 values
+_INT64_LIMIT = 1 << 62  # every int64 intermediate stays below this (headroom for 2a + b in rdiv)
+
+LINEARS = ("attn", "proj", "fc", "out")
+LAYER_NORMS = ("ln_1", "ln_2")
+
+
+def tensor_names(config: TransformerConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Every stored tensor: name -> (shape, dtype)."""
+    C, M, L, V = config.d_model, config.d_mlp, config.max_seq_len, N_SYMBOLS
+    names: dict[str, tuple[tuple[int, ...], str]] = {
+        "tok_emb": ((V, C), "int8"),
+        "tok_emb.m": ((V,), "int32"),
+        "tok_emb.s": ((V,), "int32"),
+        "pos_emb": ((L, C), "int8"),
+        "pos_emb.m": ((L,), "int32"),
+        "pos_emb.s": ((L,), "int32"),
+        "exp_attention": ((EXP_ENTRIES,), "int32"),
+        "exp_logits": ((EXP_ENTRIES,), "int32"),
+    }
+
+    def lin(prefix: str, n_out: int, n_in: int) -> None:
+        names[prefix + ".w"] = ((n_out, n_in), "int8")
+        for part in ("bias", "m", "s"):
+            names[f"{prefix}.{part}"] = ((n_out,), "int32")
+
+    def norm(prefix: str) -> None:
+        names[prefix + ".g"] = ((C,), "int32")
+        names[prefix + ".b"] = ((C,), "int32")
+        names[prefix + ".eps"] = ((1,), "int32")
+
+    for i in range(config.n_layers):
+        p = f"blocks.{i}."
+        norm(p + "ln_1")
+        lin(p + "attn", 3 * C, C)
+        names[p + "attn.index"] = ((2,), "int32")
+        lin(p + "proj", C, C)
+        norm(p + "ln_2")
+        lin(p + "fc", M, C)
+        names[p + "act.lut"] = ((2 * ACT_MAX + 1,), "int32")
+        lin(p + "out", C, M)
+    norm("ln_f")
+    lin("head", V, C)
+    return names
+
+
+def _maxabs(a: np.ndarray) -> int:
+    return int(np.abs(np.asarray(a, dtype=np.int64)).max()) if a.size else 0
+
+
+def check_bounds(config: TransformerConfig, w: Mapping[str, np.ndarray], where: str = "exact M1") -> None:
+    """Refuse (ConfigError naming the tensor) any model for which the fast path could be inexact:
+    a GEMM partial sum reaching 2**24, an int64 product reaching 2**62, a table out of its range.
+    Proved from the tensors' extreme values, so it holds for every input."""
+
+    def refuse(name: str, why: str) -> None:
+        raise ConfigError(f"{where}: {name}: {why}; the integer path could overflow, refusing this model")
+
+    expected = tensor_names(config)
+    if config.vocab_size != N_SYMBOLS:
+        raise ConfigError(f"{where}: an exact M1 is a byte model (vocabulary 256), not {config.vocab_size}")
+    hs = config.head_dim
+    if hs * ACT_MAX * ACT_MAX >= 1 << 24:
+        refuse("attention", f"head size {hs} makes q.k reach 2**24 (at most {GEMM_CHUNK})")
+    if set(w) != set(expected):
+        missing, extra = sorted(set(expected) - set(w)), sorted(set(w) - set(expected))
+        raise ConfigError(
+            f"{where}: tensors do not match the config (missing {missing[:3]}, extra {extra[:3]})"
+        )
+    for name, (shape, dtype) in expected.items():
+        if tuple(w[name].shape) != shape or str(w[name].dtype) != dtype:
+            raise ConfigError(
+                f"{where}: tensor {name} is {tuple(w[name].shape)} {w[name].dtype}, expected {shape} {dtype}"
+            )
+
+    def requant_site(name: str, acc_max: int) -> None:
+        m, s = np.asarray(w[name + ".m"], dtype=np.int64), np.asarray(w[name + ".s"], dtype=np.int64)
+        if m.size and (m.min() < 0 or s.min() < 1 or s.max() > 62):
+            refuse(name, "multipliers must be >= 0 and shifts in 1..62")
+        if acc_max * _maxabs(m) >= _INT64_LIMIT:
+            refuse(name, f"accumulator bound {acc_max} times multiplier {_maxabs(m)} reaches 2**62")
+
+    for name in ("tok_emb", "pos_emb"):
+        if _maxabs(w[name]) > ACT_MAX:
+            refuse(name, "int8 values must be in [-127, 127]")
+        requant_site(name, ACT_MAX)
+    for name, (shape, _) in expected.items():
+        if not name.endswith(".w"):
+            continue
+        site = name[:-2]
+        k = shape[1]
+        wmax = _maxabs(w[name])
+        if min(k, GEMM_CHUNK) * ACT_MAX * wmax >= 1 << 24:
+            refuse(name, f"a reduction chunk of {min(k, GEMM_CHUNK)} terms with |w| <= {wmax} reaches 2**24")
+        requant_site(site, k * ACT_MAX * wmax + _maxabs(w[site + ".bias"]))
+    for i in range(config.n_layers):
+        p = f"blocks.{i}."
+        lut = w[p + "act.lut"]
+        if _maxabs(lut) > ACT_MAX:
+            refuse(p + "act.lut", "activation table values must be in [-127, 127]")
+        m, s = (int(v) for v in w[p + "attn.index"])
+        if m < 0 or not 1 <= s <= 62 or 2 * hs * ACT_MAX * ACT_MAX * m >= _INT64_LIMIT:
+            refuse(p + "attn.index", "score multiplier out of range")
+    for prefix in [f"blocks.{i}.{n}" for i in range(config.n_layers) for n in LAYER_NORMS] + ["ln_f"]:
+        if int(w[prefix + ".eps"][0]) < 1:
+            refuse(prefix + ".eps", "LayerNorm epsilon must be >= 1 (sigma > 0)")
+        if _maxabs(w[prefix + ".b"]) > 1 << 24:
+            refuse(prefix + ".b", "bias beyond 2**24")
+        # |x - mu| <= 2**21 + 1, |g| < 2**31: the product stays below 2**53
+    if config.d_model > 1 << 18:
+        refuse("d_model", "too wide for the integer variance")
+    for name, one in (("exp_attention", EXP_ATTENTION_ONE), ("exp_logits", EXP_LOGITS_ONE)):
+        table = np.asarray(w[name], dtype=np.int64)
+        if table.min() < 0 or table.max() > one or table[0] < 1 or np.any(np.diff(table) > 0):
+            refuse(name, f"must be non-increasing, in [0, {one}], with entry 0 >= 1")
+
+
+# ---------------------------------------------------------------------------------------- the model
+
+
+class ExactModel:
+    """An exact M1's tensors (numpy, as stored) and its shape; ``sha256`` of the weights file."""
+
+    def __init__(
+        self, config: TransformerConfig, tensors: Mapping[str, np.ndarray], extra: dict | None = None
+    ):
+        self.config = config
+        self.tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        self.extra = extra or {}
+        check_bounds(config, self.tensors)
+
+    def weights_bytes(self) -> bytes:
+        return st_save(
+            dict(sorted(self.tensors.items())), metadata={"numerics": NUMERICS}
+        )  # one key: safetensors orders metadata arbitrarily
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.weights_bytes()).hexdigest()
+
+    def n_params(self, non_embedding: bool = True) -> int:
+        return self.config.n_params(non_embedding)
+
+    def save(self, directory: str | Path, *, force: bool = False) -> Path:
+        """``model.safetensors`` (int8 / int32 tensors) and ``config.json`` (with ``numerics``),
+        written like :func:`compresslm.models.save_model` (atomic, config last)."""
+        from compresslm.errors import OutputExistsError
+
+        directory = Path(directory)
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            if (directory / name).exists() and not force:
+                raise OutputExistsError(f"{directory / name} exists; pass --force to overwrite")
+        data = self.weights_bytes()
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "numerics": NUMERICS,
+            "config": self.config.to_dict(),
+            "weights_sha256": hashlib.sha256(data).hexdigest(),
+            "n_params": self.config.n_params(non_embedding=False),
+            "n_params_non_embedding": self.config.n_params(non_embedding=True),
+            "extra": self.extra,
+        }
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(directory / WEIGHTS_FILE, data)
+        text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n"
+        _atomic_write(directory / CONFIG_FILE, text.encode("utf-8"))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, meta: dict[str, Any]) -> ExactModel:
+        directory = Path(directory)
+        path = directory / WEIGHTS_FILE
+        if not path.is_file():
+            raise IntegrityError(f"{path}: weights file missing")
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != meta.get("weights_sha256"):
+            raise IntegrityError(f"{path}: sha256 {digest} does not match config.json")
+        try:
+            tensors = st_load(data)
+        except SafetensorError as exc:
+            raise IntegrityError(f"{path}: unreadable safetensors file: {exc}") from exc
+        config = TransformerConfig.from_dict(meta["config"])
+        return cls(config, tensors, meta.get("extra", {}))
+
+
+def numerics_of(meta: Mapping[str, Any]) -> str:
+    """A checkpoint's numerics mode (checkpoints before the exact M1 have none: float)."""
+    return str(meta.get("numerics", FLOAT_NUMERICS))
+
+
+# --------------------------------------------------------------------------------- the fast path
+
+
+def _rshift(v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    return torch.bitwise_right_shift(v + torch.bitwise_left_shift(torch.ones_like(s), s - 1), s)
+
+
+def _rdiv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.div(2 * a + b, 2 * b, rounding_mode="floor")
+
+
+def _isqrt(v: torch.Tensor) -> torch.Tensor:
+    """floor(sqrt(v)) of int64 ``v`` < 2**52: float64 sqrt, then corrected with integer compares."""
+    r = torch.sqrt(v.to(torch.float64)).floor().to(torch.int64)
+    r = r - (r * r > v).to(torch.int64)
+    return r + ((r + 1) * (r + 1) <= v).to(torch.int64)
+
+
+class _Linear:
+    """int8 weights as a float32 (in, out) matrix for exact GEMMs, chunked along the reduction."""
+
+    def __init__(self, w: Mapping[str, np.ndarray], prefix: str) -> None:
+        self.wt = torch.from_numpy(w[prefix + ".w"].astype(np.float32).T.copy())
+        self.bias = torch.from_numpy(w[prefix + ".bias"].astype(np.int64))
+        self.m = torch.from_numpy(w[prefix + ".m"].astype(np.int64))
+        self.s = torch.from_numpy(w[prefix + ".s"].astype(np.int64))
+        self.half = torch.bitwise_left_shift(torch.ones_like(self.s), self.s - 1)
+        self.k = self.wt.shape[0]
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        """``a``: (n, in) float32 holding ints in [-127, 127] -> requantized int64 (n, out)."""
+        if self.k <= GEMM_CHUNK:
+            acc = (a @ self.wt).to(torch.int64)
+        else:
+            acc = sum(
+                (a[:, i : i + GEMM_CHUNK] @ self.wt[i : i + GEMM_CHUNK]).to(torch.int64)
+                for i in range(0, self.k, GEMM_CHUNK)
+            )
+        return torch.bitwise_right_shift((acc + self.bias) * self.m + self.half, self.s)
+
+
+class _Norm:
+    def __init__(self, w: Mapping[str, np.ndarray], prefix: str) -> None:
+        self.g = torch.from_numpy(w[prefix + ".g"].astype(np.int64))
+        self.b = torch.from_numpy(w[prefix + ".b"].astype(np.int64))
+        self.eps = int(w[prefix + ".eps"][0])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """int64 (n, C) -> float32 (n, C) holding ints in [-127, 127]."""
+        C = x.shape[1]
+        mu = torch.div(2 * x.sum(1, keepdim=True) + C, 2 * C, rounding_mode="floor")
+        xc = x - mu
+        var = torch.div((xc * xc).sum(1, keepdim=True), C, rounding_mode="floor")
+        den = torch.bitwise_left_shift(_isqrt(var + self.eps), LN_GAIN_BITS)
+        return (_rdiv(xc * self.g, den) + self.b).clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)
+
+
+class _Layer:
+    def __init__(self, w: Mapping[str, np.ndarray], i: int) -> None:
+        p = f"blocks.{i}."
+        self.ln_1, self.ln_2 = _Norm(w, p + "ln_1"), _Norm(w, p + "ln_2")
+        self.attn, self.proj = _Linear(w, p + "attn"), _Linear(w, p + "proj")
+        self.fc, self.out = _Linear(w, p + "fc"), _Linear(w, p + "out")
+        self.index_m, self.index_s = (int(v) for v in w[p + "attn.index"])
+        self.index_half = 1 << (self.index_s - 1)
+        self.lut = torch.from_numpy(w[p + "act.lut"].astype(np.float32))
+
+
+class ExactNet:
+    """The fast path's parameters, converted once from an :class:`ExactModel`."""
+
+    def __init__(self, model: ExactModel) -> None:
+        w, cfg = model.tensors, model.config
+        self.config = cfg
+        self.n_layers, self.n_heads, self.head_dim = cfg.n_layers, cfg.n_heads, cfg.head_dim
+        emb = {}
+        for name in ("tok_emb", "pos_emb"):
+            table = torch.from_numpy(w[name].astype(np.int64))
+            m = torch.from_numpy(w[name + ".m"].astype(np.int64))[:, None]
+            s = torch.from_numpy(w[name + ".s"].astype(np.int64))[:, None]
+            emb[name] = _rshift(table * m, s)  # the requantized rows, computed once per model
+        self.tok, self.pos = emb["tok_emb"], emb["pos_emb"]
+        self.layers = [_Layer(w, i) for i in range(cfg.n_layers)]
+        self.ln_f = _Norm(w, "ln_f")
+        self.head = _Linear(w, "head")
+        self.exp_attention = torch.from_numpy(w["exp_attention"].astype(np.float32))
+        self.exp_logits = torch.from_numpy(w["exp_logits"].astype(np.int64))
+
+    def tables(self, logits: torch.Tensor, precision: int) -> np.ndarray:
+        """Integer softmax of int64 logits (n, 256) -> cumulative tables (n, 257)."""
+        idx = (logits.max(1, keepdim=True).values - logits).clamp_(max=EXP_ENTRIES - 1)
+        e = self.exp_logits[idx]
+        f = 1 + torch.div(e * ((1 << precision) - N_SYMBOLS), e.sum(1, keepdim=True), rounding_mode="floor")
+        cum = torch.zeros((len(f), N_SYMBOLS + 1), dtype=torch.int64)
+        torch.cumsum(f, 1, out=cum[:, 1:])
+        return cum.numpy()
+
+
+def _attend(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    pos: torch.Tensor,
+    layer: _Layer,
+    exp_table: torch.Tensor,
+) -> torch.Tensor:
+    """One query per row over cached positions 0..Lc-1, masked to ``<= pos``. q: (n, nh, hs) float32
+    ints; keys, values: (n, nh, Lc, hs) float32 ints. Returns int64 (n, nh, hs) in [-127, 127]."""
+    n, nh, Lc, hs = keys.shape
+    scores = (keys @ q.unsqueeze(-1)).squeeze(-1).to(torch.int64)  # (n, nh, Lc): hs * 127**2 < 2**24
+    valid = (torch.arange(Lc)[None, :] <= pos[:, None])[:, None, :]  # (n, 1, Lc)
+    scores = scores.masked_fill_(~valid, -(1 << 40))
+    # A valid difference is at most 2 * hs * 127**2; clamping there changes none, and bounds the
+    # masked ones (whose weights are zeroed below).
+    diff = (scores.max(-1, keepdim=True).values - scores).clamp_(max=2 * hs * ACT_MAX * ACT_MAX)
+    idx = torch.bitwise_right_shift(diff * layer.index_m + layer.index_half, layer.index_s).clamp_(
+        max=EXP_ENTRIES - 1
+    )
+    e = exp_table[idx] * valid  # float32 ints <= 2**15; masked positions exactly 0
+    z = e.to(torch.int64).sum(-1, keepdim=True)  # (n, nh, 1)
+    hi = torch.floor(e * (1.0 / 256))
+    parts = torch.stack([hi, e - 256 * hi], dim=2)  # (n, nh, 2, Lc): two byte-sized weights
+    acc = torch.zeros((n, nh, hs), dtype=torch.int64)
+    for i in range(0, Lc, PV_CHUNK):
+        out = (parts[..., i : i + PV_CHUNK] @ values[:, :, i : i + PV_CHUNK]).to(torch.int64)
+        acc += out[:, :, 0] * 256 + out[:, :, 1]
+    return _rdiv(acc, z)
+
+
+class ExactSession:
+    """``n_rows`` rows with a KV cache of up to ``max_len`` positions; the M1Session interface
+    (START, RESTART + b, IDLE; ``start_table``). The cache grows by doubling up to ``max_len``,
+    so a session opened for a long context costs memory only for the positions used."""
+
+    def __init__(self, m1: Any, n_rows: int, max_len: int) -> None:
+        from compresslm.coding.m1 import _single_threaded_ops
+
+        if max_len > m1.max_context:
+            raise ConfigError(
+                f"max_window_bytes {max_len} exceeds the model's context of {m1.max_context} positions"
+            )
+        self.m1 = m1
+        self.net: ExactNet = m1.net
+        self.n_rows, self.max_len = n_rows, max_len
+        self.timings = m1.timings
+        self._release = _single_threaded_ops
+        self._closed = False
+        _single_threaded_ops(+1)
+        self.pos = torch.full((n_rows,), -1, dtype=torch.int64)  # last computed position per row
+        net = self.net
+        self.capacity = min(max_len, 16)
+        shape = (net.n_layers, n_rows, net.n_heads, self.capacity, net.head_dim)
+        self.keys, self.values = torch.zeros(shape), torch.zeros(shape)
+        # Position 0 of every window is BOS: its table, keys and values are the same for every row.
+        start_k, start_v = [], []
+        x = net.tok[BOS][None] + net.pos[0][None]
+        x = x.clamp(-RESIDUAL_MAX, RESIDUAL_MAX)
+        for layer in net.layers:
+            q, k, v = self._qkv(layer, x)
+            start_k.append(k[0])
+            start_v.append(v[0])
+            y = _attend(
+                q, k[:, :, None], v[:, :, None], torch.zeros(1, dtype=torch.int64), layer, net.exp_attention
+            )
+            x = self._rest(layer, x, y)
+        self.start_table = net.tables(net.head(net.ln_f(x)), m1.precision)[0]
+        self.start_table.setflags(write=False)
+        self.start_keys = torch.stack(start_k)  # (layers, nh, hs)
+        self.start_values = torch.stack(start_v)
+
+    def _qkv(self, layer: _Layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        net = self.net
+        qkv = layer.attn(layer.ln_1(x)).clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)
+        return qkv.view(len(x), 3, net.n_heads, net.head_dim).unbind(1)
+
+    @staticmethod
+    def _rest(layer: _Layer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The block after attention: projection, residual, MLP, residual."""
+        x = (x + layer.proj(y.reshape(len(x), -1).to(torch.float32))).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
+        h = layer.fc(layer.ln_2(x)).clamp_(-ACT_MAX, ACT_MAX)
+        g = layer.lut[h + ACT_MAX]
+        return (x + layer.out(g)).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
+
+    def _grow(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        capacity = min(self.max_len, max(needed, 2 * self.capacity))
+        pad = capacity - self.capacity
+        shape = (*self.keys.shape[:3], pad, self.keys.shape[-1])
+        self.keys = torch.cat([self.keys, torch.zeros(shape)], dim=3)
+        self.values = torch.cat([self.values, torch.zeros(shape)], dim=3)
+        self.capacity = capacity
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._release(-1)
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        if len(tokens) != self.n_rows:
+            raise ConfigError(f"step needs {self.n_rows} tokens, got {len(tokens)}")
+        tokens = np.asarray(tokens, dtype=np.int64)
+        tables = np.zeros((self.n_rows, N_SYMBOLS + 1), dtype=np.int64)
+        opening = (tokens == START) | (tokens >= RESTART)
+        if opening.any():  # position 0: BOS's constant keys and values
+            rows = torch.from_numpy(np.flatnonzero(opening))
+            self.keys[:, rows, :, 0] = self.start_keys[:, None]
+            self.values[:, rows, :, 0] = self.start_values[:, None]
+            self.pos[rows] = 0
+            tables[tokens == START] = self.start_table
+        computing = (tokens != IDLE) & (tokens != START)
+        if not computing.any():
+            return tables
+        if (self.pos[torch.from_numpy(computing)] < 0).any():
+            raise ConfigError("a row lost its context: only a START token may open an idle row")
+        t0 = time.perf_counter()
+        rows_np = np.flatnonzero(computing)
+        all_rows = len(rows_np) == self.n_rows
+        rows = torch.from_numpy(rows_np)
+        ids = torch.from_numpy(np.where(tokens >= RESTART, tokens - RESTART, tokens)[rows_np])
+        pos = self.pos[rows] + 1
+        if int(pos.max()) >= self.max_len:
+            raise ConfigError(f"a window row ran past its {self.max_len} positions")
+        self.pos[rows] = pos
+        span = int(pos.max()) + 1
+        self._grow(span)
+        logits = self._forward(ids, pos, rows, all_rows, span)
+        t1 = time.perf_counter()
+        tables[rows_np] = self.net.tables(logits, self.m1.precision)
+        timings = self.timings
+        timings.forward_s += t1 - t0
+        timings.quantize_s += time.perf_counter() - t1
+        timings.steps += 1
+        timings.row_positions += len(rows_np)
+        return tables
+
+    def _forward(
+        self, ids: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor, all_rows: bool, span: int
+    ) -> torch.Tensor:
+        """The new position of each computing row; its keys and values are stored in the cache and
+        it attends over positions ``[0, span)`` masked to its own (any span gives the same ints)."""
+        net = self.net
+        x = (net.tok[ids] + net.pos[pos]).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
+        for i, layer in enumerate(net.layers):
+            q, k, v = self._qkv(layer, x)
+            keys, values = self.keys[i], self.values[i]  # (rows, nh, capacity, hs)
+            keys[rows, :, pos] = k
+            values[rows, :, pos] = v
+            if all_rows:
+                kk, vv = keys[:, :, :span], values[:, :, :span]
+            else:
+                kk, vv = keys[rows, :, :span], values[rows, :, :span]
+            y = _attend(q, kk, vv, pos, layer, net.exp_attention)
+            x = self._rest(layer, x, y)
+        return net.head(net.ln_f(x))
+
+
+def exp_table(step: float, one: int) -> np.ndarray:
+    """``round(one * exp(-i * step))`` for i < 512: computed once when a model is made, then stored
+    with it, so no machine's exp ever enters the numerics."""
+    return np.array([round(one * math.exp(-i * step)) for i in range(EXP_ENTRIES)], dtype=np.int32)
