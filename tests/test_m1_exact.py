@@ -227,7 +227,9 @@ def test_float_clm_files_still_decode(tmp_path: Path) -> None:
     assert (tmp_path / "b.txt").read_bytes() == source.read_bytes()
 
 
-def test_quantize_a_float_m1(tmp_path: Path) -> None:
+def test_quantize_a_float_m1_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from compresslm.cli import main
+
     texts = _texts()
     float_model, _ = train_m1(
         texts,
@@ -241,23 +243,23 @@ def test_quantize_a_float_m1(tmp_path: Path) -> None:
         out=tmp_path / "float",
         numerics="float",
     )
-    exact, report = quantize_m1(
-        tmp_path / "float",
-        texts,
-        out=tmp_path / "exact",
-        max_tokens=4_000,
-        batch_size=8,
-        threads=1,
-        progress=False,
-    )
+    assert isinstance(float_model, Transformer) and not isinstance(float_model, QATTransformer)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, text in enumerate(texts):
+        (corpus / f"{i}.txt").write_text(text, encoding="utf-8")
+    args = ["m1", "quantize", "--model", str(tmp_path / "float"), "-o", str(tmp_path / "exact")]
+    args += ["--calibration", str(corpus), "--tokens", "4k", "--batch-size", "8", "--threads", "1"]
+    assert main([*args, "--no-progress", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
     loaded = M1.load(tmp_path / "exact", threads=1)
-    assert isinstance(loaded, ExactM1) and loaded.sha256 == exact.sha256()
+    assert isinstance(loaded, ExactM1)
     meta = json.loads((tmp_path / "exact" / "config.json").read_text())
     assert meta["numerics"] == "int8-exact-v1" and meta["config"]["activation"] == "gelu"
-    assert report.tokens_seen == 4_000 // (8 * 64) * (8 * 64)  # whole steps of 8 blocks of 64
-    # the exact model costs little against the float one, through the same kind of tables
-    assert report.heldout_bits_per_byte < report.float_bits_per_byte * 1.05
-    assert isinstance(float_model, Transformer) and not isinstance(float_model, QATTransformer)
+    assert report["tokens_seen"] == 4_000 // (8 * 64) * (8 * 64)  # whole steps of 8 blocks of 64
+    # the exact model costs little against the float one, both through their frequency tables
+    assert report["heldout_bits_per_byte"] < report["float_bits_per_byte"] * 1.05
+    assert main([*args, "--no-progress"]) == 2  # exists without --force
     with pytest.raises(ConfigError, match="already an exact M1"):
         quantize_m1(tmp_path / "exact", texts, max_tokens=0, progress=False)
 

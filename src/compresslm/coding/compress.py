@@ -322,11 +322,6 @@ def _model_for(container: Container, where: str, model: str | Path | M1 | None, 
         model = path
     m1 = model if isinstance(model, M1) else M1.load(model, threads=threads)
     params = coder_params(container, where)
-    numerics = info.get("numerics", M1.numerics)  # files from before the exact M1: float
-    if numerics != m1.numerics:
-        raise IntegrityError(
-            f"{where}: written with {numerics} M1 numerics, the model given has {m1.numerics} (pass the right --model)"
-        )
     verify_model(
         m1, ModelCheck(info.get("sha256", ""), info.get("fingerprint", "")), params.max_window_bytes, where
     )
