@@ -136,6 +136,7 @@ HEADER_SCHEMA: dict[str, Check | optional] = {
         {
             "sha256": text(64, "[0-9a-f]{64}"),
             "fingerprint": text(64, "[0-9a-f]{64}"),
+            "numerics": optional(choice("float32", "int8-exact-v1")),  # absent before the exact M1: float32
             "path": nullable(text(MAX_PATH_BYTES)),
             "n_params": COUNT,
             "context": integer(1, 1 << 20),
