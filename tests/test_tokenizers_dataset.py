@@ -138,6 +138,40 @@ def test_interrupted_run_resumes(corpus: Path, tmp_path: Path, monkeypatch: pyte
     assert meta["bytes"] == sum(len(t.encode()) for t in DOCS)
 
 
+def test_resume_reuses_only_shards_whose_documents_are_unchanged(tmp_path: Path, monkeypatch) -> None:
+    """A document edited in place without changing its size is tokenized again, not reused."""
+    from compresslm.tokenizers import dataset as dataset_mod
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in DOCS), encoding="utf-8")
+    out = tmp_path / "ds"
+    real = dataset_mod._write_shard
+    calls = {"n": 0}
+
+    def interrupted(path, tokenizer, docs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real(path, tokenizer, docs)
+
+    monkeypatch.setattr(dataset_mod, "_write_shard", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _tokenize(corpus, out, "bytes", shard_bytes=2000)
+    monkeypatch.setattr(dataset_mod, "_write_shard", real)
+    edited = corpus.read_text(encoding="utf-8").replace("return x * 2", "return x * 3", 1)  # same size
+    corpus.write_text(edited, encoding="utf-8")
+    meta = _tokenize(corpus, out, "bytes", shard_bytes=2000)
+    assert meta["shards_reused"] == 1  # the first shard holds the edit: tokenized again
+    ds = TokenDataset(out)
+    texts = [json.loads(line)["text"] for line in edited.splitlines()]
+    decoded = {
+        ds.tokenizer.decode(ds.document_ids(split, i))
+        for split in ("train", "val")
+        for i in range(ds.split_info(split)["documents"])
+    }
+    assert decoded == set(texts)
+
+
 def test_workers_give_the_same_dataset(corpus: Path, tmp_path: Path) -> None:
     _tokenize(corpus, tmp_path / "one", "gzip", shard_bytes=1500)
     _tokenize(corpus, tmp_path / "two", "gzip", shard_bytes=1500, workers=2)

@@ -23,7 +23,8 @@ no ids are trimmed away, so evaluation covers every id of the held-out bytes exa
 
 The held-out split is chosen per document from a hash of its stable id, so every scheme holds out the
 same bytes. Tokenization runs on all cores in shards of documents; each finished shard is written
-atomically under ``shards/``, and a rerun with the same settings skips the shards already there.
+atomically under ``shards/``, named by a content hash of its documents, and a rerun with the same
+settings skips the shards already there whose documents are unchanged (content, not size).
 """
 
 from __future__ import annotations
@@ -264,6 +265,15 @@ def _shards(
         yield shard
 
 
+def shard_digest(docs: list[bytes]) -> str:
+    """A content hash of a shard's documents (each length-prefixed, so boundaries count too)."""
+    h = hashlib.blake2b(digest_size=16)
+    for d in docs:
+        h.update(len(d).to_bytes(8, "little"))
+        h.update(d)
+    return h.hexdigest()
+
+
 def tokenize_corpus(
     items: Iterable[Record | Rejection],
     tokenizer: Tokenizer,
@@ -288,15 +298,17 @@ def tokenize_corpus(
     reused = 0
     bar = _progress_bar(options.progress, tokenizer.name)
 
-    def shard_path(i: int) -> Path:
-        return out / SHARD_DIR / f"{i:06d}.npz"
+    def shard_path(i: int, shard: list[bytes]) -> Path:
+        # Named by its documents' content hash: a rerun reuses a finished shard only when its
+        # documents are byte-for-byte the same (an edit that keeps the size is not reused).
+        return out / SHARD_DIR / f"{i:06d}-{shard_digest(shard)}.npz"
 
     todo: list[tuple[Path, list[bytes]]] = []
     pool: ProcessPoolExecutor | None = None
     pending: list[tuple[Future[str], int]] = []
     try:
         for i, shard in enumerate(_shards(items, options, accounting, docs)):
-            path = shard_path(i)
+            path = shard_path(i, shard)
             shard_paths.append(path)
             shard_counts.append(len(shard))
             if path.is_file():
