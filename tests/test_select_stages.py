@@ -344,7 +344,7 @@ def test_every_method_selects_the_same_on_both_engines(tmp_path: Path, ray_clust
     assert local_rows == ray_rows
     assert local_scores.equals(ray_scores)
     assert local.accounting == remote.accounting
-    assert remote.method["engine"] == "ray"
+    assert remote.engine["name"] == "ray" and local.engine["name"] == "local"
 
 
 def test_killed_ray_run_resumes_to_identical_outputs(

@@ -360,6 +360,13 @@ def print_selection_summary(result: SelectionResult, *, outputs: Outputs | None 
         f"{secs.get('prepare', 0):.1f} / {secs.get('score', 0):.1f} / {secs.get('write', 0):.1f} s",
     )
     t.add_row("scoring rate", f"{rate:,.0f} docs/s")
+    if result.engine:
+        e = result.engine
+        t.add_row(
+            "engine",
+            f"{e['name']}, {e['workers']} workers, {e['shards']} shards; peak memory: worker "
+            f"{e['worker_peak_rss_mb']:,.0f} MiB, driver {e['driver_peak_rss_mb']:,.0f} MiB",
+        )
     for domain, counts in sorted(result.domains.items()):
         if counts["selected"]:
             share = counts["selected"] / max(1, len(result.selected))

@@ -132,6 +132,7 @@ class SelectionResult:
     n_targets: int = 0
     domains: dict[str, dict[str, int]] = field(default_factory=dict)  # domain -> {pool, selected}
     score_samples: dict[str, list[float]] = field(default_factory=dict)  # per domain/source (reservoir)
+    engine: dict[str, Any] = field(default_factory=dict)  # staged runs: engine, workers, peak memory
 
     def precision_at(self, k: int, domain: str) -> float | None:
         """Share of ``domain`` in the top ``k`` selected documents (None without labels)."""
@@ -148,6 +149,7 @@ class SelectionResult:
             "accounting": self.accounting,
             "seconds": self.seconds,
             "domains": self.domains,
+            **({"engine": self.engine} if self.engine else {}),
             "selected": [
                 {
                     "rank": s.rank,

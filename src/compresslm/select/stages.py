@@ -130,6 +130,15 @@ def _file_digest(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (MiB; Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 def shard_seed(seed: int, shard: int) -> int:
     """The seed of shard ``shard``'s random draws (independent streams per shard)."""
     digest = hashlib.blake2b(f"compresslm-shard:{seed}:{shard}".encode(), digest_size=8).digest()
@@ -409,6 +418,8 @@ def score_shard(ctx: StageContext, task: dict[str, Any]) -> dict[str, Any]:
         "domains": domains,
         "samples": {g: s.items() for g, s in samples.items()},
         "seconds": round(time.perf_counter() - t0, 3),
+        "worker_peak_rss_mb": peak_rss_mb(),
+        "worker_pid": os.getpid(),
     }
     _write_json(_marker(ctx, "score", shard), result)
     return result
@@ -497,6 +508,8 @@ def write_shard(ctx: StageContext, task: dict[str, Any]) -> dict[str, Any]:
             for r in ranks
             for sel in (chosen[r][0],)
         ],
+        "worker_peak_rss_mb": peak_rss_mb(),
+        "worker_pid": os.getpid(),
     }
     _write_json(marker, result)
     return result
@@ -733,7 +746,7 @@ def _run(
     acct.check(scored=sum(s["scored"] for s in scored))
 
     result = SelectionResult(
-        method=method.describe() | {"engine": engine.name, "engine_workers": engine.workers},
+        method=method.describe(),
         selected=final,
         accounting=acct.summary(),
         seconds=seconds,
@@ -744,6 +757,16 @@ def _run(
         },
         score_samples={g: [v for _, v in s.items()] for g, s in merged.items()},
     )
+    result.engine = {
+        "name": engine.name,
+        "workers": engine.workers,
+        "shards": len(scored),
+        "worker_peak_rss_mb": max(
+            [s.get("worker_peak_rss_mb", 0.0) for s in scored]
+            + [w.get("worker_peak_rss_mb", 0.0) for w in written]
+        ),
+        "driver_peak_rss_mb": peak_rss_mb(),
+    }
     _commit(result, outputs, options, work, scored, written, acct)
     seconds["write"] = time.perf_counter() - t2
     seconds["total"] = time.perf_counter() - t0
