@@ -22,14 +22,18 @@ from compresslm.select.methods import make_method
 from compresslm.select.parallel import default_workers, ordered_map, tune_malloc
 from compresslm.select.topk import select_top_k
 from compresslm.select.zipfit import (
+    DEFAULT_CHUNK,
     DEFAULT_COMPRESSOR,
     DEFAULT_CONTRAST_SIZE,
+    DEFAULT_MAX_CHUNKS,
     DEFAULT_MAX_TARGETS,
     ZipFit,
     alignment,
+    background_pieces,
     iter_scores,
     reservoir_sample,
     sample_targets,
+    split_pieces,
     zipfit_scores,
 )
 
@@ -55,6 +59,8 @@ PROSE = [
 ]
 SOURCES = _docs(24) + PROSE
 TARGETS = _docs(6, start=40)
+#: The paper's plain formula with any compressor: whole documents, every target, no contrast.
+PLAIN = {"contrast": "none", "max_targets": 0, "chunk": 0}
 
 
 def brute_force(
@@ -80,7 +86,7 @@ def brute_force(
 
 @pytest.mark.parametrize("spec", [info.name for info in list_compressors()])
 def test_scores_follow_the_formula_exactly(spec: str) -> None:
-    got = zipfit_scores(SOURCES[:8], TARGETS[:3], compressor=spec, workers=1)
+    got = zipfit_scores(SOURCES[:8], TARGETS[:3], compressor=spec, workers=1, **PLAIN)
     assert got.dtype == np.float64 and got.shape == (8,)
     assert got.tolist() == brute_force(SOURCES[:8], TARGETS[:3], spec)
 
@@ -139,7 +145,7 @@ def test_single_target_is_one_minus_ncd() -> None:
     x, y = SOURCES[3].encode(), TARGETS[0].encode()
     cx, cy = c.size(x), c.size(y)
     ncd = (c.size(x + y) - min(cx, cy)) / max(cx, cy)
-    assert zipfit_scores([SOURCES[3]], TARGETS[:1], workers=1)[0] == 1 - ncd
+    assert zipfit_scores([SOURCES[3]], TARGETS[:1], workers=1, **PLAIN)[0] == 1 - ncd
 
 
 def test_duplicates_tie_and_keep_document_order() -> None:
@@ -153,16 +159,18 @@ def test_duplicates_tie_and_keep_document_order() -> None:
 
 def test_contrast_is_target_alignment_minus_background_alignment() -> None:
     background = _docs(5, start=80) + PROSE[:1]
-    got = zipfit_scores(SOURCES, TARGETS, contrast=background, compressor="gzip:6", workers=2, batch_size=4)
+    got = zipfit_scores(
+        SOURCES, TARGETS, contrast=background, compressor="gzip:6", workers=2, batch_size=4, chunk=0
+    )
     assert got.tolist() == brute_force(SOURCES, TARGETS, "gzip:6", background)
     # Without a shared document the two terms are simply the two plain alignments.
-    plain_t = zipfit_scores(SOURCES, TARGETS, compressor="gzip:6", workers=1)
-    plain_b = zipfit_scores(SOURCES, background, compressor="gzip:6", workers=1)
+    plain_t = zipfit_scores(SOURCES, TARGETS, compressor="gzip:6", workers=1, **PLAIN)
+    plain_b = zipfit_scores(SOURCES, background, compressor="gzip:6", workers=1, **PLAIN)
     i = SOURCES.index(PROSE[0])
     others = np.arange(len(SOURCES)) != i
     assert np.allclose(got[others], (plain_t - plain_b)[others], rtol=0, atol=1e-15)
     # PROSE[0] is in the background: it is not compared with itself (no self-similarity penalty).
-    without_self = zipfit_scores([PROSE[0]], background[:-1], compressor="gzip:6", workers=1)[0]
+    without_self = zipfit_scores([PROSE[0]], background[:-1], compressor="gzip:6", workers=1, **PLAIN)[0]
     assert got[i] == pytest.approx(plain_t[i] - without_self, abs=1e-15)
     assert got[i] > plain_t[i] - plain_b[i]
 
@@ -217,7 +225,8 @@ def test_method_streams_indices_and_scores_in_pool_order(workers: int) -> None:
     indices = np.concatenate([i for i, _ in batches])
     scores = np.concatenate([s for _, s in batches])
     assert indices.tolist() == [10 * i for i in range(len(SOURCES))]
-    assert np.array_equal(scores, zipfit_scores(SOURCES, TARGETS, compressor="gzip:6", workers=1))
+    expected = zipfit_scores(SOURCES, TARGETS, compressor="gzip:6", workers=1, contrast="none")
+    assert np.array_equal(scores, expected)
     info = method.describe()
     assert info["compressor"] == "gzip:6" and info["zlib_runtime_version"] and info["targets"] == len(TARGETS)
 
@@ -269,8 +278,8 @@ def test_default_mode_scores_a_target_sample_and_the_paper_mode_every_target() -
     plain = ZipFit(workers=1, seed=5, contrast="none")
     plain.prepare(targets, pool)
     scores = np.concatenate([s for _, s in plain.score_batches(pool)])
-    assert np.array_equal(scores, zipfit_scores(sources, sample, workers=1))
-    full = zipfit_scores(sources, targets, workers=1)
+    assert np.array_equal(scores, zipfit_scores(sources, sample, workers=1, contrast="none"))
+    full = zipfit_scores(sources, targets, workers=1, contrast="none", max_targets=0)
     assert not np.array_equal(scores, full)  # a sample, not the full mean ...
     assert np.corrcoef(scores, full)[0, 1] > 0.9  # ... that estimates it
     for method in (ZipFit(compressor="gzip:9", workers=1), make_method("zipfit:gzip9", workers=1)):
@@ -389,4 +398,94 @@ def test_iter_scores_uses_the_pool_for_several_workers() -> None:
     batches = [SOURCES[:5], SOURCES[5:]]
     got = list(iter_scores(batches, TARGETS, workers=2))
     assert [len(g) for g in got] == [5, len(SOURCES) - 5]
-    assert np.array_equal(np.concatenate(got), zipfit_scores(SOURCES, TARGETS, workers=1))
+    assert np.array_equal(np.concatenate(got), zipfit_scores(SOURCES, TARGETS, workers=1, **PLAIN))
+
+
+# -- length robustness: documents scored by pieces ----------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, 1, 100, 511, 512, 1023, 1535, 1536, 5000, 40_000])
+def test_split_pieces_cover_the_document_in_near_equal_pieces(length: int) -> None:
+    data = bytes(range(256)) * (length // 256 + 1)
+    data = data[:length]
+    pieces = split_pieces(data, 1024)
+    assert b"".join(pieces) == data
+    assert len(pieces) == max(1, (length + 512) // 1024)  # round(length / chunk), at least one
+    if length >= 768:
+        assert all(768 <= len(p) <= 1536 for p in pieces)
+    few = split_pieces(data, 1024, 4)
+    assert len(few) == min(4, len(pieces))
+    assert few[0] == pieces[0] and few[-1] == pieces[-1]  # evenly spaced, first to last
+    assert all(p in pieces for p in few)
+    assert split_pieces(data, 0) == [data]
+
+
+def test_chunked_score_is_the_mean_over_pieces_of_the_plain_formula() -> None:
+    long_doc = "".join(_docs(12, start=60)).encode("ascii", "replace").decode()
+    pieces = [p.decode() for p in split_pieces(long_doc.encode(), DEFAULT_CHUNK, DEFAULT_MAX_CHUNKS)]
+    assert len(pieces) == DEFAULT_MAX_CHUNKS
+    c = get_compressor("gzip:6")
+
+    def sims(x: bytes) -> np.ndarray:
+        out = []
+        for t in TARGETS:
+            y = t.encode()
+            cx, cy = c.size(x), c.size(y)
+            out.append(1 - (c.size(x + y) - min(cx, cy)) / max(cx, cy))
+        return np.array(out)
+
+    expected = np.mean(np.stack([sims(p.encode()) for p in pieces]), axis=0)
+    got = zipfit_scores([long_doc], TARGETS, compressor="gzip:6", contrast="none", max_targets=0, workers=1)[
+        0
+    ]
+    assert got == math.fsum(expected) / len(TARGETS)
+
+
+def test_background_pieces_never_score_their_own_document() -> None:
+    long_doc = "".join(_docs(12, start=60)).encode("ascii", "replace").decode()
+    others = SOURCES[:5]
+    pool = _pool([long_doc, *others])
+    method = ZipFit(compressor="gzip:6", workers=1, contrast_size=6, max_targets=0, seed=1)
+    method.prepare(TARGETS, pool)
+    background = method._background
+    assert len(background) == 6 and all(len(b) <= DEFAULT_CHUNK for b in background)
+    assert any(b in long_doc.encode() for b in background)  # one piece was cut from the long document
+    scores = np.concatenate([s for _, s in method.score_batches(pool)])
+    # The long document is contrasted with the pieces of the *other* documents only.
+    own = [b for b in background if b not in long_doc.encode()]
+    expected = zipfit_scores([long_doc], TARGETS, compressor="gzip:6", max_targets=0, contrast=own, workers=1)
+    assert scores[0] == expected[0]
+    assert background_pieces([b"x" * 10, b"abc" * 1000], 1024, 3) == background_pieces(
+        [b"x" * 10, b"abc" * 1000], 1024, 3
+    )
+
+
+def test_paper_mode_scores_whole_documents_and_the_default_mode_pieces() -> None:
+    assert ZipFit(compressor="gzip:9", workers=1).chunk == 0
+    assert make_method("zipfit:gzip9").chunk == 0  # type: ignore[attr-defined]
+    default = ZipFit(workers=1)
+    assert (default.chunk, default.max_chunks) == (DEFAULT_CHUNK, DEFAULT_MAX_CHUNKS)
+    assert make_method("zipfit:lz4+whole").chunk == 0  # type: ignore[attr-defined]
+    sized = make_method("zipfit:lz4+chunk=512+chunks=2")
+    assert (sized.chunk, sized.max_chunks) == (512, 2)  # type: ignore[attr-defined]
+    assert ZipFit(max_chunks=0).max_chunks is None
+    for kwargs in ({"chunk": -1}, {"max_chunks": -2}):
+        with pytest.raises(ConfigError):
+            ZipFit(**kwargs)  # type: ignore[arg-type]
+
+
+def test_api_default_is_the_cli_default(tmp_path: Path) -> None:
+    """``select_top_k(zipfit_scores(...))`` with no options selects what ``compresslm select`` does."""
+    import json
+
+    from compresslm.select.pipeline import SelectionSpec, run_selection
+
+    long_doc = "".join(_docs(12, start=60))
+    sources = [*SOURCES, long_doc]
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in sources))
+    scores = zipfit_scores(sources, TARGETS, workers=1)
+    best = select_top_k(scores, k=10)
+    result = run_selection(make_method("zipfit", workers=1), TARGETS, [str(path)], SelectionSpec(k=10))
+    assert [s.index for s in result.selected] == best.tolist()
+    assert [s.score for s in result.selected] == scores[best].tolist()

@@ -87,6 +87,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score against a seeded sample of at most N targets (default 32, except 'all' "
         "with gzip:9, the paper's exact mode); 'all' scores every target",
     )
+    z.add_argument(
+        "--chunk-bytes",
+        type=non_negative_int,
+        help="score documents by pieces of about N bytes (default 1024; 0 = whole documents, "
+        "the default with gzip:9)",
+    )
+    z.add_argument(
+        "--max-chunks",
+        type=non_negative_int,
+        help="score at most N evenly spaced pieces of a long document (default 4; 0 = every piece)",
+    )
     b = p.add_argument_group("baselines")
     b.add_argument("--dsir-buckets", type=positive_int, help="DSIR hashed n-gram buckets (default 10000)")
     b.add_argument("--dsir-min-words", type=non_negative_int, help="DSIR minimum example length in words")
@@ -209,6 +220,8 @@ def _select(args: argparse.Namespace) -> int:
         contrast=args.contrast,
         contrast_size=args.contrast_size,
         max_targets=args.max_targets,
+        chunk=args.chunk_bytes,
+        max_chunks=args.max_chunks,
         workers=args.workers,
         seed=args.seed,
         num_buckets=args.dsir_buckets,

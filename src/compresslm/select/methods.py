@@ -3,11 +3,13 @@
 A method spec is ``name[:variant]``. Variants name common settings so one study can compare the
 paper's setting with ours in a single run:
 
-* ``zipfit`` (the default mode: LZ4, background contrast, at most 32 sampled targets),
-  ``zipfit:gzip9`` (the paper: every target, no contrast), ``zipfit:lz4`` (= the default mode),
-  ``zipfit:zstd3``; modifiers: ``+contrast`` / ``+contrast=N`` (background contrast, N documents),
-  ``+nocontrast``, ``+targets=N`` (at most N sampled targets), ``+all`` (every target); e.g.
-  ``zipfit:lz4+nocontrast+all`` is plain ZIP-FIT with LZ4, ``zipfit:gzip9+contrast``;
+* ``zipfit`` (the default mode: LZ4, documents scored by 1 KiB pieces, background contrast, at
+  most 32 sampled targets), ``zipfit:gzip9`` (the paper: whole documents, every target, no
+  contrast), ``zipfit:lz4`` (= the default mode), ``zipfit:zstd3``; modifiers: ``+contrast`` /
+  ``+contrast=N`` (background contrast, N documents), ``+nocontrast``, ``+targets=N`` (at most N
+  sampled targets), ``+all`` (every target), ``+chunk=N`` (pieces of about N bytes),
+  ``+chunks=N`` (at most N pieces per document), ``+whole`` (whole documents); e.g.
+  ``zipfit:lz4+nocontrast+all+whole`` is plain ZIP-FIT with LZ4, ``zipfit:gzip9+contrast``;
 * ``dsir`` (Gumbel top-k), ``dsir:topk`` (plain top-k by importance weight);
 * ``d4``; ``d4:hashing`` (the cheap embedding backend, not the paper's);
 * ``random``;
@@ -47,9 +49,16 @@ def _zipfit_variant(variant: str) -> dict[str, Any]:
             opts["max_targets"] = 0
         elif key == "targets" and eq:
             opts["max_targets"] = 0 if value == "all" else int(value)
+        elif key == "chunk" and eq:
+            opts["chunk"] = int(value)
+        elif key == "chunks" and eq:
+            opts["max_chunks"] = int(value)
+        elif key == "whole" and not eq:
+            opts["chunk"] = 0
         else:
             raise ConfigError(
-                f"unknown zipfit variant modifier '+{extra}' (known: +contrast, +contrast=N, +nocontrast, +targets=N, +all)"
+                f"unknown zipfit variant modifier '+{extra}' (known: +contrast, +contrast=N, +nocontrast, "
+                "+targets=N, +all, +chunk=N, +chunks=N, +whole)"
             )
     from compresslm.compressors.registry import list_compressors
 
@@ -99,7 +108,17 @@ def make_method(spec: str, **options: Any) -> SelectionMethod:
     raise ConfigError(f"unknown selection method '{spec}' (choose from: {', '.join(METHODS)})")
 
 
-_ZIPFIT_KEYS = {"compressor", "contrast", "contrast_size", "workers", "seed", "batch_size", "max_targets"}
+_ZIPFIT_KEYS = {
+    "compressor",
+    "contrast",
+    "contrast_size",
+    "workers",
+    "seed",
+    "batch_size",
+    "max_targets",
+    "chunk",
+    "max_chunks",
+}
 _DSIR_KEYS = {"sampling", "seed", "num_buckets", "ngrams", "min_example_length", "workers"}
 _D4_KEYS = {"embedder", "seed", "cache_dir", "n_clusters", "workers"}
 _COMPEL_KEYS = {"band", "seed"}

@@ -65,6 +65,11 @@ DEFAULT_MAX_TARGETS = 32
 #: better than 32 + 16 (both clearly ahead of DSIR), but 32 + 32 costs twice the pairs of plain
 #: ZIP-FIT and was only ~16% faster than DSIR; 32 + 16 keeps a clear margin (README, Benchmarks).
 DEFAULT_CONTRAST_SIZE = 16
+#: Length-robust default: documents are scored by pieces of about this many bytes (see "Length" in
+#: the module docstring); ``0`` scores whole documents, as the paper does.
+DEFAULT_CHUNK = 1024
+#: At most this many pieces of a long document are scored (evenly spaced over it).
+DEFAULT_MAX_CHUNKS = 4
 
 #: Work per task, in (source, reference) pairs: ~0.1 s (LZ4) to ~1 s (gzip-9) per task, far above
 #: the ~0.1 ms of inter-process overhead, yet small enough to balance the load across workers.
@@ -80,11 +85,27 @@ def _as_bytes(text: Text) -> bytes:
     return text if isinstance(text, bytes) else text.encode("utf-8")
 
 
+def split_pieces(data: bytes, chunk: int, max_pieces: int | None = None) -> list[bytes]:
+    """``data`` cut into ``n = max(1, round(len / chunk))`` consecutive pieces of near-equal length
+    (so every piece has between 0.75 and 1.5 ``chunk`` bytes once ``data`` has 0.75 ``chunk`` or
+    more); with more than ``max_pieces``, that many of them, evenly spaced from the first to the
+    last. ``chunk <= 0`` returns ``[data]``. Integer arithmetic only: the same pieces everywhere."""
+    if chunk <= 0:
+        return [data]
+    n = max(1, (len(data) + chunk // 2) // chunk)
+    bounds = [i * len(data) // n for i in range(n + 1)]
+    keep: Iterable[int] = range(n)
+    if max_pieces is not None and n > max_pieces:
+        keep = [0] if max_pieces == 1 else [j * (n - 1) // (max_pieces - 1) for j in range(max_pieces)]
+    return [data[bounds[i] : bounds[i + 1]] for i in keep]
+
+
 class PairScorer:
     """Scores sources against fixed references: ``targets`` then, optionally, ``contrast`` texts.
 
     Holds the compressor, the reference bytes and their sizes; stateless between calls, so every
-    worker (or the parent, for ``workers=1``) computes bit-identical scores.
+    worker (or the parent, for ``workers=1``) computes bit-identical scores. With ``chunk > 0`` a
+    source's similarity to each reference is the mean over its pieces (:func:`split_pieces`).
     """
 
     def __init__(
@@ -93,18 +114,21 @@ class PairScorer:
         targets: Sequence[bytes],
         contrast: Sequence[bytes] = (),
         sizes: np.ndarray | None = None,
+        chunk: int = 0,
+        max_chunks: int | None = None,
     ) -> None:
         self.compressor = get_compressor(compressor)
         self.refs = list(targets) + list(contrast)
         self.n_targets = len(targets)
         self.contrast = list(contrast)
         self.contrast_set = frozenset(self.contrast)
+        self.chunk = chunk
+        self.max_chunks = max_chunks
         if sizes is None:
             sizes = np.fromiter(map(self.compressor.size, self.refs), np.int64, len(self.refs))
         self.sizes = np.asarray(sizes, dtype=np.int64)
 
-    def similarities(self, x: bytes) -> np.ndarray:
-        """``1 - NCD(x, ref)`` for every reference, in reference order (float64)."""
+    def _similarities(self, x: bytes) -> np.ndarray:
         cx = self.compressor.size(x)
         c12 = self.compressor.concat_sizes(x, self.refs)
         lo = np.minimum(self.sizes, cx)
@@ -112,14 +136,38 @@ class PairScorer:
         # Same operations as the reference: (int - int) / int (exact ints, one rounding), then 1 - ncd.
         return 1.0 - (c12 - lo) / hi
 
+    def similarities(self, x: bytes) -> np.ndarray:
+        """``1 - NCD(x, ref)`` for every reference, in reference order (float64); with ``chunk``,
+        the mean over the pieces of ``x``."""
+        if not self.chunk:
+            return self._similarities(x)
+        pieces = split_pieces(x, self.chunk, self.max_chunks)
+        if len(pieces) == 1:
+            return self._similarities(x)
+        return np.mean(np.stack([self._similarities(p) for p in pieces]), axis=0)
+
+    def _own_background(self, x: bytes) -> list[bool] | None:
+        """Mask of the background references that may score ``x``, or None when all may.
+
+        Whole documents: a background document equal to ``x`` is skipped. Pieces: a background
+        piece contained in ``x`` (cut from it, or from a copy of it) is skipped.
+        """
+        if self.chunk:
+            mask = [c not in x for c in self.contrast]
+            return None if all(mask) else mask
+        if x in self.contrast_set:
+            return [c != x for c in self.contrast]
+        return None
+
     def score(self, x: bytes) -> float:
         sims = self.similarities(x)
         n = self.n_targets
         value = math.fsum(sims[:n]) / n
         if self.contrast:
             background = sims[n:]
-            if x in self.contrast_set:
-                background = background[[c != x for c in self.contrast]]
+            mask = self._own_background(x)
+            if mask is not None:
+                background = background[mask]
             if len(background):
                 value -= math.fsum(background) / len(background)
         return value
@@ -134,9 +182,16 @@ class PairScorer:
 _WORKER_SCORER: PairScorer | None = None
 
 
-def _init_worker(compressor: str, targets: list[bytes], contrast: list[bytes], sizes: np.ndarray) -> None:
+def _init_worker(
+    compressor: str,
+    targets: list[bytes],
+    contrast: list[bytes],
+    sizes: np.ndarray,
+    chunk: int = 0,
+    max_chunks: int | None = None,
+) -> None:
     global _WORKER_SCORER
-    _WORKER_SCORER = PairScorer(compressor, targets, contrast, sizes)
+    _WORKER_SCORER = PairScorer(compressor, targets, contrast, sizes, chunk, max_chunks)
 
 
 def _score_task(docs: list[Text]) -> np.ndarray:
@@ -160,18 +215,21 @@ def iter_scores(
     contrast: Sequence[Text] | None = None,
     workers: int | None = 1,
     start_method: str | None = None,
+    chunk: int = 0,
+    max_chunks: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Score each batch of sources; yields one float64 array per batch, in input order.
 
     The caller chooses the batching (one batch = one task for a worker). ``workers`` as in
-    :func:`zipfit_scores`, except that ``None`` always means every core here.
+    :func:`zipfit_scores`, except that ``None`` always means every core here. ``chunk`` and
+    ``max_chunks`` as in :class:`PairScorer` (0: whole documents).
     """
     if not targets:
         raise ConfigError("ZIP-FIT needs at least one target document (the target set is empty)")
     spec = canonical_spec(compressor)
     target_bytes = [_as_bytes(t) for t in targets]
     contrast_bytes = [_as_bytes(t) for t in contrast or ()]
-    scorer = PairScorer(spec, target_bytes, contrast_bytes)  # sizes computed once, here
+    scorer = PairScorer(spec, target_bytes, contrast_bytes, None, chunk, max_chunks)  # sizes once, here
     n_workers = resolve_workers(workers)
     if n_workers == 1:
         tune_malloc()  # the parent scores: same glibc trap as in a worker (idempotent, bounded retention)
@@ -182,7 +240,7 @@ def iter_scores(
         (list(b) for b in batches),
         workers=n_workers,
         initializer=_init_worker,
-        initargs=(spec, target_bytes, contrast_bytes, scorer.sizes),
+        initargs=(spec, target_bytes, contrast_bytes, scorer.sizes, chunk, max_chunks),
         start_method=start_method,
     )
 
@@ -204,46 +262,76 @@ def _progress_callback(progress: Progress, total: int | None) -> tuple[Callable[
     return bar.update, bar
 
 
+def _list_pool(docs: Sequence[Text], batch: int = 4096) -> PoolFactory:
+    """An in-memory pool (see :mod:`compresslm.select.base`) over ``docs``, indices 0..N-1."""
+
+    def pool() -> Iterator[list[tuple[int, Text]]]:
+        for start in range(0, len(docs), batch):
+            yield [(i, docs[i]) for i in range(start, min(start + batch, len(docs)))]
+
+    return pool  # type: ignore[return-value]
+
+
 def zipfit_scores(
     sources: Iterable[Text],
     targets: Sequence[Text],
     *,
     compressor: str = DEFAULT_COMPRESSOR,
-    contrast: Sequence[Text] | None = None,
+    contrast: Literal["none", "background"] | Sequence[Text] | None = None,
+    contrast_size: int | None = None,
+    max_targets: int | None = None,
+    chunk: int | None = None,
+    max_chunks: int | None = None,
+    seed: int = 0,
     workers: int | None = None,
     batch_size: int | None = None,
     progress: Progress = False,
     start_method: str | None = None,
 ) -> np.ndarray:
-    """ZIP-FIT alignment of every source with ``targets`` (float64, aligned with ``sources``).
+    """ZIP-FIT scores of every source against ``targets`` (float64, aligned with ``sources``).
 
-    ``contrast``: background texts; the score becomes alignment(targets) - alignment(contrast).
-    ``workers``: processes (``None`` = every core this process may use; small jobs of a known size
-    run in-process; 1 = in-process, no pool). ``batch_size``: sources per task (default: about
+    The defaults are the command line's (``compresslm select``), so ``select_top_k`` of these
+    scores is what the CLI selects from the same documents: the default mode (LZ4, pieces of
+    :data:`DEFAULT_CHUNK` bytes, at most :data:`DEFAULT_MAX_TARGETS` sampled target pieces,
+    background contrast against :data:`DEFAULT_CONTRAST_SIZE` pieces sampled from ``sources`` with
+    ``seed``), and with ``compressor="gzip:9"`` the paper exactly. ``contrast``: ``"none"``,
+    ``"background"`` (sampled from ``sources``), ``None`` (the mode's default) or a list of
+    background texts used as given. Other settings as in :class:`ZipFit`.
+
+    ``workers``: processes (``None`` = every core this process may use; small jobs run
+    in-process; 1 = in-process, no pool). ``batch_size``: sources per task (default: about
     :data:`PAIRS_PER_TASK` pairs). ``progress``: True for a tqdm bar, or a callable that receives
     the number of documents finished after each batch. Scores do not depend on ``workers``,
     ``batch_size`` or ``start_method`` (bit-identical).
     """
     if not targets:
         raise ConfigError("ZIP-FIT needs at least one target document (the target set is empty)")
-    n_refs = len(targets) + len(contrast or ())
-    size = batch_size or default_batch_size(n_refs)
-    if size <= 0:
-        raise ConfigError(f"batch_size must be positive, got {batch_size}")
-    total = len(sources) if isinstance(sources, Sequence) else None
-    if workers is None and total is not None and total * n_refs <= IN_PROCESS_PAIRS:
+    docs = sources if isinstance(sources, Sequence) else list(sources)
+    explicit = None if contrast is None or isinstance(contrast, str) else list(contrast)
+    n_refs = min(len(targets), max_targets or len(targets)) + (
+        len(explicit) if explicit is not None else (contrast_size or DEFAULT_CONTRAST_SIZE)
+    )
+    if workers is None and len(docs) * n_refs <= IN_PROCESS_PAIRS:
         workers = 1
-    callback, bar = _progress_callback(progress, total)
+    method = ZipFit(
+        compressor,
+        workers=workers,
+        contrast=None if explicit is not None else contrast,  # type: ignore[arg-type]
+        contrast_size=contrast_size,
+        seed=seed,
+        batch_size=batch_size,
+        start_method=start_method,
+        max_targets=max_targets,
+        chunk=chunk,
+        max_chunks=max_chunks,
+        background=explicit,
+    )
+    pool = _list_pool(docs)
+    method.prepare(targets, pool)  # type: ignore[arg-type]
+    callback, bar = _progress_callback(progress, len(docs))
     parts: list[np.ndarray] = []
     try:
-        for scores in iter_scores(
-            _chunks(sources, size),
-            targets,
-            compressor=compressor,
-            contrast=contrast,
-            workers=workers,
-            start_method=start_method,
-        ):
+        for _, scores in method.score_batches(pool):
             parts.append(scores)
             if callback is not None:
                 callback(len(scores))
@@ -274,7 +362,9 @@ def alignment(
         raise ConfigError(f"max_pairs must be positive, got {max_pairs}")
     n_pairs = len(a) * len(b)
     if max_pairs is None or max_pairs >= n_pairs:
-        per_source = zipfit_scores(a, b, compressor=compressor, workers=workers)
+        per_source = zipfit_scores(
+            a, b, compressor=compressor, workers=workers, contrast="none", max_targets=0, chunk=0
+        )
         return math.fsum(per_source) / len(a)
     rng = np.random.default_rng(seed)
     pairs = np.sort(rng.choice(n_pairs, size=max_pairs, replace=False))
@@ -326,16 +416,32 @@ def reservoir_sample(pool: PoolFactory, k: int, seed: int) -> list[str]:
     return sample
 
 
+def background_pieces(docs: Sequence[bytes], chunk: int, seed: int) -> list[bytes]:
+    """One seeded random window of ``chunk`` bytes from each document (the whole of a shorter one):
+    a background of the same size as the pieces it is compared with."""
+    rng = random.Random(f"zipfit-background-pieces:{seed}")
+    out = []
+    for d in docs:
+        start = rng.randrange(len(d) - chunk + 1) if len(d) > chunk else 0
+        out.append(d[start : start + chunk])
+    return out
+
+
 class ZipFit(SelectionMethod):
     """ZIP-FIT as a selection method: one streaming scoring pass (two with background contrast).
 
-    ``max_targets``: score against at most this many targets, a seeded sample (``None``: the
-    default, :data:`DEFAULT_MAX_TARGETS`, except with the paper's ``gzip:9`` where every target is
-    scored; ``0``: every target). ``contrast``: ``"background"`` first draws a seeded reservoir
-    sample of ``contrast_size`` (default :data:`DEFAULT_CONTRAST_SIZE`) documents from the
-    pool and subtracts each document's alignment to that sample; ``None`` (the default) means
-    ``"background"``, except ``"none"`` with the paper's ``gzip:9``. ``batch_size`` is sources per worker task (default: about
-    :data:`PAIRS_PER_TASK` pairs); pool batches are re-chunked to it, and every yielded
+    ``max_targets``: score against at most this many targets (target pieces when ``chunk`` is
+    set), a seeded sample (``None``: the default, :data:`DEFAULT_MAX_TARGETS`, except with the
+    paper's ``gzip:9`` where every target is scored; ``0``: every target). ``contrast``:
+    ``"background"`` first draws a seeded reservoir sample of ``contrast_size`` (default
+    :data:`DEFAULT_CONTRAST_SIZE`) documents from the pool (one random ``chunk``-byte window of
+    each when ``chunk`` is set) and subtracts each document's alignment to that sample; ``None``
+    (the default) means ``"background"``, except ``"none"`` with the paper's ``gzip:9``.
+    ``background``: explicit background texts, used as given instead of a sample. ``chunk``: score
+    documents by pieces of about this many bytes, at most ``max_chunks`` of them (``None``:
+    :data:`DEFAULT_CHUNK` and :data:`DEFAULT_MAX_CHUNKS`, except whole documents with ``gzip:9``;
+    ``0``: whole documents / every piece). ``batch_size`` is sources per worker task (default:
+    about :data:`PAIRS_PER_TASK` pairs); pool batches are re-chunked to it, and every yielded
     ``(indices, scores)`` pair carries its own indices, in pool order.
     """
 
@@ -351,6 +457,9 @@ class ZipFit(SelectionMethod):
         batch_size: int | None = None,
         start_method: str | None = None,
         max_targets: int | None = None,
+        chunk: int | None = None,
+        max_chunks: int | None = None,
+        background: Sequence[Text] | None = None,
     ) -> None:
         self.compressor = canonical_spec(compressor)  # ConfigError now, not after a pass over the pool
         if max_targets is not None and max_targets < 0:
@@ -359,6 +468,10 @@ class ZipFit(SelectionMethod):
         if max_targets is None:
             max_targets = 0 if paper else DEFAULT_MAX_TARGETS
         self.max_targets: int | None = max_targets or None  # None: every target
+        if background is not None:
+            if contrast == "none":
+                raise ConfigError("background texts given with contrast 'none'")
+            contrast = "background"
         if contrast is None:
             contrast = "none" if paper else "background"
         if contrast not in ("none", "background"):
@@ -367,12 +480,19 @@ class ZipFit(SelectionMethod):
             raise ConfigError(f"--contrast-size must be positive, got {contrast_size}")
         if batch_size is not None and batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
+        if chunk is not None and chunk < 0:
+            raise ConfigError(f"--chunk-bytes must be positive, or 0 for whole documents, got {chunk}")
+        if max_chunks is not None and max_chunks < 0:
+            raise ConfigError(f"--max-chunks must be positive, or 0 for every piece, got {max_chunks}")
+        self.chunk = (0 if paper else DEFAULT_CHUNK) if chunk is None else chunk
+        self.max_chunks: int | None = (DEFAULT_MAX_CHUNKS if max_chunks is None else max_chunks) or None
         self.workers = resolve_workers(workers)
         self.contrast = contrast
         self.contrast_size = contrast_size
         self.seed = seed
         self.batch_size = batch_size
         self.start_method = start_method
+        self._explicit_background = None if background is None else [_as_bytes(t) for t in background]
         self._targets: list[bytes] | None = None
         self.n_targets_given: int | None = None
         self._background: list[bytes] = []
@@ -381,16 +501,24 @@ class ZipFit(SelectionMethod):
         if not targets:
             raise ConfigError("ZIP-FIT needs at least one target document (the target set is empty)")
         self.n_targets_given = len(targets)
-        self._targets = sample_targets([_as_bytes(t) for t in targets], self.max_targets, self.seed)
+        target_bytes = [_as_bytes(t) for t in targets]
+        if self.chunk:
+            target_bytes = [p for t in target_bytes for p in split_pieces(t, self.chunk)]
+        self._targets = sample_targets(target_bytes, self.max_targets, self.seed)
         self._background = []
-        if self.contrast == "background":
+        if self._explicit_background is not None:
+            self._background = list(self._explicit_background)
+        elif self.contrast == "background":
             size = self.contrast_size or DEFAULT_CONTRAST_SIZE
-            self._background = [_as_bytes(t) for t in reservoir_sample(pool, size, self.seed)]
+            docs = [_as_bytes(t) for t in reservoir_sample(pool, size, self.seed)]
+            self._background = background_pieces(docs, self.chunk, self.seed) if self.chunk else docs
 
     def score_batches(self, pool: PoolFactory) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if self._targets is None:
             raise RuntimeError("ZipFit.prepare(targets, pool) must run before score_batches")
-        size = self.batch_size or default_batch_size(len(self._targets) + len(self._background))
+        size = self.batch_size or default_batch_size(
+            (len(self._targets) + len(self._background)) * (self.max_chunks or 1 if self.chunk else 1)
+        )
         index_queue: deque[np.ndarray] = deque()
 
         def texts() -> Iterator[list[str]]:
@@ -416,6 +544,8 @@ class ZipFit(SelectionMethod):
             contrast=self._background or None,
             workers=self.workers,
             start_method=self.start_method,
+            chunk=self.chunk,
+            max_chunks=self.max_chunks,
         ):
             yield index_queue.popleft(), scores
 
@@ -429,6 +559,8 @@ class ZipFit(SelectionMethod):
             "zlib_runtime_version": comp["zlib_runtime_version"],
             "contrast": self.contrast,
             "contrast_size": len(self._background) if self.contrast == "background" else None,
+            "chunk_bytes": self.chunk,
+            "max_chunks": self.max_chunks if self.chunk else None,
             "seed": self.seed,
             "workers": self.workers,
             "batch_size": self.batch_size,
