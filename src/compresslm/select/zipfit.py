@@ -71,6 +71,9 @@ DEFAULT_CHUNK = 1024
 #: At most this many pieces of a long document are scored (evenly spaced over it).
 DEFAULT_MAX_CHUNKS = 4
 
+#: Pairs :func:`alignment` (and ``compresslm align``) samples by default on large datasets.
+DEFAULT_ALIGN_PAIRS = 200_000
+
 #: Work per task, in (source, reference) pairs: ~0.1 s (LZ4) to ~1 s (gzip-9) per task, far above
 #: the ~0.1 ms of inter-process overhead, yet small enough to balance the load across workers.
 PAIRS_PER_TASK = 16384
@@ -345,16 +348,17 @@ def alignment(
     a: Sequence[Text],
     b: Sequence[Text],
     *,
-    compressor: str = DEFAULT_COMPRESSOR,
-    max_pairs: int | None = None,
+    compressor: str = PAPER_COMPRESSOR,
+    max_pairs: int | None = DEFAULT_ALIGN_PAIRS,
     seed: int = 0,
     workers: int | None = None,
 ) -> float:
     """Dataset-level alignment of ``a`` with ``b``: the mean of ``1 - NCD(x, y)`` over pairs.
 
-    All ``len(a) * len(b)`` pairs (x from ``a`` first), or, with ``max_pairs``, a uniform sample of
-    that many distinct pairs drawn with ``seed`` (the paper's "alignment predicts loss" analysis on
-    large sets).
+    All ``len(a) * len(b)`` pairs (x from ``a`` first) when there are at most ``max_pairs`` (or
+    ``max_pairs=None``), else a uniform sample of that many distinct pairs drawn with ``seed`` (the
+    paper's "alignment predicts loss" analysis on large sets). Defaults are ``compresslm align``'s:
+    the paper's compressor and :data:`DEFAULT_ALIGN_PAIRS` pairs.
     """
     if not a or not b:
         raise ConfigError(f"alignment needs two non-empty datasets (got {len(a)} and {len(b)} documents)")
