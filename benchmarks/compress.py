@@ -284,7 +284,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--speed-only", action="store_true", help="skip the round trips and baselines")
     p.add_argument("--json", help="write all numbers here")
+    x = p.add_argument_group("Exact M1 (--exact): exact vs float M1, same bytes and tokens")
+    x.add_argument("--exact", action="store_true", help="run only the cost-of-exactness comparison")
+    x.add_argument(
+        "--exact-sizes", default="tiny=1M,3m=300k", help="SIZE=TOKENS,... (default tiny=1M,3m=300k)"
+    )
+    x.add_argument("--exact-docs", type=int, default=10_000, help="mixture documents to train on")
+    x.add_argument("--exact-speed-bytes", type=int, default=200_000, help="bytes of the speed sample")
+    x.add_argument("--exact-out", default="bench-out/exact", help="where the models are kept")
     args = p.parse_args(argv)
+    if args.exact:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return exactness(args)
     if args.quick:
         args.docs, args.stdlib_bytes, args.speed_bytes, args.repeats = 60, 60_000, 20_000, 3
     if args.threads:
@@ -451,6 +463,102 @@ def print_speed(r: dict[str, Any]) -> None:
     )
     s.add_row("positions/s inside the forward (per lane)", f"{sp['positions_per_s_in_forward']:,.0f}")
     Console().print(s)
+
+
+# ------------------------------------------------------------------------------------ Exact M1
+# `--exact`: the cost of exactness. For each size, a float M1 and an exact M1 (quantization-aware
+# training) are trained on the same bytes for the same tokens, and the float one is also converted
+# with `m1 quantize` (calibration + a short QAT fine-tune); held-out bits/byte of all three through
+# their frequency tables (what the coder pays) on the same held-out blocks, then encode/decode speed
+# of the float and the exact path on the same sample in the same run.
+
+
+def exactness(args: argparse.Namespace) -> int:
+    from compresslm.coding.m1_train import (
+        corpus_bytes,
+        heldout_bits_per_byte,
+        quantize_m1,
+        split_heldout,
+        train_m1,
+    )
+
+    out = Path(args.exact_out)
+    texts = [d.decode("utf-8") for d in builtin_docs(args.exact_docs)]
+    _, heldout, _ = split_heldout(corpus_bytes(texts), 128, 0.05)
+    sample, total = [], 0
+    for d in builtin_docs(max(args.docs, args.exact_speed_bytes // 500)):
+        if total >= args.exact_speed_bytes:
+            break
+        sample.append(d)
+        total += len(d)
+    results: dict[str, Any] = {"corpus_bytes": sum(len(t.encode()) for t in texts), "sizes": {}}
+    for spec in args.exact_sizes.split(","):
+        size, _, tok = spec.partition("=")
+        tokens = int(float(tok.rstrip("kM")) * {"k": 1e3, "M": 1e6}.get(tok[-1:], 1)) if tok else 1_000_000
+        row: dict[str, Any] = {"tokens": tokens}
+        for numerics in ("float", "exact"):
+            path = out / f"m1-{size}-{tokens}-{numerics}"
+            if not (path / "config.json").is_file():
+                t = time.perf_counter()
+                train_m1(
+                    texts,
+                    size=size,
+                    context=128,
+                    max_tokens=tokens,
+                    lr=2e-3,
+                    threads=args.threads,
+                    out=path,
+                    numerics=numerics,
+                    progress=False,
+                    force=True,
+                )
+                row[f"{numerics}_train_s"] = time.perf_counter() - t
+            m1 = M1.load(path, threads=args.threads)
+            row[f"{numerics}_bits_per_byte"] = heldout_bits_per_byte(m1, heldout, 128)
+            row[f"{numerics}_speed"] = speed(
+                m1, sample, args.window_bits, args.batch_size, args.repeats, args.segment_bytes, args.threads
+            )
+            row[f"{numerics}_speed"].pop("matmul_flops_runs")
+        qpath = out / f"m1-{size}-{tokens}-quantized"
+        if not (qpath / "config.json").is_file():
+            quantize_m1(
+                out / f"m1-{size}-{tokens}-float",
+                texts,
+                out=qpath,
+                max_tokens=tokens // 10,
+                threads=args.threads,
+                progress=False,
+                force=True,
+            )
+        row["quantized_bits_per_byte"] = heldout_bits_per_byte(
+            M1.load(qpath, threads=args.threads), heldout, 128
+        )
+        results["sizes"][size] = row
+    print_exactness(results, args)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return 0
+
+
+def print_exactness(r: dict[str, Any], args: argparse.Namespace) -> None:
+    print(
+        f"\nExact M1: cost of exactness (held-out bits/byte through the frequency tables, {r['corpus_bytes']:,} "
+        f"corpus bytes, 5% held out; speed at batch {args.batch_size}, window bits {args.window_bits})"
+    )
+    print(
+        "| size | tokens | float | exact (QAT) | exact vs float | float -> m1 quantize | "
+        "encode float / exact (kB/s) | decode float / exact (kB/s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for size, row in r["sizes"].items():
+        f, e, q = row["float_bits_per_byte"], row["exact_bits_per_byte"], row["quantized_bits_per_byte"]
+        fs, es = row["float_speed"], row["exact_speed"]
+        print(
+            f"| {size} | {row['tokens']:,} | {f:.4f} | {e:.4f} | {100 * (e / f - 1):+.2f}% | {q:.4f} "
+            f"({100 * (q / f - 1):+.2f}%) | {fs['encode_bytes_per_s'] / 1e3:.1f} / {es['encode_bytes_per_s'] / 1e3:.1f} "
+            f"| {fs['decode_bytes_per_s'] / 1e3:.1f} / {es['decode_bytes_per_s'] / 1e3:.1f} |"
+        )
 
 
 if __name__ == "__main__":

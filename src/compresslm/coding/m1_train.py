@@ -106,7 +106,7 @@ def corpus_bytes(texts: Iterable[str | bytes]) -> np.ndarray:
     return bytes_to_tokens(texts)
 
 
-def _split(
+def split_heldout(
     stream: np.ndarray, context: int, heldout_fraction: float
 ) -> tuple[ResetStream, ResetStream | None, int]:
     if not 0.0 <= heldout_fraction < 1.0:
@@ -183,7 +183,7 @@ def train_m1(
     if numerics not in NUMERICS_CHOICES:
         raise ConfigError(f"--numerics must be one of {', '.join(NUMERICS_CHOICES)}, got {numerics!r}")
     stream = corpus_bytes(texts)
-    train, heldout, cut = _split(stream, context, heldout_fraction)
+    train, heldout, cut = split_heldout(stream, context, heldout_fraction)
     act = activation or ("relu" if numerics == "exact" else "gelu")
     config = config_for_size(size, vocab_size=256, max_seq_len=context, activation=act)
     if numerics == "exact":
@@ -306,7 +306,7 @@ def quantize_m1(
     float_model, config, _ = load_model(model_dir)
     context = config.max_seq_len
     stream = corpus_bytes(texts)
-    train, heldout, cut = _split(stream, context, heldout_fraction)
+    train, heldout, cut = split_heldout(stream, context, heldout_fraction)
     qat = from_float(float_model)
     rng = np.random.default_rng(seed)
     n_cal = calibrate(
