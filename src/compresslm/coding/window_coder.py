@@ -106,19 +106,27 @@ class CallableModel:
     For tests, static models (unigram) and experiments; M1 has its own batched session.
     """
 
-    def __init__(self, table: Callable[[bytes], np.ndarray], precision: int = 14) -> None:
+    def __init__(
+        self, table: Callable[[bytes], np.ndarray], precision: int = 14, *, start_table: bool = False
+    ) -> None:
         self.table = table
         self.precision = precision
+        self.start_table = start_table
 
     def session(self, n_rows: int, max_len: int) -> FrequencySession:
         return _CallableSession(self, n_rows)
 
 
 class _CallableSession:
+    """With ``start_table`` (like M1's sessions) the table after START is known up front and the
+    session takes :data:`RESTART` ``+ b``."""
+
     def __init__(self, model: CallableModel, n_rows: int) -> None:
         self.model = model
         self.n_rows = n_rows
         self.prefixes = [bytearray() for _ in range(n_rows)]
+        if model.start_table:
+            self.start_table = np.asarray(model.table(b""), dtype=np.int64)
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         out = np.zeros((len(self.prefixes), 257), dtype=np.int64)
@@ -127,6 +135,8 @@ class _CallableSession:
                 continue
             if tok == START:
                 self.prefixes[r].clear()
+            elif tok >= RESTART:
+                self.prefixes[r][:] = bytes([tok - RESTART])
             else:
                 self.prefixes[r].append(tok)
             cum = np.asarray(self.model.table(bytes(self.prefixes[r])), dtype=np.int64)
@@ -298,37 +308,52 @@ def _drive(
     if not order:
         return
     n_rows = max(1, min(batch_size, len(order)))
-    lanes = max(1, min(int(getattr(model, "lanes", 1)), n_rows))
     pending = iter(order)
     lock = threading.Lock()
-    failed = threading.Event()  # a lane raised: the others stop at their next step
-
-    def take() -> _UnitEncoder | _UnitDecoder | None:
-        with lock:
-            return None if failed.is_set() else next(pending, None)
-
-    def lane(session: FrequencySession) -> None:
-        try:
-            _run_lane(session, take, done_bytes, trace, failed)
-        except BaseException:
-            failed.set()
-            raise
 
     def done_bytes(n: int) -> None:
         if n and on_bytes is not None:
             with lock:
                 on_bytes(n)
 
-    max_len = order[0].params.max_window_bytes
-    # Sessions are opened here, in the calling thread, before any lane starts (M1 sets its thread
-    # count when the first session opens).
+    def lane(session: FrequencySession, failed: threading.Event) -> None:
+        def take() -> _UnitEncoder | _UnitDecoder | None:
+            with lock:
+                return None if failed.is_set() else next(pending, None)
+
+        _run_lane(session, take, done_bytes, trace, failed)
+
+    run_lanes(model, n_rows, order[0].params.max_window_bytes, lane)
+
+
+def run_lanes(
+    model: FrequencyModel,
+    n_rows: int,
+    max_len: int,
+    lane: Callable[[FrequencySession, threading.Event], None],
+) -> None:
+    """Split ``n_rows`` rows into the model's ``lanes`` sessions and run ``lane(session, failed)``
+    for each in its own thread (in this one for a single lane). ``failed`` is set when a lane
+    raises, so the others stop at their next step; the first error is re-raised here. Sessions
+    are opened in the calling thread before any lane starts (M1 sets its thread count when the
+    first session opens) and always closed."""
+    lanes = max(1, min(int(getattr(model, "lanes", 1)), n_rows))
+    failed = threading.Event()
+
+    def run(session: FrequencySession) -> None:
+        try:
+            lane(session, failed)
+        except BaseException:
+            failed.set()
+            raise
+
     sessions = [model.session(-(-n_rows // lanes), max_len) for _ in range(lanes)]
     try:
         if lanes == 1:
-            lane(sessions[0])
+            run(sessions[0])
         else:
             with ThreadPoolExecutor(lanes, thread_name_prefix="coder-lane") as pool:
-                for future in [pool.submit(lane, s) for s in sessions]:
+                for future in [pool.submit(run, s) for s in sessions]:
                     future.result()
     finally:
         for session in sessions:

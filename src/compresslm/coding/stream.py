@@ -1,0 +1,278 @@
+"""Stream mode: each segment of bytes is one range code (:mod:`.range_coder`) driven by M1 with
+its full context, every segment a row of the batched model.
+
+**Context.** M1 has learned absolute positions up to its ``max_seq_len`` (its *context*, ``L``),
+trained on ``[BOS] + L - 1`` bytes from random offsets. A segment is read in *chunks* of ``L``
+bytes; each chunk restarts the row at BOS, so chunk byte ``j`` is predicted from the ``j`` bytes
+before it in the chunk (at most ``L - 1``), exactly as in training, at one model position per
+byte. The alternative, a sliding window (keep the last ``K`` bytes as the new chunk's context),
+has to recompute those ``K`` positions at every chunk, because positions are absolute; it was
+measured with ``benchmarks/compress.py --context-study`` (see the benchmark's docs) and bought
+less than its cost in model positions, so chunks restart.
+
+**Per step.** Every busy row codes one byte: a row whose next byte opens a chunk takes M1's
+constant start table (no model position; the row is idle in that step), any other row sends the
+previous byte (``RESTART + b`` when that byte opened its chunk) and codes the next one with the
+table the step returns. Encoder and decoder make the same session calls with the same tokens, so
+they see the same tables; the decoder's tokens are the bytes it has just decoded.
+
+**Rows.** A row that finishes its segment writes the code (encoder) and takes the next segment,
+longest first; many rows share one fixed-shape model step, and the model's ``lanes`` split the
+rows into sessions stepped from parallel threads, as in the window coder.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from compresslm.coding.range_coder import MAX_TOTAL, VectorDecoder, VectorEncoder
+from compresslm.coding.window_coder import (
+    DEFAULT_BATCH_ROWS,
+    IDLE,
+    RESTART,
+    START,
+    FrequencyModel,
+    FrequencySession,
+    StepTrace,
+    run_lanes,
+)
+from compresslm.errors import ConfigError, IntegrityError
+
+MODE = "stream"
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    """What encoder and decoder share (stored in a .clm header): the tables' ``precision`` and the
+    ``context``, the chunk length after which a row restarts at BOS."""
+
+    precision: int = 14
+    context: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("precision", "context"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"stream parameter {name} must be a positive integer, got {value!r}")
+        if not 9 <= self.precision <= 24 or (1 << self.precision) > MAX_TOTAL:
+            raise ConfigError(f"stream precision must be in 9..24, got {self.precision}")
+
+    def to_dict(self) -> dict[str, int]:
+        return {"precision": self.precision, "context": self.context}
+
+
+@dataclass
+class StreamStats:
+    """What the encoder did: segments, bytes, code bytes and the tables' cross-entropy in bits."""
+
+    segments: int = 0
+    bytes: int = 0
+    code_bytes: int = 0
+    ideal_bits: float = 0.0
+    positions: int = 0  # model positions computed for busy rows
+
+
+class StreamCoder:
+    """Stream-mode coder over ``model`` (an M1 or any model whose sessions serve rows of ``context``
+    positions). ``context`` defaults to the model's ``max_context``."""
+
+    def __init__(
+        self,
+        model: FrequencyModel,
+        *,
+        context: int | None = None,
+        batch_size: int = DEFAULT_BATCH_ROWS,
+    ) -> None:
+        limit = getattr(model, "max_context", None)
+        if context is None:
+            if limit is None:
+                raise ConfigError("this model has no max_context: pass the stream context")
+            context = int(limit)
+        if limit is not None and context > limit:
+            raise ConfigError(f"stream context {context} exceeds the model's {limit} positions")
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+        self.model = model
+        self.params = StreamParams(precision=model.precision, context=context)
+        self.batch_size = batch_size
+        self.stats = StreamStats()
+
+    def encode_many(
+        self,
+        segments: Sequence[bytes],
+        on_bytes: Callable[[int], None] | None = None,
+        trace: StepTrace | None = None,
+    ) -> list[bytes]:
+        """One code per segment (an empty segment's code is empty)."""
+        lengths = np.array([len(s) for s in segments], dtype=np.int64)
+        flat = np.frombuffer(b"".join(segments), dtype=np.uint8).copy()
+        codes: list[bytes] = [b""] * len(segments)
+        self._drive(flat, lengths, None, codes, on_bytes, trace)
+        self.stats.segments += len(segments)
+        self.stats.bytes += int(lengths.sum())
+        self.stats.code_bytes += sum(len(c) for c in codes)
+        return codes
+
+    def decode_many(
+        self,
+        codes: Sequence[bytes],
+        lengths: Sequence[int],
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> list[bytes]:
+        """The segments back from their codes and byte counts."""
+        if len(codes) != len(lengths):
+            raise IntegrityError(f"{len(codes)} codes for {len(lengths)} segment lengths")
+        n = np.array(lengths, dtype=np.int64)
+        if len(n) and n.min() < 0:
+            raise IntegrityError("a segment length is negative")
+        flat = np.zeros(int(n.sum()), dtype=np.uint8)
+        self._drive(flat, n, list(codes), None, on_bytes, None)
+        ends = np.cumsum(n)
+        return [flat[e - k : e].tobytes() for e, k in zip(ends.tolist(), n.tolist(), strict=True)]
+
+    def _drive(
+        self,
+        flat: np.ndarray,
+        lengths: np.ndarray,
+        codes_in: list[bytes] | None,
+        codes_out: list[bytes] | None,
+        on_bytes: Callable[[int], None] | None,
+        trace: StepTrace | None,
+    ) -> None:
+        order = [int(u) for u in np.argsort(-lengths, kind="stable") if lengths[u] > 0]
+        if not order:
+            return
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        blob, code_offsets = b"", np.zeros(0, dtype=np.int64)
+        if codes_in is not None:
+            blob = b"".join(codes_in)
+            code_offsets = np.concatenate([[0], np.cumsum([len(c) for c in codes_in])[:-1]]).astype(np.int64)
+        pending = iter(order)
+        lock = threading.Lock()
+
+        def lane(session: FrequencySession, failed: threading.Event) -> None:
+            def take() -> int:
+                with lock:
+                    return -1 if failed.is_set() else next(pending, -1)
+
+            def done(n: int) -> None:
+                if on_bytes is not None:
+                    with lock:
+                        on_bytes(n)
+
+            run = _Lane(session, self.params.context, flat, offsets, lengths, take, done, trace, failed)
+            if codes_in is not None:
+                run.decoder = VectorDecoder(session.n_rows, blob)
+                run.code_at = [(int(o), len(c)) for o, c in zip(code_offsets, codes_in, strict=True)]
+            else:
+                run.encoder = VectorEncoder(session.n_rows)
+                run.codes = codes_out
+            run.run()
+            with lock:
+                self.stats.ideal_bits += run.ideal_bits
+                self.stats.positions += run.positions
+
+        run_lanes(self.model, min(self.batch_size, len(order)), self.params.context, lane)
+
+
+class _Lane:
+    """One session's rows: the vectorized step loop of the module docstring."""
+
+    encoder: VectorEncoder | None = None
+    decoder: VectorDecoder | None = None
+    codes: list[bytes] | None = None
+    code_at: list[tuple[int, int]] | None = None
+
+    def __init__(
+        self,
+        session: FrequencySession,
+        context: int,
+        flat: np.ndarray,
+        offsets: np.ndarray,
+        lengths: np.ndarray,
+        take: Callable[[], int],
+        done: Callable[[int], None],
+        trace: StepTrace | None,
+        failed: threading.Event,
+    ) -> None:
+        self.session = session
+        self.context = context
+        self.flat = flat
+        self.offsets = offsets
+        self.lengths = lengths
+        self.take = take
+        self.done = done
+        self.trace = trace
+        self.failed = failed
+        n = session.n_rows
+        self.unit = np.full(n, -1, dtype=np.int64)
+        self.pos = np.zeros(n, dtype=np.int64)  # the row's next byte within its segment
+        self.base = np.zeros(n, dtype=np.int64)  # the segment's first byte in ``flat``
+        self.end = np.zeros(n, dtype=np.int64)  # its length
+        self.ideal_bits = 0.0
+        self.positions = 0
+
+    def _assign(self, row: int) -> None:
+        u = self.take()
+        self.unit[row] = u
+        self.pos[row] = 0
+        if u < 0:
+            return
+        self.base[row] = self.offsets[u]
+        self.end[row] = self.lengths[u]
+        if self.decoder is not None and self.code_at is not None:
+            self.decoder.start(row, *self.code_at[u])
+
+    def run(self) -> None:
+        session, flat, context = self.session, self.flat, self.context
+        start_table: np.ndarray | None = getattr(session, "start_table", None)
+        for row in range(session.n_rows):
+            self._assign(row)
+        tokens = np.full(session.n_rows, IDLE, dtype=np.int64)
+        while not self.failed.is_set():
+            if start_table is not None:
+                # Bytes that open a chunk take the constant start table, before the model step: so
+                # every busy row computes in the step (none idles at its chunk boundary).
+                while len(rows := np.flatnonzero((self.unit >= 0) & (self.pos % context == 0))):
+                    self._code(rows, np.broadcast_to(start_table, (len(rows), len(start_table))))
+            rows = np.flatnonzero(self.unit >= 0)
+            if not len(rows):
+                return
+            at = self.base[rows] + self.pos[rows]
+            j = self.pos[rows] % context
+            previous = flat[np.maximum(at - 1, 0)].astype(np.int64)
+            tokens.fill(IDLE)
+            if start_table is None:
+                tokens[rows] = np.where(j == 0, START, previous)
+            else:
+                tokens[rows] = previous + np.where(j == 1, RESTART, 0)
+            tables = session.step(tokens)[rows]
+            self.positions += len(rows)
+            self._code(rows, tables)
+            if self.trace is not None:
+                self.trace.append((len(rows), session.n_rows, time.perf_counter()))
+
+    def _code(self, rows: np.ndarray, tables: np.ndarray) -> None:
+        """Code the next byte of every row in ``rows`` with its table; finished rows take new work."""
+        pos = self.pos[rows]
+        at = self.base[rows] + pos
+        k = np.arange(len(rows))
+        if self.encoder is not None:
+            sym = self.flat[at].astype(np.int64)
+            lo, hi = tables[k, sym], tables[k, sym + 1]
+            self.encoder.encode(rows, lo, hi - lo, tables[:, 256])
+            self.ideal_bits += float(np.log2(tables[:, 256] / (hi - lo)).sum())
+        else:
+            assert self.decoder is not None
+            self.flat[at] = self.decoder.decode(rows, tables)
+        self.pos[rows] = pos + 1
+        for row in rows[pos + 1 == self.end[rows]].tolist():
+            if self.encoder is not None and self.codes is not None:
+                self.codes[int(self.unit[row])] = self.encoder.finish(row)
+            self.done(int(self.end[row]))
+            self._assign(row)
