@@ -3,6 +3,7 @@ JSONL, text, folders and records; damaged or mismatched inputs are clear errors,
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import sysconfig
@@ -15,13 +16,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compresslm.cli import main
-from compresslm.coding.compress import DEFAULT_SEGMENT_BYTES, compress, decompress, inspect
+from compresslm.coding.compress import (
+    DEFAULT_SEGMENT_BYTES,
+    compress,
+    decompress,
+    inspect,
+    stream_segment_bytes,
+)
 from compresslm.coding.container import read_container
 from compresslm.coding.equal_info import EqualInfoCoder
 from compresslm.coding.m1 import M1
 from compresslm.coding.m1_train import train_m1
 from compresslm.coding.window_coder import exception_table
-from compresslm.errors import IntegrityError, OutputExistsError
+from compresslm.errors import ConfigError, IntegrityError, OutputExistsError
 from compresslm.models import Transformer, save_model
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -88,14 +95,22 @@ def run(tmp: Path, source: Path | str, m1: M1, **kwargs: object) -> tuple[Path, 
     return clm, out
 
 
-@pytest.mark.parametrize("code", ["straddle", "zeros"])
-def test_jsonl_round_trip_is_byte_identical(tmp_path: Path, inputs: Path, m1: M1, code: str) -> None:
-    clm, out = run(tmp_path, inputs / "data.jsonl", m1, code=code, segment_bytes=16)
+@pytest.mark.parametrize(
+    ("mode", "code"), [("stream", "straddle"), ("windows", "straddle"), ("windows", "zeros")]
+)
+def test_jsonl_round_trip_is_byte_identical(
+    tmp_path: Path, inputs: Path, m1: M1, mode: str, code: str
+) -> None:
+    clm, out = run(tmp_path, inputs / "data.jsonl", m1, mode=mode, code=code, segment_bytes=16)
     assert out.read_bytes() == (inputs / "data.jsonl").read_bytes()
     c = read_container(clm.read_bytes())
     # Lines with the field: text coded by M1, the JSON around it verbatim; the others coded whole.
     assert c.header["source"]["record_lines"] == 5 and c.header["source"]["whole_lines"] == 3
-    assert c.header["coder"]["code"] == code
+    if mode == "windows":  # the Equal-Info format as before: no mode field
+        assert c.header["coder"]["code"] == code and "mode" not in c.header
+    else:
+        assert c.header["mode"] == "stream" and c.header["coder"]["context"] == m1.max_context
+        assert len(c.window_bits) == c.header["code_bytes"] == sum(d.windows for d in c.docs)
 
 
 def test_folder_round_trip(tmp_path: Path, inputs: Path, m1: M1) -> None:
@@ -112,7 +127,7 @@ def test_records_round_trip_as_jsonl(tmp_path: Path, m1: M1) -> None:
     rows = [{"text": f"record {i}: " + "abc " * i} for i in range(1, 6)] + [{"text": ""}]
     src = tmp_path / "records.json"
     src.write_text(json.dumps(rows), encoding="utf-8")
-    clm, out = run(tmp_path, src, m1, window_bits=24)
+    clm, out = run(tmp_path, src, m1, mode="windows", window_bits=24)
     back = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["text"] for r in back] == [r["text"] for r in rows[:-1]]
     assert [r["id"] for r in back] == [f"{src}:{i}" for i in range(5)]
@@ -148,14 +163,17 @@ def test_damaged_files_are_clear_errors(tmp_path: Path, inputs: Path, m1: M1) ->
         assert not (tmp_path / f"{name}.out").exists()
 
 
-def test_consistent_but_wrong_window_bits_fail_the_document_crc(tmp_path: Path, inputs: Path, m1: M1) -> None:
+@pytest.mark.parametrize("mode", ["windows", "stream"])
+def test_consistent_but_wrong_window_bits_fail_the_document_crc(
+    tmp_path: Path, inputs: Path, m1: M1, mode: str
+) -> None:
     """Even a damaged WIND whose section CRC was recomputed cannot produce output."""
-    clm, _ = run(tmp_path, inputs / "sub" / "code.py", m1)
+    clm, _ = run(tmp_path, inputs / "sub" / "code.py", m1, mode=mode)
     data = bytearray(clm.read_bytes())
     tag = data.index(b"WIND")
     (length,) = struct.unpack_from("<Q", data, tag + 4)
     start = tag + 12
-    data[start + 3] ^= 0x01  # low bit of the second window's code
+    data[start + 3] ^= 0x01  # windows: low bit of the second window's code; stream: a code byte
     struct.pack_into("<I", data, start + length, zlib.crc32(bytes(data[start : start + length])))
     bad = tmp_path / "bad.clm"
     bad.write_bytes(bytes(data))
@@ -180,11 +198,22 @@ def test_cli_compress_decompress_inspect(
     common = ["--threads", "1", "--no-progress"]
     assert main(["compress", str(src), "-o", str(clm), "--model", str(model_dir), "--json", *common]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["windows"] > 0 and report["bits_per_byte"] > 0
-    assert (
-        read_container(clm.read_bytes()).header["segment_bytes"] == DEFAULT_SEGMENT_BYTES
+    assert report["mode"] == "stream" and report["code_bytes"] > 0 and report["bits_per_byte"] > 0
+    assert read_container(clm.read_bytes()).header["segment_bytes"] == stream_segment_bytes(
+        report["document_bytes"], 512
     )  # the CLI uses the library default
     assert main(["decompress", str(clm), "-o", str(out), *common]) == 0  # model found from the header
+    assert out.read_bytes() == src.read_bytes()
+    assert main(["inspect", str(clm), "--threads", "1"]) == 0
+    assert "stream" in capsys.readouterr().out
+    windows = ["--mode", "windows", "--json"]
+    assert (
+        main(["compress", str(src), "-o", str(clm), "--model", str(model_dir), "--force", *windows, *common])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["windows"] > 0
+    assert read_container(clm.read_bytes()).header["segment_bytes"] == DEFAULT_SEGMENT_BYTES
+    assert main(["decompress", str(clm), "-o", str(out), "--force", *common]) == 0
     assert out.read_bytes() == src.read_bytes()
     assert main(["inspect", str(clm), "--windows", "4", "--threads", "1"]) == 0
     shown = capsys.readouterr().out
@@ -253,3 +282,60 @@ def test_equal_info_coder_round_trips(m1: M1, docs: list[bytes], bits: int, code
         assert len(tokens) == len(windows) * bits // 8
         codes = coder.codes_from_tokens(tokens, 8)
         assert coder.decode(codes, exceptions=exception_table(windows), length=len(doc)) == doc
+
+
+class _Stdio:
+    """A stand-in for sys.stdin / sys.stdout: text unused, bytes through ``buffer``."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.buffer = io.BytesIO(data)
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_cli_stdin_to_stdout_and_back(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``compress - -o -`` reads standard input and writes the .clm to standard output (its report
+    goes to standard error); ``decompress - -o -`` restores the bytes the same way."""
+    data = (STDLIB / "bisect.py").read_bytes()[:3000] + b"\xff\x00 raw bytes"
+    common = ["--model", str(model_dir), "--threads", "1", "--no-progress"]
+    stdout = _Stdio()
+    monkeypatch.setattr("sys.stdin", _Stdio(data))
+    monkeypatch.setattr("sys.stdout", stdout)
+    assert main(["compress", "-", "-o", "-", *common]) == 0
+    clm = stdout.buffer.getvalue()
+    assert read_container(clm).header["source"]["name"] == "-"
+    assert "compress" in capsys.readouterr().err
+    restored = _Stdio()
+    monkeypatch.setattr("sys.stdin", _Stdio(clm))
+    monkeypatch.setattr("sys.stdout", restored)
+    assert main(["decompress", "-", "-o", "-", *common]) == 0
+    assert restored.buffer.getvalue() == data
+    assert not list(tmp_path.iterdir())  # nothing written anywhere
+
+
+def test_folder_archive_cannot_go_to_stdout(
+    tmp_path: Path, inputs: Path, m1: M1, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clm, _ = run(tmp_path, inputs, m1)
+    monkeypatch.setattr("sys.stdout", _Stdio())
+    with pytest.raises(ConfigError, match="standard output"):
+        decompress(clm, "-", model=m1)
+
+
+def test_stream_mode_beats_windows_mode(tmp_path: Path, m1: M1) -> None:
+    """Full context and one code per segment: fewer bits than 16-bit windows on the same text."""
+    src = tmp_path / "text.py"
+    src.write_bytes((STDLIB / "textwrap.py").read_bytes()[:6000])
+    sizes = {}
+    for mode in ("stream", "windows"):
+        report = compress(src, tmp_path / f"{mode}.clm", model=m1, mode=mode, threads=1)
+        decompress(tmp_path / f"{mode}.clm", tmp_path / f"{mode}.out", model=m1)
+        assert (tmp_path / f"{mode}.out").read_bytes() == src.read_bytes()
+        sizes[mode] = report.bits_per_byte
+    assert sizes["stream"] < sizes["windows"]

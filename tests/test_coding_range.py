@@ -156,6 +156,7 @@ def test_max_total_supported() -> None:
 
 # ------------------------------------------------------------------------------ stream mode, no M1
 
+
 def prefix_model(seed: int, concentration: float, start_table: bool = False) -> CallableModel:
     """Tables that depend on the last two bytes since the row's START and on its length."""
     rng = np.random.default_rng(seed)

@@ -127,32 +127,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     c = subparsers.add_parser(
         "compress",
-        help="compress text losslessly with M1 and Equal-Info windows into a .clm file",
-        description="Code an input (.jsonl, .txt or any file, a folder, or records the data layer reads) "
-        "into b-bit windows driven by M1; decompress restores it byte for byte.",
+        help="compress losslessly with M1 into a .clm file (stream mode, or Equal-Info windows)",
+        description="Code an input (.jsonl, .txt or any file, a folder, records the data layer reads, "
+        "or - for standard input) with M1: one arithmetic code per segment with M1's full context "
+        "(--mode stream, the default), or b-bit Equal-Info windows (--mode windows, the format M2 "
+        "trains on); decompress restores it byte for byte.",
     )
-    c.add_argument("input", help="file, folder, or builtin:NAME / .parquet / .json records")
-    c.add_argument("-o", "--out", required=True, help="output .clm file")
+    c.add_argument("input", help="file, folder, builtin:NAME / .parquet / .json records, or - (stdin)")
+    c.add_argument("-o", "--out", required=True, help="output .clm file, or - (stdout)")
     c.add_argument("--model", required=True, help="M1 folder (from `compresslm m1 train`)")
     c.add_argument(
-        "--window-bits", type=positive_int, default=16, help="bits per window: 16 (default), 24, 32, 64, 128"
+        "--mode",
+        choices=["stream", "windows"],
+        default="stream",
+        help="stream: full context, the smallest files (default); windows: Equal-Info windows",
+    )
+    c.add_argument(
+        "--window-bits",
+        type=positive_int,
+        default=16,
+        help="windows mode: bits per window: 16 (default), 24, 32, 64, 128",
     )
     c.add_argument(
         "--code",
         choices=["straddle", "zeros"],
         default="straddle",
-        help="straddle: self-delimiting windows (default); zeros: the paper's zero-padded code",
+        help="windows mode: straddle: self-delimiting windows (default); zeros: the paper's zero-padded code",
     )
     c.add_argument(
         "--max-window-bytes",
         type=at_least(2, "a window size in bytes"),
-        help="cap on bytes per window (default 4 x window bits)",
+        help="windows mode: cap on bytes per window (default 4 x window bits)",
     )
     c.add_argument(
         "--segment-bytes",
         type=non_negative_int,
-        help="documents are coded in independent segments of this many bytes "
-        "(default: the library's, 1 KiB; 0: never split)",
+        help="documents are coded in independent segments of this many bytes (default: windows "
+        "mode 1 KiB; stream mode enough segments for every row of the batch, 1 KiB to 1 MiB; "
+        "0: never split)",
     )
     c.add_argument("--text-field", default="text", help="JSON field holding the text (default: text)")
     c.add_argument(
@@ -166,8 +178,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.set_defaults(func=lambda a: run_guarded(_compress, a))
 
     d = subparsers.add_parser("decompress", help="restore the input of a .clm file, verified")
-    d.add_argument("clm", help=".clm file")
-    d.add_argument("-o", "--out", required=True, help="output file (or folder, for a folder input)")
+    d.add_argument("clm", help=".clm file, or - (stdin)")
+    d.add_argument(
+        "-o", "--out", required=True, help="output file (or folder, for a folder input), or - (stdout)"
+    )
     d.add_argument("--model", help="M1 folder (default: the path recorded in the .clm)")
     _add_run_options(d)
     d.set_defaults(func=lambda a: run_guarded(_decompress, a))
@@ -187,7 +201,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--batch-size", type=positive_int, default=512, help="windows coded per model step (default 512)"
+        "--batch-size", type=positive_int, default=512, help="segments coded per model step (default 512)"
     )
     p.add_argument("--threads", type=threads, help="torch threads (default: all cores)")
     p.add_argument(
@@ -199,7 +213,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _table(title: str, rows: list[tuple[str, str]]) -> None:
+def _table(title: str, rows: list[tuple[str, str]], stderr: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -208,12 +222,13 @@ def _table(title: str, rows: list[tuple[str, str]]) -> None:
     table.add_column("value", justify="right")
     for k, v in rows:
         table.add_row(k, v)
-    Console().print(table)
+    Console(stderr=stderr).print(table)
 
 
-def _print_json(obj: dict[str, Any]) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
-    print()
+def _print_json(obj: dict[str, Any], stderr: bool = False) -> None:
+    out = sys.stderr if stderr else sys.stdout
+    json.dump(obj, out, indent=2, sort_keys=True, default=str)
+    print(file=out)
 
 
 def _texts(sources: list[str], args: argparse.Namespace) -> tuple[list[str], int]:
@@ -324,13 +339,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from compresslm.coding.compress import DEFAULT_SEGMENT_BYTES, compress
+    from compresslm.coding.compress import STDIO, compress
 
-    segment_bytes = DEFAULT_SEGMENT_BYTES if args.segment_bytes is None else args.segment_bytes or None
+    segment_bytes = "auto" if args.segment_bytes is None else args.segment_bytes or None
     report = compress(
         args.input,
         args.out,
         model=args.model,
+        mode=args.mode,
         window_bits=args.window_bits,
         code=args.code,
         max_window_bytes=args.max_window_bytes,
@@ -344,18 +360,31 @@ def _compress(args: argparse.Namespace) -> int:
     )
     for item in report.skipped:
         print(f"skipped {item}: only files and folders are archived", file=sys.stderr)
+    to_stderr = args.out == STDIO  # standard output holds the .clm
     if args.json:
-        _print_json(report.to_dict())
+        _print_json(report.to_dict(), stderr=to_stderr)
         return 0
     rows = [
         ("input", f"{args.input} ({report.source_kind}, {report.input_bytes:,} bytes)"),
         ("documents / segments", f"{report.documents:,} / {report.segments:,}"),
-        ("windows", f"{report.windows:,} x {report.window_bits} bits ({report.code})"),
-        ("bytes per window", f"{report.bytes_per_window:.2f}"),
-        ("bits/byte (windows, incl. padding)", f"{report.bits_per_byte:.3f}"),
+    ]
+    if report.mode == "stream":
+        rows += [
+            ("mode", f"stream (segments of {report.segment_bytes or 'any'} bytes)"),
+            ("code bytes", f"{report.code_bytes:,}"),
+            ("bits/byte (codes)", f"{report.bits_per_byte:.3f}"),
+            ("M1 cross-entropy (bits/byte)", f"{report.m1_bits_per_byte:.3f}"),
+        ]
+    else:
+        rows += [
+            ("windows", f"{report.windows:,} x {report.window_bits} bits ({report.code})"),
+            ("bytes per window", f"{report.bytes_per_window:.2f}"),
+            ("bits/byte (windows, incl. padding)", f"{report.bits_per_byte:.3f}"),
+            ("exceptions", f"{report.exceptions:,} ({100 * report.exception_rate:.3f}%)"),
+            ("backed-off windows", f"{report.backed_off:,}"),
+        ]
+    rows += [
         ("bits/byte (whole .clm / input)", f"{report.file_bits_per_byte:.3f}"),
-        ("exceptions", f"{report.exceptions:,} ({100 * report.exception_rate:.3f}%)"),
-        ("backed-off windows", f"{report.backed_off:,}"),
         ("encode speed", f"{report.bytes_per_second:,.0f} bytes/s"),
         ("output", f"{report.output} ({report.clm_bytes:,} bytes)"),
     ]
@@ -365,7 +394,7 @@ def _compress(args: argparse.Namespace) -> int:
         rows.append(("skipped (not archived)", f"{len(report.skipped):,}"))
     if report.rejected:
         rows.append(("rejected records (not stored)", f"{report.rejected:,}"))
-    _table("compress", rows)
+    _table("compress", rows, stderr=to_stderr)
     return 0
 
 
@@ -385,7 +414,8 @@ def _decompress(args: argparse.Namespace) -> int:
     print(
         f"restored {report.bytes:,} bytes ({report.files} file(s){folders}, {report.documents:,} documents, "
         f"every CRC verified) to {report.output} in {report.seconds:.1f}s "
-        f"({report.bytes_per_second:,.0f} bytes/s)"
+        f"({report.bytes_per_second:,.0f} bytes/s)",
+        file=sys.stderr if args.out == "-" else sys.stdout,  # standard output holds the data
     )
     return 0
 
@@ -403,6 +433,8 @@ def _inspect(args: argparse.Namespace) -> int:
                 "windows": report.windows,
                 "document_bytes": report.document_bytes,
                 "exceptions": report.exceptions,
+                "mode": report.mode,
+                "code_bytes": report.code_bytes,
                 "bits_per_byte": report.bits_per_byte,
                 "exception_rate": report.exception_rate,
                 "clm_bytes": report.clm_bytes,
@@ -411,22 +443,31 @@ def _inspect(args: argparse.Namespace) -> int:
         )
         return 0
     coder, model, source = h.get("coder", {}), h.get("model", {}), h.get("source", {})
-    _table(
-        str(args.clm),
-        [
-            ("source", f"{source.get('name')} ({source.get('kind')}, {source.get('files')} file(s))"),
-            ("coder", ", ".join(f"{k}={v}" for k, v in sorted(coder.items()))),
-            ("segment bytes", str(h.get("segment_bytes"))),
-            ("model", f"{str(model.get('sha256'))[:16]}… fingerprint {str(model.get('fingerprint'))[:16]}…"),
-            ("documents", f"{report.documents:,}"),
-            ("bytes", f"{report.document_bytes:,}"),
+    rows = [
+        ("source", f"{source.get('name')} ({source.get('kind')}, {source.get('files')} file(s))"),
+        ("mode", report.mode),
+        ("coder", ", ".join(f"{k}={v}" for k, v in sorted(coder.items()))),
+        ("segment bytes", str(h.get("segment_bytes"))),
+        ("model", f"{str(model.get('sha256'))[:16]}… fingerprint {str(model.get('fingerprint'))[:16]}…"),
+        ("documents", f"{report.documents:,}"),
+        ("bytes", f"{report.document_bytes:,}"),
+    ]
+    if report.mode == "stream":
+        rows += [
+            ("code bytes", f"{report.code_bytes:,}"),
+            ("bits/byte (codes)", f"{report.bits_per_byte:.3f}"),
+        ]
+    else:
+        rows += [
             ("windows", f"{report.windows:,}"),
             ("bytes per window", f"{report.document_bytes / max(1, report.windows):.2f}"),
             ("bits/byte (windows)", f"{report.bits_per_byte:.3f}"),
             ("exceptions", f"{report.exceptions:,} ({100 * report.exception_rate:.3f}%)"),
-            ("file size", f"{report.clm_bytes:,} bytes"),
-        ],
-    )
+        ]
+    rows.append(("file size", f"{report.clm_bytes:,} bytes"))
+    _table(str(args.clm), rows)
+    if report.mode == "stream":
+        return 0
     if report.first_windows:
         width = coder.get("window_bits", 16)
         for k, (code, text, exc) in enumerate(report.first_windows):

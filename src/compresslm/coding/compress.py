@@ -3,15 +3,25 @@
 
 What an input becomes, and how it is rebuilt, is in :mod:`compresslm.coding.layout`.
 
+Two modes (recorded in the header):
+
+* ``stream`` (the default): each segment is one range code driven by M1 with its full context
+  (:mod:`compresslm.coding.stream`). The format for storing files.
+* ``windows``: Equal-Info windows of ``window_bits`` bits, each decodable alone, the format M2 is
+  trained on (:mod:`compresslm.coding.equal_info`); unchanged from earlier releases.
+
 Documents longer than ``segment_bytes`` are coded as independent segments (a window never crosses
-one), so one long file still fills many rows of the batched model; each segment costs at most one
-partial window.
+one), so one long file still fills many rows of the batched model; in windows mode each segment
+costs at most one partial window, in stream mode the end of its code (about 2 bytes).
+
+``-`` as an input or output path is standard input or output.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -29,6 +39,7 @@ from compresslm.coding.layout import (
     FOLDER,
     RAW,
     LayoutFile,
+    bytes_source,
     decode_layout,
     encode_layout,
     read_source,
@@ -37,6 +48,7 @@ from compresslm.coding.layout import (
 )
 from compresslm.coding.m1 import M1, ModelCheck, check_row_independence, fingerprint, verify_model
 from compresslm.coding.packing import pack_codes, unpack_codes
+from compresslm.coding.stream import StreamCoder, StreamParams
 from compresslm.coding.window_coder import DEFAULT_BATCH_ROWS, Window
 from compresslm.data.writers import (
     atomic_folder,
@@ -53,6 +65,22 @@ from compresslm.errors import ConfigError, DataError, IntegrityError
 # standard library with the 3m M1 at b = 16: +0.12% bits/byte at 1 KiB against unsegmented files,
 # +0.03% at 4 KiB, +0.26% at 512 B); 1 KiB gives a 256-row batch from 256 KiB of input.
 DEFAULT_SEGMENT_BYTES = 1_024
+
+MODES = ("stream", "windows")
+DEFAULT_MODE = "stream"
+STDIO = "-"  # as a path: standard input (compress's input, decompress's .clm) or output
+
+# Stream mode's segments by default: enough to give every row of the batch a segment, at least
+# STREAM_MIN_SEGMENT (a segment's code ends in ~2 bytes and its DOCS entry takes 1-2: ~0.4% of a
+# 1 KiB segment at 3 bits/byte) and at most STREAM_MAX_SEGMENT.
+STREAM_MIN_SEGMENT = 1_024
+STREAM_MAX_SEGMENT = 1 << 20
+
+
+def stream_segment_bytes(total_bytes: int, batch_size: int) -> int:
+    """Stream mode's default segment size for ``total_bytes`` of input and ``batch_size`` rows."""
+    per_row = -(-total_bytes // max(1, batch_size))
+    return min(STREAM_MAX_SEGMENT, max(STREAM_MIN_SEGMENT, -(-per_row // 1024) * 1024))
 
 
 # ---------------------------------------------------------------------------------------- compression
@@ -85,6 +113,10 @@ class CompressReport:
     files: int = 0
     folders: int = 0
     skipped: list[str] = field(default_factory=list)  # "path (symlink)": not archived
+    mode: str = "windows"
+    code_bytes: int = 0  # stream mode: the segments' codes
+    segment_bytes: int | None = None
+    m1_bits_per_byte: float = 0.0  # stream mode: M1's cross-entropy on the documents
 
     @property
     def bytes_per_window(self) -> float:
@@ -92,7 +124,12 @@ class CompressReport:
 
     @property
     def bits_per_byte(self) -> float:
-        return self.windows * self.window_bits / self.document_bytes if self.document_bytes else 0.0
+        """Code bits per document byte: the windows' (padding included) or the range codes'."""
+        if not self.document_bytes:
+            return 0.0
+        if self.mode == "stream":
+            return 8 * self.code_bytes / self.document_bytes
+        return self.windows * self.window_bits / self.document_bytes
 
     @property
     def file_bits_per_byte(self) -> float:
@@ -134,21 +171,68 @@ def segment(data: bytes, segment_bytes: int | None) -> list[bytes]:
     return [data[i : i + segment_bytes] for i in range(0, len(data), segment_bytes)]
 
 
-def encode_documents(
-    coder: EqualInfoCoder, documents: Sequence[bytes], segment_bytes: int | None, progress: bool = False
-) -> tuple[list[DocEntry], list[Window]]:
-    """Code every document (segmented) in one batched run; returns the doc table and all windows
-    in container order."""
+def _segments(documents: Sequence[bytes], segment_bytes: int | None) -> tuple[list[bytes], list[int]]:
+    """All documents' segments, in order, and the document each belongs to."""
     units: list[bytes] = []
     owner: list[int] = []
     for i, doc in enumerate(documents):
         segs = segment(doc, segment_bytes)
         units += segs
         owner += [i] * len(segs)
-    total = sum(len(u) for u in units)
-    with tqdm(
-        total=total, unit="B", unit_scale=True, desc="compress", disable=not progress, dynamic_ncols=True
-    ) as bar:
+    return units, owner
+
+
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    """A bytes progress bar with rate and ETA on standard error: tqdm's on a terminal, one line
+    every few seconds otherwise (a log file gets lines, not carriage returns)."""
+    if not enabled:
+        return tqdm(total=total, disable=True)
+    if sys.stderr.isatty():
+        return tqdm(total=total, unit="B", unit_scale=True, desc=desc, dynamic_ncols=True)
+    return LineProgress(total, desc)
+
+
+class LineProgress:
+    """Progress as plain lines on standard error: ``desc: 1.2/5.0 MB (24%), 251 kB/s, ETA 15 s``,
+    at most one line per ``every`` seconds and one at the end."""
+
+    def __init__(self, total: int, desc: str, every: float = 5.0) -> None:
+        self.total, self.desc, self.every = total, desc, every
+        self.n = 0
+        self.start = self.last = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        rate = self.n / max(now - self.start, 1e-9)
+        eta = f", ETA {(self.total - self.n) / rate:.0f} s" if rate > 0 and self.n < self.total else ""
+        pct = 100 * self.n / self.total if self.total else 100.0
+        print(
+            f"{self.desc}: {self.n / 1e6:.2f}/{self.total / 1e6:.2f} MB ({pct:.0f}%), {rate / 1e3:.1f} kB/s{eta}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None and self.total:
+            self._line(time.perf_counter())
+
+
+def encode_documents(
+    coder: EqualInfoCoder, documents: Sequence[bytes], segment_bytes: int | None, progress: bool = False
+) -> tuple[list[DocEntry], list[Window]]:
+    """Code every document (segmented) in one batched run; returns the doc table and all windows
+    in container order."""
+    units, owner = _segments(documents, segment_bytes)
+    with progress_bar(sum(len(u) for u in units), "compress", progress) as bar:
         coded = coder.encode_many(units, on_bytes=bar.update)
     entries = [DocEntry(len(d), zlib.crc32(d), []) for d in documents]
     windows: list[Window] = []
@@ -161,15 +245,29 @@ def encode_documents(
     return entries, windows
 
 
+def encode_stream(
+    coder: StreamCoder, documents: Sequence[bytes], segment_bytes: int | None, progress: bool = False
+) -> tuple[list[DocEntry], bytes]:
+    """Stream mode: the doc table (code bytes per segment) and all codes back to back."""
+    units, owner = _segments(documents, segment_bytes)
+    with progress_bar(sum(len(u) for u in units), "compress", progress) as bar:
+        codes = coder.encode_many(units, on_bytes=bar.update)
+    entries = [DocEntry(len(d), zlib.crc32(d), []) for d in documents]
+    for i, code in zip(owner, codes, strict=True):
+        entries[i].segment_windows.append(len(code))
+    return entries, b"".join(codes)
+
+
 def compress(
     input_path: str | Path,
     output: str | Path,
     *,
     model: str | Path | M1,
+    mode: str = DEFAULT_MODE,
     window_bits: int = 16,
     code: str = "straddle",
     max_window_bytes: int | None = None,
-    segment_bytes: int | None = DEFAULT_SEGMENT_BYTES,
+    segment_bytes: int | None | str = "auto",
     text_field: str = "text",
     on_error: str = "fail",
     batch_size: int = DEFAULT_BATCH_ROWS,
@@ -177,32 +275,77 @@ def compress(
     force: bool = False,
     progress: bool = False,
 ) -> CompressReport:
-    """Compress ``input_path`` (file, folder or records) into the .clm ``output`` (atomically)."""
+    """Compress ``input_path`` (file, folder, records, or ``-`` for standard input) into the .clm
+    ``output`` (atomically; ``-``: standard output).
+
+    ``mode``: ``"stream"`` or ``"windows"`` (see the module doc; ``window_bits``, ``code`` and
+    ``max_window_bytes`` are windows-mode settings). ``segment_bytes``: ``"auto"`` (1 KiB in
+    windows mode; in stream mode enough segments for every row, see :func:`stream_segment_bytes`),
+    a size, or None to never split a document."""
     start = time.perf_counter()
-    check_outputs_free([output], force)
-    check_not_input([output], [input_path])
-    if segment_bytes is not None and segment_bytes < 1:
+    if mode not in MODES:
+        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    to_stdout = os.fspath(output) == STDIO
+    if not to_stdout:
+        check_outputs_free([output], force)
+        if os.fspath(input_path) != STDIO:
+            check_not_input([output], [input_path])
+    if isinstance(segment_bytes, str) and segment_bytes != "auto":
+        raise ConfigError(f"--segment-bytes must be a size or 'auto', got {segment_bytes!r}")
+    if isinstance(segment_bytes, int) and segment_bytes < 1:
         raise ConfigError(f"--segment-bytes must be positive, got {segment_bytes}")
     m1 = model if isinstance(model, M1) else M1.load(model, threads=threads)
-    coder = EqualInfoCoder(
-        m1, window_bits, code=code, max_window_bytes=max_window_bytes, batch_size=batch_size
-    )
-    params = coder.params
-    source = read_source(input_path, text_field=text_field, on_error=on_error)
-    check_row_independence(m1, params.max_window_bytes, min(batch_size, 64))
+    if os.fspath(input_path) == STDIO:
+        source = bytes_source(sys.stdin.buffer.read())
+    else:
+        source = read_source(input_path, text_field=text_field, on_error=on_error)
     t_encode = time.perf_counter()
-    entries, windows = encode_documents(coder, source.documents, segment_bytes, progress)
+    stream: StreamCoder | None = None
+    windows: list[Window] = []
+    if mode == "stream":
+        stream = StreamCoder(m1, batch_size=batch_size)
+        if segment_bytes == "auto":
+            segment_bytes = stream_segment_bytes(sum(map(len, source.documents)), batch_size)
+        check_row_independence(m1, stream.params.context, min(batch_size, 64))
+        t_encode = time.perf_counter()
+        entries, payload = encode_stream(stream, source.documents, segment_bytes, progress)  # type: ignore[arg-type]
+        coder_info: dict[str, Any] = {
+            "mode": "stream",
+            "coder": stream.params.to_dict(),
+            "code_bytes": len(payload),
+            "stats": {"positions": stream.stats.positions},
+        }
+        fingerprint_len = stream.params.context
+    else:
+        coder = EqualInfoCoder(
+            m1, window_bits, code=code, max_window_bytes=max_window_bytes, batch_size=batch_size
+        )
+        if segment_bytes == "auto":
+            segment_bytes = DEFAULT_SEGMENT_BYTES
+        params = coder.params
+        check_row_independence(m1, params.max_window_bytes, min(batch_size, 64))
+        t_encode = time.perf_counter()
+        entries, windows = encode_documents(coder, source.documents, segment_bytes, progress)  # type: ignore[arg-type]
+        payload = pack_codes([w.code for w in windows], window_bits)
+        coder_info = {
+            "coder": params.to_dict(),
+            "windows": len(windows),
+            "stats": {
+                "exceptions": coder.stats.exceptions,
+                "backed_off": coder.stats.backed_off,
+                "positions": coder.stats.positions,
+            },
+        }
+        fingerprint_len = params.max_window_bytes
     encode_seconds = time.perf_counter() - t_encode
-    bits = pack_codes([w.code for w in windows], window_bits)
-    layout, table = encode_layout(source.files, len(bits) + len(encode_docs(entries)))
+    layout, table = encode_layout(source.files, len(payload) + len(encode_docs(entries)))
     header = {
         "format": "compresslm.clm",
         "created_by": f"compresslm {__version__}",
-        "coder": params.to_dict(),
         "segment_bytes": segment_bytes,
         "model": {
             "sha256": m1.sha256,
-            "fingerprint": fingerprint(m1, params.max_window_bytes),
+            "fingerprint": fingerprint(m1, fingerprint_len),
             "numerics": m1.numerics,
             "path": m1.path,
             "n_params": m1.n_params,
@@ -221,32 +364,32 @@ def compress(
             "rejected": source.rejected,
         },
         "documents": len(entries),
-        "windows": len(windows),
         "document_bytes": sum(e.nbytes for e in entries),
         "layout_bytes": len(table),
         "layout_sha256": hashlib.sha256(table).hexdigest(),
-        "stats": {
-            "exceptions": coder.stats.exceptions,
-            "backed_off": coder.stats.backed_off,
-            "positions": coder.stats.positions,
-        },
+        **coder_info,
     }
-    container = Container(header, entries, layout, bits)
-    with atomic_output(output, force=force, mode="wb") as f:
-        size = write_container(f, container)
+    container = Container(header, entries, layout, payload)
+    if to_stdout:
+        size = write_container(sys.stdout.buffer, container)
+        sys.stdout.buffer.flush()
+    else:
+        with atomic_output(output, force=force, mode="wb") as f:
+            size = write_container(f, container)
+    n_bytes = header["document_bytes"]
     return CompressReport(
         output=str(output),
         source_kind=source.kind,
         documents=len(entries),
         segments=sum(len(e.segment_windows) for e in entries),
-        document_bytes=header["document_bytes"],
+        document_bytes=n_bytes,
         input_bytes=source.input_bytes,
         windows=len(windows),
         window_bits=window_bits,
         code=code,
-        exceptions=coder.stats.exceptions,
-        backed_off=coder.stats.backed_off,
-        positions=coder.stats.positions,
+        exceptions=sum(w.exception for w in windows),
+        backed_off=header["stats"].get("backed_off", 0),
+        positions=header["stats"]["positions"],
         clm_bytes=size,
         layout_bytes=len(layout),
         seconds=time.perf_counter() - start,
@@ -257,6 +400,10 @@ def compress(
         files=source.n_files,
         folders=source.n_folders,
         skipped=source.skipped,
+        mode=mode,
+        code_bytes=len(payload) if stream is not None else 0,
+        segment_bytes=segment_bytes,  # type: ignore[arg-type]
+        m1_bits_per_byte=stream.stats.ideal_bits / n_bytes if stream is not None and n_bytes else 0.0,
     )
 
 
@@ -264,7 +411,9 @@ def compress(
 
 
 def load(path: str | Path) -> Container:
-    """Read and verify a .clm file's structure (no decoding)."""
+    """Read and verify a .clm file's structure (no decoding); ``-`` reads standard input."""
+    if os.fspath(path) == STDIO:
+        return read_container(sys.stdin.buffer.read(), "<stdin>")
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file" if not p.exists() else f"{p}: not a regular file")
@@ -313,6 +462,17 @@ def coder_params(container: Container, where: str) -> CoderParams:
         raise IntegrityError(f"{where}: invalid coder parameters in HEAD: {exc}") from exc
 
 
+def is_stream(container: Container) -> bool:
+    return container.header.get("mode") == "stream"
+
+
+def stream_params(container: Container, where: str) -> StreamParams:
+    try:
+        return StreamParams(**container.header["coder"])
+    except (TypeError, ConfigError) as exc:
+        raise IntegrityError(f"{where}: invalid stream parameters in HEAD: {exc}") from exc
+
+
 def _model_for(container: Container, where: str, model: str | Path | M1 | None, threads: int | None) -> M1:
     info = container.header.get("model", {})
     if model is None:
@@ -321,15 +481,20 @@ def _model_for(container: Container, where: str, model: str | Path | M1 | None, 
             raise ConfigError(f"{where}: the M1 it was written with ({path}) is not here; pass --model")
         model = path
     m1 = model if isinstance(model, M1) else M1.load(model, threads=threads)
-    params = coder_params(container, where)
-    verify_model(
-        m1, ModelCheck(info.get("sha256", ""), info.get("fingerprint", "")), params.max_window_bytes, where
-    )
-    if m1.precision != params.precision:
-        raise IntegrityError(
-            f"{where}: coded with precision {params.precision}, the model has {m1.precision}"
-        )
-    check_row_independence(m1, params.max_window_bytes, 64)  # a clear error before any decoding
+    if is_stream(container):
+        sp = stream_params(container, where)
+        max_len, precision = sp.context, sp.precision
+        if max_len > m1.max_context:
+            raise IntegrityError(
+                f"{where}: coded with a context of {max_len}, the model has {m1.max_context}"
+            )
+    else:
+        params = coder_params(container, where)
+        max_len, precision = params.max_window_bytes, params.precision
+    verify_model(m1, ModelCheck(info.get("sha256", ""), info.get("fingerprint", "")), max_len, where)
+    if m1.precision != precision:
+        raise IntegrityError(f"{where}: coded with precision {precision}, the model has {m1.precision}")
+    check_row_independence(m1, max_len, 64)  # a clear error before any decoding
     return m1
 
 
@@ -342,13 +507,16 @@ def decode_documents(
     progress: bool = False,
 ) -> list[bytes]:
     """Every document, decoded and checked against its length and CRC32."""
-    params = coder_params(container, where)
-    codes = unpack_codes(container.window_bits, params.window_bits)
     seg_bytes = container.header.get("segment_bytes")
-    coder = _decoder(m1, params, batch_size)
-    units: list[list[int]] = []
+    pieces: list[list[int] | bytes] = []  # per segment: window codes, or a stream code
     exc_tables: list[dict[int, int]] = []
     lengths: list[int] = []
+    stream = is_stream(container)
+    if stream:
+        payload: list[int] | bytes = container.window_bits
+    else:
+        params = coder_params(container, where)
+        payload = unpack_codes(container.window_bits, params.window_bits)
     pos = 0
     for i, entry in enumerate(container.docs):
         seg_lengths = segment_lengths(entry.nbytes, seg_bytes)
@@ -360,17 +528,25 @@ def decode_documents(
         exceptions = dict(entry.exceptions)
         first = 0
         for n_windows, n_bytes in zip(entry.segment_windows, seg_lengths, strict=True):
-            units.append(codes[pos : pos + n_windows])
+            pieces.append(payload[pos : pos + n_windows])
             exc_tables.append({w - first: n for w, n in exceptions.items() if first <= w < first + n_windows})
             lengths.append(n_bytes)
             pos += n_windows
             first += n_windows
-    total = sum(lengths)
-    with tqdm(
-        total=total, unit="B", unit_scale=True, desc="decompress", disable=not progress, dynamic_ncols=True
-    ) as bar:
+    with progress_bar(sum(lengths), "decompress", progress) as bar:
         try:
-            decoded = coder.decode_many(units, exc_tables, lengths, on_bytes=bar.update)
+            if stream:
+                coder = StreamCoder(
+                    m1, context=stream_params(container, where).context, batch_size=batch_size
+                )
+                decoded = coder.decode_many(pieces, lengths, on_bytes=bar.update)  # type: ignore[arg-type]
+            else:
+                decoded = _decoder(m1, params, batch_size).decode_many(
+                    pieces,  # type: ignore[arg-type]
+                    exc_tables,
+                    lengths,
+                    on_bytes=bar.update,
+                )
         except IntegrityError as exc:
             raise IntegrityError(f"{where}: {exc}") from exc
     out: list[bytes] = []
@@ -417,21 +593,30 @@ def decompress(
     only if everything in it is a path the archive restores (an earlier restore of it), so
     ``--force`` never deletes anything the archive cannot put back."""
     start = time.perf_counter()
-    where = str(clm)
+    where = "<stdin>" if os.fspath(clm) == STDIO else str(clm)
     container = load(clm)
     files = layout_of(container, where)
     folder = container.header["source"]["kind"] == "folder"
+    to_stdout = os.fspath(output) == STDIO
     out = Path(output)
-    check_not_input([out], [clm])
+    if to_stdout and folder:
+        raise ConfigError(f"{where} holds a folder, which cannot go to standard output; pass -o FOLDER")
     owned = _restores_only(files)
-    if folder:
+    if to_stdout:
+        pass
+    elif folder:
+        check_not_input([out], [clm])
         check_folder_free(out, force, owned, "an earlier restore of this archive")
     else:
+        check_not_input([out], [clm])
         check_outputs_free([out], force)
     m1 = _model_for(container, where, model, threads)
     docs = decode_documents(container, m1, where, batch_size=batch_size, progress=progress)
     restored = list(rebuild(files, docs, where))
-    if folder:
+    if to_stdout:
+        sys.stdout.buffer.write(restored[0][1])
+        sys.stdout.buffer.flush()
+    elif folder:
         with atomic_folder(out, force=force, owned=owned, what="an earlier restore of this archive") as tmp:
             _fill_folder(tmp, files, restored)
     else:
@@ -512,17 +697,22 @@ def _fill_folder(
 class InspectReport:
     header: dict[str, Any]
     documents: int
-    windows: int
+    windows: int  # windows mode; 0 in stream mode
     document_bytes: int
     exceptions: int
     clm_bytes: int
     first_windows: list[tuple[int, str, bool]]  # (code, text, exception) of the first windows
     model_found: bool
+    mode: str = "windows"
+    code_bytes: int = 0  # stream mode
 
     @property
     def bits_per_byte(self) -> float:
-        bits = self.header["coder"]["window_bits"]
-        return self.windows * bits / self.document_bytes if self.document_bytes else 0.0
+        if not self.document_bytes:
+            return 0.0
+        if self.mode == "stream":
+            return 8 * self.code_bytes / self.document_bytes
+        return self.windows * self.header["coder"]["window_bits"] / self.document_bytes
 
     @property
     def exception_rate(self) -> float:
@@ -533,9 +723,22 @@ def inspect(
     clm: str | Path, *, model: str | Path | M1 | None = None, n_windows: int = 12, threads: int | None = None
 ) -> InspectReport:
     """Summary of a .clm; with its model at hand, the first windows decoded one by one (each
-    window is independent, so each decodes alone)."""
+    window is independent, so each decodes alone; a stream-mode file has no windows)."""
     where = str(clm)
     container = load(clm)
+    if is_stream(container):
+        return InspectReport(
+            header=container.header,
+            documents=len(container.docs),
+            windows=0,
+            document_bytes=sum(e.nbytes for e in container.docs),
+            exceptions=0,
+            clm_bytes=container.size,
+            first_windows=[],
+            model_found=False,
+            mode="stream",
+            code_bytes=len(container.window_bits),
+        )
     params = coder_params(container, where)
     codes = unpack_codes(container.window_bits, params.window_bits)
     exceptions = {}

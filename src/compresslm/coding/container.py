@@ -11,7 +11,9 @@ Layout (all integers little-endian unless said otherwise)::
                      exception table (window index, byte count); unsigned LEB128 varints
                LAYO  codec byte + (zstd) table: how documents and verbatim pieces rebuild the
                      input's files and folders (see layout.py)
-               WIND  the window bits, ``window_bits // 8`` bytes per window, big-endian (MSB first)
+               WIND  the window bits, ``window_bits // 8`` bytes per window, big-endian (MSB first);
+                     in stream mode (HEAD ``"mode": "stream"``) the segments' range codes back to
+                     back, DOCS then counting code bytes per segment instead of windows
                END!  empty: its presence proves the file is complete
 
 Every section is checked against its CRC before anything is decoded, so truncation and bit flips
@@ -241,6 +243,9 @@ def read_container(data: bytes, where: str = "<clm>") -> Container:
 def check_counts(c: Container, where: str) -> None:
     """The header's counts, the document table and WIND agree, and every document's declared size
     is one its windows can code (``windows <= bytes <= windows * max_window_bytes``, per segment)."""
+    if c.header.get("mode") == "stream":
+        _check_stream_counts(c, where)
+        return
     coder = c.header["coder"]
     width, max_bytes = coder["window_bits"] // 8, coder["max_window_bytes"]
     seg = c.header["segment_bytes"]
@@ -263,15 +268,49 @@ def check_counts(c: Container, where: str) -> None:
                     f"{where}: document {i}: exception (window {w}, {n} bytes) is out of range or order"
                 )
             last = w
-        n_segments = 0 if d.nbytes == 0 else 1 if seg is None else -(-d.nbytes // seg)
-        if len(d.segment_windows) != n_segments:
-            raise IntegrityError(
-                f"{where}: document {i} has {len(d.segment_windows)} segments, its length {d.nbytes} "
-                f"needs {n_segments}"
-            )
-        for k, windows in enumerate(d.segment_windows):
-            length = d.nbytes if seg is None else min(seg, d.nbytes - k * seg)
+        for windows, length in _segments(d, i, seg, where):
             if not windows <= length <= windows * max_bytes:
                 raise IntegrityError(
                     f"{where}: document {i}: {windows} windows cannot code a {length}-byte segment"
+                )
+
+
+def _segments(d: DocEntry, i: int, seg: int | None, where: str) -> list[tuple[int, int]]:
+    """``(count, byte length)`` of document ``i``'s segments, refused unless its length needs
+    exactly that many segments of ``seg`` bytes."""
+    n_segments = 0 if d.nbytes == 0 else 1 if seg is None else -(-d.nbytes // seg)
+    if len(d.segment_windows) != n_segments:
+        raise IntegrityError(
+            f"{where}: document {i} has {len(d.segment_windows)} segments, its length {d.nbytes} "
+            f"needs {n_segments}"
+        )
+    return [
+        (n, d.nbytes if seg is None else min(seg, d.nbytes - k * seg))
+        for k, n in enumerate(d.segment_windows)
+    ]
+
+
+def _check_stream_counts(c: Container, where: str) -> None:
+    """Stream mode: the per-segment counts are code bytes. A segment of ``n`` bytes costs less than
+    ``P + 1`` bits per byte, and more than ``log2(T / (T - 255)) > 255 / 2**P * log2(e)`` (every
+    other byte keeps a frequency of at least 1), so its code bounds its length both ways and a
+    hostile length cannot make the decoder allocate more than ~45 bytes per code bit."""
+    precision = c.header["coder"]["precision"]
+    seg = c.header["segment_bytes"]
+    total = sum(d.windows for d in c.docs)
+    declared = (c.header["documents"], c.header["code_bytes"], c.header["document_bytes"])
+    actual = (len(c.docs), total, sum(d.nbytes for d in c.docs))
+    if declared != actual or len(c.window_bits) != total:
+        raise IntegrityError(
+            f"{where}: HEAD declares (documents, code bytes, bytes) = {declared}, the tables hold "
+            f"{actual} and WIND {len(c.window_bits)} code bytes"
+        )
+    for i, d in enumerate(c.docs):
+        if d.exceptions:
+            raise IntegrityError(f"{where}: document {i}: a stream-mode document has no exceptions")
+        for code, length in _segments(d, i, seg, where):
+            most = (8 * code + 40) * (1 << precision) // 367 + 1
+            if code > (length * (precision + 1) + 7) // 8 + 5 or length > most:
+                raise IntegrityError(
+                    f"{where}: document {i}: a {code}-byte code cannot hold a {length}-byte segment"
                 )

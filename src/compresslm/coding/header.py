@@ -165,9 +165,22 @@ HEADER_SCHEMA: dict[str, Check | optional] = {
 }
 
 
+# Stream mode (``"mode": "stream"``): one range code per segment instead of windows. The document
+# table's per-segment counts are then code bytes, and WIND holds the codes back to back.
+STREAM_HEADER_SCHEMA: dict[str, Check | optional] = {
+    **{k: v for k, v in HEADER_SCHEMA.items() if k not in ("coder", "windows", "stats")},
+    "mode": choice("stream"),
+    "coder": obj({"precision": integer(9, 24), "context": integer(1, 1 << 20)}),
+    "code_bytes": COUNT,
+    "stats": obj({"positions": COUNT}),
+}
+
+
 def validate_header(header: Any, where: str) -> dict[str, Any]:
-    """``header`` checked against :data:`HEADER_SCHEMA` (raises :class:`IntegrityError`)."""
-    obj(HEADER_SCHEMA)(header, f"{where}: HEAD")
+    """``header`` checked against :data:`HEADER_SCHEMA`, or :data:`STREAM_HEADER_SCHEMA` for a
+    stream-mode file (raises :class:`IntegrityError`)."""
+    stream = isinstance(header, dict) and "mode" in header
+    obj(STREAM_HEADER_SCHEMA if stream else HEADER_SCHEMA)(header, f"{where}: HEAD")
     return header
 
 

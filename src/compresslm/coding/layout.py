@@ -409,6 +409,16 @@ def read_source(path: str | Path, *, text_field: str = "text", on_error: str = "
     raise DataError(f"{spec}: no such file or folder")
 
 
+def bytes_source(data: bytes, name: str = "-") -> Source:
+    """One file read from a stream (``-``: standard input): one document, and no mode or mtime to
+    restore."""
+    source = Source("file", name, [], [], input_bytes=len(data))
+    source.files.append(
+        LayoutFile("", hashlib.sha256(data).digest(), [(VERBATIM, source.add_document(data))])
+    )
+    return source
+
+
 def _check_name(rel: str, folder: str) -> None:
     """Refuse, before any coding, a file name the container cannot store (stored as UTF-8)."""
     try:
