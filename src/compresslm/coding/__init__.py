@@ -7,8 +7,9 @@
   :mod:`~compresslm.coding.exact_ref` and :mod:`~compresslm.coding.m1_qat`): the integer-exact M1,
   whose tables are the same on every machine (docs/numerics.md);
 * :mod:`~compresslm.coding.equal_info`: ``EqualInfoCoder(model, window_bits=16)``;
-* :mod:`~compresslm.coding.container`, :mod:`~compresslm.coding.layout`,
-  :mod:`~compresslm.coding.compress`: the .clm file and compress / decompress / inspect.
+* :mod:`~compresslm.coding.container`, :mod:`~compresslm.coding.header`,
+  :mod:`~compresslm.coding.layout`, :mod:`~compresslm.coding.compress`: the .clm file (its format:
+  docs/clm-format.md) and compress / decompress / inspect.
 
 Names below are imported lazily, so the pure coder can be used without loading torch. The
 file-level functions live in their module: ``from compresslm.coding.compress import compress,
