@@ -351,3 +351,23 @@ def test_killed_ray_run_resumes_to_identical_outputs(
     tmp_path: Path, ray_cluster: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _killed_and_resumed(tmp_path, ["--engine", "ray", "--ray-address", ray_cluster], monkeypatch)
+
+
+def test_tokenize_gives_the_same_dataset_on_both_engines(tmp_path: Path, ray_cluster: str) -> None:
+    from compresslm.data.readers import read_records
+    from compresslm.tokenizers import build_tokenizer
+    from compresslm.tokenizers.dataset import TokenDataset, TokenizeOptions, tokenize_corpus
+
+    sources = make_pool(tmp_path, shards=2, docs=60)
+    datasets = []
+    for engine in ("local", "ray"):
+        options = TokenizeOptions(val_fraction=0.2, workers=2, shard_bytes=1500, engine=engine)
+        tok = build_tokenizer("gzip")
+        meta = tokenize_corpus(read_records(sources), tok, tmp_path / engine, options, source="pool")
+        assert meta["accounting"]["tokenized"] == 120
+        datasets.append(TokenDataset(tmp_path / engine))
+    local, ray = datasets
+    for split in ("train", "val"):
+        assert np.array_equal(np.asarray(local.stream(split)), np.asarray(ray.stream(split)))
+        assert np.array_equal(local.chunks(split), ray.chunks(split))
+    assert not (tmp_path / "ray" / "shards").exists()

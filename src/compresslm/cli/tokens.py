@@ -91,6 +91,18 @@ def _register_tokenize(subparsers: argparse._SubParsersAction) -> None:
         help="documents per unit of work and of resumption, in bytes, e.g. 256k (default 2 MiB; "
         "workers take whole shards, so a corpus of one shard runs on one core)",
     )
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="where shards are tokenized: this machine's processes (local, default) or a Ray cluster "
+        "through Ray Data (ray: shards are spilled to --out, so it must be on storage every node sees)",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray started and stopped here)",
+    )
+    p.add_argument("--num-cpus", type=positive_float, default=1, help="CPUs per Ray worker (default 1)")
     p.add_argument("--force", action="store_true", help="replace an existing dataset in --out")
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
     add_read_options(p)
@@ -116,16 +128,24 @@ def _tokenize(args: argparse.Namespace) -> int:
         force=args.force,
         limit_bytes=args.limit_bytes,
         progress=sys.stderr.isatty(),
+        engine=args.engine,
+        ray_address=args.ray_address,
+        num_cpus=args.num_cpus,
         **({"shard_bytes": args.shard_bytes} if args.shard_bytes else {}),
     )
+    if args.ray_address and args.engine != "ray":
+        raise ConfigError("--ray-address needs --engine ray")
     check_not_input([args.out], args.corpus)
     read_kwargs = _read_kwargs(args)
 
     def records() -> Any:
         return read_records(args.corpus, **read_kwargs)
 
-    tokenizer = build_tokenizer(spec, texts=lambda: training_texts(records(), options), m1=args.model)
-    meta = tokenize_corpus(records(), tokenizer, args.out, options, source=" ".join(args.corpus))
+    from compresslm.select.parallel import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        tokenizer = build_tokenizer(spec, texts=lambda: training_texts(records(), options), m1=args.model)
+        meta = tokenize_corpus(records(), tokenizer, args.out, options, source=" ".join(args.corpus))
     if args.json:
         print(json.dumps(meta, indent=2, sort_keys=True, default=str))
     else:

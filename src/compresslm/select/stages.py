@@ -416,11 +416,13 @@ def score_shard(ctx: StageContext, task: dict[str, Any]) -> dict[str, Any]:
         "rejected": summary["rejected"],
         "sources": {s: c["accepted"] for s, c in summary["sources"].items()},
         "domains": domains,
-        "samples": {g: s.items() for g, s in samples.items()},
         "seconds": round(time.perf_counter() - t0, 3),
         "worker_peak_rss_mb": peak_rss_mb(),
         "worker_pid": os.getpid(),
     }
+    # The score sample goes to a file of its own, read by the driver one shard at a time: results
+    # and markers stay small, so the driver's memory does not grow with shards x sample size.
+    _write_json(out / f"{shard:06d}.samples.json", {g: s.items() for g, s in samples.items()})
     _write_json(_marker(ctx, "score", shard), result)
     return result
 
@@ -710,7 +712,7 @@ def _run(
             acct.add_rejection(Rejection(row["id"], row["source"], 0, row["reason"]))
         for d, n in s["domains"].items():
             domain_pool[d] += n
-        for label, items in s["samples"].items():
+        for label, items in _read_json(work / "score" / f"{s['shard']:06d}.samples.json").items():
             sample = merged.setdefault(label, KeyedSample(SAMPLE_CAP))
             for key, value in items:
                 sample.add(key, value)

@@ -71,8 +71,13 @@ class TokenizeOptions:
     limit_bytes: int | None = None
     force: bool = False
     progress: bool = False
+    engine: str = "local"  # "ray": shards are spilled to disk, then tokenized by a Ray Data map
+    ray_address: str | None = None
+    num_cpus: float = 1
 
     def __post_init__(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"--engine must be local or ray, got {self.engine!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.shard_bytes < 1:
@@ -127,6 +132,32 @@ def _tokenize_shard(path: str, docs: list[bytes]) -> str:
     assert tokenizer is not None, "worker not initialised"
     _write_shard(Path(path), tokenizer, docs)
     return path
+
+
+_LOADED: dict[str, Tokenizer] = {}
+
+
+def _tokenize_spilled(tokenizer_dir: str, task: dict[str, Any]) -> dict[str, Any]:
+    """Ray stage: tokenize one spilled shard (its documents in ``task["input"]``) into
+    ``task["output"]``; the tokenizer loads once per worker process."""
+    if tokenizer_dir not in _LOADED:
+        _LOADED[tokenizer_dir] = load_tokenizer(tokenizer_dir)
+    src = Path(task["input"])
+    with np.load(src, allow_pickle=False) as z:
+        data, offsets = z["data"].tobytes(), z["offsets"]
+    docs = [data[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)]
+    _write_shard(Path(task["output"]), _LOADED[tokenizer_dir], docs)
+    src.unlink(missing_ok=True)
+    return {"output": task["output"], "bytes": len(data)}
+
+
+def _spill(path: Path, docs: list[bytes]) -> None:
+    """Write a shard's documents for a Ray worker to read (no pickle: bytes plus offsets)."""
+    offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(d) for d in docs])
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, data=np.frombuffer(b"".join(docs), dtype=np.uint8), offsets=offsets)
+    os.replace(tmp, path)
 
 
 def _write_shard(path: Path, tokenizer: Tokenizer, docs: list[bytes]) -> None:
@@ -306,6 +337,7 @@ def tokenize_corpus(
     todo: list[tuple[Path, list[bytes]]] = []
     pool: ProcessPoolExecutor | None = None
     pending: list[tuple[Future[str], int]] = []
+    spilled: list[dict[str, Any]] = []
     try:
         for i, shard in enumerate(_shards(items, options, accounting, docs)):
             path = shard_path(i, shard)
@@ -314,6 +346,11 @@ def tokenize_corpus(
             if path.is_file():
                 reused += 1
                 bar.update(sum(map(len, shard)))
+                continue
+            if options.engine == "ray":  # map-only: spill now, tokenize every shard in one Ray map
+                spill = path.with_name(path.stem + ".in.npz")
+                _spill(spill, shard)
+                spilled.append({"input": str(spill.resolve()), "output": str(path.resolve())})
                 continue
             todo.append((path, shard))
             if workers == 1 or (pool is None and len(todo) < 2):
@@ -333,6 +370,17 @@ def tokenize_corpus(
         for p, s in todo:
             _write_shard(p, tokenizer, s)
             bar.update(sum(map(len, s)))
+        if spilled:
+            from compresslm.select.engine import RayEngine
+
+            engine = RayEngine(options.workers, address=options.ray_address, num_cpus=options.num_cpus)
+            try:
+                for done in engine.map(
+                    _tokenize_spilled, str((out / TOKENIZER_DIR).resolve()), spilled, stage="tokenize"
+                ):
+                    bar.update(done["bytes"])
+            finally:
+                engine.close()
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -346,7 +394,7 @@ def tokenize_corpus(
             "source": source,
             "fingerprint": fingerprint,
             "accounting": dict(accounting),
-            "options": asdict(options) | {"workers": workers},
+            "options": asdict(options) | {"workers": workers, "engine": options.engine},
             "shards_reused": reused,
             "seconds": {"tokenize": round(t_tokenize, 3), "total": round(time.perf_counter() - t0, 3)},
             "bytes_per_second": round(sum(d.n_bytes for d in docs) / max(t_tokenize, 1e-9), 1),
