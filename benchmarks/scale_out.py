@@ -219,6 +219,47 @@ def part_scale(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     return rows
 
 
+#: DSIR's README (data-selection 1.0.3): the full decompressed Pile on one node of 96 cores, 4.47 h
+#: in all (fit 59 s, importance weights 4.36 h, resample 354 s). The Pile is 825 GiB.
+DSIR_PILE_HOURS = 4.47
+PILE_BYTES = 825 * 2**30
+NODE_CORES = 96
+
+
+def part_rates(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """CPU seconds per stage for each method on the built-in pool, local engine, one worker (in this
+    process): documents and bytes per CPU-second, robust to a loaded machine's wall clock."""
+    from compresslm.data.readers import read_records
+    from compresslm.select.pipeline import SelectionSpec
+    from compresslm.select.stages import StagedOptions, run_staged_selection
+
+    targets = [r.text for r in read_records([args.rates_targets]) if hasattr(r, "text")]
+    n_bytes = sum(len(r.data) for r in read_records([args.rates_pool]) if hasattr(r, "text"))
+    rows = []
+    for method in args.rates_methods.split(","):
+        result = run_staged_selection(
+            method, {}, targets, [args.rates_pool], SelectionSpec(k=args.k), options=StagedOptions(workers=1)
+        )
+        cpu = result.engine["worker_cpu_seconds"]
+        total = sum(cpu.values())
+        docs = result.accounting["accepted"]
+        rows.append(
+            {
+                "method": method,
+                "docs": docs,
+                "bytes": n_bytes,
+                "cpu_seconds": cpu,
+                "docs_per_cpu_s": round(docs / total, 1),
+                "mb_per_cpu_s": round(n_bytes / total / 1e6, 3),
+                "hours_1b_docs_one_node": round(
+                    1e9 * n_bytes / docs / (n_bytes / total) / NODE_CORES / 3600, 2
+                ),
+                "hours_pile_one_node": round(PILE_BYTES / (n_bytes / total) / NODE_CORES / 3600, 2),
+            }
+        )
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=20_000)
@@ -228,6 +269,10 @@ def main() -> int:
     p.add_argument("--big-docs", type=int, default=2_000_000)
     p.add_argument("--big-shards", type=int, default=200)
     p.add_argument("--big-method", default="random")
+    p.add_argument("--rates-pool", default="builtin:pool")
+    p.add_argument("--rates-targets", default="builtin:python-targets")
+    p.add_argument("--rates-methods", default="zipfit,dsir,random")
+    p.add_argument("--skip-rates", action="store_true")
     p.add_argument("--skip-engines", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
     p.add_argument("--data", default=None, help="folder for the generated pools (default: a temporary one)")
@@ -240,6 +285,22 @@ def main() -> int:
         "cpus": len(os.sched_getaffinity(0)),
         "load": os.getloadavg(),
     }
+    if not args.skip_rates:
+        report["rates"] = part_rates(args)
+        print(
+            f"\nper-core rates: {args.rates_pool}, {args.rates_targets}, k = {args.k}, local engine, 1 worker"
+        )
+        print(
+            "| method | CPU s plan / score / write | docs per CPU-s | MB per CPU-s | "
+            f"1B docs, one {NODE_CORES}-core node (h) | the Pile, one node (h; DSIR package: {DSIR_PILE_HOURS}) |"
+        )
+        print("|---|---|---|---|---|---|")
+        for r in report["rates"]:
+            c = r["cpu_seconds"]
+            print(
+                f"| {r['method']} | {c['plan']:.1f} / {c['score']:.1f} / {c['write']:.1f} | {r['docs_per_cpu_s']:,.0f} | "
+                f"{r['mb_per_cpu_s']:.2f} | {r['hours_1b_docs_one_node']} | {r['hours_pile_one_node']} |"
+            )
     if not args.skip_engines:
         report["engines"] = part_engines(args, root)
         print(f"\n{args.docs:,} documents in {args.shards} shards, method {args.method}, k = {args.k}")

@@ -290,6 +290,7 @@ def plan_shard(ctx: StageContext, task: dict[str, Any]) -> dict[str, Any]:
     done = _finished(ctx, "plan", shard, path, digest)
     if done is not None:
         return done
+    cpu0 = time.process_time()
     out = Path(ctx.work_dir) / "plan"
     method = ctx.method
     pool = ctx.pool(path)
@@ -318,6 +319,7 @@ def plan_shard(ctx: StageContext, task: dict[str, Any]) -> dict[str, Any]:
         target = out / f"{shard:06d}.sample.jsonl"
         write_records(target, rows, force=True)
         result["file"] = target.name
+    result["cpu_seconds"] = round(time.process_time() - cpu0, 4)
     _write_json(_marker(ctx, "plan", shard), result)
     return result
 
@@ -372,7 +374,7 @@ def score_shard(ctx: StageContext, task: dict[str, Any]) -> dict[str, Any]:
     done = _finished(ctx, "score", shard, path, digest)
     if done is not None:
         return done
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     out = Path(ctx.work_dir) / "score"
     method = ctx.method_for(shard)
     pool = ctx.pool(path)
@@ -417,6 +419,7 @@ def score_shard(ctx: StageContext, task: dict[str, Any]) -> dict[str, Any]:
         "sources": {s: c["accepted"] for s, c in summary["sources"].items()},
         "domains": domains,
         "seconds": round(time.perf_counter() - t0, 3),
+        "cpu_seconds": round(time.process_time() - cpu0, 4),  # this worker's CPU: rates per core
         "worker_peak_rss_mb": peak_rss_mb(),
         "worker_pid": os.getpid(),
     }
@@ -472,6 +475,7 @@ def write_shard(ctx: StageContext, task: dict[str, Any]) -> dict[str, Any]:
         if done.get("picks") == key and done.get("hash") == task["hash"]:
             _check_hash(path, task["hash"], "since it was scored")
             return done
+    cpu0 = time.process_time()
     _check_hash(path, task["hash"], "between scoring and writing")
     by_index = {int(p[0]): p for p in picks}
     chosen: dict[int, tuple[Selected, dict[str, Any]]] = {}
@@ -510,6 +514,7 @@ def write_shard(ctx: StageContext, task: dict[str, Any]) -> dict[str, Any]:
             for r in ranks
             for sel in (chosen[r][0],)
         ],
+        "cpu_seconds": round(time.process_time() - cpu0, 4),
         "worker_peak_rss_mb": peak_rss_mb(),
         "worker_pid": os.getpid(),
     }
@@ -768,6 +773,11 @@ def _run(
             + [w.get("worker_peak_rss_mb", 0.0) for w in written]
         ),
         "driver_peak_rss_mb": peak_rss_mb(),
+        "worker_cpu_seconds": {
+            stage: round(sum(r.get("cpu_seconds", 0.0) for r in results), 3)
+            for stage, results in (("plan", plans), ("score", scored), ("write", written))
+        },
+        "driver_cpu_seconds": round(time.process_time(), 3),
     }
     _commit(result, outputs, options, work, scored, written, acct)
     seconds["write"] = time.perf_counter() - t2
