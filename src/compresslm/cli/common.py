@@ -268,6 +268,16 @@ def add_threads_option(
     p.add_argument("--threads", type=threads, help=f"{what} (default: torch's, all cores)")
 
 
+def add_progress_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--no-progress``; progress is on by default: a live bar on a terminal, a line every few
+    seconds (with total and ETA where the size is known) when stderr is a file or a pipe."""
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress report (default: a bar on a terminal, a line every 10 s in a log)",
+    )
+
+
 def set_threads(n: int | None) -> None:
     """Apply ``--threads`` to torch (``None``: leave torch's default)."""
     if n is None:
@@ -319,6 +329,16 @@ def read_options_from(
         min_bytes=args.min_bytes,
         domain_field=args.domain_field,
     )
+
+
+def outputs_dict(outputs: Outputs) -> dict[str, str | None]:
+    """The files a selection wrote, by role (None: not asked for)."""
+    return {
+        "out": outputs.selected,
+        "scores": outputs.scores,
+        "rejects": outputs.rejects,
+        "report": outputs.report,
+    }
 
 
 def _snippet(text: str, width: int = 70) -> str:

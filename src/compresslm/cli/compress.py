@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from compresslm.cli.common import (
+    add_progress_option,
     at_least,
     count,
     count_or_zero,
@@ -68,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--text-field", default="text", help="field holding the text (default: text)")
     t.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     t.add_argument("--force", action="store_true", help="overwrite an existing model in --out")
-    t.add_argument("--no-progress", action="store_true")
+    add_progress_option(t)
     t.add_argument("--json", action="store_true", help="print the report as JSON")
     t.add_argument(
         "--numerics",
@@ -210,7 +211,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="replace an existing output once the new one is complete (a folder only if it holds "
         "nothing but what the archive restores)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(p)
 
 
 def _table(title: str, rows: list[tuple[str, str]], stderr: bool = False) -> None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import TYPE_CHECKING
 
 from compresslm.cli.common import (
+    add_progress_option,
     add_read_options,
     count,
     count_or_zero,
     method_spec,
     non_negative_int,
+    outputs_dict,
     positive_float,
     positive_int,
     print_selection_summary,
@@ -161,7 +162,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0,
         help="seed for sampling (contrast, DSIR Gumbel, random; default 0)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.set_defaults(func=lambda a: run_guarded(_select, a))
 
@@ -259,9 +260,7 @@ def _select(args: argparse.Namespace) -> int:
             )
         else:
             method = make_method(args.method, **method_options)
-            progress = (
-                not args.no_progress and sys.stderr.isatty() or bool(os.environ.get("COMPRESSLM_PROGRESS"))
-            )
+            progress = not args.no_progress
             result = run_selection(
                 method,
                 targets,
@@ -277,9 +276,17 @@ def _select(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        print(json.dumps(result.to_dict() | {"selected": result.to_dict()["selected"][:20]}, indent=2))
+        print(json.dumps(result.to_dict() | {"outputs": outputs_dict(outputs)}, indent=2))
     else:
         print_selection_summary(result, outputs=outputs)
+    if not args.out:
+        print(
+            "note: no --out given: the selected records were not written (pass --out FILE.jsonl to keep them)",
+            file=sys.stderr,
+        )
+    if not result.selected:
+        print("compresslm: nothing was selected (see the accounting above)", file=sys.stderr)
+        return 1
     return 0
 
 

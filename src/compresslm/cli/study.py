@@ -9,6 +9,7 @@ from typing import Any
 
 from compresslm.cli.common import (
     add_device_option,
+    add_progress_option,
     add_read_options,
     add_threads_option,
     at_least,
@@ -417,6 +418,7 @@ def _register_tokenization(sub: argparse._SubParsersAction) -> None:
         "-o", "--out", default="tokenization-study", help="output folder (default tokenization-study)"
     )
     p.add_argument("--force", action="store_true", help="redo every step instead of reusing finished ones")
+    add_progress_option(p)
     p.set_defaults(func=lambda a: run_guarded(_study, a))
 
 
@@ -447,7 +449,7 @@ def study_settings(args: argparse.Namespace) -> Any:
         device=args.device,
         out=args.out,
         force=args.force,
-        progress=sys.stderr.isatty(),
+        progress=not args.no_progress,
     )
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from compresslm.cli.common import (
     add_device_option,
+    add_progress_option,
     add_read_options,
     add_threads_option,
     at_least,
@@ -104,6 +104,7 @@ def _register_tokenize(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--num-cpus", type=positive_float, default=1, help="CPUs per Ray worker (default 1)")
     p.add_argument("--force", action="store_true", help="replace an existing dataset in --out")
+    add_progress_option(p)
     p.add_argument("--json", action="store_true", help="print the metadata as JSON")
     add_read_options(p)
     p.set_defaults(func=lambda a: run_guarded(_tokenize, a))
@@ -127,7 +128,7 @@ def _tokenize(args: argparse.Namespace) -> int:
         workers=args.workers,
         force=args.force,
         limit_bytes=args.limit_bytes,
-        progress=sys.stderr.isatty(),
+        progress=not args.no_progress,
         engine=args.engine,
         ray_address=args.ray_address,
         num_cpus=args.num_cpus,
@@ -215,6 +216,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     add_device_option(p)
     add_threads_option(p)
     p.add_argument("--force", action="store_true", help="overwrite a model in --out")
+    add_progress_option(p)
     p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     p.set_defaults(func=lambda a: run_guarded(_train, a))
 
@@ -235,7 +237,7 @@ def _train(args: argparse.Namespace) -> int:
         eval_every_tokens=max(1, args.train_tokens // args.eval_points),
     )
     _, _, result = train_and_evaluate(
-        args.tokens, config, args.out, force=args.force, progress=sys.stderr.isatty()
+        args.tokens, config, args.out, force=args.force, progress=not args.no_progress
     )
     _print_eval(result, args.json)
     return 0

@@ -29,8 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from compresslm import __version__
 from compresslm.coding.container import Container, DocEntry, encode_docs, read_container, write_container
 from compresslm.coding.equal_info import EqualInfoCoder
@@ -59,6 +57,7 @@ from compresslm.data.writers import (
     umask,
 )
 from compresslm.errors import ConfigError, DataError, IntegrityError
+from compresslm.progress import progress_bar
 
 # Documents are coded in independent segments of this many bytes, so that even one file of a few
 # hundred KiB fills every row of the batched model. A segment end costs ~0.4 windows (measured on the
@@ -182,57 +181,15 @@ def _segments(documents: Sequence[bytes], segment_bytes: int | None) -> tuple[li
     return units, owner
 
 
-def progress_bar(total: int, desc: str, enabled: bool) -> Any:
-    """A bytes progress bar with rate and ETA on standard error: tqdm's on a terminal, one line
-    every few seconds otherwise (a log file gets lines, not carriage returns)."""
-    if not enabled:
-        return tqdm(total=total, disable=True)
-    if sys.stderr.isatty():
-        return tqdm(total=total, unit="B", unit_scale=True, desc=desc, dynamic_ncols=True)
-    return LineProgress(total, desc)
-
-
-class LineProgress:
-    """Progress as plain lines on standard error: ``desc: 1.2/5.0 MB (24%), 251 kB/s, ETA 15 s``,
-    at most one line per ``every`` seconds and one at the end."""
-
-    def __init__(self, total: int, desc: str, every: float = 5.0) -> None:
-        self.total, self.desc, self.every = total, desc, every
-        self.n = 0
-        self.start = self.last = time.perf_counter()
-
-    def update(self, n: int) -> None:
-        self.n += n
-        now = time.perf_counter()
-        if now - self.last >= self.every:
-            self.last = now
-            self._line(now)
-
-    def _line(self, now: float) -> None:
-        rate = self.n / max(now - self.start, 1e-9)
-        eta = f", ETA {(self.total - self.n) / rate:.0f} s" if rate > 0 and self.n < self.total else ""
-        pct = 100 * self.n / self.total if self.total else 100.0
-        print(
-            f"{self.desc}: {self.n / 1e6:.2f}/{self.total / 1e6:.2f} MB ({pct:.0f}%), {rate / 1e3:.1f} kB/s{eta}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def __enter__(self) -> LineProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None and self.total:
-            self._line(time.perf_counter())
-
-
 def encode_documents(
     coder: EqualInfoCoder, documents: Sequence[bytes], segment_bytes: int | None, progress: bool = False
 ) -> tuple[list[DocEntry], list[Window]]:
     """Code every document (segmented) in one batched run; returns the doc table and all windows
     in container order."""
     units, owner = _segments(documents, segment_bytes)
-    with progress_bar(sum(len(u) for u in units), "compress", progress) as bar:
+    with progress_bar(
+        total=sum(len(u) for u in units), unit="B", unit_scale=True, desc="compress", disable=not progress
+    ) as bar:
         coded = coder.encode_many(units, on_bytes=bar.update)
     entries = [DocEntry(len(d), zlib.crc32(d), []) for d in documents]
     windows: list[Window] = []
@@ -250,7 +207,9 @@ def encode_stream(
 ) -> tuple[list[DocEntry], bytes]:
     """Stream mode: the doc table (code bytes per segment) and all codes back to back."""
     units, owner = _segments(documents, segment_bytes)
-    with progress_bar(sum(len(u) for u in units), "compress", progress) as bar:
+    with progress_bar(
+        total=sum(len(u) for u in units), unit="B", unit_scale=True, desc="compress", disable=not progress
+    ) as bar:
         codes = coder.encode_many(units, on_bytes=bar.update)
     entries = [DocEntry(len(d), zlib.crc32(d), []) for d in documents]
     for i, code in zip(owner, codes, strict=True):
@@ -533,7 +492,9 @@ def decode_documents(
             lengths.append(n_bytes)
             pos += n_windows
             first += n_windows
-    with progress_bar(sum(lengths), "decompress", progress) as bar:
+    with progress_bar(
+        total=sum(lengths), unit="B", unit_scale=True, desc="decompress", disable=not progress
+    ) as bar:
         try:
             if stream:
                 coder = StreamCoder(

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from compresslm.errors import ConfigError, DataError
 from compresslm.models.data import IGNORE_INDEX, TokenStream
 from compresslm.models.transformer import loss as lm_loss
+from compresslm.progress import progress_bar
 
 #: ``on_eval(entry)`` is called after every evaluation; returning True stops training early.
 EvalCallback = Callable[[dict[str, Any]], "bool | None"]
@@ -376,13 +376,12 @@ def train_lm(
         next_eval = every if every is not None else None
         loss_sum = torch.zeros((), device=device)  # summed on device: no host sync per step
         loss_steps = 0
-        bar = tqdm(
+        bar = progress_bar(
             total=config.total_steps * config.tokens_per_step,
             unit="tok",
             unit_scale=True,
             disable=not progress,
             desc="train",
-            dynamic_ncols=True,
         )
         step = 0
         try:

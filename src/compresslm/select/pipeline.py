@@ -315,7 +315,7 @@ def run_selection(
     reservoir = _Reservoir()
     domain_pool: dict[str, int] = {}
     t1 = time.perf_counter()
-    bar = _progress_bar(progress, total_hint)
+    bar = _progress_bar(progress, total_hint if total_hint is not None else pool.known_size)
     group = OutputGroup(force=outputs.force)
     with group:  # every output is published together when the block ends without an error
         with ExitStack() as stack:
@@ -444,6 +444,6 @@ def _truncate(text: str, keep: int, size_of: Any) -> str:
 def _progress_bar(enabled: bool, total: int | None) -> Any:
     if not enabled:
         return None
-    from tqdm import tqdm
+    from compresslm.progress import progress_bar
 
-    return tqdm(total=total, unit="doc", desc="scoring", smoothing=0.05, dynamic_ncols=True)
+    return progress_bar(total=total, unit="doc", desc="scoring", smoothing=0.05)

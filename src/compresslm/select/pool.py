@@ -66,6 +66,7 @@ class SourcePool:
         self.accounting: Accounting | None = None
         self.pending: dict[int, DocMeta] = {}
         self.passes = 0
+        self.known_size: int | None = None  # accepted documents, once a pass has run to the end
 
     def records(self) -> Iterator[Record | Rejection]:
         o = self.options
@@ -101,7 +102,9 @@ class SourcePool:
         self.passes += 1
         tracking = self.accounting is not None
         batch: Batch = []
+        n = 0
         for rec in self.accepted():
+            n += 1
             if tracking:
                 assert self.accounting is not None
                 self.accounting.add_accepted(rec)
@@ -114,6 +117,7 @@ class SourcePool:
                 batch = []
         if batch:
             yield batch
+        self.known_size = n  # the progress of later passes can show a total and an ETA
 
     def begin_scoring_pass(self, accounting: Accounting) -> None:
         """The next iteration is the scoring pass: account for every record and keep metadata."""

@@ -259,9 +259,9 @@ def _progress_callback(progress: Progress, total: int | None) -> tuple[Callable[
         return progress, None
     if not progress:
         return None, None
-    from tqdm import tqdm
+    from compresslm.progress import progress_bar
 
-    bar = tqdm(total=total, unit="doc", desc="ZIP-FIT", smoothing=0.05, dynamic_ncols=True)
+    bar = progress_bar(total=total, unit="doc", desc="ZIP-FIT", smoothing=0.05)
     return bar.update, bar
 
 

@@ -418,16 +418,9 @@ def _start_pool(workers: int, tokenizer_dir: Path) -> ProcessPoolExecutor:
 
 
 def _progress_bar(enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from compresslm.progress import progress_bar
 
-    return tqdm(
-        total=None,
-        unit="B",
-        unit_scale=True,
-        disable=not enabled,
-        desc=f"tokenize {desc}",
-        dynamic_ncols=True,
-    )
+    return progress_bar(total=None, unit="B", unit_scale=True, disable=not enabled, desc=f"tokenize {desc}")
 
 
 def _merge(
