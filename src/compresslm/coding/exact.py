@@ -8,12 +8,16 @@ stored as safetensors), the bound check every load runs, and the fast path used 
 by int8 weights. Done as a float32 GEMM, every partial sum of a reduction of K <= 1040 terms is
 an integer below 2**24 in magnitude, so it is represented exactly and the result is the same in any
 summation order, with or without FMA, on any BLAS, thread count or GPU; longer reductions are
-split into chunks of at most 1040 whose results are added as int64. Attention weights (up to
-2**15) are split into a high and a low byte so weights x values is two such GEMMs (chunks of 518
-positions). Everything else (requantization, LayerNorm, the exp tables, the frequency table) is
-int64 elementwise arithmetic, exact everywhere. :func:`check_bounds` proves, from the stored
-tensors, that no int8 operand, no GEMM partial sum and no int64 product can leave its range, and
-refuses the model otherwise.
+split into chunks of at most 1040 whose results are added. Attention weights (up to 2**15) are
+split into a high and a low byte so weights x values is two such GEMMs (chunks of 518 positions).
+Everything else (requantization, LayerNorm, the exp tables, the frequency table) is elementwise
+arithmetic on integers held in float64, all below 2**53: additions, products and multiplications
+by powers of two are then exact, and the floor of a correctly rounded quotient of two such
+integers is the exact integer floor (see :func:`_rdiv`); IEEE 754 requires these operations to be
+correctly rounded on every machine, so float64 here is just a fast integer machine (int64 division
+is several times slower). :func:`check_bounds` proves, from the stored tensors, that no int8
+operand, no GEMM partial sum and no other intermediate can leave its range, and refuses the model
+otherwise.
 
 **What exactness simplifies.** Rows are independent by construction, so the session needs no row
 padding for MKL and no row-independence probe; a row attends over exactly the positions it has
@@ -57,7 +61,7 @@ NUMERICS = "int8-exact-v1"
 FLOAT_NUMERICS = "float32"
 GEMM_CHUNK = ((1 << 24) - 1) // (ACT_MAX * ACT_MAX)  # 1040: K * 127 * 127 < 2**24
 PV_CHUNK = ((1 << 24) - 1) // (255 * ACT_MAX)  # 518 positions: byte-sized weights x int8 values
-_INT64_LIMIT = 1 << 62  # every int64 intermediate stays below this (headroom for 2a + b in rdiv)
+_EXACT_LIMIT = 1 << 53  # every intermediate stays below this: exact in int64 and in float64
 
 LINEARS = ("attn", "proj", "fc", "out")
 LAYER_NORMS = ("ln_1", "ln_2")
@@ -108,7 +112,7 @@ def _maxabs(a: np.ndarray) -> int:
 
 def check_bounds(config: TransformerConfig, w: Mapping[str, np.ndarray], where: str = "exact M1") -> None:
     """Refuse (ConfigError naming the tensor) any model for which the fast path could be inexact:
-    a GEMM partial sum reaching 2**24, an int64 product reaching 2**62, a table out of its range.
+    a GEMM partial sum reaching 2**24, any other intermediate reaching 2**53, a table out of its range.
     Proved from the tensors' extreme values, so it holds for every input."""
 
     def refuse(name: str, why: str) -> None:
@@ -135,8 +139,8 @@ def check_bounds(config: TransformerConfig, w: Mapping[str, np.ndarray], where: 
         m, s = np.asarray(w[name + ".m"], dtype=np.int64), np.asarray(w[name + ".s"], dtype=np.int64)
         if m.size and (m.min() < 0 or s.min() < 1 or s.max() > 62):
             refuse(name, "multipliers must be >= 0 and shifts in 1..62")
-        if acc_max * _maxabs(m) >= _INT64_LIMIT:
-            refuse(name, f"accumulator bound {acc_max} times multiplier {_maxabs(m)} reaches 2**62")
+        if (acc_max * _maxabs(m) + (1 << int(s.max()) if s.size else 0)) >= _EXACT_LIMIT:
+            refuse(name, f"accumulator bound {acc_max} times multiplier {_maxabs(m)} reaches 2**53")
 
     for name in ("tok_emb", "pos_emb"):
         if _maxabs(w[name]) > ACT_MAX:
@@ -157,16 +161,16 @@ def check_bounds(config: TransformerConfig, w: Mapping[str, np.ndarray], where: 
         if _maxabs(lut) > ACT_MAX:
             refuse(p + "act.lut", "activation table values must be in [-127, 127]")
         m, s = (int(v) for v in w[p + "attn.index"])
-        if m < 0 or not 1 <= s <= 62 or 2 * hs * ACT_MAX * ACT_MAX * m >= _INT64_LIMIT:
+        if m < 0 or not 1 <= s <= 62 or 2 * hs * ACT_MAX * ACT_MAX * m + (1 << s) >= _EXACT_LIMIT:
             refuse(p + "attn.index", "score multiplier out of range")
     for prefix in [f"blocks.{i}.{n}" for i in range(config.n_layers) for n in LAYER_NORMS] + ["ln_f"]:
         if int(w[prefix + ".eps"][0]) < 1:
             refuse(prefix + ".eps", "LayerNorm epsilon must be >= 1 (sigma > 0)")
         if _maxabs(w[prefix + ".b"]) > 1 << 24:
             refuse(prefix + ".b", "bias beyond 2**24")
-        # |x - mu| <= 2**21 + 1, |g| < 2**31: the product stays below 2**53
-    if config.d_model > 1 << 18:
-        refuse("d_model", "too wide for the integer variance")
+        # |x - mu| < 2**21 and |g| < 2**31: 2 (x - mu) g stays below 2**53
+    if config.d_model >= 1 << 11:
+        refuse("d_model", "too wide: the variance's sum of C squares of 2**21 must stay below 2**53")
     for name, one in (("exp_attention", EXP_ATTENTION_ONE), ("exp_logits", EXP_LOGITS_ONE)):
         table = np.asarray(w[name], dtype=np.int64)
         if table.min() < 0 or table.max() > one or table[0] < 1 or np.any(np.diff(table) > 0):
@@ -250,57 +254,64 @@ def numerics_of(meta: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------- the fast path
 
 
-def _rshift(v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    return torch.bitwise_right_shift(v + torch.bitwise_left_shift(torch.ones_like(s), s - 1), s)
+F64 = torch.float64
 
 
-def _rdiv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.div(2 * a + b, 2 * b, rounding_mode="floor")
+def _rdiv(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+    """rdiv on float64 integers: ``floor((2a + b) / 2b)``. Exact when ``|2a + b| < 2**53``: the
+    correctly rounded quotient is within ``|q| 2**-53 < 1 / 2b`` of the true one, which is at least
+    ``1 / 2b`` from the next integer, so the floor cannot change."""
+    return torch.floor((2 * a + b) / (2 * b))
 
 
 def _isqrt(v: torch.Tensor) -> torch.Tensor:
-    """floor(sqrt(v)) of int64 ``v`` < 2**52: float64 sqrt, then corrected with integer compares."""
-    r = torch.sqrt(v.to(torch.float64)).floor().to(torch.int64)
-    r = r - (r * r > v).to(torch.int64)
-    return r + ((r + 1) * (r + 1) <= v).to(torch.int64)
+    """floor(sqrt(v)) of float64 integers below 2**52: sqrt, then corrected by exact compares."""
+    r = torch.floor(torch.sqrt(v))
+    r = r - (r * r > v).to(F64)
+    return r + ((r + 1) * (r + 1) <= v).to(F64)
 
 
 class _Linear:
-    """int8 weights as a float32 (in, out) matrix for exact GEMMs, chunked along the reduction."""
+    """int8 weights as a float32 (in, out) matrix for exact GEMMs, chunked along the reduction;
+    requantization in float64 on integers below 2**53 (exact: see :func:`check_bounds`)."""
 
     def __init__(self, w: Mapping[str, np.ndarray], prefix: str) -> None:
         self.wt = torch.from_numpy(w[prefix + ".w"].astype(np.float32).T.copy())
-        self.bias = torch.from_numpy(w[prefix + ".bias"].astype(np.int64))
-        self.m = torch.from_numpy(w[prefix + ".m"].astype(np.int64))
-        self.s = torch.from_numpy(w[prefix + ".s"].astype(np.int64))
-        self.half = torch.bitwise_left_shift(torch.ones_like(self.s), self.s - 1)
+        self.bias = torch.from_numpy(w[prefix + ".bias"].astype(np.float64))
+        self.m = torch.from_numpy(w[prefix + ".m"].astype(np.float64))
+        shift = w[prefix + ".s"].astype(np.int64)
+        # (acc + bias) m + 2**(s-1) = acc m + c, with c = bias m + 2**(s-1): one exact addcmul
+        self.c = torch.from_numpy(
+            w[prefix + ".bias"].astype(np.float64) * self.m.numpy() + np.ldexp(1.0, shift - 1)
+        )
+        self.inv = torch.from_numpy(np.ldexp(1.0, -shift))  # 2**-s: multiplying by it is exact
         self.k = self.wt.shape[0]
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
-        """``a``: (n, in) float32 holding ints in [-127, 127] -> requantized int64 (n, out)."""
+        """``a``: (n, in) float32 holding ints in [-127, 127] -> requantized float64 ints (n, out)."""
         if self.k <= GEMM_CHUNK:
-            acc = (a @ self.wt).to(torch.int64)
+            acc = (a @ self.wt).to(F64)
         else:
             acc = sum(
-                (a[:, i : i + GEMM_CHUNK] @ self.wt[i : i + GEMM_CHUNK]).to(torch.int64)
+                (a[:, i : i + GEMM_CHUNK] @ self.wt[i : i + GEMM_CHUNK]).to(F64)
                 for i in range(0, self.k, GEMM_CHUNK)
             )
-        return torch.bitwise_right_shift((acc + self.bias) * self.m + self.half, self.s)
+        return torch.addcmul(self.c, acc, self.m).mul_(self.inv).floor_()
 
 
 class _Norm:
     def __init__(self, w: Mapping[str, np.ndarray], prefix: str) -> None:
-        self.g = torch.from_numpy(w[prefix + ".g"].astype(np.int64))
-        self.b = torch.from_numpy(w[prefix + ".b"].astype(np.int64))
-        self.eps = int(w[prefix + ".eps"][0])
+        self.g = torch.from_numpy(w[prefix + ".g"].astype(np.float64))
+        self.b = torch.from_numpy(w[prefix + ".b"].astype(np.float64))
+        self.eps = float(w[prefix + ".eps"][0])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """int64 (n, C) -> float32 (n, C) holding ints in [-127, 127]."""
+        """float64 ints (n, C) -> float32 (n, C) holding ints in [-127, 127]."""
         C = x.shape[1]
-        mu = torch.div(2 * x.sum(1, keepdim=True) + C, 2 * C, rounding_mode="floor")
+        mu = _rdiv(x.sum(1, keepdim=True), float(C))
         xc = x - mu
-        var = torch.div((xc * xc).sum(1, keepdim=True), C, rounding_mode="floor")
-        den = torch.bitwise_left_shift(_isqrt(var + self.eps), LN_GAIN_BITS)
+        var = torch.floor((xc * xc).sum(1, keepdim=True) / C)
+        den = _isqrt(var + self.eps) * float(1 << LN_GAIN_BITS)
         return (_rdiv(xc * self.g, den) + self.b).clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)
 
 
@@ -310,13 +321,15 @@ class _Layer:
         self.ln_1, self.ln_2 = _Norm(w, p + "ln_1"), _Norm(w, p + "ln_2")
         self.attn, self.proj = _Linear(w, p + "attn"), _Linear(w, p + "proj")
         self.fc, self.out = _Linear(w, p + "fc"), _Linear(w, p + "out")
-        self.index_m, self.index_s = (int(v) for v in w[p + "attn.index"])
-        self.index_half = 1 << (self.index_s - 1)
+        m, s = (int(v) for v in w[p + "attn.index"])
+        self.index_m, self.index_half, self.index_inv = float(m), 2.0 ** (s - 1), 2.0**-s
         self.lut = torch.from_numpy(w[p + "act.lut"].astype(np.float32))
 
 
 class ExactNet:
-    """The fast path's parameters, converted once from an :class:`ExactModel`."""
+    """The fast path's parameters, converted once from an :class:`ExactModel`. Integers are held
+    in float32 (GEMM operands, below 2**24) and float64 (everything else, below 2**53), where the
+    arithmetic used is exact; this is several times faster than int64 division and conversions."""
 
     def __init__(self, model: ExactModel) -> None:
         w, cfg = model.tensors, model.config
@@ -324,25 +337,27 @@ class ExactNet:
         self.n_layers, self.n_heads, self.head_dim = cfg.n_layers, cfg.n_heads, cfg.head_dim
         emb = {}
         for name in ("tok_emb", "pos_emb"):
-            table = torch.from_numpy(w[name].astype(np.int64))
-            m = torch.from_numpy(w[name + ".m"].astype(np.int64))[:, None]
-            s = torch.from_numpy(w[name + ".s"].astype(np.int64))[:, None]
-            emb[name] = _rshift(table * m, s)  # the requantized rows, computed once per model
+            table = w[name].astype(np.int64)
+            m = w[name + ".m"].astype(np.int64)[:, None]
+            s = w[name + ".s"].astype(np.int64)[:, None]
+            rows = (table * m + (np.int64(1) << (s - 1))) >> s  # requantized once per model
+            emb[name] = torch.from_numpy(rows.astype(np.float64))
         self.tok, self.pos = emb["tok_emb"], emb["pos_emb"]
         self.layers = [_Layer(w, i) for i in range(cfg.n_layers)]
         self.ln_f = _Norm(w, "ln_f")
         self.head = _Linear(w, "head")
         self.exp_attention = torch.from_numpy(w["exp_attention"].astype(np.float32))
-        self.exp_logits = torch.from_numpy(w["exp_logits"].astype(np.int64))
+        self.exp_logits = torch.from_numpy(w["exp_logits"].astype(np.float64))
 
     def tables(self, logits: torch.Tensor, precision: int) -> np.ndarray:
-        """Integer softmax of int64 logits (n, 256) -> cumulative tables (n, 257)."""
-        idx = (logits.max(1, keepdim=True).values - logits).clamp_(max=EXP_ENTRIES - 1)
-        e = self.exp_logits[idx]
-        f = 1 + torch.div(e * ((1 << precision) - N_SYMBOLS), e.sum(1, keepdim=True), rounding_mode="floor")
-        cum = torch.zeros((len(f), N_SYMBOLS + 1), dtype=torch.int64)
+        """Integer softmax of float64-int logits (n, 256) -> int64 cumulative tables (n, 257).
+        A difference beyond 511 may round, but stays beyond 511: the clamp makes it exact."""
+        idx = (logits.max(1, keepdim=True).values - logits).clamp_(max=EXP_ENTRIES - 1).to(torch.int64)
+        e = self.exp_logits[idx]  # <= 2**20; e * (2**P - 256) < 2**44
+        f = 1 + torch.floor(e * float((1 << precision) - N_SYMBOLS) / e.sum(1, keepdim=True))
+        cum = torch.zeros((len(f), N_SYMBOLS + 1), dtype=F64)
         torch.cumsum(f, 1, out=cum[:, 1:])
-        return cum.numpy()
+        return cum.to(torch.int64).numpy()
 
 
 def _attend(
@@ -354,25 +369,24 @@ def _attend(
     exp_table: torch.Tensor,
 ) -> torch.Tensor:
     """One query per row over cached positions 0..Lc-1, masked to ``<= pos``. q: (n, nh, hs) float32
-    ints; keys, values: (n, nh, Lc, hs) float32 ints. Returns int64 (n, nh, hs) in [-127, 127]."""
+    ints; keys, values: (n, nh, Lc, hs) float32 ints. Returns float64 ints (n, nh, hs) in [-127, 127]."""
     n, nh, Lc, hs = keys.shape
-    scores = (keys @ q.unsqueeze(-1)).squeeze(-1).to(torch.int64)  # (n, nh, Lc): hs * 127**2 < 2**24
+    scores = (keys @ q.unsqueeze(-1)).squeeze(-1).to(F64)  # (n, nh, Lc): hs * 127**2 < 2**24, exact
     valid = (torch.arange(Lc)[None, :] <= pos[:, None])[:, None, :]  # (n, 1, Lc)
-    scores = scores.masked_fill_(~valid, -(1 << 40))
+    scores = scores.masked_fill_(~valid, -float("inf"))
     # A valid difference is at most 2 * hs * 127**2; clamping there changes none, and bounds the
-    # masked ones (whose weights are zeroed below).
+    # masked ones (infinite; their weights are zeroed below).
     diff = (scores.max(-1, keepdim=True).values - scores).clamp_(max=2 * hs * ACT_MAX * ACT_MAX)
-    idx = torch.bitwise_right_shift(diff * layer.index_m + layer.index_half, layer.index_s).clamp_(
-        max=EXP_ENTRIES - 1
-    )
-    e = exp_table[idx] * valid  # float32 ints <= 2**15; masked positions exactly 0
-    z = e.to(torch.int64).sum(-1, keepdim=True)  # (n, nh, 1)
+    idx = torch.floor((diff * layer.index_m + layer.index_half) * layer.index_inv)
+    e = exp_table[idx.clamp_(max=EXP_ENTRIES - 1).to(torch.int64)] * valid  # ints <= 2**15, masked 0
+    z = e.to(F64).sum(-1, keepdim=True)  # (n, nh, 1)
     hi = torch.floor(e * (1.0 / 256))
     parts = torch.stack([hi, e - 256 * hi], dim=2)  # (n, nh, 2, Lc): two byte-sized weights
-    acc = torch.zeros((n, nh, hs), dtype=torch.int64)
+    acc = None
     for i in range(0, Lc, PV_CHUNK):
-        out = (parts[..., i : i + PV_CHUNK] @ values[:, :, i : i + PV_CHUNK]).to(torch.int64)
-        acc += out[:, :, 0] * 256 + out[:, :, 1]
+        out = (parts[..., i : i + PV_CHUNK] @ values[:, :, i : i + PV_CHUNK]).to(F64)
+        part = out[:, :, 0] * 256 + out[:, :, 1]
+        acc = part if acc is None else acc + part
     return _rdiv(acc, z)
 
 
@@ -402,8 +416,7 @@ class ExactSession:
         self.keys, self.values = torch.zeros(shape), torch.zeros(shape)
         # Position 0 of every window is BOS: its table, keys and values are the same for every row.
         start_k, start_v = [], []
-        x = net.tok[BOS][None] + net.pos[0][None]
-        x = x.clamp(-RESIDUAL_MAX, RESIDUAL_MAX)
+        x = (net.tok[BOS][None] + net.pos[0][None]).clamp(-RESIDUAL_MAX, RESIDUAL_MAX)
         for layer in net.layers:
             q, k, v = self._qkv(layer, x)
             start_k.append(k[0])
@@ -427,7 +440,7 @@ class ExactSession:
         """The block after attention: projection, residual, MLP, residual."""
         x = (x + layer.proj(y.reshape(len(x), -1).to(torch.float32))).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
         h = layer.fc(layer.ln_2(x)).clamp_(-ACT_MAX, ACT_MAX)
-        g = layer.lut[h + ACT_MAX]
+        g = layer.lut[(h + ACT_MAX).to(torch.int64)]
         return (x + layer.out(g)).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
 
     def _grow(self, needed: int) -> None:
@@ -489,12 +502,15 @@ class ExactSession:
         """The new position of each computing row; its keys and values are stored in the cache and
         it attends over positions ``[0, span)`` masked to its own (any span gives the same ints)."""
         net = self.net
+        nh, hs = net.n_heads, net.head_dim
+        # where each row's new keys and values go: (row, head, pos) rows of hs floats in the cache
+        at = ((rows[:, None] * nh + torch.arange(nh)[None]) * self.capacity + pos[:, None]).reshape(-1)
         x = (net.tok[ids] + net.pos[pos]).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
         for i, layer in enumerate(net.layers):
             q, k, v = self._qkv(layer, x)
             keys, values = self.keys[i], self.values[i]  # (rows, nh, capacity, hs)
-            keys[rows, :, pos] = k
-            values[rows, :, pos] = v
+            keys.view(-1, hs).index_copy_(0, at, k.reshape(-1, hs))
+            values.view(-1, hs).index_copy_(0, at, v.reshape(-1, hs))
             if all_rows:
                 kk, vv = keys[:, :, :span], values[:, :, :span]
             else:
