@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--exact-docs", type=int, default=10_000, help="mixture documents to train on")
     x.add_argument("--exact-speed-bytes", type=int, default=200_000, help="bytes of the speed sample")
     x.add_argument("--exact-out", default="bench-out/exact", help="where the models are kept")
+    x.add_argument(
+        "--exact-eval-bytes", type=int, default=100_000, help="held-out bytes scored per model (default 100k)"
+    )
     args = p.parse_args(argv)
     if args.exact:
         if args.threads:
@@ -514,7 +517,9 @@ def exactness(args: argparse.Namespace) -> int:
                 )
                 row[f"{numerics}_train_s"] = time.perf_counter() - t
             m1 = M1.load(path, threads=args.threads)
-            row[f"{numerics}_bits_per_byte"] = heldout_bits_per_byte(m1, heldout, 128)
+            row[f"{numerics}_bits_per_byte"] = heldout_bits_per_byte(
+                m1, heldout, 128, max_tokens=args.exact_eval_bytes
+            )
             row[f"{numerics}_speed"] = speed(
                 m1, sample, args.window_bits, args.batch_size, args.repeats, args.segment_bytes, args.threads
             )
@@ -531,13 +536,14 @@ def exactness(args: argparse.Namespace) -> int:
                 force=True,
             )
         row["quantized_bits_per_byte"] = heldout_bits_per_byte(
-            M1.load(qpath, threads=args.threads), heldout, 128
+            M1.load(qpath, threads=args.threads), heldout, 128, max_tokens=args.exact_eval_bytes
         )
         results["sizes"][size] = row
+        print_exactness({**results, "sizes": {size: row}}, args)  # each size as soon as it is done
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     print_exactness(results, args)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0
 
 

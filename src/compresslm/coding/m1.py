@@ -1,6 +1,13 @@
 """M1, the byte-level model that drives the window coder: its deterministic inference path and its
 numerics fingerprint (DESIGN.md §4.2). Training is in :mod:`compresslm.coding.m1_train`.
 
+Two numerics share one interface. :class:`ExactM1` (checkpoints whose config records
+``"numerics": "int8-exact-v1"``, the default of ``m1 train`` and the output of ``m1 quantize``) is
+defined in integers (docs/numerics.md, :mod:`compresslm.coding.exact`): its tables are the same on
+every machine, so its files decode anywhere. :class:`M1` below is the float path of earlier
+checkpoints, kept so their files keep decoding where their fingerprint matches; the rest of this
+docstring describes how that path is made deterministic on one machine.
+
 **Inference for coding.** Encoder and decoder compute M1's tables with the *same* function,
 :class:`M1Session.step`: one new position per row per step, keys and values kept in a cache of
 ``max_window_bytes`` positions, every row restarted at each window. The encoder advances each row
