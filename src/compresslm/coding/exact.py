@@ -301,7 +301,7 @@ class _Linear:
 
 class _Norm:
     def __init__(self, w: Mapping[str, np.ndarray], prefix: str) -> None:
-        self.g = torch.from_numpy(w[prefix + ".g"].astype(np.float64))
+        self.g2 = torch.from_numpy(2 * w[prefix + ".g"].astype(np.float64))
         self.b = torch.from_numpy(w[prefix + ".b"].astype(np.float64))
         self.eps = float(w[prefix + ".eps"][0])
 
@@ -312,7 +312,9 @@ class _Norm:
         xc = x - mu
         var = torch.floor((xc * xc).sum(1, keepdim=True) / C)
         den = _isqrt(var + self.eps) * float(1 << LN_GAIN_BITS)
-        return (_rdiv(xc * self.g, den) + self.b).clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)
+        # rdiv(xc g, den) + b, with 2 xc g + den as one exact addcmul
+        y = torch.addcmul(den, xc, self.g2).div_(2 * den).floor_().add_(self.b)
+        return y.clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)
 
 
 class _Layer:
