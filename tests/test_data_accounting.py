@@ -109,7 +109,7 @@ def test_rejects_file_lists_every_rejection_in_order(tmp_path):
     out = tmp_path / "rejects.jsonl"
     assert acct.write_rejects(out) == len(reasons)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert rows[0] == {"id": "a.jsonl:0", "source": "a.jsonl", "reason": "bad JSON: problem 0"}
+    assert rows[0] == {"record_id": "a.jsonl:0", "source": "a.jsonl", "reason": "bad JSON: problem 0"}
     assert [r["reason"] for r in rows] == reasons
     with pytest.raises(OutputExistsError):
         acct.write_rejects(out)

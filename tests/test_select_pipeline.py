@@ -73,7 +73,7 @@ def test_selects_best_first_with_scores_and_ids(tmp_path: Path, pool_file: Path)
     assert [r["text"] for r in rows] == [(CODE + PROSE)[i] for i in best]
     assert [r["score"] for r in rows] == pytest.approx(expected[best].tolist(), abs=0)
     table = pq.read_table(scores).to_pydict()
-    assert len(table["id"]) == 8
+    assert len(table["record_id"]) == 8
     assert table["score"] == pytest.approx(expected.tolist(), abs=0)
     assert result.precision_at(3, "python") == pytest.approx(sum(r["domain"] == "python" for r in rows) / 3)
 
@@ -104,7 +104,7 @@ def test_every_record_accounted_for(tmp_path: Path) -> None:
     assert acct["selected"] == 1 and acct["not_selected"] == 1 and acct["rejected"] == 4
     reasons = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert len(reasons) == 4
-    assert {r["id"] for r in reasons} == {f"{src}:2", f"{src}:3", f"{src}:4", f"{src}:5"}
+    assert {r["record_id"] for r in reasons} == {f"{src}:2", f"{src}:3", f"{src}:4", f"{src}:5"}
 
 
 def test_malformed_input_fails_with_file_and_line(tmp_path: Path) -> None:

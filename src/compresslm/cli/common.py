@@ -346,6 +346,9 @@ def _snippet(text: str, width: int = 70) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+_INTERNAL_METHOD_KEYS = ("batch_size", "workers")  # how it ran, not what it computed (in --json)
+
+
 def print_selection_summary(result: SelectionResult, *, outputs: Outputs | None = None, top: int = 5) -> None:
     """The final summary: accounting, time, precision where labels exist, the best examples."""
     from rich.console import Console
@@ -370,8 +373,18 @@ def print_selection_summary(result: SelectionResult, *, outputs: Outputs | None 
     t.add_row("rejected", f"{acct['rejected']:,}")
     for reason, n in sorted(acct.get("rejected_by_reason", {}).items()):
         t.add_row(f"  {reason}", f"{n:,}")
+    sources = acct.get("sources", {})
+    if len(sources) > 1:
+        for name, c in sources.items():
+            picked = "?" if c.get("selected") is None else f"{c['selected']:,}"
+            t.add_row(
+                f"  from {name}", f"{picked} selected of {c['read']:,} read ({c['rejected']:,} rejected)"
+            )
+    size = result.size_selected()
+    used = f" of {size['budget']:,} ({size['budget_used']:.1%} of the budget)" if size["budget"] else ""
+    t.add_row("selected size", f"{size['total']:,} {size['unit']}{used}")
     for key, value in result.method.items():
-        if key != "method":
+        if key not in ("method", *_INTERNAL_METHOD_KEYS) and value is not None:
             t.add_row(f"method.{key}", str(value))
     secs = result.seconds
     rate = acct["accepted"] / secs["score"] if secs.get("score") else 0.0
@@ -387,12 +400,13 @@ def print_selection_summary(result: SelectionResult, *, outputs: Outputs | None 
             f"{e['name']}, {e['workers']} workers, {e['shards']} shards; peak memory: worker "
             f"{e['worker_peak_rss_mb']:,.0f} MiB, driver {e['driver_peak_rss_mb']:,.0f} MiB",
         )
-    for domain, counts in sorted(result.domains.items()):
-        if counts["selected"]:
-            share = counts["selected"] / max(1, len(result.selected))
-            t.add_row(
-                f"domain {domain}", f"{counts['selected']:,} of {counts['pool']:,} ({share:.1%} of selection)"
-            )
+    k = len(result.selected)
+    for domain, counts in sorted(result.domains.items(), key=lambda kv: -kv[1]["selected"]):
+        share = counts["selected"] / max(1, k)
+        t.add_row(
+            f"domain {domain}",
+            f"{counts['selected']:,} of {counts['pool']:,} in the pool (precision@{k:,} {share:.3f})",
+        )
     if outputs is not None:
         for label, path in (
             ("out", outputs.selected),
@@ -407,7 +421,7 @@ def print_selection_summary(result: SelectionResult, *, outputs: Outputs | None 
         ex = Table(title=f"top {min(top, len(result.selected))} documents")
         ex.add_column("rank", justify="right")
         ex.add_column("score", justify="right")
-        ex.add_column("id")
+        ex.add_column("record_id")
         ex.add_column("text")
         for s in result.selected[:top]:
             ex.add_row(str(s.rank + 1), f"{s.score:.5f}", s.id, _snippet(s.text))

@@ -195,7 +195,11 @@ class Accounting:
 
     def write_rejects(self, path: str | Path, force: bool = False) -> int:
         """Write every rejection to ``path`` (JSON Lines or Parquet by extension); returns the count."""
-        return write_records(path, self.iter_rejections(), force=force)
+        rows = (
+            {"record_id": r["id"], "source": r["source"], "reason": r["reason"]}
+            for r in self.iter_rejections()
+        )
+        return write_records(path, rows, force=force)  # record_id: the name every output uses
 
     def _spooled(self) -> int:
         if self._spool is None:

@@ -20,8 +20,10 @@ on Ray, resumably.
 
 from __future__ import annotations
 
+import os
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -48,7 +50,9 @@ from compresslm.select.pool import DocMeta, ReadOptions, SourcePool
 from compresslm.select.tokens import get_token_counter
 from compresslm.select.topk import BudgetSelector, TopK
 
-SCORES_SCHEMA_FIELDS = ("id", "source", "score", "bytes", "size", "domain")
+SCORES_SCHEMA_FIELDS = ("record_id", "source", "score", "bytes", "size", "domain", "selected", "rank")
+"""Columns of ``--scores``: ``record_id`` as in the selected records and the rejects, and whether and
+at which rank (0 = best) the document was selected (``rank`` null when not selected)."""
 
 
 @dataclass
@@ -73,7 +77,9 @@ class SelectionSpec:
 
     @property
     def unit(self) -> str:
-        if self.budget_bytes is not None:
+        """What ``size`` counts: the budget's unit; bytes when only ``k`` is given (nothing is counted
+        in tokens then), tokens (with ``tokenizer``) or whitespace words for token budgets."""
+        if self.budget_bytes is not None or (self.budget_tokens is None and not self.min_tokens):
             return "bytes"
         return "tokens" if self.tokenizer else "words"
 
@@ -141,6 +147,25 @@ class SelectionResult:
             return None
         return sum(s.domain == domain for s in top) / len(top)
 
+    def size_selected(self) -> dict[str, Any]:
+        """The selection's total size in the spec's unit, and the share of the budget it uses."""
+        total = sum(s.size for s in self.selected)
+        budget = self.spec.get("budget_tokens") or self.spec.get("budget_bytes")
+        return {
+            "total": total,
+            "unit": self.spec.get("unit"),
+            "budget": budget,
+            "budget_used": total / budget if budget else None,
+        }
+
+    def precision(self) -> dict[str, float]:
+        """Precision at k (k = the number selected) of every labelled domain: its share of the
+        selection (documents without a domain count in k but in no domain)."""
+        k = len(self.selected)
+        if not k:
+            return {}
+        return {d: c["selected"] / k for d, c in self.domains.items() if d != NO_DOMAIN}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
@@ -148,12 +173,14 @@ class SelectionResult:
             "spec": self.spec,
             "accounting": self.accounting,
             "seconds": self.seconds,
+            "size_selected": self.size_selected(),
             "domains": self.domains,
+            "precision_at_k": {"k": len(self.selected), "by_domain": self.precision()},
             **({"engine": self.engine} if self.engine else {}),
             "selected": [
                 {
                     "rank": s.rank,
-                    "id": s.id,
+                    "record_id": s.id,
                     "source": s.source,
                     "score": s.score,
                     "size": s.size,
@@ -211,7 +238,7 @@ def scores_schema() -> Any:
 
     return pa.schema(
         [
-            ("id", pa.string()),
+            ("record_id", pa.string()),
             ("source", pa.string()),
             ("score", pa.float64()),
             ("bytes", pa.int64()),
@@ -227,7 +254,7 @@ def scores_table(metas: Sequence[DocMeta], scores: np.ndarray, sizes: np.ndarray
 
     return pa.table(
         {
-            "id": [m.id for m in metas],
+            "record_id": [m.id for m in metas],
             "source": [m.source for m in metas],
             "score": np.asarray(scores, dtype=np.float64),
             "bytes": [m.nbytes for m in metas],
@@ -236,6 +263,54 @@ def scores_table(metas: Sequence[DocMeta], scores: np.ndarray, sizes: np.ndarray
         },
         schema=scores_schema(),
     )
+
+
+NO_DOMAIN = "(no domain)"
+"""The ``domains`` key counting documents without a domain label (when others have one)."""
+
+
+def domain_counts(
+    pool: dict[str, int], accepted: int, selected: Sequence[Selected]
+) -> dict[str, dict[str, int]]:
+    """Per domain: documents in the pool and selected; unlabelled documents under :data:`NO_DOMAIN`
+    so that the counts add up to the pool (only when some documents carry a label)."""
+    out = {d: {"pool": n, "selected": sum(s.domain == d for s in selected)} for d, n in pool.items()}
+    unlabelled = accepted - sum(pool.values())
+    if out and unlabelled > 0:
+        out[NO_DOMAIN] = {"pool": unlabelled, "selected": sum(s.domain is None for s in selected)}
+    return out
+
+
+def add_selection_columns(table: Any, rank_of: dict[str, int]) -> Any:
+    """``table`` (a scores batch) with ``selected`` and ``rank`` columns from ``rank_of`` (id -> rank)."""
+    import pyarrow as pa
+
+    ranks = [rank_of.get(rid) for rid in table.column("record_id").to_pylist()]
+    table = table.append_column("selected", pa.array([r is not None for r in ranks], pa.bool_()))
+    return table.append_column("rank", pa.array(ranks, pa.int64()))
+
+
+def finish_scores_file(path: str | Path, selected: Sequence[Selected]) -> None:
+    """Rewrite the scores file at ``path`` (a temporary of the output group) with the selection
+    columns, batch by batch: the selection is only known once every document was scored."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rank_of = {s.id: s.rank for s in selected}
+    tmp = f"{path}.sel"
+    with pq.ParquetFile(path) as src:
+        writer = None
+        for batch in src.iter_batches(batch_size=65_536):
+            table = add_selection_columns(pa.Table.from_batches([batch]), rank_of)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+        if writer is None:
+            writer = pq.ParquetWriter(
+                tmp, add_selection_columns(scores_schema().empty_table(), rank_of).schema
+            )
+        writer.close()
+    os.replace(tmp, path)
 
 
 def make_selector(spec: SelectionSpec) -> TopK | BudgetSelector:
@@ -321,7 +396,8 @@ def run_selection(
         with ExitStack() as stack:
             writer = None
             if outputs.scores:
-                writer = _scores_writer(stack, str(group.reserve(outputs.scores)))
+                scores_tmp = str(group.reserve(outputs.scores))
+                writer = _scores_writer(stack, scores_tmp)
             for metas, scores, sizes in scored_batches(method, pool, selector):
                 for m, s in zip(metas, scores.tolist(), strict=True):
                     label = m.domain if m.domain is not None else m.source
@@ -360,6 +436,10 @@ def run_selection(
         if None in chosen:
             raise DataError("the inputs changed while selecting (a selected record is gone on re-reading)")
         selected = [c for c in chosen if c is not None]
+        acct.set_selected(len(selected), dict(Counter(s.source for s in selected)))
+        acct.check()
+        if outputs.scores:
+            finish_scores_file(scores_tmp, selected)
         if outputs.selected:
             write_records(
                 group.reserve(outputs.selected), (row for row in rows if row is not None), force=True
@@ -369,9 +449,7 @@ def run_selection(
         seconds["write"] = time.perf_counter() - t2
         seconds["total"] = time.perf_counter() - t0
 
-        domains = {
-            d: {"pool": n, "selected": sum(s.domain == d for s in selected)} for d, n in domain_pool.items()
-        }
+        domains = domain_counts(domain_pool, acct.accepted, selected)
         result = SelectionResult(
             method=method.describe(),
             selected=selected,

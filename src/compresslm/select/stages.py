@@ -82,6 +82,8 @@ from compresslm.select.pipeline import (
     SelectionSpec,
     _ranked,
     _selected_row,
+    add_selection_columns,
+    domain_counts,
     make_selector,
     scored_batches,
     scores_schema,
@@ -759,9 +761,7 @@ def _run(
         seconds=seconds,
         spec={**spec.__dict__, "unit": spec.unit},
         n_targets=len(targets),
-        domains={
-            d: {"pool": n, "selected": sum(s.domain == d for s in final)} for d, n in domain_pool.items()
-        },
+        domains=domain_counts(dict(domain_pool), acct.accepted, final),
         score_samples={g: [v for _, v in s.items()] for g, s in merged.items()},
     )
     result.engine = {
@@ -825,9 +825,11 @@ def _commit(
             import pyarrow.parquet as pq
 
             writer = None
+            rank_of = {sel.id: sel.rank for sel in result.selected}
             with atomic_output(group.reserve(outputs.scores), force=True, mode="wb") as f:
                 for s in scored:
                     table = pq.read_table(work / "score" / f"{s['shard']:06d}.scores.parquet")
+                    table = add_selection_columns(table, rank_of)
                     if writer is None:
                         writer = pq.ParquetWriter(f, table.schema)
                     writer.write_table(table)
