@@ -284,6 +284,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--speed-only", action="store_true", help="skip the round trips and baselines")
     p.add_argument("--json", help="write all numbers here")
+    n = p.add_argument_group("Neural compression (--neural): stream mode against gzip, xz, zstd, brotli")
+    n.add_argument("--neural", action="store_true", help="run only the stream-mode comparison")
+    n.add_argument(
+        "--neural-models",
+        nargs="+",
+        default=["bench-out/m1-tiny-exact", "bench-out/m1-3m-exact"],
+        help="M1 folders to compare (each: compression of the files, encode/decode speed)",
+    )
+    n.add_argument(
+        "--files",
+        nargs="+",
+        help="held-out real files (default: an evenly spread sample of the stdlib's .py files, "
+        "--neural-bytes in all; not in the benchmark models' training mixture)",
+    )
+    n.add_argument("--neural-bytes", type=int, default=200_000, help="size of the default file sample")
+    n.add_argument(
+        "--context-study",
+        help="float M1 folder: cross-entropy with restarts vs sliding windows (the choice of stream mode)",
+    )
     x = p.add_argument_group("Exact M1 (--exact): exact vs float M1, same bytes and tokens")
     x.add_argument("--exact", action="store_true", help="run only the cost-of-exactness comparison")
     x.add_argument(
@@ -296,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         "--exact-eval-bytes", type=int, default=100_000, help="held-out bytes scored per model (default 100k)"
     )
     args = p.parse_args(argv)
+    if args.neural or args.context_study:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return neural(args)
     if args.exact:
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -565,6 +588,182 @@ def print_exactness(r: dict[str, Any], args: argparse.Namespace) -> None:
             f"({100 * (q / f - 1):+.2f}%) | {fs['encode_bytes_per_s'] / 1e3:.1f} / {es['encode_bytes_per_s'] / 1e3:.1f} "
             f"| {fs['decode_bytes_per_s'] / 1e3:.1f} / {es['decode_bytes_per_s'] / 1e3:.1f} |"
         )
+
+
+# ----------------------------------------------------------------------------- neural compression
+
+
+def peers(data: bytes) -> dict[str, int]:
+    """Compressed sizes of ``data`` with the usual tools at their strongest settings."""
+    import brotli
+
+    ldm = zstandard.ZstdCompressionParameters.from_level(19, enable_ldm=True, window_log=27)
+    return {
+        "gzip -9": len(gzip.compress(data, 9, mtime=0)),
+        "xz -9e": len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
+        "zstd -19 --long": len(zstandard.ZstdCompressor(compression_params=ldm).compress(data)),
+        "brotli -q 11": len(brotli.compress(data, quality=11)),
+    }
+
+
+def context_study(
+    model_dir: str, data: bytes, overlaps: tuple[int, ...] = (0, 32, 64, 96)
+) -> list[dict[str, Any]]:
+    """Cross-entropy of a float M1 on ``data`` read in rows of ``[BOS] + L - 1`` bytes: ``overlap``
+    0 restarts every ``L`` bytes (stream mode); ``overlap`` K keeps the last K bytes as context, so
+    each row predicts ``L - K`` new bytes and costs ``L / (L - K)`` model positions per byte."""
+    from compresslm.coding.m1 import BOS
+    from compresslm.models.checkpoint import load_model
+
+    model, _, _ = load_model(model_dir)
+    model = model.float().eval()
+    L = model.config.max_seq_len
+    x = torch.tensor(list(data), dtype=torch.long)
+    out = []
+    for k in overlaps:
+        new = L - k
+        inputs, targets, weights = [], [], []
+        for s in range(0, len(data), new):
+            ctx = max(0, s - k)
+            chunk = x[ctx : s + new]  # context bytes, then the new ones
+            row = torch.full((L,), BOS, dtype=torch.long)
+            row[1 : len(chunk)] = chunk[:-1] if len(chunk) else chunk
+            tgt = torch.full((L,), -100, dtype=torch.long)
+            tgt[: len(chunk)] = chunk
+            tgt[: s - ctx] = -100  # context bytes are not predicted again
+            inputs.append(row)
+            targets.append(tgt)
+            weights.append(len(chunk) - (s - ctx))
+        nll = 0.0
+        with torch.no_grad():
+            for i in range(0, len(inputs), 64):
+                logits = model(torch.stack(inputs[i : i + 64]))[..., :256]
+                nll += float(
+                    torch.nn.functional.cross_entropy(
+                        logits.reshape(-1, 256), torch.stack(targets[i : i + 64]).reshape(-1), reduction="sum"
+                    )
+                )
+        out.append(
+            {
+                "overlap": k,
+                "bits_per_byte": nll / len(data) / 0.6931471805599453,
+                "positions_per_byte": L / new,
+                "bytes": sum(weights),
+            }
+        )
+    return out
+
+
+def stdlib_sample(limit_bytes: int) -> list[tuple[str, bytes]]:
+    """Files of the stdlib sample, none larger than a quarter of the sample."""
+    return [(n, d) for n, d in stdlib_files("sample", limit_bytes * 4) if len(d) <= limit_bytes // 4][:200]
+
+
+def neural(args: argparse.Namespace) -> int:
+    """Stream mode with each M1 on held-out files: bits/byte per file and as one stream against the
+    peers, windows mode on the same bytes, encode/decode speed against the matmul bound."""
+    from compresslm.coding.compress import stream_segment_bytes
+    from compresslm.coding.stream import StreamCoder
+
+    if args.files:
+        paths = sorted(
+            {p for spec in args.files for p in Path().glob(spec) if p.is_file()}
+            | {Path(f) for f in args.files if Path(f).is_file()}
+        )
+        files = [(str(p), p.read_bytes()) for p in paths]
+    else:
+        files, total = [], 0
+        for name, data in stdlib_sample(args.neural_bytes):
+            if total + len(data) > args.neural_bytes:
+                break
+            files.append((name, data))
+            total += len(data)
+    docs = [d for _, d in files]
+    joined = b"".join(docs)
+    n = len(joined)
+    results: dict[str, Any] = {"files": len(files), "bytes": n, "models": {}}
+    if args.context_study:
+        results["context_study"] = context_study(args.context_study, joined)
+    per_file = {k: 0 for k in peers(b"")}
+    for d in docs:
+        for k, v in peers(d).items():
+            per_file[k] += v
+    results["peers_per_file"] = {k: 8 * v / n for k, v in per_file.items()}
+    results["peers_stream"] = {k: 8 * v / n for k, v in peers(joined).items()}
+    for model_dir in args.neural_models if args.neural else []:
+        m1 = M1.load(model_dir, threads=args.threads)
+        row: dict[str, Any] = {"n_params": m1.n_params, "numerics": m1.numerics, "lanes": m1.lanes}
+        coder = StreamCoder(m1, batch_size=args.batch_size)
+        # per file: each file its own segments (what `compress folder/` does)
+        seg = stream_segment_bytes(n, args.batch_size)
+        units, owner = split(docs, seg)
+        codes = coder.encode_many(units)
+        row["stream_per_file_bits_per_byte"] = 8 * sum(len(c) for c in codes) / n
+        row["m1_bits_per_byte"] = coder.stats.ideal_bits / n
+        # one stream: the concatenation, timed both ways
+        units = segment(joined, seg)
+        t = time.perf_counter()
+        codes = coder.encode_many(units)
+        enc = time.perf_counter() - t
+        t = time.perf_counter()
+        back = coder.decode_many(codes, [len(u) for u in units])
+        dec = time.perf_counter() - t
+        row["identical"] = back == units
+        row["stream_bits_per_byte"] = 8 * sum(len(c) for c in codes) / n
+        row["segment_bytes"] = seg
+        row["segments"] = len(units)
+        row["encode_bytes_per_s"] = n / enc
+        row["decode_bytes_per_s"] = n / dec
+        flops = matmul_reference(args.threads, m1.lanes)["reference"]
+        row["bound_bytes_per_s"] = flops / (2 * m1.n_params)
+        wcoder = EqualInfoCoder(m1, args.window_bits, batch_size=args.batch_size)
+        wunits, _ = split(docs, DEFAULT_SEGMENT_BYTES)
+        t = time.perf_counter()
+        windows = wcoder.encode_many(wunits)
+        row["windows_encode_bytes_per_s"] = n / (time.perf_counter() - t)
+        row["windows_bits_per_byte"] = args.window_bits * sum(len(w) for w in windows) / n
+        results["models"][model_dir] = row
+    print_neural(results, args)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return 0 if all(r["identical"] for r in results["models"].values()) else 1
+
+
+def print_neural(r: dict[str, Any], args: argparse.Namespace) -> None:
+    print(
+        f"\nNeural compression: {r['files']} held-out files, {r['bytes']:,} bytes (bits/byte; lower is better)"
+    )
+    print("| compressor | per file | as one stream |")
+    print("|---|---:|---:|")
+    for k in r["peers_stream"]:
+        print(f"| {k} | {r['peers_per_file'][k]:.3f} | {r['peers_stream'][k]:.3f} |")
+    for name, m in r["models"].items():
+        label = f"M1 {Path(name).name} ({m['n_params']:,} params, {m['numerics']})"
+        print(
+            f"| {label}: stream mode | {m['stream_per_file_bits_per_byte']:.3f} | {m['stream_bits_per_byte']:.3f} |"
+        )
+        print(f"| {label}: windows mode, b={args.window_bits} | | {m['windows_bits_per_byte']:.3f} |")
+        print(f"| {label}: M1 cross-entropy | {m['m1_bits_per_byte']:.3f} | |")
+    if r["models"]:
+        print(
+            "\n| M1 | lanes | segments | encode | decode | matmul bound | encode / bound | decode / bound | windows-mode encode |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for name, m in r["models"].items():
+            b = m["bound_bytes_per_s"]
+            print(
+                f"| {Path(name).name} | {m['lanes']} | {m['segments']} x {m['segment_bytes']:,} B | "
+                f"{m['encode_bytes_per_s'] / 1e3:.1f} kB/s | {m['decode_bytes_per_s'] / 1e3:.1f} kB/s | "
+                f"{b / 1e3:.1f} kB/s | {100 * m['encode_bytes_per_s'] / b:.1f}% | "
+                f"{100 * m['decode_bytes_per_s'] / b:.1f}% | {m['windows_encode_bytes_per_s'] / 1e3:.1f} kB/s |"
+            )
+    if "context_study" in r:
+        print(f"\nContext ({args.context_study}): restart every L bytes vs sliding windows keeping K bytes")
+        print("| kept context K | bits/byte | model positions per byte |")
+        print("|---:|---:|---:|")
+        for c in r["context_study"]:
+            print(f"| {c['overlap']} | {c['bits_per_byte']:.4f} | {c['positions_per_byte']:.2f} |")
 
 
 if __name__ == "__main__":

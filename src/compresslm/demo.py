@@ -99,3 +99,92 @@ def run_study_demo(
     from compresslm.experiments.selection_study import run_selection_study
 
     return run_selection_study(demo_study_config(out_dir, force=force, workers=workers), log=log)
+
+
+# ------------------------------------------------------------------------------- step 4: compression
+
+DEMO_COMPRESS_PACKAGE = "json"  # a folder every Python installation has: the stdlib's json package
+
+
+def demo_compression_folder() -> Path:
+    """Where step 4's sources come from: the standard library's ``json`` package (its ``.py``
+    files are copied, so compiled caches beside them do not enter the archive)."""
+    import sysconfig
+
+    return Path(sysconfig.get_paths()["stdlib"]) / DEMO_COMPRESS_PACKAGE
+
+
+def demo_m1(out_dir: str | Path) -> Path | None:
+    """The M1 step 4 uses: the one shipped with the package when this installation has it, else the
+    tiny M1 that step 3 trained (None when neither exists)."""
+    try:
+        from compresslm.coding.default_model import default_m1_path, has_default_m1
+    except ImportError:  # an installation from before the shipped M1
+        has_default_m1 = None  # type: ignore[assignment]
+    if has_default_m1 is not None and has_default_m1():
+        return default_m1_path()
+    trained = Path(out_dir) / "tokenization" / "m1"
+    return trained if (trained / "config.json").is_file() else None
+
+
+def run_compression_demo(
+    out_dir: str | Path, model: str | Path, *, force: bool = False, progress: bool = False
+) -> dict[str, Any]:
+    """Compress a copy of :func:`demo_compression_folder`'s ``.py`` files in stream mode with
+    ``model``, restore it, check
+    every file byte for byte, and size the same bytes with gzip -9, xz -9e and zstd -19 (each file
+    on its own, as the archive codes them, and the files concatenated as one stream).
+
+    Returns bits/byte per compressor, the sizes and the timings."""
+    import gzip
+    import lzma
+    import os
+    import shutil
+
+    import zstandard
+
+    from compresslm.coding.compress import compress, decompress
+
+    out = Path(out_dir) / "compression"
+    src = out / "input" / DEMO_COMPRESS_PACKAGE
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    for p in sorted(demo_compression_folder().glob("*.py")):
+        shutil.copyfile(p, src / p.name)
+    clm, restored = out / f"{src.name}.clm", out / "restored"
+    report = compress(src, clm, model=model, force=force, progress=progress)
+    back = decompress(clm, restored, model=model, force=force, progress=progress)
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    mismatched = [
+        str(p.relative_to(src))
+        for p in files
+        if (restored / p.relative_to(src)).read_bytes() != p.read_bytes()
+    ]
+    data = [p.read_bytes() for p in files]
+    joined = b"".join(data)
+    n = len(joined)
+    zc = zstandard.ZstdCompressor(level=19)
+    peers = {
+        "gzip -9": (gzip.compress, {"compresslevel": 9, "mtime": 0}),
+        "xz -9e": (lzma.compress, {"preset": 9 | lzma.PRESET_EXTREME}),
+        "zstd -19": (lambda d: zc.compress(d), {}),
+    }
+    rows = {
+        name: (8 * sum(len(f(d, **kw)) for d in data) / n, 8 * len(f(joined, **kw)) / n)
+        for name, (f, kw) in peers.items()
+    }
+    return {
+        "folder": os.fspath(src),
+        "files": len(files),
+        "bytes": n,
+        "clm_bytes": report.clm_bytes,
+        "clm_bits_per_byte": 8 * report.clm_bytes / n,
+        "code_bits_per_byte": report.bits_per_byte,
+        "m1_bits_per_byte": report.m1_bits_per_byte,
+        "encode_seconds": report.encode_seconds,
+        "decode_seconds": back.seconds,
+        "identical": not mismatched and len(files) == back.files,
+        "mismatched": mismatched,
+        "peers": rows,
+        "output": os.fspath(clm),
+    }

@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--skip-tokenization", action="store_true", help="skip step 3, the small tokenization study"
     )
+    p.add_argument(
+        "--skip-compression", action="store_true", help="skip step 4, neural compression of a folder"
+    )
     p.set_defaults(func=lambda a: run_guarded(_demo, a))
 
 
@@ -42,7 +45,36 @@ def _demo(args: argparse.Namespace) -> int:
         from compresslm.cli.study import tokenization_demo_step
 
         tokenization_demo_step(args)
+    if not args.skip_compression:
+        return _compression(args)
     return 0
+
+
+def _compression(args: argparse.Namespace) -> int:
+    from compresslm.demo import demo_compression_folder, demo_m1, run_compression_demo
+
+    model = demo_m1(args.out)
+    folder = demo_compression_folder()
+    if model is None:
+        print("\n[4] neural compression: skipped (no shipped M1, and step 3 did not train one)")
+        return 0
+    print(
+        f"\n[4] neural compression: {folder} with M1 {model} (stream mode), restored and compared "
+        "byte for byte",
+        flush=True,
+    )
+    r = run_compression_demo(args.out, model, force=args.force, progress=sys.stderr.isatty())
+    print(f"{r['files']} files, {r['bytes']:,} bytes; bits/byte (lower is better):")
+    print(f"  {'compressor':<28}{'per file':>10}{'one stream':>12}")
+    print(f"  {'compresslm (whole .clm)':<28}{r['clm_bits_per_byte']:>10.3f}{'':>12}")
+    print(f"  {'  of which the codes':<28}{r['code_bits_per_byte']:>10.3f}{'':>12}")
+    for name, (per_file, joined) in r["peers"].items():
+        print(f"  {name:<28}{per_file:>10.3f}{joined:>12.3f}")
+    print(
+        f"round trip: {'byte-identical' if r['identical'] else 'MISMATCH ' + ', '.join(r['mismatched'])}; "
+        f"encode {r['encode_seconds']:.1f} s, decode {r['decode_seconds']:.1f} s; archive {r['output']}"
+    )
+    return 0 if r["identical"] else 1
 
 
 def _study(args: argparse.Namespace) -> None:
