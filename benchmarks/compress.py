@@ -654,6 +654,37 @@ def context_study(
     return out
 
 
+def coder_alone(rows: int = 512, steps: int = 200) -> dict[str, float]:
+    """The stream coder without a model: bytes per CPU second of the vectorized range coder over
+    ``rows`` rows of random peaked tables (CPU time, so other jobs on the machine count less)."""
+    import numpy as np
+
+    from compresslm.coding.intervals import quantize
+    from compresslm.coding.range_coder import VectorDecoder, VectorEncoder
+
+    rng = np.random.default_rng(0)
+    tables = quantize(rng.dirichlet(np.full(256, 0.05), size=rows).astype(np.float32), 14)
+    k = np.arange(rows)
+    draws = [rng.integers(0, tables[:, -1]) for _ in range(steps)]
+    symbols = [np.count_nonzero(tables[:, 1:] <= u[:, None], axis=1) for u in draws]
+    enc = VectorEncoder(rows)
+    t = time.process_time()
+    for s in symbols:
+        lo = tables[k, s]
+        enc.encode(k, lo, tables[k, s + 1] - lo, tables[:, 256])
+    codes = [enc.finish(r) for r in range(rows)]
+    t_enc = time.process_time() - t
+    dec = VectorDecoder(rows, b"".join(codes))
+    offsets = np.cumsum([0] + [len(c) for c in codes])
+    for r, c in enumerate(codes):
+        dec.start(r, int(offsets[r]), len(c))
+    t = time.process_time()
+    ok = all((dec.decode(k, tables) == s).all() for s in symbols)
+    t_dec = time.process_time() - t
+    assert ok
+    return {"encode_bytes_per_cpu_s": rows * steps / t_enc, "decode_bytes_per_cpu_s": rows * steps / t_dec}
+
+
 def stdlib_sample(limit_bytes: int) -> list[tuple[str, bytes]]:
     """Files of the stdlib sample, none larger than a quarter of the sample."""
     return [(n, d) for n, d in stdlib_files("sample", limit_bytes * 4) if len(d) <= limit_bytes // 4][:200]
@@ -684,6 +715,7 @@ def neural(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {"files": len(files), "bytes": n, "models": {}}
     if args.context_study:
         results["context_study"] = context_study(args.context_study, joined)
+    results["coder_alone"] = coder_alone(args.batch_size)
     per_file = {k: 0 for k in peers(b"")}
     for d in docs:
         for k, v in peers(d).items():
@@ -758,6 +790,11 @@ def print_neural(r: dict[str, Any], args: argparse.Namespace) -> None:
                 f"{b / 1e3:.1f} kB/s | {100 * m['encode_bytes_per_s'] / b:.1f}% | "
                 f"{100 * m['decode_bytes_per_s'] / b:.1f}% | {m['windows_encode_bytes_per_s'] / 1e3:.1f} kB/s |"
             )
+    c = r["coder_alone"]
+    print(
+        f"\nThe stream coder alone (random tables, {args.batch_size} rows, per CPU second): encode "
+        f"{c['encode_bytes_per_cpu_s'] / 1e3:,.0f} kB/s, decode {c['decode_bytes_per_cpu_s'] / 1e3:,.0f} kB/s"
+    )
     if "context_study" in r:
         print(f"\nContext ({args.context_study}): restart every L bytes vs sliding windows keeping K bytes")
         print("| kept context K | bits/byte | model positions per byte |")

@@ -339,3 +339,21 @@ def test_stream_mode_beats_windows_mode(tmp_path: Path, m1: M1) -> None:
         assert (tmp_path / f"{mode}.out").read_bytes() == src.read_bytes()
         sizes[mode] = report.bits_per_byte
     assert sizes["stream"] < sizes["windows"]
+
+
+def test_demo_compression_step(tmp_path: Path, model_dir: Path) -> None:
+    """`make demo` step 4 on a small folder: the archive restores byte for byte and the table has
+    every peer, per file and as one stream."""
+    from compresslm.demo import run_compression_demo
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("colorsys.py", "bisect.py"):
+        (src / name).write_bytes((STDLIB / name).read_bytes()[:1500])
+    r = run_compression_demo(tmp_path / "demo", model_dir, sources=src)
+    assert r["identical"] and r["files"] == 2 and r["bytes"] == 3000
+    assert set(r["peers"]) == {"gzip -9", "xz -9e", "zstd -19"}
+    assert r["clm_bits_per_byte"] > r["code_bits_per_byte"] > 0
+    assert (tmp_path / "demo" / "compression" / "restored" / "bisect.py").read_bytes() == (
+        src / "bisect.py"
+    ).read_bytes()

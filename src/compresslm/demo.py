@@ -128,14 +128,20 @@ def demo_m1(out_dir: str | Path) -> Path | None:
 
 
 def run_compression_demo(
-    out_dir: str | Path, model: str | Path, *, force: bool = False, progress: bool = False
+    out_dir: str | Path,
+    model: str | Path,
+    *,
+    force: bool = False,
+    progress: bool = False,
+    sources: Path | None = None,
 ) -> dict[str, Any]:
     """Compress a copy of :func:`demo_compression_folder`'s ``.py`` files in stream mode with
     ``model``, restore it, check
     every file byte for byte, and size the same bytes with gzip -9, xz -9e and zstd -19 (each file
     on its own, as the archive codes them, and the files concatenated as one stream).
 
-    Returns bits/byte per compressor, the sizes and the timings."""
+    ``sources``: another folder whose ``.py`` files are used instead. Returns bits/byte per
+    compressor, the sizes and the timings."""
     import gzip
     import lzma
     import os
@@ -149,7 +155,7 @@ def run_compression_demo(
     src = out / "input" / DEMO_COMPRESS_PACKAGE
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
-    for p in sorted(demo_compression_folder().glob("*.py")):
+    for p in sorted((sources or demo_compression_folder()).glob("*.py")):
         shutil.copyfile(p, src / p.name)
     clm, restored = out / f"{src.name}.clm", out / "restored"
     report = compress(src, clm, model=model, force=force, progress=progress)
