@@ -130,3 +130,24 @@ def test_every_option_shows_its_default_in_help() -> None:
     for option, default in (("--seq-len", "128"), ("--lr", "0.001"), ("--seed", "0"), ("--device", "auto")):
         block = help_text.split(f"  {option}", 1)[1].split("\n  -", 1)[0]
         assert f"default: {default}" in " ".join(block.split()), (option, block)
+
+
+def test_torch_threads_default_to_the_measured_one_everywhere() -> None:
+    """One thread: 3-30x faster than torch's default on a shared machine (see DEFAULT_THREADS)."""
+    import inspect
+
+    from compresslm.coding.m1_train import train_m1
+    from compresslm.m2 import M2Config
+    from compresslm.models.train import DEFAULT_THREADS
+
+    parser = build_parser()
+    for argv in (
+        ["train", "--tokens", "d", "-o", "o"],
+        ["eval", "--model", "m"],
+        ["generate", "--model", "m"],
+        M1_TRAIN,
+        ["study", "tokenization"],
+    ):
+        assert parser.parse_args(argv).threads == DEFAULT_THREADS == 1, argv
+    assert M2Config().threads == DEFAULT_THREADS
+    assert inspect.signature(train_m1).parameters["threads"].default == DEFAULT_THREADS

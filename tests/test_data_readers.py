@@ -210,9 +210,9 @@ def test_globs_expand_sorted_and_duplicates_are_read_once(tmp_path):
 
 
 def test_missing_paths_and_empty_globs_fail_before_reading(tmp_path):
-    with pytest.raises(DataError, match="no such file: .*nope.jsonl"):
+    with pytest.raises(DataError, match="no such file or folder: .*nope.jsonl"):
         read_records([tmp_path / "nope.jsonl"])
-    with pytest.raises(DataError, match="no such file: .*matches nothing"):
+    with pytest.raises(DataError, match="no such file or folder: .*matches nothing"):
         read_records([str(tmp_path / "*.parquet")])
 
 
@@ -292,7 +292,7 @@ def test_template_builds_text_and_missing_field_is_malformed(tmp_path):
     tpl = "{prompt}\n{canonical_solution}"
     out = items([path], template=tpl, on_error="skip")
     assert out[0].text == "def f():\n\n    return 1\n"
-    assert out[1].reason == "missing field: 'canonical_solution'"
+    assert out[1].reason == "missing field: 'canonical_solution' (fields: prompt)"  # what exists
     with pytest.raises(DataError, match=f"{path}:2: missing field"):
         items([path], template=tpl)
     with pytest.raises(ConfigError):
@@ -305,7 +305,7 @@ def test_dotted_text_field_walks_nested_objects_unless_the_key_exists(tmp_path):
     )
     out = items([path], text_field="meta.text", on_error="skip")
     assert [getattr(r, "text", None) for r in out] == ["nested", "flat key", None]
-    assert out[2].reason == "missing field: 'meta.text'"
+    assert out[2].reason == "missing field: 'meta.text' (fields: meta)"
 
 
 def test_domain_field_labels_records(tmp_path):

@@ -11,6 +11,7 @@ from typing import Any
 
 from compresslm.cli.common import (
     add_progress_option,
+    add_threads_option,
     at_least,
     count,
     count_or_zero,
@@ -65,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--seed", type=non_negative_int, default=0, help="initialisation and sampling seed (default 0)"
     )
-    t.add_argument("--threads", type=threads, help="torch threads (default: all cores)")
+    add_threads_option(t)
     t.add_argument("--text-field", default="text", help="field holding the text (default: text)")
     t.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     t.add_argument("--force", action="store_true", help="overwrite an existing model in --out")
@@ -117,7 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fraction of the bytes held out for bits/byte (default 0.05)",
     )
     q.add_argument("--seed", type=non_negative_int, default=0, help="sampling seed (default 0)")
-    q.add_argument("--threads", type=threads, help="torch threads (default: all cores)")
+    add_threads_option(q)
     q.add_argument("--text-field", default="text", help="field holding the text (default: text)")
     q.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     q.add_argument("--force", action="store_true", help="overwrite an existing model in --out")

@@ -111,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_band,
         help="Compel: keep LZ4 compression ratios (compressed/original) in LOW,HIGH (default 0.65,0.80)",
     )
-    add_read_options(p)
+    add_read_options(p, domain=True)
     p.add_argument("--target-field", help="text field of target records (default: --text-field)")
     p.add_argument(
         "--target-template",

@@ -135,7 +135,7 @@ def _register_select(sub: argparse._SubParsersAction) -> None:
         type=template,
         help='target/test text template, e.g. "{prompt}\\n{canonical_solution}"',
     )
-    add_read_options(p)
+    add_read_options(p, domain=True)
     _add_model_options(p)
     p.set_defaults(func=lambda a: run_guarded(_select, a))
 

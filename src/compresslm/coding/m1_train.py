@@ -37,6 +37,7 @@ from compresslm.models import (
     train_lm,
 )
 from compresslm.models.data import IGNORE_INDEX
+from compresslm.models.train import DEFAULT_THREADS
 
 DEFAULT_CONTEXT = 128
 NUMERICS_CHOICES = ("exact", "float")
@@ -164,7 +165,7 @@ def train_m1(
     lr: float = 1e-3,
     heldout_fraction: float = 0.05,
     seed: int = 0,
-    threads: int | None = None,
+    threads: int | None = DEFAULT_THREADS,
     progress: bool = True,
     out: str | Path | None = None,
     force: bool = False,

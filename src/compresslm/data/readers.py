@@ -45,7 +45,7 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[str]:
     """Turn paths, folders, globs and ``builtin:NAME`` names into the list of inputs to read.
 
     Globs expand to their sorted matches (``**`` recurses); folders and ``builtin:`` names pass
-    through. A path or glob that matches nothing raises ``DataError("no such file: ...")``. An input
+    through. A path or glob that matches nothing raises ``DataError("no such file or folder: ...")``. An input
     listed twice (directly or through overlapping globs) is read once, at its first position.
     """
     if isinstance(paths, (str, Path)):
@@ -62,11 +62,11 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[str]:
         elif _GLOB_CHARS & set(path) and not os.path.exists(path):
             matches = sorted(glob.glob(path, recursive=True))
             if not matches:
-                raise DataError(f"no such file: {path} (the pattern matches nothing)")
+                raise DataError(f"no such file or folder: {path} (the pattern matches nothing)")
         elif os.path.exists(path):
             matches = [path]
         else:
-            raise DataError(f"no such file: {path}")
+            raise DataError(f"no such file or folder: {path}")
         for match in matches:
             key = match if match.startswith(BUILTIN_PREFIX) else os.path.realpath(match)
             if key not in seen:
@@ -150,7 +150,7 @@ class TextExtractor:
             try:
                 return self._formatter.vformat(self.template, (), record)
             except KeyError as exc:
-                return Malformed(f"{MISSING_FIELD}: {exc.args[0]!r}")
+                return Malformed(f"{MISSING_FIELD}: {exc.args[0]!r}{_fields_hint(record)}")
             except _NotText as exc:
                 return Malformed(f"{NOT_STRING}: a template field is {exc.args[0]}")
             except (ValueError, TypeError, IndexError, AttributeError) as exc:
@@ -158,7 +158,7 @@ class TextExtractor:
         try:
             value = lookup(record, self.text_field)
         except KeyError:
-            return Malformed(f"{MISSING_FIELD}: {self.text_field!r}")
+            return Malformed(f"{MISSING_FIELD}: {self.text_field!r}{_fields_hint(record)}")
         if isinstance(value, str):
             return value
         if isinstance(value, (bytes, bytearray)):  # binary Parquet/Arrow columns
@@ -167,6 +167,13 @@ class TextExtractor:
             except UnicodeDecodeError as exc:
                 return Malformed(utf8_error(exc))
         return Malformed(f"{NOT_STRING}: field {self.text_field!r} is {_type_name(value)}")
+
+
+def _fields_hint(record: Mapping[str, Any], limit: int = 8) -> str:
+    """`` (fields: a, b, c)``: what the record does have, so a wrong --text-field is easy to fix."""
+    names = [str(k) for k in record][:limit]
+    more = ", ..." if len(record) > limit else ""
+    return f" (fields: {', '.join(names)}{more})" if names else " (the record is an empty object)"
 
 
 def read_records(

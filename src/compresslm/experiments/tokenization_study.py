@@ -114,7 +114,7 @@ class TokenizationStudySettings:
     eval_points: int = 4
     workers: int | None = None
     jobs: int | None = None
-    threads: int | None = None  # torch threads for M1's training (None: torch's default)
+    threads: int | None = 1  # torch threads for M1's training (models.train.DEFAULT_THREADS)
     device: str = "auto"
     out: str = "tokenization-study"
     force: bool = False

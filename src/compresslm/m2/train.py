@@ -29,7 +29,7 @@ class M2Config:
     lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
-    threads: int | None = None
+    threads: int | None = 1  # models.train.DEFAULT_THREADS (not imported: keeps this module light)
     eval_every_tokens: int | None = None
     eval_tokens: int | None = 32_768  # per curve point; the final evaluation reads the whole split
     activation: str = "gelu"

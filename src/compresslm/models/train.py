@@ -27,6 +27,13 @@ from compresslm.models.data import IGNORE_INDEX, TokenStream
 from compresslm.models.transformer import loss as lm_loss
 from compresslm.progress import progress_bar
 
+DEFAULT_THREADS = 1
+"""torch CPU threads for the commands that train or run our small models (``m1 train``, ``train``,
+``eval``, ``generate``). Measured on a shared 2-core machine (load ~20): ``m1 train --size tiny
+--train-tokens 300k`` 99-103 s with 1 thread against 571-649 s with torch's default; ``train`` (tiny,
+50k tokens) 28-46 s against 132-139 s; ``generate`` 122-166 against 3.5-4.6 steps/s. Small matrices
+gain little from more threads and lose much when the cores are shared; pass ``threads`` for more."""
+
 #: ``on_eval(entry)`` is called after every evaluation; returning True stops training early.
 EvalCallback = Callable[[dict[str, Any]], "bool | None"]
 
@@ -53,7 +60,7 @@ class TrainConfig:
     eval_batch_size: int | None = None  # None: batch_size
     eval_at_start: bool = True
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
-    threads: int | None = None  # torch CPU threads during training; None: leave as is
+    threads: int | None = None  # torch CPU threads during training; None: leave as is (see DEFAULT_THREADS)
     log_every_steps: int = 10  # a train-loss entry in the curve every N steps
     amp: bool = False  # bfloat16 autocast (CUDA only; ignored on CPU to keep CPU runs exact)
 
