@@ -13,6 +13,7 @@ from compresslm.experiments.tokenization_study import (
     markdown_table,
     render_plot,
     sample_bytes_per_step,
+    settings_rows,
 )
 
 
@@ -92,7 +93,18 @@ def test_report_states_the_paper_claims() -> None:
     )
     assert any("4.750 vs Bytes 4.000 bits/byte (worse) at 1.30x the FLOPs/byte" in n for n in notes)
     table = markdown_table(results)
-    assert table.count("\n") == 7 and "| EqualInfoAC[b=16, v=65k] | tiny | 3 | 4.750 |" in table
+    assert table.count("\n") == 16 and "| EqualInfoAC[b=16, v=65k] | tiny | 3 | 4.750 ± 0.010 |" in table
+    assert all(line.count("|") <= 9 for line in table.splitlines())  # two tables that fit a page
+    one_seed = {
+        "rows": [_row("bytes", "Bytes", 4.0, 8.0, 1.0, 200_000) | {"seeds": 1, "bits_per_byte_std": 0.0}]
+    }
+    assert "| Bytes | tiny | 1 | 4.000 |" in markdown_table(one_seed) and "±" not in markdown_table(one_seed)
+    settings = {"settings": {"corpus": ["builtin:mixture"], "seeds": [0, 1, 2], "train_tokens": 200_000}}
+    assert settings_rows(settings) == [
+        ["corpus", "builtin:mixture"],
+        ["seeds", "0, 1, 2"],
+        ["M2 training positions per run", "200,000"],
+    ]
     assert render_plot(results).startswith(b"\x89PNG")
 
 

@@ -468,15 +468,25 @@ def print_study_table(results: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from compresslm.experiments.tokenization_study import _HEADERS, findings, table_rows
+    from compresslm.experiments.tokenization_study import (
+        COST_HEADERS,
+        QUALITY_HEADERS,
+        cost_rows,
+        findings,
+        table_rows,
+    )
 
-    t = Table(title="tokenization study: held-out bits/byte")
-    for i, h in enumerate(_HEADERS):
-        t.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    for row in table_rows(results):
-        t.add_row(*[escape(c) for c in row])
     console = rich_console()
-    console.print(t)
+    for title, headers, rows in (
+        ("tokenization study: held-out bits/byte", QUALITY_HEADERS, table_rows(results)),
+        ("costs", COST_HEADERS, cost_rows(results)),
+    ):
+        t = Table(title=title)
+        for i, h in enumerate(headers):
+            t.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        for row in rows:
+            t.add_row(*[escape(c) for c in row])
+        console.print(t)
     for note in findings(results):
         console.print(f"- {escape(note)}")
 

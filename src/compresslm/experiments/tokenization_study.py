@@ -462,25 +462,35 @@ def summarize(
 
 # -- report ---------------------------------------------------------------------------------------
 
-_HEADERS = (
-    "scheme",
-    "M2",
-    "seeds",
-    "bits/byte",
-    "± sd",
-    "uniform",
-    "unigram",
-    "bits/token",
-    "ratio",
-    "paper ratio",
-    "FLOPs/byte",
-    "bytes/step",
-    "train s",
-    "tokenize B/s",
-)
+# Two tables, quality and cost, so each fits a page or a terminal (one of 14 columns did not).
+QUALITY_HEADERS = ("scheme", "M2", "seeds", "bits/byte", "uniform", "unigram", "bits/token")
+COST_HEADERS = ("scheme", "M2", "ratio", "paper ratio", "FLOPs/byte", "bytes/step", "train s", "tokenize B/s")
+
+
+def _bpb_cell(r: dict[str, Any]) -> str:
+    """Mean bits/byte, with ± the standard deviation only when there is more than one seed."""
+    text = f"{r['bits_per_byte']:.3f}"
+    return f"{text} ± {r['bits_per_byte_std']:.3f}" if r["seeds"] > 1 else text
 
 
 def table_rows(results: dict[str, Any]) -> list[list[str]]:
+    """Rows of the quality table (:data:`QUALITY_HEADERS`)."""
+    return [
+        [
+            r["name"],
+            r["size"],
+            str(r["seeds"]),
+            _bpb_cell(r),
+            f"{r['uniform_bits_per_byte']:.3f}",
+            f"{r['unigram_bits_per_byte']:.3f}",
+            f"{r['bits_per_token']:.3f}",
+        ]
+        for r in results["rows"]
+    ]
+
+
+def cost_rows(results: dict[str, Any]) -> list[list[str]]:
+    """Rows of the cost table (:data:`COST_HEADERS`)."""
     out = []
     for r in results["rows"]:
         paper = r["paper_ratio"]
@@ -488,12 +498,6 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
             [
                 r["name"],
                 r["size"],
-                str(r["seeds"]),
-                f"{r['bits_per_byte']:.3f}",
-                f"{r['bits_per_byte_std']:.3f}",
-                f"{r['uniform_bits_per_byte']:.3f}",
-                f"{r['unigram_bits_per_byte']:.3f}",
-                f"{r['bits_per_token']:.3f}",
                 f"{r['compression_ratio']:.2f}",
                 "-" if paper is None else f"{paper:.2f}",
                 f"{r['flops_per_byte'] / 1e3:,.0f}k",
@@ -505,10 +509,53 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+def _markdown(headers: Sequence[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def markdown_table(results: dict[str, Any]) -> str:
-    lines = ["| " + " | ".join(_HEADERS) + " |", "|" + "---|" * len(_HEADERS)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
-    return "\n".join(lines)
+    """The quality table, then the cost table, in Markdown."""
+    return (
+        _markdown(QUALITY_HEADERS, table_rows(results)) + "\n\n" + _markdown(COST_HEADERS, cost_rows(results))
+    )
+
+
+_SETTINGS_SHOWN = (
+    ("corpus", "corpus"),
+    ("limit_bytes", "corpus prefix (bytes)"),
+    ("val_fraction", "held-out share of documents"),
+    ("schemes", "schemes"),
+    ("sizes", "M2 sizes"),
+    ("seeds", "seeds"),
+    ("train_tokens", "M2 training positions per run"),
+    ("seq_len", "M2 sequence length"),
+    ("batch_size", "M2 batch size"),
+    ("lr", "M2 peak learning rate"),
+    ("m1", "M1 (given)"),
+    ("m1_size", "M1 size (trained here)"),
+    ("m1_context", "M1 context (max window bytes)"),
+    ("m1_tokens", "M1 training bytes"),
+    ("spm_vocab_size", "SentencePiece vocabulary"),
+    ("device", "device"),
+    ("threads", "torch threads (M1 training)"),
+)
+
+
+def settings_rows(results: dict[str, Any]) -> list[list[str]]:
+    """What the study ran with, as (setting, value) rows: a reader can rerun it from the report."""
+    settings = results.get("settings", {})
+    rows = []
+    for key, label in _SETTINGS_SHOWN:
+        if key not in settings or settings[key] is None:
+            continue
+        value = settings[key]
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(str(v) for v in value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = f"{value:,}"
+        rows.append([label, str(value)])
+    return rows
 
 
 def render_plot(results: dict[str, Any]) -> bytes:
@@ -567,7 +614,9 @@ def write_report(results: dict[str, Any], folder: Path) -> None:
     png = render_plot(results)
     save_png(folder / "bits_per_byte_vs_flops.png", png)
     notes = findings(results)
+    settings_md = _markdown(("setting", "value"), settings_rows(results))
     md = ["# Tokenization study", "", markdown_table(results), "", *[f"- {n}" for n in notes], ""]
+    md += ["## Settings", "", settings_md, ""]
     samples = results.get("samples", {})
     if samples:
         md += ['## Samples (prompt "def ")', ""]
@@ -593,11 +642,15 @@ def write_report(results: dict[str, Any], folder: Path) -> None:
         Section(
             "Results",
             tables=[
-                Table(_HEADERS, table_rows(results), caption="held-out bits/byte (mean over seeds) and costs")
+                Table(
+                    QUALITY_HEADERS, table_rows(results), caption="held-out bits/byte (mean ± sd over seeds)"
+                ),
+                Table(COST_HEADERS, cost_rows(results), caption="costs: compression, FLOPs, wall time"),
             ],
             figures=[Figure(png, "bits/byte against FLOPs/byte")],
             notes=notes,
         ),
+        Section("Settings", tables=[Table(("setting", "value"), settings_rows(results))]),
         Section(
             "Generation",
             tables=[Table(("scheme", "bytes/step", "steps/s", "decode ms", "sample"), sample_rows)],
