@@ -90,3 +90,35 @@ def test_select_refuses_a_fifo_instead_of_waiting(tmp_path: Path, capsys: pytest
     os.mkfifo(fifo)
     assert main(["select", "--target", str(target), "--source", str(fifo), "--k", "1", "--workers", "1"]) == 2
     assert "is a FIFO, not a regular file" in capsys.readouterr().err
+
+
+def test_model_config_with_bad_types_is_refused() -> None:
+    from compresslm.errors import ConfigError
+    from compresslm.models.transformer import TransformerConfig
+
+    base = config_for_size("tiny", vocab_size=256, max_seq_len=64).to_dict()
+    for key, value in (
+        ("bias", "false"),
+        ("tie_embeddings", 1),
+        ("dropout", "0.1"),
+        ("init_std", float("nan")),
+    ):
+        with pytest.raises(ConfigError, match=f"TransformerConfig.{key}"):
+            TransformerConfig.from_dict(base | {key: value})
+
+
+def test_config_that_does_not_match_its_weights_fails_before_allocating(m1_dir: Path, tmp_path: Path) -> None:
+    """A config.json declaring d_model 2**20 (terabytes of weights) beside tiny weights: a clear error,
+    not an attempt to allocate the declared model."""
+    import shutil
+
+    from compresslm.errors import IntegrityError
+    from compresslm.models import load_model
+
+    bad = tmp_path / "bad"
+    shutil.copytree(m1_dir, bad)
+    meta = json.loads((bad / "config.json").read_text())
+    meta["config"] |= {"d_model": 1 << 20, "d_mlp": 1 << 22}
+    (bad / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(IntegrityError, match="tensor .* the config needs"):
+        load_model(bad)

@@ -133,8 +133,12 @@ def load_model(
         tensors = st_load(data)
     except SafetensorError as exc:
         raise IntegrityError(f"{weights_path}: unreadable safetensors file: {exc}") from exc
-    model = Transformer(config)
-    expected = _canonical_tensors(model)
+    # Shapes from a model on the meta device (no memory): a config that does not match its weights,
+    # say one declaring a huge d_model, fails here instead of allocating the model it declares.
+    with torch.device("meta"):
+        expected = Transformer(config).state_dict()
+    if config.tie_embeddings:
+        expected.pop("lm_head.weight", None)
     if set(tensors) != set(expected):
         raise IntegrityError(f"{weights_path}: tensor names do not match the config")
     for name, tensor in tensors.items():
@@ -143,6 +147,7 @@ def load_model(
                 f"{weights_path}: tensor {name} is {tuple(tensor.shape)} {tensor.dtype}, the config "
                 f"needs {tuple(expected[name].shape)} {expected[name].dtype}"
             )
+    model = Transformer(config)
     model.load_state_dict(tensors, strict=not config.tie_embeddings)
     model.to(device)
     model.eval()

@@ -59,6 +59,17 @@ class TransformerConfig:
             raise ConfigError(
                 f"TransformerConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
             )
+        for name in ("tie_embeddings", "bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"TransformerConfig.{name} must be true or false, got {getattr(self, name)!r}"
+                )
+        for name in ("dropout", "init_std"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f"TransformerConfig.{name} must be a finite number, got {value!r}")
+        if self.init_std <= 0:
+            raise ConfigError(f"TransformerConfig.init_std must be positive, got {self.init_std!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"TransformerConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if self.activation not in ACTIVATIONS:
