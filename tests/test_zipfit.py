@@ -243,7 +243,10 @@ def test_method_background_contrast_uses_a_seeded_pool_sample() -> None:
     assert method.describe()["contrast_size"] == 5
     default_size = ZipFit(workers=1, contrast="background")
     default_size.prepare(TARGETS, pool)
-    assert default_size.describe()["contrast_size"] == DEFAULT_CONTRAST_SIZE < len(SOURCES)
+    assert default_size.describe()["contrast_size"] == min(DEFAULT_CONTRAST_SIZE, len(SOURCES))
+    big = _pool(_docs(DEFAULT_CONTRAST_SIZE + 5, start=100))
+    default_size.prepare(TARGETS, big)
+    assert default_size.describe()["contrast_size"] == DEFAULT_CONTRAST_SIZE
 
 
 def test_sample_targets_is_a_seeded_ordered_subset() -> None:
@@ -259,13 +262,18 @@ def test_sample_targets_is_a_seeded_ordered_subset() -> None:
 
 
 def test_default_mode_scores_a_target_sample_and_the_paper_mode_every_target() -> None:
-    targets = _docs(40, start=40)
+    targets = _docs(DEFAULT_MAX_TARGETS + 8, start=40)
+    n = len(targets)
     sources = SOURCES[:6]
     pool = _pool(sources)
     default = ZipFit(workers=1, seed=5)
     default.prepare(targets, pool)
     info = default.describe()
-    assert (info["targets"], info["targets_scored"], info["max_targets"]) == (40, DEFAULT_MAX_TARGETS, 32)
+    assert (info["targets"], info["targets_scored"], info["max_targets"]) == (
+        n,
+        DEFAULT_MAX_TARGETS,
+        DEFAULT_MAX_TARGETS,
+    )
     assert (info["compressor"], info["contrast"], info["contrast_size"]) == (
         "lz4:0",
         "background",
@@ -284,16 +292,16 @@ def test_default_mode_scores_a_target_sample_and_the_paper_mode_every_target() -
     assert np.corrcoef(scores, full)[0, 1] > 0.9  # ... that estimates it
     for method in (ZipFit(compressor="gzip:9", workers=1), make_method("zipfit:gzip9", workers=1)):
         method.prepare(targets, pool)
-        assert (method.describe()["targets_scored"], method.describe()["contrast"]) == (40, "none")
+        assert (method.describe()["targets_scored"], method.describe()["contrast"]) == (n, "none")
     for method in (ZipFit(workers=1, max_targets=0), make_method("zipfit:lz4+all", workers=1)):
         method.prepare(targets, pool)
-        assert (method.describe()["targets_scored"], method.describe()["contrast"]) == (40, "background")
+        assert (method.describe()["targets_scored"], method.describe()["contrast"]) == (n, "background")
     plain_all = make_method("zipfit:lz4+nocontrast+all", workers=1)
     plain_all.prepare(targets, pool)
-    assert (plain_all.describe()["targets_scored"], plain_all.describe()["contrast"]) == (40, "none")
-    few = ZipFit(workers=1, max_targets=64)
+    assert (plain_all.describe()["targets_scored"], plain_all.describe()["contrast"]) == (n, "none")
+    few = ZipFit(workers=1, max_targets=n + 10)
     few.prepare(targets, pool)
-    assert few.describe()["targets_scored"] == 40
+    assert few.describe()["targets_scored"] == n
     with pytest.raises(ConfigError):
         ZipFit(max_targets=-1)
     with pytest.raises(ConfigError, match=r"\+all"):

@@ -81,12 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="subtract alignment to a seeded sample of the pool (cancels length/boilerplate bias); "
         "default: background, except none with gzip:9 (the paper's exact mode)",
     )
-    z.add_argument("--contrast-size", type=positive_int, help="background sample size (default 16)")
+    z.add_argument("--contrast-size", type=positive_int, help="background sample size (default 64)")
     z.add_argument(
         "--max-targets",
         type=_max_targets,
         metavar="N|all",
-        help="score against a seeded sample of at most N targets (default 32, except 'all' "
+        help="score against a seeded sample of at most N targets (default 64, except 'all' "
         "with gzip:9, the paper's exact mode); 'all' scores every target",
     )
     z.add_argument(

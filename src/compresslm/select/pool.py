@@ -80,37 +80,71 @@ class SourcePool:
             domain_field=o.domain_field,
         )
 
+    def _sizes(self, texts: list[str]) -> list[int]:
+        """Sizes of a batch of texts: one ``count_many`` call (a tokenizer encodes the batch in its
+        own threads, without per-document Python overhead), or ``size_of`` per text."""
+        assert self.size_of is not None
+        count_many = getattr(self.size_of, "count_many", None)
+        if count_many is not None:
+            return [int(n) for n in count_many(texts)]
+        return [self.size_of(t) for t in texts]
+
+    def _sized(self, need_sizes: bool) -> Iterator[tuple[Record, int | None]]:
+        """Accepted records in input order with their size (``None`` when not needed), applying the
+        ``min_size`` filter. Sizes are counted a batch of ``batch_size`` records at a time; the
+        rejections are accounted in input order all the same."""
+        acct = self.accounting
+        need_sizes = self.size_of is not None and (need_sizes or bool(self.min_size))
+        pending: list[Record | Rejection] = []
+
+        def flush() -> Iterator[tuple[Record, int | None]]:
+            recs = [item for item in pending if isinstance(item, Record)]
+            sizes = iter(self._sizes([r.text for r in recs]) if need_sizes and recs else [])
+            for item in pending:
+                if isinstance(item, Rejection):
+                    if acct is not None:
+                        acct.add_rejection(item)
+                    continue
+                size = next(sizes) if need_sizes else None
+                if self.min_size and size is not None and size < self.min_size:
+                    if acct is not None:
+                        acct.add_rejection(
+                            Rejection(
+                                item.id, item.source, item.index, f"{TOO_SMALL}: under {self.min_size} tokens"
+                            )
+                        )
+                    continue
+                yield item, size
+            pending.clear()
+
+        n_records = 0
+        for item in self.records():
+            pending.append(item)
+            if isinstance(item, Record):
+                n_records += 1
+                if n_records % self.batch_size == 0:
+                    yield from flush()
+        yield from flush()
+
     def accepted(self) -> Iterator[Record]:
         """Accepted records in input order, applying the ``min_size`` filter."""
-        acct = self.accounting
-        for item in self.records():
-            if isinstance(item, Rejection):
-                if acct is not None:
-                    acct.add_rejection(item)
-                continue
-            if self.min_size and self.size_of is not None and self.size_of(item.text) < self.min_size:
-                if acct is not None:
-                    acct.add_rejection(
-                        Rejection(
-                            item.id, item.source, item.index, f"{TOO_SMALL}: under {self.min_size} tokens"
-                        )
-                    )
-                continue
-            yield item
+        for rec, _ in self._sized(need_sizes=False):
+            yield rec
 
     def __call__(self) -> Iterator[Batch]:
         self.passes += 1
         tracking = self.accounting is not None
         batch: Batch = []
         n = 0
-        for rec in self.accepted():
+        for rec, size in self._sized(need_sizes=tracking):
             n += 1
             if tracking:
                 assert self.accounting is not None
                 self.accounting.add_accepted(rec)
                 nbytes = len(rec.data)
-                size = self.size_of(rec.text) if self.size_of is not None else nbytes
-                self.pending[rec.index] = DocMeta(rec.id, rec.source, nbytes, size, rec.domain)
+                self.pending[rec.index] = DocMeta(
+                    rec.id, rec.source, nbytes, nbytes if size is None else size, rec.domain
+                )
             batch.append((rec.index, rec.text))
             if len(batch) >= self.batch_size:
                 yield batch
