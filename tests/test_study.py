@@ -34,6 +34,7 @@ from compresslm.experiments.selection_study import (
     load_target_and_test,
     parse_budget,
     precision,
+    sample_target_set,
 )
 from compresslm.models import Transformer, config_for_size, save_model
 from compresslm.select.tokens import get_token_counter
@@ -259,6 +260,31 @@ def test_selection_study_end_to_end_via_cli(toy: dict[str, str], tmp_path: Path,
     # an existing report is not overwritten without --force, and the refusal comes before any work
     assert main(argv) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_target_size_ablation(toy: dict[str, str], tmp_path: Path, capsys) -> None:
+    """--target-sizes: per size and seed, a seeded target sample, one selection, one fine-tuning run."""
+    out = tmp_path / "ablation"
+    argv = ["study", "select", "--target", toy["target"], "--test", toy["test"], "--source", toy["pool"]]
+    argv += ["--domain-field", "domain", "--methods", "random", "--budgets", "512", "--seeds", "2"]
+    argv += ["--target-sizes", "1,4,all", "--base-model", toy["base"], "--batch-size", "2"]
+    argv += ["--seq-len", str(SEQ), "--eval-points", "2", "--jobs", "1", "--workers", "1", "--out", str(out)]
+    assert main(argv) == 0
+    results = json.loads((out / "report" / "results.json").read_text())
+    ablation = results["target_sizes"]
+    assert ablation["method"] == "zipfit" and ablation["budget"] == 512
+    assert [r["n"] for r in ablation["rows"]] == ["1", "4", "all"]
+    assert [r["targets"] for r in ablation["rows"]] == [1, 4, 8]
+    for row in ablation["rows"]:
+        assert [p["seed"] for p in row["per_seed"]] == [0, 1]
+        assert row["lowest"]["n"] == 2 and row["lowest"]["mean"] < results["base_loss"] + 1.0
+        assert all(0.0 <= p["precision"] <= 1.0 for p in row["per_seed"])
+    # Python targets: even one target finds Python far above its 50% share of the pool.
+    assert ablation["rows"][-1]["precision"]["mean"] >= 0.8
+    assert "target-set size ablation" in capsys.readouterr().out
+    assert sample_target_set(list("abcdefgh"), 3, 0) == sample_target_set(list("abcdefgh"), 3, 0)
+    assert sample_target_set(list("abcdefgh"), 3, 0) != sample_target_set(list("abcdefgh"), 3, 1)
+    assert sample_target_set(list("abc"), 0, 5) == list("abc")
 
 
 def test_selection_study_rejects_bad_settings(toy: dict[str, str], tmp_path: Path) -> None:

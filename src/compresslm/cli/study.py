@@ -18,6 +18,7 @@ from compresslm.cli.common import (
     count_or_zero,
     fraction,
     method_list,
+    method_spec,
     model_size,
     non_negative_int,
     positive_float,
@@ -129,6 +130,18 @@ def _register_select(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=positive_int, help="selection scoring processes (default: all cores)")
     p.add_argument("--keep-selections", action="store_true", help="write OUT/selections/METHOD@BUDGET.jsonl")
+    p.add_argument(
+        "--target-sizes",
+        type=_target_sizes,
+        help="target-set size ablation, e.g. 1,4,16,64,all: per size and seed, select with "
+        "--ablation-method against a seeded sample of that many targets and fine-tune on it",
+    )
+    p.add_argument(
+        "--ablation-method",
+        type=method_spec,
+        default="zipfit",
+        help="method of the target-size ablation (default zipfit; it scores every sampled target)",
+    )
     p.add_argument("--target-field", help="text field of target/test records (default: --text-field)")
     p.add_argument(
         "--target-template",
@@ -235,6 +248,8 @@ def _select(args: argparse.Namespace) -> int:
         selection_seed=args.selection_seed,
         selection_workers=args.workers,
         keep_selections=args.keep_selections,
+        target_sizes=args.target_sizes,
+        ablation_method=args.ablation_method,
         **_common(args),
     )
     results = run_selection_study(config, log=_log)
@@ -312,11 +327,40 @@ def print_study_summary(results: dict[str, Any]) -> None:
                 *["–" if bl == spec else _faster_cell(b["faster"][spec][bl]) for bl in baselines],
             )
         console.print(t)
+    if results.get("target_sizes"):
+        a = results["target_sizes"]
+        t = Table(title=f"target-set size ablation: {a['method']}, budget {a['budget']:,} {unit}")
+        for col in ("targets", f"{domain or 'domain'} share", "lowest loss"):
+            t.add_column(col, justify="right")
+        for row in a["rows"]:
+            prec = "–" if row["precision"] is None else spread_text(row["precision"], ".3f")
+            t.add_row(row["n"], prec, spread_text(row["lowest"]))
+        console.print(t)
     console.print(
         "faster vs X: 1 − (tokens to reach X's lowest loss) / (tokens X needs to reach it), on the mean "
         "curves (± over seeds); never: does not reach it; n/a: X never improved on the base model. "
         "Details per seed in the report."
     )
+
+
+def _target_sizes(text: str) -> list[int]:
+    """``--target-sizes 1,4,16,64,all``: positive counts, ``all`` = every target (0)."""
+    sizes = []
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        if part == "all":
+            sizes.append(0)
+            continue
+        try:
+            sizes.append(positive_int(part))
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"expected counts or 'all', e.g. 1,4,16,64,all; got {text!r}"
+            ) from None
+    if not sizes or len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct counts or 'all', e.g. 1,4,16,64,all; got {text!r}"
+        )
+    return sizes
 
 
 def _faster_cell(f: dict[str, Any]) -> str:

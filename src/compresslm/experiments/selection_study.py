@@ -31,6 +31,7 @@ Choices that a reader of the numbers must know (also written into the report):
 from __future__ import annotations
 
 import platform
+import statistics
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -80,6 +81,10 @@ class StudyConfig:
     cache_dir: str | None = None
     keep_selections: bool = False
     force: bool = False
+    #: Target-set size ablation: for each n (0 = every target) and each seed, select with
+    #: ``ablation_method`` against a seeded sample of n targets and fine-tune once on the result.
+    target_sizes: list[int] | None = None
+    ablation_method: str = "zipfit"
 
     def validate(self) -> None:
         if not self.methods:
@@ -95,6 +100,8 @@ class StudyConfig:
         if not self.targets or not self.sources:
             raise ConfigError("give a target set (--target) and at least one source (--source)")
         smallest = min(self.budgets)
+        if self.target_sizes is not None and (not self.target_sizes or any(n < 0 for n in self.target_sizes)):
+            raise ConfigError("--target-sizes: give counts like 1,4,16,64,all")
         if smallest < self.finetune.tokens_per_step:
             raise ConfigError(
                 f"budget {smallest:,} is smaller than one training step "
@@ -183,13 +190,27 @@ def budget_counter(base: BaseModel) -> Any:
 
 
 def select_once(
-    spec: str, targets: Sequence[str], config: StudyConfig, base: BaseModel, budget: int
+    spec: str,
+    targets: Sequence[str],
+    config: StudyConfig,
+    base: BaseModel,
+    budget: int,
+    *,
+    seed: int | None = None,
+    **options: Any,
 ) -> MethodSelection:
-    """Run ``spec`` at ``budget`` (the largest) through the shared pipeline; keep the ranked texts."""
+    """Run ``spec`` at ``budget`` (the largest) through the shared pipeline; keep the ranked texts.
+
+    ``seed`` overrides ``config.selection_seed``; ``options`` go to the method (e.g. max_targets)."""
     from compresslm.select.methods import make_method
     from compresslm.select.pipeline import SelectionSpec, run_selection
 
-    method = make_method(spec, seed=config.selection_seed, workers=config.selection_workers)
+    method = make_method(
+        spec,
+        seed=config.selection_seed if seed is None else seed,
+        workers=config.selection_workers,
+        **options,
+    )
     if base.unit == "bytes":
         sel = SelectionSpec(budget_bytes=budget, truncate_last=True)
     else:
@@ -326,6 +347,8 @@ def run_selection_study(config: StudyConfig, *, log: Callable[[str], None] = pri
             if config.keep_selections:
                 _write_selection(config, spec, budget, texts, domains)
 
+    ablation = _ablation_selections(config, targets, base, largest, counter, specs, log)
+
     workers = config.finetune_workers or default_workers(config.finetune, len(specs))
     log(
         f"fine-tuning: {len(specs)} runs ({len(config.methods)} methods x {len(config.budgets)} budgets x "
@@ -340,9 +363,109 @@ def run_selection_study(config: StudyConfig, *, log: Callable[[str], None] = pri
 
     runs = run_all(base, specs, test, config.finetune, workers=workers, log=on_run)
     results = build_results(config, base, targets, test_texts, len(test), selections, data, runs)
+    if ablation:
+        results["target_sizes"] = ablation_results(config, ablation, runs)
     results["seconds"] = time.perf_counter() - t_start
     write_report(Path(config.out) / "report", results, selections, force=config.force)
     return results
+
+
+def target_size_label(n: int) -> str:
+    """0 -> "all" (every target), else the count."""
+    return "all" if n == 0 else str(n)
+
+
+def sample_target_set(targets: Sequence[str], n: int, seed: int) -> list[str]:
+    """A seeded sample of ``n`` targets, in target order (every target for ``n = 0`` or more)."""
+    import random
+
+    if n == 0 or n >= len(targets):
+        return list(targets)
+    keep = sorted(random.Random(f"target-size:{n}:{seed}").sample(range(len(targets)), n))
+    return [targets[i] for i in keep]
+
+
+def _ablation_selections(
+    config: StudyConfig,
+    targets: Sequence[str],
+    base: BaseModel,
+    budget: int,
+    counter: Any,
+    specs: list[RunSpec],
+    log: Callable[[str], None],
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """Selections of the target-size ablation; appends one fine-tuning run per (n, seed) to ``specs``.
+
+    The method scores every target of the sample (``max_targets=0``) so n is the number of targets
+    it sees; the seed varies both the target sample and the method's own sampling."""
+    out: dict[tuple[int, int], dict[str, Any]] = {}
+    for n in config.target_sizes or []:
+        for seed in config.seeds:
+            subset = sample_target_set(targets, n, seed)
+            sel = select_once(config.ablation_method, subset, config, base, budget, seed=seed, max_targets=0)
+            texts, domains = budget_prefix(sel, budget, counter)
+            if not texts:
+                raise DataError(f"{config.ablation_method} with {len(subset)} targets selected nothing")
+            key = f"targets={target_size_label(n)}@{budget}"
+            specs.append(RunSpec(key, seed, base.encode(texts), budget))
+            p = precision(domains, config.domain)
+            out[(n, seed)] = {
+                "key": key,
+                "targets": len(subset),
+                "precision": p,
+                "documents": len(texts),
+                "seconds": sel.seconds.get("total", 0.0),
+            }
+            log(
+                f"ablation {config.ablation_method} with {len(subset)} targets (seed {seed}): "
+                f"{len(texts):,} documents" + (f", {config.domain} share {p:.3f}" if p is not None else "")
+            )
+    return out
+
+
+def ablation_results(
+    config: StudyConfig, ablation: dict[tuple[int, int], dict[str, Any]], runs: Sequence[RunResult]
+) -> dict[str, Any]:
+    """Precision and target loss against the number of targets, per seed and mean ± std."""
+    by_key = {(r.key, r.seed): r for r in runs}
+    rows = []
+    for n in config.target_sizes or []:
+        per_seed = []
+        for seed in config.seeds:
+            a = ablation[(n, seed)]
+            curve = by_key[(a["key"], seed)].curve
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "targets": a["targets"],
+                    "precision": a["precision"],
+                    "lowest": curve.lowest,
+                    "final": curve.final,
+                    "tokens_to_lowest": curve.tokens_to_lowest,
+                    "selection_seconds": a["seconds"],
+                }
+            )
+        rows.append(
+            {
+                "n": target_size_label(n),
+                "targets": per_seed[0]["targets"],
+                "precision": _mean_std([r["precision"] for r in per_seed]),
+                "lowest": _mean_std([r["lowest"] for r in per_seed]),
+                "per_seed": per_seed,
+            }
+        )
+    return {"method": config.ablation_method, "budget": max(config.budgets), "rows": rows}
+
+
+def _mean_std(values: Sequence[float | None]) -> dict[str, float] | None:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None
+    return {
+        "mean": statistics.fmean(vals),
+        "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+        "n": len(vals),
+    }
 
 
 def _write_selection(
