@@ -151,3 +151,25 @@ def test_torch_threads_default_to_the_measured_one_everywhere() -> None:
         assert parser.parse_args(argv).threads == DEFAULT_THREADS == 1, argv
     assert M2Config().threads == DEFAULT_THREADS
     assert inspect.signature(train_m1).parameters["threads"].default == DEFAULT_THREADS
+
+
+def _options(parser, name="compresslm"):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _options(sub, f"{name} {sub_name}")
+        elif action.option_strings and action.nargs != 0 and not action.required:
+            yield name, action
+
+
+def test_every_optional_value_states_its_default_in_help() -> None:
+    """Either argparse shows the default (not None) or the help text says what happens without it."""
+    parser = build_parser()
+    missing = [
+        f"{name} {action.option_strings[-1]}"
+        for name, action in _options(parser)
+        if action.default is None and "default" not in (action.help or "")
+    ]
+    assert not missing, missing

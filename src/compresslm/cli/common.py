@@ -303,7 +303,7 @@ def add_read_options(p: argparse.ArgumentParser, *, domain: bool = False) -> Non
         "--template",
         type=template,
         help='build the text from fields, e.g. "{prompt}\\n{canonical_solution}" (\\n, \\t, \\\\ are '
-        "read as newline, tab, backslash)",
+        "read as newline, tab, backslash; default: the --text-field)",
     )
     g.add_argument(
         "--on-error",
@@ -321,7 +321,9 @@ def add_read_options(p: argparse.ArgumentParser, *, domain: bool = False) -> Non
         "--min-bytes", type=positive_int, default=1, help="reject documents smaller than this (default 1)"
     )
     if domain:
-        g.add_argument("--domain-field", help="field holding a domain label (enables precision@k)")
+        g.add_argument(
+            "--domain-field", help="field holding a domain label (enables precision@k; default: none)"
+        )
 
 
 def read_options_from(

@@ -163,7 +163,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     c.add_argument(
         "--segment-bytes",
-        type=non_negative_int,
+        type=count_or_zero,
         help="documents are coded in independent segments of this many bytes (default: windows "
         "mode 1 KiB; stream mode enough segments for every row of the batch, 1 KiB to 1 MiB; "
         "0: never split)",

@@ -50,12 +50,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="zipfit[:variant] | dsir[:topk] | d4 | random | compel (default zipfit)",
     )
     size = p.add_mutually_exclusive_group(required=True)
-    size.add_argument("--k", type=count, help="number of documents to keep, e.g. 10000 or 10k")
     size.add_argument(
-        "--budget-tokens", type=count, help="keep the best documents up to this many tokens, e.g. 2M"
+        "--k",
+        type=count,
+        help="number of documents to keep, e.g. 10000 or 10k (default: none; one of --k, --budget-* is required)",
     )
     size.add_argument(
-        "--budget-bytes", type=count, help="keep the best documents up to this many bytes, e.g. 50M"
+        "--budget-tokens",
+        type=count,
+        help="keep the best documents up to this many tokens, e.g. 2M (default: none)",
+    )
+    size.add_argument(
+        "--budget-bytes",
+        type=count,
+        help="keep the best documents up to this many bytes, e.g. 50M (default: none)",
     )
     p.add_argument(
         "--tokenizer",
@@ -74,7 +82,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="reject documents under this many tokens (default 0)",
     )
     z = p.add_argument_group("ZIP-FIT")
-    z.add_argument("--compressor", help="gzip:9 (the paper), lz4, zstd:LEVEL, brotli, lzma, bz2, ...")
+    z.add_argument(
+        "--compressor",
+        help="gzip:9 (the paper), lz4, zstd:LEVEL, brotli, lzma, bz2, ... (default: lz4, the default mode)",
+    )
     z.add_argument(
         "--contrast",
         choices=["none", "background"],
@@ -102,10 +113,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     b = p.add_argument_group("baselines")
     b.add_argument("--dsir-buckets", type=positive_int, help="DSIR hashed n-gram buckets (default 10000)")
-    b.add_argument("--dsir-min-words", type=non_negative_int, help="DSIR minimum example length in words")
+    b.add_argument(
+        "--dsir-min-words", type=non_negative_int, help="DSIR minimum example length in words (default 0)"
+    )
     b.add_argument("--d4-embedder", help="D4 embedding backend: minilm (default) or hashing")
-    b.add_argument("--d4-clusters", type=positive_int, help="D4 number of k-means clusters")
-    b.add_argument("--cache-dir", help="cache for D4 embeddings")
+    b.add_argument(
+        "--d4-clusters", type=positive_int, help="D4 number of k-means clusters (default: round(sqrt(N)))"
+    )
+    b.add_argument("--cache-dir", help="cache for D4 embeddings (default ~/.cache/compresslm/embeddings)")
     b.add_argument(
         "--compel-band",
         type=_band,
@@ -124,15 +139,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         help="selected records, best first: a file (.jsonl/.jsonl.gz/.jsonl.zst/.parquet), or a folder "
         "(a name without an extension, or ending in /) for one file per input shard in the input's "
-        "format (runs the staged engine)",
+        "format (runs the staged engine); default: not written, the summary only",
     )
     o.add_argument(
         "--scores",
         type=suffix_path(".parquet"),
-        help="Parquet file with id, source, score, bytes, size, domain of every record",
+        help="Parquet file with record_id, source, score, bytes, size, domain, selected, rank of every "
+        "scored record (default: not written)",
     )
-    o.add_argument("--rejects", help="JSONL of every rejected record with its reason")
-    o.add_argument("--report", help="JSON report (+ a PNG score histogram beside it)")
+    o.add_argument("--rejects", help="JSONL of every rejected record with its reason (default: not written)")
+    o.add_argument("--report", help="JSON report (+ a PNG score histogram beside it; default: not written)")
     o.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--workers", type=positive_int, help="worker processes (default: all cores)")
     e = p.add_argument_group("engines (scale-out and resumable runs; see docs/scale-out.md)")
@@ -141,7 +157,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=["local", "ray"],
         help="run as resumable stages (plan, score, select, write) per input shard: 'local' on this "
         "machine's process pool, 'ray' on a Ray cluster through Ray Data (zipfit, dsir, random, compel). "
-        "Default: one streaming process pipeline, or 'local' with --work-dir or --out FOLDER",
+        "(default: one streaming process pipeline, or 'local' with --work-dir or --out FOLDER)",
     )
     e.add_argument(
         "--ray-address",
@@ -151,7 +167,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--work-dir",
         help="keep stage outputs and completion markers here; rerunning the same command after a "
-        "crash, kill or Ctrl-C skips finished shards and gives the same outputs",
+        "crash, kill or Ctrl-C skips finished shards and gives the same outputs (default: a temporary "
+        "folder, removed at the end)",
     )
     e.add_argument("--overwrite", action="store_true", help="discard what --work-dir holds and start over")
     p.add_argument(

@@ -146,7 +146,7 @@ def _register_select(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--target-template",
         type=template,
-        help='target/test text template, e.g. "{prompt}\\n{canonical_solution}"',
+        help='target/test text template, e.g. "{prompt}\\n{canonical_solution}" (default: --template)',
     )
     add_read_options(p, domain=True)
     _add_model_options(p)

@@ -62,9 +62,15 @@ def _register_tokenize(subparsers: argparse._SubParsersAction) -> None:
         help="equal-info: bits per window b (16, 24, 32, 64, 128; default 16)",
     )
     p.add_argument(
-        "--token-bits", type=int, choices=[8, 16], help="bits per token: 8 (v=256) or 16 (v=65,536)"
+        "--token-bits",
+        type=int,
+        choices=[8, 16],
+        help="bits per token: 8 (v=256) or 16 (v=65,536) (default: the scheme's own)",
     )
-    p.add_argument("--model", help="M1 folder (from `compresslm m1 train`) for ac and equal-info")
+    p.add_argument(
+        "--model",
+        help="M1 folder (from `compresslm m1 train`) for ac and equal-info (default: none; required by them)",
+    )
     p.add_argument("--vocab-size", type=at_least(2), help="spm: vocabulary size (default 8192)")
     p.add_argument(
         "--chunk-bytes",

@@ -327,7 +327,7 @@ def tokenize_corpus(
     shard_counts: list[int] = []
     workers = options.workers or default_workers()
     reused = 0
-    bar = _progress_bar(options.progress, tokenizer.name)
+    bar = _progress_bar(options.progress, tokenizer.name, options.limit_bytes)
 
     def shard_path(i: int, shard: list[bytes]) -> Path:
         # Named by its documents' content hash: a rerun reuses a finished shard only when its
@@ -417,10 +417,11 @@ def _start_pool(workers: int, tokenizer_dir: Path) -> ProcessPoolExecutor:
     )
 
 
-def _progress_bar(enabled: bool, desc: str) -> Any:
+def _progress_bar(enabled: bool, desc: str, total: int | None = None) -> Any:
+    """Bytes tokenized; with ``--limit-bytes`` the total is known, so the report has an ETA."""
     from compresslm.progress import progress_bar
 
-    return progress_bar(total=None, unit="B", unit_scale=True, disable=not enabled, desc=f"tokenize {desc}")
+    return progress_bar(total=total, unit="B", unit_scale=True, disable=not enabled, desc=f"tokenize {desc}")
 
 
 def _merge(
