@@ -1,5 +1,5 @@
 """Property tests of the window coder alone (no M1): random context-dependent distributions, every
-window size, both codes. The oracle re-derives each window from DESIGN.md §4.1 by brute force."""
+window size, both codes. The oracle re-derives each window from docs/design.md#the-window-coder by brute force."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def bounds(lo: int, hi: int, cum: np.ndarray) -> list[int]:
 
 
 def oracle(data: bytes, model: CallableModel, p: CoderParams) -> list[Window]:
-    """DESIGN.md §4.1 by brute force over the 257 boundaries, independent of intervals.py."""
+    """docs/design.md#the-window-coder by brute force over the 257 boundaries, independent of intervals.py."""
     g, unit = p.guard_bits, 1 << p.guard_bits
     out: list[Window] = []
     start = 0

@@ -1,4 +1,4 @@
-"""M1 determinism (DESIGN §4.2): at a fixed sequence length, the logits at position t are
+"""M1 determinism (docs/design.md#m1-numerics): at a fixed sequence length, the logits at position t are
 bit-identical whatever the tokens after t, the batch size (1 vs 64) and the thread count (1 vs 2).
 
 Both attention paths are checked; the config's default must be one that passes.

@@ -187,7 +187,7 @@ def test_evaluate_lm_is_deterministic_and_restores_train_mode() -> None:
 
 def test_bits_per_byte() -> None:
     assert bits_per_byte(math.log(256), tokens=1000, n_bytes=1000) == pytest.approx(8.0)
-    # a learn-nothing model on tokens that compress 2x scores log2(v) / ratio (DESIGN §4.4)
+    # a learn-nothing model on tokens that compress 2x scores log2(v) / ratio (docs/design.md#tokenizers-and-m2)
     assert bits_per_byte(math.log(65536), tokens=500, n_bytes=1000) == pytest.approx(8.0)
     with pytest.raises(ConfigError):
         bits_per_byte(1.0, 1, 0)

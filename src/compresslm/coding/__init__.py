@@ -1,4 +1,4 @@
-"""Neural compression with Equal-Info windows (DESIGN.md §4).
+"""Neural compression with Equal-Info windows (docs/design.md#neural-compression).
 
 * :mod:`~compresslm.coding.intervals`, :mod:`~compresslm.coding.window_coder`,
   :mod:`~compresslm.coding.packing`: the exact integer window coder (no torch);

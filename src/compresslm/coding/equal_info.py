@@ -44,7 +44,7 @@ def default_max_window_bytes(window_bits: int) -> int:
 
 
 class EqualInfoCoder:
-    """Equal-Info windows of ``window_bits`` bits driven by ``model`` (see DESIGN.md §4.1).
+    """Equal-Info windows of ``window_bits`` bits driven by ``model`` (see docs/design.md#the-window-coder).
 
     ``code``: ``"straddle"`` (ours: every window decodes from its bits alone but for rare
     pathological ones) or ``"zeros"`` (the paper's zero-padded shortest code, with exceptions).

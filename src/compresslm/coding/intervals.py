@@ -1,4 +1,4 @@
-"""Exact integer arithmetic of the Equal-Info window coder (DESIGN.md §4.1). No torch, no floats
+"""Exact integer arithmetic of the Equal-Info window coder (docs/design.md#the-window-coder). No torch, no floats
 after quantization.
 
 Conventions (``b`` window bits, ``G`` guard bits, ``P`` frequency precision):

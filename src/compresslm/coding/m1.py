@@ -1,5 +1,5 @@
 """M1, the byte-level model that drives the window coder: its deterministic inference path and its
-numerics fingerprint (DESIGN.md §4.2). Training is in :mod:`compresslm.coding.m1_train`.
+numerics fingerprint (docs/design.md#m1-numerics). Training is in :mod:`compresslm.coding.m1_train`.
 
 Two numerics share one interface. :class:`ExactM1` (checkpoints whose config records
 ``"numerics": "int8-exact-v1"``, the default of ``m1 train`` and the output of ``m1 quantize``) is
@@ -40,7 +40,7 @@ cache with one flat-index copy per page and layer.
 
 Tests check the consequences (same tables for batch sizes 1 and 64, lanes 1 and 2, any other rows;
 RESTART equal to START then the byte) and that this path agrees with ``Transformer.forward`` to
-float32 rounding. Compared with the DESIGN's reference (a padded full-row forward per window in the
+float32 rounding. Compared with the obvious reference (a padded full-row forward per window in the
 encoder, one position at a time in the decoder), this needs no proof that two different paths agree,
 and it computes only the positions a window uses (n for n bytes) instead of ``max_window_bytes``:
 the padded reference wastes ~90% of its positions at b = 16, where windows hold ~4 bytes. The
@@ -436,7 +436,7 @@ class M1Session:
 def reference_tables(m1: M1, windows: Sequence[bytes], max_len: int) -> list[np.ndarray]:
     """Tables from ``Transformer.forward`` on whole padded rows ``[BOS] + window`` of ``max_len``
     positions: ``tables[i][t]`` is the distribution of window i's byte t. The cross-check of
-    :class:`M1Session` (equal to float32 rounding, see tests) and the DESIGN's reference shape."""
+    :class:`M1Session` (equal to float32 rounding, see tests) and the padded reference shape."""
     rows = np.zeros((len(windows), max_len), dtype=np.int64)
     for i, w in enumerate(windows):
         if len(w) >= max_len:

@@ -1,4 +1,4 @@
-"""The Equal-Info window coder (DESIGN.md §4.1): bytes -> b-bit windows -> bytes, exactly.
+"""The Equal-Info window coder (docs/design.md#the-window-coder): bytes -> b-bit windows -> bytes, exactly.
 
 Every window is coded on its own: the interval restarts at ``[0, 2**(b+G))`` and the model's
 context restarts (a START token), so each window decodes from its own ``b`` bits.
@@ -54,10 +54,9 @@ IDLE = -1  # token for a row with nothing to do; its table is ignored
 # never computes it, and a window of n bytes costs n model positions instead of n + 1.
 RESTART = 512
 
-#: Rows (independent units) coded per model step. 512 rather than 256: on the 2-core anchor machine
-#: the 3m M1's encoder reached 35.0% of the matmul bound with 512 rows on a 1.2 MB sample against
-#: 27.9% with 256 rows (GEMMs over more rows are more efficient; README, Neural compression). The
-#: rows' KV caches cost about 0.2 MB each for the 3m model.
+#: Rows (independent units) coded per model step. 512 rather than 256 because M1's GEMMs over more
+#: rows run closer to the machine's matmul rate (measured in docs/benchmarks.md, "Neural
+#: compression"), while the rows' KV caches stay small: about 0.2 MB each for the 3m model.
 DEFAULT_BATCH_ROWS = 512
 
 

@@ -1,4 +1,4 @@
-"""Where every input record went: selected, not selected, or rejected with a reason (DESIGN §2).
+"""Where every input record went: selected, not selected, or rejected with a reason (docs/design.md#data).
 
 The pipeline feeds each item from :func:`~compresslm.data.readers.read_records` to
 :meth:`Accounting.add` (or ``add_accepted`` / ``add_rejection``), later reports the selection with

@@ -1,7 +1,7 @@
 """Read corpora into :class:`Record` / :class:`Rejection` items, streaming and in input order.
 
 Every record a file holds comes out exactly once, either as a ``Record`` (usable text) or as a
-``Rejection`` with a reason, so the caller can account for all of them (DESIGN §2). Two kinds of
+``Rejection`` with a reason, so the caller can account for all of them (docs/design.md#data). Two kinds of
 rejection:
 
 - **malformed input** (bad JSON, missing text field, text not a string, not UTF-8 — including JSON

@@ -1,7 +1,7 @@
 """The base model of the selection study: pretrained once on the generic built-in mixture, cached.
 
 Every selection is fine-tuned from the same starting point, so the study needs a model that already
-knows "text" but not the target (DESIGN §3.5). Without ``--base-model`` the tool pretrains our
+knows "text" but not the target (docs/design.md#the-selection-study). Without ``--base-model`` the tool pretrains our
 byte-level transformer on ``builtin:mixture`` (all stdlib domains by natural proportion; held-out
 Python files never enter it, so the Python targets stay unseen) and caches it under
 ``<cache>/base-models/<key>/`` as safetensors + JSON (:mod:`compresslm.models.checkpoint`). The key

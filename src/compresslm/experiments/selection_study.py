@@ -1,4 +1,4 @@
-"""The selection study (DESIGN §3.5): does data selected by ZIP-FIT train faster than DSIR, D4 or
+"""The selection study (docs/design.md#the-selection-study): does data selected by ZIP-FIT train faster than DSIR, D4 or
 random selections at the same token budget?
 
 For each method and budget: select from the source pool against the target set, fine-tune the same

@@ -1,6 +1,6 @@
 """Evaluation of M2 in the paper's metrics.
 
-Metrics (Lester et al. 2024, §3.8; DESIGN §4.4), all on the held-out split, which holds the same
+Metrics (Lester et al. 2024, §3.8; docs/design.md#tokenizers-and-m2), all on the held-out split, which holds the same
 documents (the same bytes) for every scheme:
 
 * bits/byte = total NLL of every held-out target (data ids and each document's end id), in bits,

@@ -3,7 +3,7 @@
 :class:`HFCausalLM` wraps any ``AutoModelForCausalLM`` so that ``forward(idx[B, T])`` returns
 logits ``[B, T, V]``; :func:`~compresslm.models.train.train_lm` and
 :func:`~compresslm.models.train.evaluate_lm` then fine-tune and evaluate it unchanged (the selection
-study's "any local Hugging Face causal LM given by path", DESIGN §3.5).
+study's "any local Hugging Face causal LM given by path", docs/design.md#the-selection-study).
 
 ``transformers`` is an optional extra (``pip install 'compresslm[hf]'``), imported lazily. Models
 load from a local path only (``local_files_only=True``): nothing is downloaded; and from safetensors

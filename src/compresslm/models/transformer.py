@@ -6,7 +6,7 @@ causal self-attention, a 2-matrix MLP, weight tying between the token embedding 
 layer. Read it top to bottom; tensor shapes are in the comments (B batch, T time, C = d_model,
 nh heads, hs = C // nh head size, V vocabulary).
 
-Determinism (DESIGN §4.2). M1's encoder and decoder must see bit-identical probabilities. For a
+Determinism (docs/design.md#m1-numerics). M1's encoder and decoder must see bit-identical probabilities. For a
 FIXED sequence length T, ``forward`` is bit-identical on CPU whatever the tokens after position t
 (padding), the batch size and the thread count: every op is either row-wise (LayerNorm, MLP,
 softmax), a GEMM whose reduction dimension does not depend on B or T, or attention whose masked

@@ -65,7 +65,7 @@ def tune_malloc() -> bool:
     Each ``zlib.compress`` allocates ~270 KB of DEFLATE state in five pieces below the mmap
     threshold and frees them on return; when they sit at the top of the heap, glibc trims that top
     (it exceeds the default 128 KB trim threshold) and the next call faults the pages back in. On a
-    loop of 1-2 KB inputs that can cost 2.5-4.5x (DESIGN 3.2). A high trim threshold and a top pad
+    loop of 1-2 KB inputs that can cost 2.5-4.5x (docs/design.md#zip-fit). A high trim threshold and a top pad
     keep the pages mapped; the mmap threshold is pinned at glibc's own dynamic maximum (see
     :data:`MMAP_THRESHOLD`). A no-op (False) where the C library is not glibc.
 

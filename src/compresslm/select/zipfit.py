@@ -1,6 +1,6 @@
 """ZIP-FIT: rank source documents by how well they compress together with a target set.
 
-Exactly the published method (DESIGN 3.1), on the UTF-8 bytes of each text::
+Exactly the published method (docs/design.md#zip-fit), on the UTF-8 bytes of each text::
 
     NCD(x, y)    = (C(x + y) - min(C(x), C(y))) / max(C(x), C(y))      source x FIRST
     alignment(x) = 1 - mean_j NCD(x, y_j)                               plain mean over all targets
@@ -8,7 +8,7 @@ Exactly the published method (DESIGN 3.1), on the UTF-8 bytes of each text::
 with C the compressed length of the whole container (:mod:`compresslm.compressors`). With
 ``--compressor gzip:9`` the scores equal the reference ``zip-fit`` package's to ~1e-16.
 
-How it is made fast without changing a single score (DESIGN 3.2):
+How it is made fast without changing a single score (docs/design.md#zip-fit):
 
 * the targets (bytes) and their sizes travel to each worker once, in the pool initializer; the
   parent sends source batches and gets back one float per source -- never a per-pair object;
@@ -70,7 +70,8 @@ from compresslm.select.base import PoolFactory, SelectionMethod
 from compresslm.select.parallel import ordered_map, resolve_workers, tune_malloc
 
 #: The compressor used when none is named. The paper's is gzip:9 (``--compressor gzip:9``); LZ4
-#: block is ~11x faster per pair and selected the target domain better in DESIGN 3.2's measurements.
+#: block is an order of magnitude faster per pair and, without gzip's header and Huffman tables,
+#: favours short documents far less (docs/benchmarks.md, "Selection against the reference packages").
 DEFAULT_COMPRESSOR = "lz4"
 #: The paper's setting: scores match the reference package, so every target is always scored.
 PAPER_COMPRESSOR = "gzip:9"

@@ -1,5 +1,5 @@
 """EqualInfoAC[b, v]: text cut into windows that each compress to exactly ``b`` bits under M1 with
-the coder and M1's context reset at every window (the Equal-Info paper's method, DESIGN §4.1); the
+the coder and M1's context reset at every window (the Equal-Info paper's method, docs/design.md#the-window-coder); the
 windows' bits, MSB-first, are the ids (b/8 ids per window at v = 256, b/16 at v = 65k).
 
 The window coder is :mod:`compresslm.coding` (self-delimiting "straddle" code): every window decodes

@@ -1,7 +1,7 @@
 """M1 for the tokenizers: a copy of the checkpoint inside the tokenizer folder, verified on load.
 
 A token dataset must decode with exactly the M1 that made it, so the tokenizer folder carries the
-checkpoint (``m1/``), its weights' sha256 and the numerics fingerprint of DESIGN §4.2 (computed on
+checkpoint (``m1/``), its weights' sha256 and the numerics fingerprint (docs/design.md#m1-numerics) (computed on
 this machine at save time). Loading recomputes both: a different model or different numerics is an
 IntegrityError, never silent garbage.
 """

@@ -13,7 +13,7 @@ The header costs 32 bits per 10,240-byte chunk (0.003 bits/byte) plus the coder'
 the decoder knowing the length. ``n_bytes`` and ``n_words`` must each fit in 16 bits, so chunks are
 at most 65,535 bytes.
 
-Probabilities are quantised the way the window coder does it (DESIGN §4.1): ``f_s = 1 + floor(p_s *
+Probabilities are quantised the way the window coder does it (docs/design.md#frequencies): ``f_s = 1 + floor(p_s *
 (2^P - 256))``, every symbol at least ``2^-P`` (P = 14), and ``f / sum(f)`` is what constriction sees.
 """
 
