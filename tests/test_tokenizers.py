@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compresslm.coding.m1 import M1
+from compresslm.coding.packing import bytes_to_ids, ids_to_bytes
 from compresslm.errors import ConfigError, DataError
 from compresslm.models import Transformer, config_for_size
 from compresslm.tokenizers import (
@@ -23,7 +24,6 @@ from compresslm.tokenizers import (
     parse_scheme,
     save_tokenizer,
 )
-from compresslm.tokenizers.base import bytes_to_ids, ids_to_bytes
 from compresslm.tokenizers.equal_info import EqualInfoTokenizer
 from compresslm.tokenizers.static_ac import StaticACTokenizer
 

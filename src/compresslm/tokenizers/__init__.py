@@ -5,10 +5,11 @@ b in 16, 24, 32, 64, 128). Every tokenizer round-trips text exactly; special ids
 and padding sit above the data ids. Token datasets (memory-mapped arrays + metadata) are written by
 :func:`tokenize_corpus` and read by :class:`TokenDataset`.
 
-    from compresslm.tokenizers import build_tokenizer
-    tok = build_tokenizer("gzip-65k")
-    ids = tok.encode("hello")            # list[int], each < 65,536
-    assert tok.decode(ids) == "hello"
+>>> from compresslm.tokenizers import build_tokenizer
+>>> tok = build_tokenizer("gzip-65k")
+>>> ids = tok.encode("hello")            # data ids, each < 65,536
+>>> tok.decode(ids), max(ids) < 65_536, tok.eod_id, tok.pad_id
+('hello', True, 65536, 65537)
 """
 
 from compresslm.tokenizers.base import CHUNK_BYTES, ChunkedTokenizer, Tokenizer

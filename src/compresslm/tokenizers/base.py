@@ -25,11 +25,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from compresslm.coding.packing import TOKEN_BITS
 from compresslm.errors import ConfigError, DataError
 
 #: The paper's example length: documents are cut into 10,240-byte chunks, each compressed alone.
 CHUNK_BYTES = 10_240
-TOKEN_BITS = (8, 16)
 
 Ids = Sequence[int] | np.ndarray
 
@@ -212,26 +212,3 @@ class ChunkedTokenizer(Tokenizer):
 
     def config(self) -> dict[str, Any]:
         return {"scheme": self.scheme, "token_bits": self.token_bits, "chunk_bytes": self.chunk_bytes}
-
-
-def bytes_to_ids(payload: bytes, token_bits: int) -> np.ndarray:
-    """Split ``payload`` into ``token_bits``-bit ids, MSB-first; a trailing odd byte at 16 bits is
-    padded with a zero byte."""
-    if token_bits == 8:
-        return np.frombuffer(payload, dtype=np.uint8).astype(np.int64)
-    if len(payload) % 2:
-        payload += b"\x00"
-    return np.frombuffer(payload, dtype=">u2").astype(np.int64)
-
-
-def ids_to_bytes(ids: np.ndarray, token_bits: int) -> bytes:
-    """Inverse of :func:`bytes_to_ids` (the padding byte, if any, is returned too)."""
-    if token_bits == 8:
-        return np.asarray(ids, dtype=np.uint8).tobytes()
-    return np.asarray(ids, dtype=">u2").tobytes()
-
-
-def ids_per_bytes(n_bytes: int, token_bits: int) -> int:
-    """Ids that hold ``n_bytes`` payload bytes (rounded up)."""
-    per = token_bits // 8
-    return -(-n_bytes // per)

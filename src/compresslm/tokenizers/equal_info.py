@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from compresslm.coding.packing import bytes_to_ids, ids_to_bytes
 from compresslm.errors import ConfigError, DataError
-from compresslm.tokenizers.base import CHUNK_BYTES, Ids, Tokenizer, bytes_to_ids, ids_to_bytes
+from compresslm.tokenizers.base import CHUNK_BYTES, Ids, Tokenizer
 from compresslm.tokenizers.m1_support import load_m1, load_saved_m1, m1_config, save_m1
 
 if TYPE_CHECKING:

@@ -12,14 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from compresslm.coding.packing import bytes_to_ids, ids_per_bytes, ids_to_bytes
 from compresslm.errors import ConfigError, DataError
-from compresslm.tokenizers.base import (
-    CHUNK_BYTES,
-    ChunkedTokenizer,
-    bytes_to_ids,
-    ids_per_bytes,
-    ids_to_bytes,
-)
+from compresslm.tokenizers.base import CHUNK_BYTES, ChunkedTokenizer
 
 
 class GZipTokenizer(ChunkedTokenizer):

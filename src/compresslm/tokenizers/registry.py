@@ -27,8 +27,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from compresslm.coding.packing import TOKEN_BITS
 from compresslm.errors import ConfigError, IntegrityError, OutputExistsError
-from compresslm.tokenizers.base import CHUNK_BYTES, TOKEN_BITS, Tokenizer
+from compresslm.tokenizers.base import CHUNK_BYTES, Tokenizer
 
 CONFIG_FILE = "tokenizer.json"
 FORMAT = "compresslm.tokenizer"

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from compresslm.coding.packing import bytes_to_ids, ids_to_bytes
 from compresslm.errors import ConfigError, DataError
-from compresslm.tokenizers.base import bytes_to_ids, ids_to_bytes
 
 PRECISION = 14
 MAX_FIELD = (1 << 16) - 1
