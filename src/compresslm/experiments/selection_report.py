@@ -6,12 +6,9 @@ complete on its own and the figures are there for a README or a slide.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from compresslm.evaluate.curves import LossCurve
 from compresslm.evaluate.html import Figure, Section, Table, write_html
@@ -225,15 +222,7 @@ def slug(spec: str) -> str:
 
 
 def write_json(path: str | Path, results: dict[str, Any], *, force: bool) -> None:
-    from compresslm.data.writers import atomic_output
+    """A study's ``results.json``: strict JSON (no NaN), so any JSON reader can load it."""
+    from compresslm.data.jsonfile import write_json as write
 
-    with atomic_output(str(path), force=force, mode="w") as fh:
-        json.dump(results, fh, indent=1, allow_nan=False, default=_np_default)
-        fh.write("\n")
-
-
-def _np_default(value: Any) -> Any:
-    """numpy scalars that slipped into the results become plain numbers."""
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    write(path, results, force=force, indent=1, allow_nan=False)

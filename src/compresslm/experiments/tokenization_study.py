@@ -19,7 +19,6 @@ SentencePiece and beats Bytes at equal inference FLOPs once M2 is large next to 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compresslm.data.jsonfile import write_json
 from compresslm.data.records import Record
 from compresslm.errors import ConfigError, DataError
 from compresslm.tokenizers.dataset import (
@@ -269,10 +269,7 @@ def _run(run: Run, settings: dict[str, Any], threads: int | None) -> dict[str, A
         "train_seconds": summary["train_seconds"],
         "curve": summary["curve"],
     }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".eval.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "eval.json")
+    write_json(out / "eval.json", record, force=True)
     return record
 
 
@@ -608,9 +605,7 @@ def write_report(results: dict[str, Any], folder: Path) -> None:
     from compresslm.evaluate.plots import save_png
 
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_output(folder / "results.json", force=True) as f:
-        json.dump(results, f, indent=2, default=str, allow_nan=True)
-        f.write("\n")
+    write_json(folder / "results.json", results, force=True)
     png = render_plot(results)
     save_png(folder / "bits_per_byte_vs_flops.png", png)
     notes = findings(results)

@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from compresslm.data.jsonfile import read_versioned_json
 from compresslm.errors import ConfigError, IntegrityError, OutputExistsError
 from compresslm.models.transformer import Transformer, TransformerConfig
 
@@ -99,15 +100,7 @@ def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"{path}: not a compresslm checkpoint (config.json missing)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"{path}: invalid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise IntegrityError(f"{path}: not a {FORMAT} checkpoint")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise IntegrityError(f"{path}: unsupported format_version {meta.get('format_version')!r}")
-    return meta
+    return read_versioned_json(path, FORMAT, FORMAT_VERSION)
 
 
 def load_model(

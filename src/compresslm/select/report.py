@@ -6,10 +6,10 @@ costs the same memory for 10k and 10M documents.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from compresslm.data.jsonfile import write_json
 from compresslm.data.writers import atomic_output
 from compresslm.select.pipeline import NO_DOMAIN
 
@@ -37,9 +37,7 @@ def write_selection_report(path: str | Path, result: SelectionResult, *, force: 
         }
     png = histogram_path(path)
     payload["histogram"] = png.name
-    with atomic_output(path, force=force) as fh:
-        json.dump(payload, fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
+    write_json(path, payload, force=force, ensure_ascii=False)
     _plot_histograms(png, result, force=force)
 
 

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from compresslm.data.jsonfile import read_versioned_json
 from compresslm.data.records import Record, Rejection, reason_kind
 from compresslm.data.writers import check_folder_free
 from compresslm.errors import ConfigError, DataError, IntegrityError, OutputExistsError
@@ -517,11 +518,9 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    from compresslm.data.writers import atomic_output
+    from compresslm.data.jsonfile import write_json
 
-    with atomic_output(path, force=True) as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
+    write_json(path, obj, force=True, sort_keys=True)
 
 
 # -------------------------------------------------------------------------------------- the reader
@@ -540,12 +539,7 @@ class TokenDataset:
                 else ""
             )
             raise ConfigError(f"{path}: not a token dataset{hint}")
-        try:
-            self.meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise IntegrityError(f"{path}: invalid JSON: {exc}") from exc
-        if self.meta.get("format") != FORMAT or self.meta.get("format_version") != FORMAT_VERSION:
-            raise IntegrityError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} dataset")
+        self.meta: dict[str, Any] = read_versioned_json(path, FORMAT, FORMAT_VERSION)
         self.dtype = np.dtype(self.meta["dtype"])
         self.eod_id = int(self.meta["eod_id"])
         self.pad_id = int(self.meta["pad_id"])

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from compresslm.coding.packing import TOKEN_BITS
+from compresslm.data.jsonfile import read_versioned_json
 from compresslm.errors import ConfigError, IntegrityError, OutputExistsError
 from compresslm.tokenizers.base import CHUNK_BYTES, Tokenizer
 
@@ -171,7 +172,7 @@ def build_tokenizer(
 
 def save_tokenizer(tokenizer: Tokenizer, directory: str | Path, *, force: bool = False) -> Path:
     """Write ``tokenizer`` as a folder (model files first, ``tokenizer.json`` last)."""
-    from compresslm.data.writers import atomic_output
+    from compresslm.data.jsonfile import write_json
 
     directory = Path(directory)
     if (directory / CONFIG_FILE).exists() and not force:
@@ -184,9 +185,7 @@ def save_tokenizer(tokenizer: Tokenizer, directory: str | Path, *, force: bool =
         **tokenizer.config(),
         "describe": tokenizer.describe(),
     }
-    with atomic_output(directory / CONFIG_FILE, force=True) as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_json(directory / CONFIG_FILE, meta, force=True, sort_keys=True)
     return directory
 
 
@@ -194,15 +193,7 @@ def read_tokenizer_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(f"{path}: not a tokenizer folder ({CONFIG_FILE} missing)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"{path}: invalid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise IntegrityError(f"{path}: not a {FORMAT} file")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise IntegrityError(f"{path}: unsupported format_version {meta.get('format_version')!r}")
-    return meta
+    return read_versioned_json(path, FORMAT, FORMAT_VERSION)
 
 
 def load_tokenizer(directory: str | Path, **m1_options: Any) -> Tokenizer:
