@@ -216,6 +216,26 @@ def test_report_written(tmp_path: Path, pool_file: Path) -> None:
     assert (tmp_path / "report.png").stat().st_size > 1000
 
 
+def test_report_leaves_the_matplotlib_backend_alone(tmp_path: Path, pool_file: Path) -> None:
+    """A notebook user's backend survives a selection with a report (no matplotlib.use)."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        run_selection(
+            zipfit("lz4"),
+            TARGETS,
+            [str(pool_file)],
+            SelectionSpec(k=2),
+            outputs=Outputs(report=str(tmp_path / "r.json")),
+        )
+        assert matplotlib.get_backend() == "svg"
+        assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
+    finally:
+        matplotlib.use(before)
+
+
 def test_target_template(tmp_path: Path) -> None:
     tgt = write_jsonl(tmp_path / "t.jsonl", [{"prompt": "def f(x):", "canonical_solution": "    return x"}])
     texts = load_targets([str(tgt)], ReadOptions(template="{prompt}\n{canonical_solution}"))

@@ -24,6 +24,12 @@ from compresslm.cli.common import (
     threads,
 )
 
+# M1 codes with lanes, not torch's intra-op threads: each lane is a thread stepping its own rows with
+# single-threaded torch ops, so rounding never depends on the thread count (coding/m1.py).
+LANES_HELP = (
+    "coding lanes: threads that each run M1 on their own rows, one torch thread each (default: all cores)"
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     m1 = subparsers.add_parser("m1", help="train M1, the byte model of the neural compressor")
@@ -196,7 +202,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     i.add_argument(
         "--windows", type=non_negative_int, default=12, help="how many leading windows to show (default 12)"
     )
-    i.add_argument("--threads", type=threads, help="torch threads (default: all cores)")
+    i.add_argument("--threads", type=threads, help=LANES_HELP)
     i.add_argument("--json", action="store_true", help="print as JSON")
     i.set_defaults(func=lambda a: run_guarded(_inspect, a))
 
@@ -205,7 +211,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size", type=positive_int, default=512, help="segments coded per model step (default 512)"
     )
-    p.add_argument("--threads", type=threads, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=threads, help=LANES_HELP)
     p.add_argument(
         "--force",
         action="store_true",

@@ -122,11 +122,19 @@ def render_scatter_fit(
 
 
 def render_histograms(
-    samples: Mapping[str, Sequence[float]], *, title: str, xlabel: str = "score", bins: int = 40
+    samples: Mapping[str, Sequence[float]],
+    *,
+    title: str,
+    xlabel: str = "score",
+    bins: int = 40,
+    cut: float | None = None,
 ) -> bytes:
-    """Overlaid normalised histograms, one per group (e.g. selection scores per domain)."""
+    """Overlaid normalised histograms, one per group (e.g. selection scores per domain), of the
+    finite values (a NaN score means "no score"); ``cut`` draws the selection threshold."""
     fig, ax = _figure(6.5, 4.0)
-    values = [np.asarray(v, dtype=np.float64) for v in samples.values() if len(v)]
+    finite = {label: np.asarray(v, dtype=np.float64) for label, v in samples.items()}
+    samples = {label: v[np.isfinite(v)] for label, v in finite.items()}
+    values = [v for v in samples.values() if len(v)]
     if values:
         lo = min(float(v.min()) for v in values)
         hi = max(float(v.max()) for v in values)
@@ -141,6 +149,8 @@ def render_histograms(
                     linewidth=1.4,
                     label=f"{label} (n={len(v)})",
                 )
+        if cut is not None:
+            ax.axvline(cut, color="k", linestyle="--", linewidth=1, label=f"selection cut ({cut:.4f})")
         ax.legend(fontsize=8)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
