@@ -20,7 +20,6 @@ from compresslm.errors import ConfigError, DataError
 from compresslm.experiments.alignment_study import (
     AlignmentStudyConfig,
     DatasetSpec,
-    cut_to_budget,
     parse_dataset,
     run_alignment_study,
 )
@@ -38,6 +37,7 @@ from compresslm.experiments.selection_study import (
 )
 from compresslm.models import Transformer, config_for_size, save_model
 from compresslm.select.tokens import get_token_counter
+from compresslm.select.topk import cut_to_budget
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SEQ = 32

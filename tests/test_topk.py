@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 
 from compresslm.errors import ConfigError
 from compresslm.select.tokens import ByteCounter, TokenCounter, WordCounter, get_token_counter
-from compresslm.select.topk import BudgetSelector, TopK, select_top_k
+from compresslm.select.topk import BudgetSelector, TopK, cut_to_budget, select_top_k
 
 # Few distinct values so ties (and NaN, infinities, signed zeros) are common.
 score_values = st.sampled_from([0.0, -0.0, 0.25, 0.5, -1.0, math.nan, math.inf, -math.inf, 0.1 + 0.2, 0.3])
@@ -196,3 +198,34 @@ def test_get_token_counter_choices(tmp_path) -> None:
         get_token_counter("x.json", unit="bytes")
     with pytest.raises(ConfigError):
         get_token_counter(None, unit="lines")
+
+
+def non_monotone_tokenizer(path: Path) -> Path:
+    """A BPE whose merges make "abc" one token while its prefix "ab" is two: token counts do not
+    grow with the prefix length."""
+    from tokenizers import Tokenizer, models
+
+    vocab = {"a": 0, "b": 1, "c": 2, "bc": 3, "abc": 4}
+    Tokenizer(models.BPE(vocab, [("b", "c"), ("a", "bc")])).save(str(path))
+    return path
+
+
+def test_budget_cut_where_counts_are_not_monotone(tmp_path: Path) -> None:
+    counter = get_token_counter(non_monotone_tokenizer(tmp_path / "tokenizer.json"))
+    assert [counter(t) for t in ("ab", "abc", "abca", "abcabc")] == [2, 1, 2, 2]
+    # "abcabcabc" keeps 2 tokens: "abcabc", not the "abca" a search over prefix lengths stops at.
+    assert cut_to_budget(["abcabc", "abcabcabc"], 4, counter) == ["abcabc", "abcabc"]
+    assert cut_to_budget(["abcabc", "abcabcabc"], 2, counter) == ["abcabc"]  # nothing left to cut
+    assert cut_to_budget(["abc", "abc"], 10, counter) == ["abc", "abc"]
+
+
+def test_the_pipeline_cuts_with_the_counter(tmp_path: Path) -> None:
+    from compresslm.select.methods import make_method
+    from compresslm.select.pipeline import SelectionSpec, run_selection
+
+    tokenizer = non_monotone_tokenizer(tmp_path / "tokenizer.json")
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text(json.dumps({"text": "abcabcabc"}) + "\n")
+    spec = SelectionSpec(budget_tokens=2, tokenizer=str(tokenizer), truncate_last=True)
+    result = run_selection(make_method("random"), ["abc"], [str(pool)], spec)
+    assert [s.text for s in result.selected] == ["abcabc"]

@@ -42,6 +42,7 @@ from compresslm.experiments.selection_study import (
     resolve_base_model,
 )
 from compresslm.select.pool import ReadOptions
+from compresslm.select.topk import cut_to_budget
 
 BUILTIN_DOMAINS = ("python", "prose", "c", "markup", "data", "config", "text", "email")
 BUILTIN_MIXTURES = (("python", "prose"), ("python", "c"))
@@ -162,22 +163,6 @@ def load_dataset(spec: DatasetSpec, config: AlignmentStudyConfig, size_of: Calla
     if not texts:
         raise DataError(f"dataset {spec.name}: no usable documents in {', '.join(spec.paths)}")
     return texts
-
-
-def cut_to_budget(texts: Sequence[str], budget: int, counter: Any) -> list[str]:
-    """Whole documents while they fit, the overflowing one truncated to the remainder."""
-    out, total = [], 0
-    for t in texts:
-        n = counter(t)
-        if total + n <= budget:
-            out.append(t)
-            total += n
-            continue
-        cut = counter.truncate(t, budget - total)
-        if cut:
-            out.append(cut)
-        break
-    return out
 
 
 def run_alignment_study(

@@ -232,24 +232,12 @@ def select_once(
 def budget_prefix(
     selection: MethodSelection, budget: int, counter: Any
 ) -> tuple[list[str], list[str | None]]:
-    """The best-ranked documents while they fit in ``budget``, the overflowing one cut to the rest."""
-    texts: list[str] = []
-    domains: list[str | None] = []
-    total = 0
-    for text, size, domain in zip(selection.texts, selection.sizes, selection.domains, strict=True):
-        if total + size <= budget:
-            texts.append(text)
-            domains.append(domain)
-            total += size
-            continue
-        rest = budget - total
-        if rest > 0:
-            cut = counter.truncate(text, rest)
-            if cut:
-                texts.append(cut)
-                domains.append(domain)
-        break
-    return texts, domains
+    """The best-ranked documents while they fit in ``budget``, the overflowing one cut to the rest
+    (:func:`compresslm.select.topk.cut_to_budget`), with their domains."""
+    from compresslm.select.topk import cut_to_budget
+
+    texts = cut_to_budget(selection.texts, budget, counter, sizes=selection.sizes)
+    return texts, list(selection.domains[: len(texts)])
 
 
 def precision(domains: Sequence[str | None], domain: str | None) -> float | None:

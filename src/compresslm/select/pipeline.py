@@ -47,7 +47,7 @@ from compresslm.data.writers import (
 from compresslm.errors import ConfigError, DataError
 from compresslm.select.base import SelectionMethod
 from compresslm.select.pool import DocMeta, ReadOptions, SourcePool
-from compresslm.select.tokens import get_token_counter
+from compresslm.select.tokens import ByteCounter, get_token_counter
 from compresslm.select.topk import BudgetSelector, TopK
 
 SCORES_SCHEMA_FIELDS = ("record_id", "source", "score", "bytes", "size", "domain", "selected", "rank")
@@ -376,7 +376,7 @@ def run_selection(
     counter = None
     if spec.budget_tokens is not None or spec.min_tokens:
         counter = get_token_counter(spec.tokenizer)
-    size_of = (lambda t: len(t.encode("utf-8"))) if spec.budget_bytes is not None else counter
+    size_of = ByteCounter() if spec.budget_bytes is not None else counter
 
     pool = SourcePool(sources, read_options, batch_size=batch_size, size_of=size_of, min_size=spec.min_tokens)
     seconds: dict[str, float] = {}
@@ -484,7 +484,7 @@ def _selected_row(
 ) -> tuple[Selected, dict[str, Any]]:
     text = rec.text
     if keep is not None:
-        text = _truncate(text, keep, size_of)
+        text = size_of.truncate(text, keep)  # the counter knows where to cut (counts are not monotone)
     size = size_of(text) if size_of is not None else len(text.encode("utf-8"))
     sel = Selected(rank, rec.index, rec.id, rec.source, score, size, rec.domain, text, keep)
     if rec.raw is not None:
@@ -503,20 +503,6 @@ def _selected_row(
     if keep is not None:
         row["truncated"] = True
     return sel, row
-
-
-def _truncate(text: str, keep: int, size_of: Any) -> str:
-    """The longest prefix of ``text`` (at a character boundary) whose size is ``keep`` units or less."""
-    if size_of is None or keep <= 0:
-        return text[:0]
-    lo, hi = 0, len(text)
-    while lo < hi:  # size is monotone in the prefix length for bytes, words and tokens alike
-        mid = (lo + hi + 1) // 2
-        if size_of(text[:mid]) <= keep:
-            lo = mid
-        else:
-            hi = mid - 1
-    return text[:lo]
 
 
 def _progress_bar(enabled: bool, total: int | None) -> Any:

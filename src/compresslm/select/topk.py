@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -92,14 +93,49 @@ class TopK:
         return indices, scores
 
 
+def fit_budget(sizes: Sequence[int], budget: int, *, truncate_last: bool = False) -> tuple[int, int | None]:
+    """The budget rule, defined once for every budget filler. Walk ``sizes`` in rank order and take
+    whole documents while the running total stays <= ``budget``; the first document that would
+    overflow ends the walk. With ``truncate_last`` that document is taken too, cut to the remainder,
+    unless the remainder is 0. Returns ``(whole documents, units the cut one keeps or None)``.
+
+    >>> fit_budget([4, 6, 2], 10), fit_budget([4, 6, 2], 7, truncate_last=True), fit_budget([4, 6], 4, truncate_last=True)
+    ((2, None), (1, 3), (1, None))
+    """
+    total = 0
+    for n, size in enumerate(sizes):
+        if total + size > budget:
+            return n, (budget - total if truncate_last and total < budget else None)
+        total += size
+    return len(sizes), None
+
+
+def cut_to_budget(
+    texts: Sequence[str], budget: int, counter: Any, sizes: Sequence[int] | None = None
+) -> list[str]:
+    """Ranked ``texts`` filled into ``budget`` units of ``counter`` (:func:`fit_budget` with
+    truncation), the overflowing one cut by ``counter.truncate``. Token counts do not grow
+    monotonically with the prefix length (a cut can undo a merge), so only the counter knows where to
+    cut; ``truncate`` never returns more than the units asked for. A cut that keeps nothing is left
+    out. ``sizes`` saves counting again when the caller has them."""
+    if sizes is None:
+        sizes = [int(n) for n in counter.count_many(list(texts))] if texts else []
+    n, keep = fit_budget(sizes, budget, truncate_last=True)
+    out = list(texts[:n])
+    if keep is not None:
+        cut = counter.truncate(texts[n], keep)
+        if cut:
+            out.append(cut)
+    return out
+
+
 class BudgetSelector:
     """The best documents whose sizes (tokens, words or bytes) fit in ``budget``.
 
-    Semantics: walk the documents in rank order and add whole documents while the running total
-    stays <= ``budget``; the first document that would overflow ends the selection. With
-    ``truncate_last=True`` that document is included too, cut to the budget's remainder (the ZIP-FIT
-    paper's scripts; the pipeline truncates its text) -- unless the remainder is 0. Sizes must be
-    >= 0; since running totals only grow, "fits" never becomes true again after an overflow.
+    Semantics: :func:`fit_budget` over the documents in rank order. With ``truncate_last=True`` the
+    first document that overflows is included, cut to the budget's remainder (the ZIP-FIT paper's
+    scripts; the pipeline truncates its text with the counter). Sizes must be >= 0; since running
+    totals only grow, "fits" never becomes true again after an overflow.
 
     Streaming: the kept set is a heap with the worst document on top. The worst is dropped as soon
     as the better documents already kept decide that it cannot be selected (their total plus its
@@ -173,19 +209,8 @@ class BudgetSelector:
         (``truncate_last``), else ``None``.
         """
         items = sorted(self._heap, reverse=True)
-        kept: list[tuple[bool, float, int, int]] = []
-        total = 0
-        truncated: int | None = None
-        for item in items:
-            size = item[3]
-            if total + size <= self.budget:
-                kept.append(item)
-                total += size
-                continue
-            if self.truncate_last and total < self.budget:
-                kept.append(item)
-                truncated = self.budget - total
-            break
+        n, truncated = fit_budget([item[3] for item in items], self.budget, truncate_last=self.truncate_last)
+        kept = items[: n + (truncated is not None)]
         indices = np.fromiter((-neg for _, _, neg, _ in kept), np.int64, len(kept))
         scores = np.fromiter((s if scored else np.nan for scored, s, _, _ in kept), np.float64, len(kept))
         return indices, scores, truncated
