@@ -24,7 +24,7 @@ from compresslm.experiments.alignment_study import (
     run_alignment_study,
 )
 from compresslm.experiments.base_model import PretrainSettings, load_base_model, pretrain_base_model
-from compresslm.experiments.finetune import FinetuneSettings, RunSpec, run_one
+from compresslm.experiments.finetune import FinetuneSettings, RunSpec, run_all, run_one
 from compresslm.experiments.selection_study import (
     MethodSelection,
     StudyConfig,
@@ -162,6 +162,22 @@ def test_finetuning_is_deterministic_per_seed(toy: dict[str, str]) -> None:
     assert a.curve.tokens[0] == 0 and a.curve.losses[0] == c.curve.losses[0]  # starts at the base model
     assert a.curve.lowest < a.curve.losses[0]  # it learns
     assert a.tokens == 512
+
+
+@pytest.mark.slow  # two spawned workers import torch
+def test_parallel_runs_come_back_in_order(toy: dict[str, str]) -> None:
+    """run_all over worker processes (the one worker pool) gives the sequential results, in order."""
+    base = load_base_model(toy["base"])
+    train = base.encode([python_doc(i) for i in range(20)])
+    test = base.encode([python_doc(200 + i) for i in range(4)])
+    specs = [RunSpec("k", seed, train, 256) for seed in (1, 0)]
+    logged: list[int] = []
+    parallel = run_all(base, specs, test, TOY_FT, workers=2, log=lambda r: logged.append(r.seed))
+    assert logged == [1, 0]
+    for spec, got in zip(specs, parallel, strict=True):
+        want = run_one(base, spec, test, TOY_FT)
+        assert got.seed == spec.seed
+        assert got.curve.losses == pytest.approx(want.curve.losses, rel=1e-5)
 
 
 def test_pretrained_base_model_is_cached(tmp_path: Path) -> None:

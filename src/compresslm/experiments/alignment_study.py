@@ -33,7 +33,7 @@ from compresslm.evaluate.html import Figure, Section, Table, write_html
 from compresslm.evaluate.plots import render_loss_curves, render_scatter_fit, save_png
 from compresslm.evaluate.stats import linear_fit
 from compresslm.experiments.base_model import PretrainSettings
-from compresslm.experiments.finetune import FinetuneSettings, RunResult, RunSpec, default_workers, run_all
+from compresslm.experiments.finetune import FinetuneSettings, RunResult, RunSpec, default_jobs, run_all
 from compresslm.experiments.selection_report import write_json
 from compresslm.experiments.selection_study import (
     HUMANEVAL_TEST,
@@ -211,7 +211,7 @@ def run_alignment_study(
         stream = base.encode(texts)
         specs += [RunSpec(ds.name, seed, stream, config.budget) for seed in config.seeds]
 
-    workers = config.finetune_workers or default_workers(config.finetune, len(specs))
+    workers = config.finetune_workers or default_jobs(config.finetune, len(specs))
     log(f"fine-tuning: {len(specs)} runs, {workers} at a time")
 
     def on_run(r: RunResult) -> None:

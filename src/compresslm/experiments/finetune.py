@@ -23,10 +23,8 @@ because every run uses one thread either way (``threads`` fixes it).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -173,14 +171,15 @@ def _run_in_worker(spec: RunSpec) -> RunResult:
     return run_one(_WORKER["base"], spec, _WORKER["test"], _WORKER["settings"])
 
 
-def default_workers(settings: FinetuneSettings, n_runs: int) -> int:
+def default_jobs(settings: FinetuneSettings, n_runs: int) -> int:
     """All cores (one thread per run) on a CPU, one process on a GPU."""
     from compresslm.models.train import resolve_device
 
     if resolve_device(settings.device).type != "cpu":
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(n_runs, cores // max(1, settings.threads or 1)))
+    from compresslm.select.parallel import default_workers as cores
+
+    return max(1, min(n_runs, cores() // max(1, settings.threads or 1)))
 
 
 def run_all(
@@ -201,19 +200,19 @@ def run_all(
             if log is not None:
                 log(out[-1])
         return out
-    import multiprocessing as mp
+    from compresslm.select.parallel import ordered_map
 
-    results: dict[int, RunResult] = {}
+    results = []
     # spawn, not fork: forking a process that has run torch can deadlock its thread pools.
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(specs)),
-        mp_context=mp.get_context("spawn"),
+    for result in ordered_map(
+        _run_in_worker,
+        specs,
+        workers=min(workers, len(specs)),
         initializer=_init_worker,
         initargs=(base.source, test, settings),
-    ) as pool:
-        futures = {pool.submit(_run_in_worker, spec): i for i, spec in enumerate(specs)}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            if log is not None:
-                log(results[futures[future]])
-    return [results[i] for i in range(len(specs))]
+        start_method="spawn",
+    ):
+        results.append(result)
+        if log is not None:
+            log(result)
+    return results

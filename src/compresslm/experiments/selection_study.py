@@ -47,7 +47,7 @@ from compresslm.experiments.base_model import (
     load_base_model,
     pretrain_base_model,
 )
-from compresslm.experiments.finetune import FinetuneSettings, RunResult, RunSpec, default_workers, run_all
+from compresslm.experiments.finetune import FinetuneSettings, RunResult, RunSpec, default_jobs, run_all
 from compresslm.experiments.selection_report import slug, write_report
 from compresslm.select.pool import ReadOptions
 
@@ -337,7 +337,7 @@ def run_selection_study(config: StudyConfig, *, log: Callable[[str], None] = pri
 
     ablation = _ablation_selections(config, targets, base, largest, counter, specs, log)
 
-    workers = config.finetune_workers or default_workers(config.finetune, len(specs))
+    workers = config.finetune_workers or default_jobs(config.finetune, len(specs))
     log(
         f"fine-tuning: {len(specs)} runs ({len(config.methods)} methods x {len(config.budgets)} budgets x "
         f"{len(config.seeds)} seeds), {workers} at a time"

@@ -22,18 +22,18 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from compresslm.data.jsonfile import write_json
 from compresslm.data.records import Record
 from compresslm.errors import ConfigError, DataError
+from compresslm.select.parallel import default_workers
 from compresslm.tokenizers.dataset import (
     TokenDataset,
     TokenizeOptions,
-    default_workers,
     split_of,
     tokenize_corpus,
 )
@@ -309,14 +309,14 @@ def run_all(
             report(rec)
             done.append(rec)
         return done
-    import multiprocessing as mp
+    from compresslm.select.parallel import ordered_map
 
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_run, run, plain, threads) for run in todo]
-        for fut in futures:
-            rec = fut.result()
-            report(rec)
-            done.append(rec)
+    # spawn, not fork: forking a process that has run torch can deadlock its thread pools.
+    for rec in ordered_map(
+        partial(_run, settings=plain, threads=threads), todo, workers=jobs, start_method="spawn"
+    ):
+        report(rec)
+        done.append(rec)
     return done
 
 

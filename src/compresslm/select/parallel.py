@@ -204,8 +204,8 @@ def ordered_map(
         clean = True
     except BrokenProcessPool as exc:
         raise CompressLMError(
-            "a scoring worker process died unexpectedly (killed, or out of memory?); "
-            "try fewer --workers or a smaller --batch-size"
+            "a worker process died unexpectedly (killed, or out of memory?); "
+            "try fewer --workers (or --jobs), or a smaller --batch-size"
         ) from exc
     finally:
         if clean:
