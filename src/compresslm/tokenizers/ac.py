@@ -27,6 +27,7 @@ from compresslm.tokenizers.stream import StreamDecoder, encode_stream, read_fram
 
 if TYPE_CHECKING:
     from compresslm.coding.m1 import M1
+    from compresslm.tokenizers.registry import SchemeSpec
 
 
 class ACTokenizer(ChunkedTokenizer):
@@ -56,6 +57,11 @@ class ACTokenizer(ChunkedTokenizer):
         cls, m1_dir: str | Path, token_bits: int = 8, *, threads: int | None = 1, **kwargs: Any
     ) -> ACTokenizer:
         return cls(load_m1(m1_dir, threads=threads), token_bits, **kwargs)
+
+    @classmethod
+    def build(cls, spec: SchemeSpec, *, m1: str | Path | None = None, **m1_options: Any) -> ACTokenizer:
+        assert m1 is not None, "the registry passes the M1 checkpoint"
+        return cls.from_checkpoint(m1, spec.token_bits, chunk_bytes=spec.chunk_bytes, **m1_options)
 
     @classmethod
     def load(

@@ -19,14 +19,17 @@ packed MSB-first (bits 1111000011110011 -> [240, 243] at 8 bits, [61683] at 16 b
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from compresslm.coding.packing import TOKEN_BITS
 from compresslm.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from compresslm.tokenizers.registry import SchemeSpec
 
 #: The paper's example length: documents are cut into 10,240-byte chunks, each compressed alone.
 CHUNK_BYTES = 10_240
@@ -46,6 +49,26 @@ class Tokenizer(ABC):
     scheme: ClassVar[str]
     #: Whether the scheme runs M1 (its FLOPs count in FLOPs/byte).
     uses_m1: ClassVar[bool] = False
+
+    # -- construction: the registry finds the class by scheme name and calls these ----------------
+
+    @classmethod
+    def build(
+        cls,
+        spec: SchemeSpec,
+        *,
+        texts: Callable[[], Iterable[str]] | None = None,
+        m1: str | Path | None = None,
+        **m1_options: Any,
+    ) -> Tokenizer:
+        """A new tokenizer for ``spec``. Schemes estimated from the corpus call ``texts()``; M1 schemes
+        load the checkpoint ``m1`` with ``m1_options`` (the registry checks both are given)."""
+        return cls()
+
+    @classmethod
+    def load(cls, directory: str | Path, config: dict[str, Any], **m1_options: Any) -> Tokenizer:
+        """The tokenizer saved in ``directory`` whose ``tokenizer.json`` holds ``config``."""
+        return cls()
 
     # -- vocabulary -----------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from compresslm.coding.equal_info import EqualInfoCoder
     from compresslm.coding.m1 import M1
     from compresslm.coding.window_coder import Window
+    from compresslm.tokenizers.registry import SchemeSpec
 
 #: Cuts tried before an exception window (bytes moved into the next unit).
 MAX_RECUTS = 16
@@ -95,6 +96,15 @@ class EqualInfoTokenizer(Tokenizer):
         **kwargs: Any,
     ) -> EqualInfoTokenizer:
         return cls(load_m1(m1_dir, threads=threads), window_bits, token_bits, **kwargs)
+
+    @classmethod
+    def build(
+        cls, spec: SchemeSpec, *, m1: str | Path | None = None, **m1_options: Any
+    ) -> EqualInfoTokenizer:
+        assert m1 is not None, "the registry passes the M1 checkpoint"
+        return cls.from_checkpoint(
+            m1, spec.window_bits, spec.token_bits, chunk_bytes=spec.chunk_bytes, **m1_options
+        )
 
     @classmethod
     def load(

@@ -8,13 +8,17 @@ an odd-length stream gets one zero byte of padding so the next chunk starts on a
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from compresslm.coding.packing import bytes_to_ids, ids_per_bytes, ids_to_bytes
 from compresslm.errors import ConfigError, DataError
 from compresslm.tokenizers.base import CHUNK_BYTES, ChunkedTokenizer
+
+if TYPE_CHECKING:
+    from compresslm.tokenizers.registry import SchemeSpec
 
 
 class GZipTokenizer(ChunkedTokenizer):
@@ -25,6 +29,14 @@ class GZipTokenizer(ChunkedTokenizer):
         if level not in range(-1, 10):
             raise ConfigError(f"zlib level must be -1 (default) or 0..9, got {level}")
         self.level = level
+
+    @classmethod
+    def build(cls, spec: SchemeSpec, **_: Any) -> GZipTokenizer:
+        return cls(spec.token_bits, spec.chunk_bytes)
+
+    @classmethod
+    def load(cls, directory: str | Path, config: dict[str, Any], **_: Any) -> GZipTokenizer:
+        return cls(config["token_bits"], config["chunk_bytes"], config.get("level", -1))
 
     @property
     def name(self) -> str:

@@ -20,6 +20,7 @@ last, so a folder that has it is complete.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -36,7 +37,17 @@ CONFIG_FILE = "tokenizer.json"
 FORMAT = "compresslm.tokenizer"
 FORMAT_VERSION = 1
 
-SCHEMES = ("bytes", "spm", "gzip", "static-ac", "ac", "equal-info")
+#: Scheme name -> the class that implements it, as "module:Class": imported when first used, so
+#: naming a scheme does not load torch (the M1 schemes do).
+TOKENIZER_CLASSES: dict[str, str] = {
+    "bytes": "compresslm.tokenizers.bytes:ByteTokenizer",
+    "spm": "compresslm.tokenizers.spm:SentencePieceTokenizer",
+    "gzip": "compresslm.tokenizers.gzip:GZipTokenizer",
+    "static-ac": "compresslm.tokenizers.static_ac:StaticACTokenizer",
+    "ac": "compresslm.tokenizers.ac:ACTokenizer",
+    "equal-info": "compresslm.tokenizers.equal_info:EqualInfoTokenizer",
+}
+SCHEMES = tuple(TOKENIZER_CLASSES)
 WINDOW_BITS = (16, 24, 32, 64, 128)
 M1_SCHEMES = ("ac", "equal-info")
 TRAINED_SCHEMES = ("spm", "static-ac")  # estimated from the corpus they will tokenize
@@ -80,6 +91,19 @@ class SchemeSpec:
     @property
     def uses_m1(self) -> bool:
         return self.scheme in M1_SCHEMES
+
+
+def tokenizer_class(scheme: str) -> type[Tokenizer]:
+    """The class registered for ``scheme``.
+
+    >>> tokenizer_class("gzip").__name__
+    'GZipTokenizer'
+    """
+    if scheme not in TOKENIZER_CLASSES:
+        raise ConfigError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    module, _, name = TOKENIZER_CLASSES[scheme].partition(":")
+    cls: type[Tokenizer] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def parse_scheme(text: str, **overrides: Any) -> SchemeSpec:
@@ -139,35 +163,11 @@ def build_tokenizer(
     folder, for AC and EqualInfoAC) as the scheme needs. ``m1_options`` go to the M1 schemes."""
     if isinstance(spec, str):
         spec = parse_scheme(spec)
-    if spec.scheme == "bytes":
-        from compresslm.tokenizers.bytes import ByteTokenizer
-
-        return ByteTokenizer()
-    if spec.scheme == "gzip":
-        from compresslm.tokenizers.gzip import GZipTokenizer
-
-        return GZipTokenizer(spec.token_bits, spec.chunk_bytes)
-    if spec.scheme in TRAINED_SCHEMES:
-        if texts is None:
-            raise ConfigError(f"scheme {spec.label} is trained on the corpus: give the training texts")
-        if spec.scheme == "spm":
-            from compresslm.tokenizers.spm import DEFAULT_VOCAB_SIZE, SentencePieceTokenizer
-
-            return SentencePieceTokenizer.train(texts(), spec.spm_vocab_size or DEFAULT_VOCAB_SIZE)
-        from compresslm.tokenizers.static_ac import StaticACTokenizer
-
-        return StaticACTokenizer.train(texts(), spec.token_bits, chunk_bytes=spec.chunk_bytes)
-    if m1 is None:
+    if spec.scheme in TRAINED_SCHEMES and texts is None:
+        raise ConfigError(f"scheme {spec.label} is trained on the corpus: give the training texts")
+    if spec.scheme in M1_SCHEMES and m1 is None:
         raise ConfigError(f"scheme {spec.label} needs an M1 model: give --model M1_FOLDER")
-    if spec.scheme == "ac":
-        from compresslm.tokenizers.ac import ACTokenizer
-
-        return ACTokenizer.from_checkpoint(m1, spec.token_bits, chunk_bytes=spec.chunk_bytes, **m1_options)
-    from compresslm.tokenizers.equal_info import EqualInfoTokenizer
-
-    return EqualInfoTokenizer.from_checkpoint(
-        m1, spec.window_bits, spec.token_bits, chunk_bytes=spec.chunk_bytes, **m1_options
-    )
+    return tokenizer_class(spec.scheme).build(spec, texts=texts, m1=m1, **m1_options)
 
 
 def save_tokenizer(tokenizer: Tokenizer, directory: str | Path, *, force: bool = False) -> Path:
@@ -205,31 +205,9 @@ def load_tokenizer(directory: str | Path, **m1_options: Any) -> Tokenizer:
         if k not in ("format", "format_version", "describe")
     }
     scheme = meta.get("scheme")
-    if scheme == "bytes":
-        from compresslm.tokenizers.bytes import ByteTokenizer
-
-        return ByteTokenizer()
-    if scheme == "gzip":
-        from compresslm.tokenizers.gzip import GZipTokenizer
-
-        return GZipTokenizer(meta["token_bits"], meta["chunk_bytes"], meta.get("level", -1))
-    if scheme == "spm":
-        from compresslm.tokenizers.spm import SentencePieceTokenizer
-
-        return SentencePieceTokenizer.load(directory, meta)
-    if scheme == "static-ac":
-        from compresslm.tokenizers.static_ac import StaticACTokenizer
-
-        return StaticACTokenizer(meta["counts"], meta["token_bits"], meta["chunk_bytes"], meta["precision"])
-    if scheme == "ac":
-        from compresslm.tokenizers.ac import ACTokenizer
-
-        return ACTokenizer.load(directory, meta, **m1_options)
-    if scheme == "equal-info":
-        from compresslm.tokenizers.equal_info import EqualInfoTokenizer
-
-        return EqualInfoTokenizer.load(directory, meta, **m1_options)
-    raise IntegrityError(f"{directory / CONFIG_FILE}: unknown scheme {scheme!r}")
+    if scheme not in TOKENIZER_CLASSES:
+        raise IntegrityError(f"{directory / CONFIG_FILE}: unknown scheme {scheme!r}")
+    return tokenizer_class(scheme).load(directory, meta, **m1_options)
 
 
 def with_chunk_bytes(spec: SchemeSpec, chunk_bytes: int) -> SchemeSpec:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from compresslm.errors import ConfigError, DataError, IntegrityError
 from compresslm.tokenizers.base import Ids, Tokenizer
+
+if TYPE_CHECKING:
+    from compresslm.tokenizers.registry import SchemeSpec
 
 MODEL_FILE = "spm.model"
 DEFAULT_VOCAB_SIZE = 8192
@@ -96,7 +99,14 @@ class SentencePieceTokenizer(Tokenizer):
         return cls(buf.getvalue())
 
     @classmethod
-    def load(cls, directory: str | Path, config: dict[str, Any]) -> SentencePieceTokenizer:
+    def build(
+        cls, spec: SchemeSpec, *, texts: Callable[[], Iterable[str]] | None = None, **_: Any
+    ) -> SentencePieceTokenizer:
+        assert texts is not None, "the registry passes the training texts"
+        return cls.train(texts(), spec.spm_vocab_size or DEFAULT_VOCAB_SIZE)
+
+    @classmethod
+    def load(cls, directory: str | Path, config: dict[str, Any], **_: Any) -> SentencePieceTokenizer:
         path = Path(directory) / MODEL_FILE
         if not path.is_file():
             raise ConfigError(f"{path}: SentencePiece model missing")

@@ -4,14 +4,18 @@ as full AC's, which puts the blame on the coding, not on the model)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from compresslm.errors import ConfigError
 from compresslm.tokenizers.base import CHUNK_BYTES, ChunkedTokenizer
 from compresslm.tokenizers.stream import PRECISION, StreamDecoder, encode_stream, quantize, read_frame
+
+if TYPE_CHECKING:
+    from compresslm.tokenizers.registry import SchemeSpec
 
 
 def byte_counts(texts: Iterable[str | bytes]) -> np.ndarray:
@@ -44,6 +48,17 @@ class StaticACTokenizer(ChunkedTokenizer):
     @classmethod
     def train(cls, texts: Iterable[str | bytes], token_bits: int = 8, **kwargs: Any) -> StaticACTokenizer:
         return cls(byte_counts(texts), token_bits, **kwargs)
+
+    @classmethod
+    def build(
+        cls, spec: SchemeSpec, *, texts: Callable[[], Iterable[str]] | None = None, **_: Any
+    ) -> StaticACTokenizer:
+        assert texts is not None, "the registry passes the training texts"
+        return cls.train(texts(), spec.token_bits, chunk_bytes=spec.chunk_bytes)
+
+    @classmethod
+    def load(cls, directory: str | Path, config: dict[str, Any], **_: Any) -> StaticACTokenizer:
+        return cls(config["counts"], config["token_bits"], config["chunk_bytes"], config["precision"])
 
     @property
     def name(self) -> str:
