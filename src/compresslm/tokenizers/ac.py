@@ -59,7 +59,9 @@ class ACTokenizer(ChunkedTokenizer):
         return cls(load_m1(m1_dir, threads=threads), token_bits, **kwargs)
 
     @classmethod
-    def build(cls, spec: SchemeSpec, *, m1: str | Path | None = None, **m1_options: Any) -> ACTokenizer:
+    def build(
+        cls, spec: SchemeSpec, *, texts: Any = None, m1: str | Path | None = None, **m1_options: Any
+    ) -> ACTokenizer:
         assert m1 is not None, "the registry passes the M1 checkpoint"
         return cls.from_checkpoint(m1, spec.token_bits, chunk_bytes=spec.chunk_bytes, **m1_options)
 

@@ -99,7 +99,7 @@ class EqualInfoTokenizer(Tokenizer):
 
     @classmethod
     def build(
-        cls, spec: SchemeSpec, *, m1: str | Path | None = None, **m1_options: Any
+        cls, spec: SchemeSpec, *, texts: Any = None, m1: str | Path | None = None, **m1_options: Any
     ) -> EqualInfoTokenizer:
         assert m1 is not None, "the registry passes the M1 checkpoint"
         return cls.from_checkpoint(
