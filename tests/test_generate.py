@@ -22,19 +22,21 @@ def tiny_m1() -> M1:
 
 
 class _Scripted(Transformer):
-    """Predicts id ``script[t]`` at generated step t (and PAD everywhere else: it must never be sampled)."""
+    """Predicts id ``script[t]`` at generated step t (and PAD everywhere else: it must never be sampled).
+    Every model call is one step, with or without the KV cache; ``contexts`` records how many
+    positions each call saw in all (cached ones included)."""
 
     def __init__(self, vocab: int, script: list[int], pad: int) -> None:
         super().__init__(config_for_size("tiny", vocab, 16), seed=0)
-        self.script, self.pad, self.start = script, pad, None
+        self.script, self.pad, self.contexts = script, pad, []
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        if self.start is None:
-            self.start = idx.shape[1]
+    def _run(self, idx: torch.Tensor, cache):  # type: ignore[no-untyped-def]
+        _, cache = super()._run(idx, cache)
+        self.contexts.append(cache.length)
         logits = torch.full((1, idx.shape[1], self.config.vocab_size), -10.0)
         logits[0, -1, self.pad] = 100.0
-        logits[0, -1, self.script[idx.shape[1] - self.start]] = 50.0
-        return logits
+        logits[0, -1, self.script[len(self.contexts) - 1]] = 50.0
+        return logits, cache
 
 
 def test_sampling_stops_at_end_of_document_and_never_samples_padding() -> None:
@@ -49,6 +51,10 @@ def test_sampling_stops_at_end_of_document_and_never_samples_padding() -> None:
         model, [tok.eod_id] * 30, max_steps=20, eod_id=tok.eod_id, pad_id=tok.pad_id, temperature=0
     )  # a context longer than max_seq_len is cut to the last 16 ids
     assert ids == [104] * 20 and stopped == "max steps"
+    assert model.contexts[:2] == [16, 16] and max(model.contexts) == 16
+    model = _Scripted(tok.vocab_size, [104] * 50, tok.pad_id)
+    sample_ids(model, [tok.eod_id] * 4, max_steps=14, eod_id=tok.eod_id, pad_id=tok.pad_id, temperature=0)
+    assert model.contexts == [*range(4, 17), 16]  # the cache grows to max_seq_len, then the context slides
 
 
 def test_equal_info_generation_decodes_through_m1() -> None:

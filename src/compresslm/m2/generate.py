@@ -2,8 +2,9 @@
 (for EqualInfoAC that is M1 driving the window decoder, one window per id at b = 16, v = 65k).
 
 The context starts with the end-of-document id, as every document does in training, followed by the
-prompt's ids. Padding is never sampled; the end-of-document id stops generation. M2 runs on the last
-``max_seq_len`` ids (the positions it was trained on), recomputed each step: simple, and exact.
+prompt's ids. Padding is never sampled; the end-of-document id stops generation. M2 keeps its keys
+and values in a cache while the context fits in ``max_seq_len``, and runs on the last ``max_seq_len``
+ids beyond it (the positions it was trained on).
 
 Latency is reported the way the paper's §4 argues it (steps per byte) and the way it does not
 (wall time): M2 steps per second, bytes per step, and the seconds M1 needs to decode the windows.
@@ -11,6 +12,7 @@ Latency is reported the way the paper's §4 argues it (steps per byte) and the w
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,7 +73,7 @@ def load_generation_tokenizer(path: str | Path) -> Tokenizer:
 
 @torch.no_grad()
 def sample_ids(
-    model: torch.nn.Module,
+    model: Any,
     context: list[int],
     *,
     max_steps: int,
@@ -81,31 +83,24 @@ def sample_ids(
     top_k: int | None = None,
     seed: int = 0,
 ) -> tuple[list[int], str]:
-    """Sampled ids after ``context`` (stopping at ``eod_id``, which is not returned)."""
-    if temperature < 0:
-        raise ConfigError(f"--temperature must be >= 0, got {temperature}")
-    max_len = model.config.max_seq_len
-    gen = torch.Generator().manual_seed(seed)
-    ids = list(context)
-    out: list[int] = []
+    """Sampled ids after ``context`` (stopping at ``eod_id``, which is not returned), through
+    :meth:`Transformer.sample <compresslm.models.transformer.Transformer.sample>`: padding is never
+    drawn, and the KV cache serves while the context fits."""
     model.eval()
     device = next(model.parameters()).device
-    for _ in range(max_steps):
-        x = torch.tensor([ids[-max_len:]], dtype=torch.long, device=device)
-        logits = model(x)[0, -1].float().cpu()
-        logits[pad_id] = float("-inf")
-        if temperature == 0:
-            nxt = int(logits.argmax())
-        else:
-            logits = logits / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            nxt = int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen))
-        if nxt == eod_id:
+    steps = model.sample(
+        torch.tensor([context], dtype=torch.long, device=device),
+        temperature=temperature,
+        top_k=top_k,
+        generator=torch.Generator().manual_seed(seed),
+        banned=(pad_id,),
+    )
+    out: list[int] = []
+    for nxt in itertools.islice(steps, max_steps):
+        token = int(nxt[0, 0])
+        if token == eod_id:
             return out, "end of document"
-        out.append(nxt)
-        ids.append(nxt)
+        out.append(token)
     return out, "max steps"
 
 

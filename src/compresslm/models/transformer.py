@@ -19,7 +19,9 @@ bits: the cache path is only guaranteed equal to ``forward`` within 1e-5.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -324,6 +326,51 @@ class Transformer(nn.Module):
         return logits, new_cache
 
     @torch.no_grad()
+    def sample(
+        self,
+        idx: torch.Tensor,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        banned: Sequence[int] = (),
+    ) -> Iterator[torch.Tensor]:
+        """Sample continuations of ``idx`` (B, T) for as long as the caller reads: yields each next
+        id, (B, 1). ``temperature == 0`` is greedy; ``top_k`` keeps the k likeliest ids; ``banned``
+        ids are never drawn (e.g. padding). The one sampling loop of the project.
+
+        The KV cache serves while the context fits in ``max_seq_len``. Beyond it the context is the
+        last ``max_seq_len`` ids, recomputed every step: positions are absolute, so a cache cannot
+        slide.
+        """
+        if temperature < 0:
+            raise ConfigError(f"--temperature must be >= 0, got {temperature}")
+        max_len = self.config.max_seq_len
+        context = idx[:, -max_len:]
+        logits, cache = self.forward_with_cache(context)
+        while True:
+            last = logits[:, -1, :].float()  # (B, V)
+            if generator is not None:
+                last = last.to(generator.device)
+            if banned:
+                last[:, list(banned)] = float("-inf")
+            if temperature == 0:
+                nxt = last.argmax(dim=-1, keepdim=True)
+            else:
+                last = last / temperature
+                if top_k is not None:
+                    kth = torch.topk(last, min(top_k, last.shape[-1])).values[:, -1:]
+                    last = last.masked_fill(last < kth, float("-inf"))
+                nxt = torch.multinomial(F.softmax(last, dim=-1), 1, generator=generator)  # (B, 1)
+            yield nxt
+            nxt = nxt.to(idx.device)
+            context = torch.cat([context, nxt], dim=1)
+            if context.shape[1] <= max_len:
+                logits, cache = self.forward_with_cache(nxt, cache)
+            else:
+                context = context[:, -max_len:]
+                logits, cache = self.forward_with_cache(context)
+
     def generate(
         self,
         idx: torch.Tensor,
@@ -333,28 +380,11 @@ class Transformer(nn.Module):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Sample ``max_new_tokens`` continuations of ``idx`` (B, T) with the KV cache; returns
-        (B, T + max_new_tokens). ``temperature == 0`` is greedy."""
-        if idx.shape[1] + max_new_tokens > self.config.max_seq_len:
-            raise ConfigError(
-                f"prompt ({idx.shape[1]}) + max_new_tokens ({max_new_tokens}) exceeds max_seq_len "
-                f"{self.config.max_seq_len}"
-            )
-        logits, cache = self.forward_with_cache(idx)
-        out = [idx]
-        for _ in range(max_new_tokens):
-            last = logits[:, -1, :]  # (B, V)
-            if temperature == 0:
-                nxt = last.argmax(dim=-1, keepdim=True)
-            else:
-                last = last / temperature
-                if top_k is not None:
-                    kth = torch.topk(last, min(top_k, last.shape[-1])).values[:, -1:]
-                    last = last.masked_fill(last < kth, float("-inf"))
-                nxt = torch.multinomial(F.softmax(last, dim=-1), 1, generator=generator)  # (B, 1)
-            out.append(nxt)
-            logits, cache = self.forward_with_cache(nxt, cache)
-        return torch.cat(out, dim=1)
+        """``idx`` (B, T) followed by ``max_new_tokens`` sampled ids (see :meth:`sample`)."""
+        steps = itertools.islice(
+            self.sample(idx, temperature=temperature, top_k=top_k, generator=generator), max_new_tokens
+        )
+        return torch.cat([idx, *(s.to(idx.device) for s in steps)], dim=1)
 
 
 def loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
