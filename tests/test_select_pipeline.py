@@ -242,6 +242,12 @@ def test_target_template(tmp_path: Path) -> None:
     assert texts == ["def f(x):\n    return x"]
 
 
+def test_rejected_targets_are_reported_not_dropped_silently(tmp_path: Path, caplog) -> None:
+    tgt = write_jsonl(tmp_path / "t.jsonl", [{"text": "def f(x):"}, {"text": " "}, {"text": ""}])
+    assert load_targets([str(tgt)], ReadOptions()) == ["def f(x):"]
+    assert f"targets: 2 records rejected (2 empty; first: {tgt}:2: empty" in caplog.text
+
+
 class _MaskOdd(SelectionMethod):
     """Scores odd documents -inf (ineligible), like DSIR's minimum-length mask."""
 

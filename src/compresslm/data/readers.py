@@ -265,23 +265,42 @@ def _domain(raw: dict[str, Any] | None, field: str | None) -> str | None:
     return None if value is None else str(value)
 
 
-def read_texts(paths: Sequence[str | Path] | str | Path, **kwargs: Any) -> list[str]:
-    """The accepted texts of ``paths`` (for small sets such as targets), in order.
+def read_accepted(
+    paths: Sequence[str | Path] | str | Path, *, what: str = "input", **kwargs: Any
+) -> list[Record]:
+    """The accepted records of ``paths`` (for sets read whole: targets, a study's corpus), in order.
 
-    Malformed records raise under the default ``on_error="fail"``; policy rejections (empty, size)
-    are left out and logged as a warning with their count, so a target set never shrinks unnoticed.
+    Malformed records raise under the default ``on_error="fail"``. Policy rejections (empty, size)
+    and skipped malformed ones are left out and reported as one warning naming ``what``, their count
+    by kind and the first one, so a set never shrinks unnoticed (:func:`describe_rejections`).
     """
-    texts: list[str] = []
+    records: list[Record] = []
     rejected: list[Rejection] = []
     for item in read_records(paths, **kwargs):
         if isinstance(item, Record):
-            texts.append(item.text)
+            records.append(item)
         else:
             rejected.append(item)
     if rejected:
-        first = rejected[0]
-        _log.warning("%d records rejected (first: %s: %s)", len(rejected), first.id, first.reason)
-    return texts
+        _log.warning("%s: %s", what, describe_rejections(rejected))
+    return records
+
+
+def describe_rejections(rejected: Sequence[Rejection]) -> str:
+    """``"3 records rejected (2 empty, 1 over size limit; first: a.jsonl:4: empty)"``."""
+    from collections import Counter
+
+    from compresslm.data.records import reason_kind
+
+    kinds = Counter(reason_kind(r.reason) for r in rejected)
+    by_kind = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+    first = rejected[0]
+    return f"{len(rejected)} records rejected ({by_kind}; first: {first.id}: {first.reason})"
+
+
+def read_texts(paths: Sequence[str | Path] | str | Path, **kwargs: Any) -> list[str]:
+    """The texts of :func:`read_accepted` (rejections reported as a warning)."""
+    return [r.text for r in read_accepted(paths, **kwargs)]
 
 
 def _type_name(value: object) -> str:

@@ -21,6 +21,7 @@ a negative slope is the expected sign.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ from compresslm.experiments.selection_study import (
 from compresslm.select.pool import ReadOptions
 from compresslm.select.topk import cut_to_budget
 
+_log = logging.getLogger(__name__)
 BUILTIN_DOMAINS = ("python", "prose", "c", "markup", "data", "config", "text", "email")
 BUILTIN_MIXTURES = (("python", "prose"), ("python", "c"))
 BUILTIN_POOL = "builtin:pool"
@@ -123,18 +125,23 @@ class AlignmentStudyConfig:
 
 def _domain_texts(pool: str, domains: Sequence[str], budget: int, size_of: Callable[[str], int]) -> list[str]:
     """Documents of ``domains`` in pool order, taken round-robin (equal shares) until ``budget``."""
-    from compresslm.data.readers import read_records
-    from compresslm.data.records import Record
+    from compresslm.data.readers import describe_rejections, read_records
+    from compresslm.data.records import Rejection
 
     per_domain: dict[str, list[str]] = {d: [] for d in domains}
     filled = {d: 0 for d in domains}
     share = budget / len(domains)
+    rejected: list[Rejection] = []
     for rec in read_records([pool]):
-        if isinstance(rec, Record) and rec.domain in per_domain and filled[rec.domain] < share:
+        if isinstance(rec, Rejection):
+            rejected.append(rec)
+        elif rec.domain in per_domain and filled[rec.domain] < share:
             per_domain[rec.domain].append(rec.text)
             filled[rec.domain] += size_of(rec.text)
             if all(filled[d] >= share for d in domains):
                 break
+    if rejected:
+        _log.warning("%s: %s", pool, describe_rejections(rejected))
     missing = [d for d in domains if not per_domain[d]]
     if missing:
         raise DataError(f"{pool} has no documents of domain {', '.join(missing)}")
@@ -154,6 +161,7 @@ def load_dataset(spec: DatasetSpec, config: AlignmentStudyConfig, size_of: Calla
     o = config.read_options
     texts = read_texts(
         list(spec.paths),
+        what=f"dataset {spec.name}",
         text_field=o.text_field,
         template=o.template,
         on_error=o.on_error,

@@ -154,14 +154,13 @@ def _paths(out: Path) -> dict[str, Path]:
 
 
 def load_corpus(settings: TokenizationStudySettings) -> list[Record]:
-    """The accepted records of the corpus, up to ``limit_bytes`` (whole documents, in order)."""
-    from compresslm.data.readers import read_records
+    """The accepted records of the corpus, up to ``limit_bytes`` (whole documents, in order);
+    rejected records are reported as a warning (:func:`~compresslm.data.readers.read_accepted`)."""
+    from compresslm.data.readers import read_accepted
 
     out: list[Record] = []
     total = 0
-    for item in read_records(settings.corpus):
-        if not isinstance(item, Record):
-            continue
+    for item in read_accepted(settings.corpus, what="corpus"):
         if settings.limit_bytes is not None and total >= settings.limit_bytes:
             break
         out.append(item)

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from compresslm.data.accounting import Accounting
-from compresslm.data.readers import read_records
-from compresslm.data.records import Record, Rejection
+from compresslm.data.readers import read_texts
+from compresslm.data.records import Record
 from compresslm.data.writers import (
     OutputGroup,
     atomic_output,
@@ -215,18 +215,15 @@ class _Reservoir:
 
 def load_targets(paths: Sequence[str], options: ReadOptions) -> list[str]:
     """Target texts; malformed target records are always an error (a target set must be clean)."""
-    texts: list[str] = []
-    for item in read_records(
+    texts = read_texts(
         paths,
+        what="targets",
         text_field=options.text_field,
         template=options.template,
         on_error="fail",
         max_bytes=options.max_bytes,
         min_bytes=1,
-    ):
-        if isinstance(item, Rejection):
-            continue  # empty targets carry no signal; counted nowhere because targets are not selected
-        texts.append(item.text)
+    )  # empty targets carry no signal: they are left out, and the warning says how many
     if not texts:
         raise DataError(f"no usable target documents in {', '.join(map(str, paths))}")
     return texts
