@@ -324,7 +324,7 @@ def run_method(
         "seconds": result.seconds,
         "domains": [s.domain for s in result.selected],
         "sizes": [s.size for s in result.selected],
-        "method": result.method,
+        "method": result.method_info,
     }
 
 

@@ -61,7 +61,7 @@ def run_method(
         "precision": result.precision_at(k, "python"),
         "selected": len(result.selected),
         "ids": [s.id for s in result.selected],
-        "method": result.method,
+        "method": result.method_info,
     }
 
 

@@ -103,4 +103,4 @@ def test_compel_through_the_pipeline(tmp_path) -> None:
     inside = {i for i, r in enumerate(ratios) if low <= r <= high}
     result = run_selection(Compel((low, high)), ["unused target"], [str(path)], SelectionSpec(k=len(inside)))
     assert {int(s.id.rsplit(":", 1)[1]) - 1 for s in result.selected} == inside
-    assert result.method["in_band"] == len(inside)
+    assert result.method_info["in_band"] == len(inside)

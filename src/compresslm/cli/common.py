@@ -366,10 +366,10 @@ def print_selection_summary(result: SelectionResult, *, outputs: Outputs | None 
 
     console = Console()
     acct = result.accounting
-    t = Table(title=f"selection: {result.method.get('method')}", show_header=True)
+    t = Table(title=f"selection: {result.method_info.get('method')}", show_header=True)
     t.add_column("what")
     t.add_column("value", justify="right")
-    scored = result.method.get("targets_scored")
+    scored = result.method_info.get("targets_scored")
     if isinstance(scored, int) and scored < result.n_targets:
         t.add_row(
             "targets",
@@ -393,7 +393,7 @@ def print_selection_summary(result: SelectionResult, *, outputs: Outputs | None 
     size = result.size_selected()
     used = f" of {size['budget']:,} ({size['budget_used']:.1%} of the budget)" if size["budget"] else ""
     t.add_row("selected size", f"{size['total']:,} {size['unit']}{used}")
-    for key, value in result.method.items():
+    for key, value in result.method_info.items():
         if key not in ("method", *_INTERNAL_METHOD_KEYS) and value is not None:
             t.add_row(f"method.{key}", str(value))
     secs = result.seconds

@@ -218,7 +218,7 @@ def select_once(
     result = run_selection(method, targets, config.sources, sel, read_options=config.read_options)
     return MethodSelection(
         spec=spec,
-        describe=result.method,
+        describe=result.method_info,
         seconds=result.seconds,
         texts=[s.text for s in result.selected],
         sizes=[s.size for s in result.selected],

@@ -130,7 +130,8 @@ class Selected:
 
 @dataclass
 class SelectionResult:
-    method: dict[str, Any]
+    #: The method's own description (:meth:`SelectionMethod.describe`): its name, settings and counts.
+    method_info: dict[str, Any]
     selected: list[Selected]
     accounting: dict[str, Any]
     seconds: dict[str, float]
@@ -168,7 +169,7 @@ class SelectionResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "method": self.method,
+            "method": self.method_info,
             "targets": self.n_targets,
             "spec": self.spec,
             "accounting": self.accounting,
@@ -448,7 +449,7 @@ def run_selection(
 
         domains = domain_counts(domain_pool, acct.accepted, selected)
         result = SelectionResult(
-            method=method.describe(),
+            method_info=method.describe(),
             selected=selected,
             accounting=acct.summary(),
             seconds=seconds,

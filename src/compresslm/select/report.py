@@ -82,7 +82,7 @@ def _plot_histograms(path: Path, result: SelectionResult, *, force: bool) -> Non
         if cut is not None:
             ax.axvline(cut, color="k", linestyle="--", linewidth=1, label=f"selection cut ({cut:.4f})")
         ax.legend(fontsize=8, title=f"{outside:,} outliers in the edge bins" if outside else None)
-    ax.set_xlabel(f"score ({result.method.get('method', '?')})")
+    ax.set_xlabel(f"score ({result.method_info.get('method', '?')})")
     ax.set_ylabel("density")
     ax.set_title("Score distribution by domain / source file")
     fig.tight_layout()

@@ -755,7 +755,7 @@ def _run(
     acct.check(scored=sum(s["scored"] for s in scored))
 
     result = SelectionResult(
-        method=method.describe(),
+        method_info=method.describe(),
         selected=final,
         accounting=acct.summary(),
         seconds=seconds,
