@@ -205,12 +205,11 @@ def text_key(text: str) -> bytes:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as f:
+    """Replace a cache file whole (several processes may share the cache: the last one wins)."""
+    from compresslm.data.writers import atomic_output
+
+    with atomic_output(path, mode="wb", force=True) as f:
         np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class EmbeddingCache:
