@@ -38,6 +38,17 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _finish(fig: Figure, ax: Axes, title: str, xlabel: str, ylabel: str, *, legend: bool = True) -> bytes:
+    """Titles, a light grid and the legend: the same frame for every plot."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def save_png(path: str | Path, png: bytes, *, force: bool = True) -> Path:
     """Write PNG bytes atomically (a reader never sees half a file)."""
     from compresslm.data.writers import atomic_output
@@ -73,12 +84,7 @@ def render_loss_curves(
     from matplotlib.ticker import FuncFormatter
 
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _si(v)))
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig)
+    return _finish(fig, ax, title, xlabel, ylabel)
 
 
 def _si(value: float) -> str:
@@ -113,12 +119,7 @@ def render_scatter_fit(
         linewidth=1.2,
         label=f"fit: R² = {fit.r_squared:.3f}, p = {fit.p_value:.3g} (n = {fit.n})",
     )
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig)
+    return _finish(fig, ax, title, xlabel, ylabel)
 
 
 def render_histograms(
@@ -151,9 +152,4 @@ def render_histograms(
                 )
         if cut is not None:
             ax.axvline(cut, color="k", linestyle="--", linewidth=1, label=f"selection cut ({cut:.4f})")
-        ax.legend(fontsize=8)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("density")
-    ax.grid(True, alpha=0.3)
-    return _png(fig)
+    return _finish(fig, ax, title, xlabel, "density", legend=bool(values))
