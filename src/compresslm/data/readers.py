@@ -25,6 +25,7 @@ import os
 import re
 import string
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -263,6 +264,27 @@ def _domain(raw: dict[str, Any] | None, field: str | None) -> str | None:
     except KeyError:
         return None
     return None if value is None else str(value)
+
+
+@dataclass
+class ReadOptions:
+    """How to turn input records into texts: the one configuration of :func:`read_records`, shared
+    by sources, targets, test sets and corpora (the CLI builds it from its reading options)."""
+
+    text_field: str = "text"
+    template: str | None = None
+    on_error: str = "fail"
+    max_bytes: int | None = DEFAULT_MAX_BYTES
+    min_bytes: int = 1
+    domain_field: str | None = None
+
+    def read(self, paths: Sequence[str | Path] | str | Path) -> Iterator[Record | Rejection]:
+        """:func:`read_records` with these options."""
+        return read_records(paths, **asdict(self))
+
+    def accepted(self, paths: Sequence[str | Path] | str | Path, *, what: str = "input") -> list[Record]:
+        """:func:`read_accepted` with these options (rejections reported as one warning)."""
+        return read_accepted(paths, what=what, **asdict(self))
 
 
 def read_accepted(

@@ -154,20 +154,11 @@ def _domain_texts(pool: str, domains: Sequence[str], budget: int, size_of: Calla
 
 
 def load_dataset(spec: DatasetSpec, config: AlignmentStudyConfig, size_of: Callable[[str], int]) -> list[str]:
-    from compresslm.data.readers import read_texts
 
     if spec.domains:
         return _domain_texts(config.pool, spec.domains, config.budget, size_of)
-    o = config.read_options
-    texts = read_texts(
-        list(spec.paths),
-        what=f"dataset {spec.name}",
-        text_field=o.text_field,
-        template=o.template,
-        on_error=o.on_error,
-        max_bytes=o.max_bytes,
-        min_bytes=o.min_bytes,
-    )
+    records = config.read_options.accepted(list(spec.paths), what=f"dataset {spec.name}")
+    texts = [r.text for r in records]
     if not texts:
         raise DataError(f"dataset {spec.name}: no usable documents in {', '.join(spec.paths)}")
     return texts

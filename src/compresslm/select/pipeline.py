@@ -20,6 +20,7 @@ on Ray, resumably.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import time
@@ -33,7 +34,6 @@ from typing import Any
 import numpy as np
 
 from compresslm.data.accounting import Accounting
-from compresslm.data.readers import read_texts
 from compresslm.data.records import Record
 from compresslm.data.writers import (
     OutputGroup,
@@ -216,15 +216,9 @@ class _Reservoir:
 
 def load_targets(paths: Sequence[str], options: ReadOptions) -> list[str]:
     """Target texts; malformed target records are always an error (a target set must be clean)."""
-    texts = read_texts(
-        paths,
-        what="targets",
-        text_field=options.text_field,
-        template=options.template,
-        on_error="fail",
-        max_bytes=options.max_bytes,
-        min_bytes=1,
-    )  # empty targets carry no signal: they are left out, and the warning says how many
+    # Empty targets carry no signal: they are left out, and the warning says how many.
+    strict = dataclasses.replace(options, on_error="fail", min_bytes=1)
+    texts = [r.text for r in strict.accepted(paths, what="targets")]
     if not texts:
         raise DataError(f"no usable target documents in {', '.join(map(str, paths))}")
     return texts

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compresslm.data.accounting import Accounting
-from compresslm.data.readers import DEFAULT_MAX_BYTES, read_records
+from compresslm.data.readers import ReadOptions, read_records
 from compresslm.data.records import TOO_SMALL, Record, Rejection
 from compresslm.select.base import Batch
 
@@ -28,18 +28,6 @@ class DocMeta:
     nbytes: int
     size: int  # in budget units (tokens, words or bytes); equals nbytes without a budget counter
     domain: str | None
-
-
-@dataclass
-class ReadOptions:
-    """How to turn input records into texts (the data layer's options, shared by source and target)."""
-
-    text_field: str = "text"
-    template: str | None = None
-    on_error: str = "fail"
-    max_bytes: int = DEFAULT_MAX_BYTES
-    min_bytes: int = 1
-    domain_field: str | None = None
 
 
 class SourcePool:
