@@ -90,7 +90,7 @@ from compresslm.select.pipeline import (
     scores_table,
 )
 from compresslm.select.pool import ReadOptions, SourcePool
-from compresslm.select.tokens import get_token_counter
+from compresslm.select.tokens import ByteCounter, get_token_counter
 from compresslm.select.topk import BudgetSelector, TopK
 
 WORK_FORMAT = "compresslm.select-work"
@@ -242,17 +242,13 @@ _COUNTERS: dict[tuple[Any, ...], Any] = {}
 def _size_of(spec: SelectionSpec) -> Any:
     """The budget measure (once per process: a tokenizer.json loads once, not once per shard)."""
     if spec.budget_bytes is not None:
-        return _byte_size
+        return ByteCounter()  # a counter, not a function: the write stage cuts with its truncate
     if spec.budget_tokens is None and not spec.min_tokens:
         return None
     key = ("tokens", spec.tokenizer)
     if key not in _COUNTERS:
         _COUNTERS[key] = get_token_counter(spec.tokenizer)
     return _COUNTERS[key]
-
-
-def _byte_size(text: str) -> int:
-    return len(text.encode("utf-8"))
 
 
 def _check_hash(path: str, expected: str, what: str) -> str:
