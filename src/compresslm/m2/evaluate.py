@@ -26,8 +26,12 @@ from typing import Any
 import numpy as np
 
 from compresslm.errors import ConfigError
-from compresslm.m2.train import as_dataset
 from compresslm.tokenizers.dataset import TokenDataset
+
+
+def as_dataset(dataset: TokenDataset | str | Path) -> TokenDataset:
+    """A :class:`TokenDataset`, opened from its folder when given a path."""
+    return dataset if isinstance(dataset, TokenDataset) else TokenDataset(dataset)
 
 
 @dataclass

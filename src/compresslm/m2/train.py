@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from compresslm.errors import ConfigError
+from compresslm.m2.evaluate import as_dataset, evaluate_m2
 from compresslm.tokenizers.dataset import TokenDataset
 
 DEFAULT_SEQ_LEN = 128
@@ -37,11 +38,6 @@ class M2Config:
     def __post_init__(self) -> None:
         if self.seq_len < 2:
             raise ConfigError(f"--seq-len must be at least 2, got {self.seq_len}")
-
-
-def as_dataset(dataset: TokenDataset | str | Path) -> TokenDataset:
-    """A :class:`TokenDataset`, opened from its folder when given a path."""
-    return dataset if isinstance(dataset, TokenDataset) else TokenDataset(dataset)
 
 
 def train_m2(
@@ -153,7 +149,6 @@ def train_and_evaluate(
     copy written after it. Returns ``(model, summary, M2Eval)``.
     """
     from compresslm.data.writers import atomic_output, check_outputs_free
-    from compresslm.m2.evaluate import evaluate_m2
     from compresslm.models import save_model
     from compresslm.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
