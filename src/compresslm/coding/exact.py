@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
@@ -53,8 +52,15 @@ from compresslm.coding.exact_ref import (
     RESIDUAL_MAX,
 )
 from compresslm.coding.window_coder import IDLE, RESTART, START
-from compresslm.errors import ConfigError, IntegrityError
-from compresslm.models.checkpoint import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, _atomic_write
+from compresslm.errors import ConfigError
+from compresslm.models.checkpoint import (
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    _atomic_write,
+    read_weights,
+)
 from compresslm.models.transformer import TransformerConfig
 
 NUMERICS = "int8-exact-v1"
@@ -230,18 +236,7 @@ class ExactModel:
 
     @classmethod
     def load(cls, directory: str | Path, meta: dict[str, Any]) -> ExactModel:
-        directory = Path(directory)
-        path = directory / WEIGHTS_FILE
-        if not path.is_file():
-            raise IntegrityError(f"{path}: weights file missing")
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != meta.get("weights_sha256"):
-            raise IntegrityError(f"{path}: sha256 {digest} does not match config.json")
-        try:
-            tensors = st_load(data)
-        except SafetensorError as exc:
-            raise IntegrityError(f"{path}: unreadable safetensors file: {exc}") from exc
+        tensors = read_weights(Path(directory) / WEIGHTS_FILE, meta.get("weights_sha256"), load=st_load)
         config = TransformerConfig.from_dict(meta["config"])
         return cls(config, tensors, meta.get("extra", {}))
 

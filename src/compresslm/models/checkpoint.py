@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,24 @@ def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
     return read_versioned_json(path, FORMAT, FORMAT_VERSION)
 
 
+def read_weights(
+    path: Path, sha256: str | None, load: Callable[[bytes], dict[str, Any]] = st_load
+) -> dict[str, Any]:
+    """The tensors of a safetensors file whose sha256 must be ``sha256`` (from the checkpoint's
+    config.json): a missing, replaced or damaged weights file is an IntegrityError naming it.
+    ``load`` is safetensors' torch loader, or its numpy one for arrays."""
+    if not path.is_file():
+        raise IntegrityError(f"{path}: weights file missing")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise IntegrityError(f"{path}: sha256 {digest} does not match config.json ({sha256})")
+    try:
+        return load(data)
+    except SafetensorError as exc:
+        raise IntegrityError(f"{path}: unreadable safetensors file: {exc}") from exc
+
+
 def load_model(
     directory: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[Transformer, TransformerConfig, dict[str, Any]]:
@@ -114,18 +133,7 @@ def load_model(
     meta = read_checkpoint_meta(directory)
     config = TransformerConfig.from_dict(meta["config"])
     weights_path = directory / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise IntegrityError(f"{weights_path}: weights file missing")
-    data = weights_path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != meta.get("weights_sha256"):
-        raise IntegrityError(
-            f"{weights_path}: sha256 {digest} does not match config.json ({meta.get('weights_sha256')})"
-        )
-    try:
-        tensors = st_load(data)
-    except SafetensorError as exc:
-        raise IntegrityError(f"{weights_path}: unreadable safetensors file: {exc}") from exc
+    tensors = read_weights(weights_path, meta.get("weights_sha256"))
     # Shapes from a model on the meta device (no memory): a config that does not match its weights,
     # say one declaring a huge d_model, fails here instead of allocating the model it declares.
     with torch.device("meta"):
