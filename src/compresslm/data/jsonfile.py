@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from compresslm.errors import IntegrityError
+from compresslm.errors import ConfigError, IntegrityError
 
 
 def json_default(value: Any) -> Any:
@@ -52,12 +52,16 @@ def write_json(path: str | Path, obj: Any, *, force: bool = False, **dump_option
     return Path(path)
 
 
-def read_versioned_json(path: str | Path, fmt: str, version: int) -> dict[str, Any]:
+def read_versioned_json(
+    path: str | Path, fmt: str, version: int, *, missing: str | None = None
+) -> dict[str, Any]:
     """The JSON object in ``path``, checked to carry ``format == fmt`` and ``format_version ==
     version``. Raises :class:`IntegrityError` naming the file for unreadable JSON, anything but an
-    object, another format or another version. The caller checks that the file exists, because only
-    it can say what the folder should have been."""
+    object, another format or another version. A missing file is a :class:`ConfigError` saying
+    ``missing`` (what the folder should have been: "not a tokenizer folder")."""
     path = Path(path)
+    if missing is not None and not path.is_file():
+        raise ConfigError(f"{path}: {missing}")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

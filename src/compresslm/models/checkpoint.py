@@ -99,9 +99,9 @@ def save_model(
 def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint (format checked)."""
     path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise ConfigError(f"{path}: not a compresslm checkpoint (config.json missing)")
-    return read_versioned_json(path, FORMAT, FORMAT_VERSION)
+    return read_versioned_json(
+        path, FORMAT, FORMAT_VERSION, missing="not a compresslm checkpoint (config.json missing)"
+    )
 
 
 def read_weights(

@@ -191,9 +191,9 @@ def save_tokenizer(tokenizer: Tokenizer, directory: str | Path, *, force: bool =
 
 def read_tokenizer_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise ConfigError(f"{path}: not a tokenizer folder ({CONFIG_FILE} missing)")
-    return read_versioned_json(path, FORMAT, FORMAT_VERSION)
+    return read_versioned_json(
+        path, FORMAT, FORMAT_VERSION, missing=f"not a tokenizer folder ({CONFIG_FILE} missing)"
+    )
 
 
 def load_tokenizer(directory: str | Path, **m1_options: Any) -> Tokenizer:
