@@ -134,7 +134,7 @@ def _register_select(sub: argparse._SubParsersAction) -> None:
         "--target-sizes",
         type=_target_sizes,
         help="target-set size ablation, e.g. 1,4,16,64,all: per size and seed, select with "
-        "--ablation-method against a seeded sample of that many targets and fine-tune on it",
+        "--ablation-method against a seeded sample of that many targets and fine-tune on it (default: none)",
     )
     p.add_argument(
         "--ablation-method",
