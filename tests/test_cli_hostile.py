@@ -88,8 +88,10 @@ def test_select_refuses_a_fifo_instead_of_waiting(tmp_path: Path, capsys: pytest
     target.write_text('{"text": "x = 1"}\n')
     fifo = tmp_path / "pool.jsonl"
     os.mkfifo(fifo)
-    assert main(["select", "--target", str(target), "--source", str(fifo), "--k", "1", "--workers", "1"]) == 2
-    assert "is a FIFO, not a regular file" in capsys.readouterr().err
+    argv = ["select", "--target", str(target), "--source", str(fifo), "--k", "1", "--workers", "1"]
+    for engine in ([], ["--engine", "local"]):  # the streaming pipeline and the staged engine
+        assert main([*argv, *engine]) == 2
+        assert "is a FIFO, not a regular file" in capsys.readouterr().err
 
 
 def test_model_config_with_bad_types_is_refused() -> None:

@@ -69,6 +69,8 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[str]:
         else:
             raise DataError(f"no such file or folder: {path}")
         for match in matches:
+            if not match.startswith(BUILTIN_PREFIX):
+                formats.check_readable(match)  # a FIFO or socket is refused before anyone opens it
             key = match if match.startswith(BUILTIN_PREFIX) else os.path.realpath(match)
             if key not in seen:
                 seen.add(key)
