@@ -54,6 +54,7 @@ def test_select_reports_progress_lines_and_says_when_nothing_is_written(
     )
     err = capsys.readouterr().err
     assert "scoring: 100% 6/6 doc" in err  # a log gets lines (stderr is not a terminal here)
+    assert "preparing zipfit: 1 targets" in err and "prepared in" in err  # no silent preparation
     assert "no --out given: the selected records were not written" in err
 
 

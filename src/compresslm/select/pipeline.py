@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -373,8 +374,17 @@ def run_selection(
     pool = SourcePool(sources, read_options, batch_size=batch_size, size_of=size_of, min_size=spec.min_tokens)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
+    if progress:  # preparing can read the whole pool (background samples, DSIR's n-gram counts)
+        print(
+            f"preparing {method.name}: {len(targets):,} targets, reading the pool",
+            file=sys.stderr,
+            flush=True,
+        )
     method.prepare(list(targets), pool)
     seconds["prepare"] = time.perf_counter() - t0
+    if progress:
+        known = f", {pool.known_size:,} documents" if pool.known_size is not None else ""
+        print(f"prepared in {seconds['prepare']:.1f} s{known}", file=sys.stderr, flush=True)
 
     acct = Accounting()
     pool.begin_scoring_pass(acct)
