@@ -38,8 +38,9 @@ semantics: whole documents, every target, no contrast. The default mode of :clas
   each of :data:`DEFAULT_CONTRAST_SIZE` sampled pool documents, so a piece is compared with
   references of its own size (whole background documents averaged 11 KB and cost most of the time).
 * **Background contrast** (below) with 64 background pieces and 64 target pieces: averaged over
-  four real pools and two seeds, precision@500 0.87 against 0.76 with 16 + 32; pieces are cheap, so
-  the larger samples still leave the default faster than DSIR.
+  three real pools and two seeds, precision@500 0.87 against 0.84 with 32 + 64 and 0.76 with
+  16 + 32; pieces are cheap, so on real pools the default stays faster than DSIR (on
+  ``builtin:pool``, whose documents are all short, it is slower: docs/benchmarks.md).
 
 ``max_targets=0`` (``--max-targets all``, spec modifier ``+all``) scores every target (piece);
 ``contrast="none"`` (``+nocontrast``) turns contrast off; ``chunk=0`` (``--chunk-bytes 0``,
