@@ -206,3 +206,29 @@ def test_stream_decoder_with_damaged_code_returns_wrong_bytes_not_crash() -> Non
     out = coder.decode_many(bad, [len(d) for d in data])
     assert [len(o) for o in out] == [len(d) for d in data]
     assert out[0] != data[0] and out[1] == data[1]
+
+
+def test_stream_coder_with_m1_equals_per_chunk_reference() -> None:
+    """Stream mode over M1's session (float path, untrained tiny model, context 16): rows restart
+    at every chunk of 16 bytes, and each segment's code equals the scalar coder fed the tables of
+    each chunk computed alone."""
+    import torch
+
+    from compresslm.coding.m1 import M1, session_tables
+    from compresslm.models import Transformer, config_for_size
+
+    torch.manual_seed(0)
+    m1 = M1(Transformer(config_for_size("tiny", vocab_size=256, max_seq_len=16), seed=3), threads=1)
+    rng = np.random.default_rng(4)
+    segments = [bytes(rng.integers(97, 105, n, dtype=np.uint8)) for n in (1, 15, 16, 17, 40, 3)]
+    coder = StreamCoder(m1, batch_size=4)
+    codes = coder.encode_many(segments)
+    for seg, code in zip(segments, codes, strict=True):
+        enc = RangeEncoder()
+        for start in range(0, len(seg), 16):
+            chunk = seg[start : start + 16]
+            tables = session_tables(m1, [chunk[:-1]], 16)[0]
+            for t, b in enumerate(chunk):
+                enc.encode(tables[t], b)
+        assert enc.finish() == code
+    assert coder.decode_many(codes, [len(s) for s in segments]) == segments
