@@ -124,3 +124,28 @@ def test_config_that_does_not_match_its_weights_fails_before_allocating(m1_dir: 
     (bad / "config.json").write_text(json.dumps(meta))
     with pytest.raises(IntegrityError, match="tensor .* the config needs"):
         load_model(bad)
+
+
+def test_select_reads_a_folder_of_shards_as_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "00.jsonl").write_text(
+        "".join(json.dumps({"text": f"def f{i}(): pass"}) + "\n" for i in range(5))
+    )
+    with zstandard.open(shards / "01.jsonl.zst", "wt") as f:
+        f.write("".join(json.dumps({"text": f"x = {i}"}) + "\n" for i in range(4)))
+    pq.write_table(pa.table({"text": [f"print({i})" for i in range(3)]}), shards / "02.parquet")
+    target = tmp_path / "t.jsonl"
+    target.write_text('{"text": "def g(): pass"}\n')
+    argv = ["select", "--target", str(target), "--source", str(shards), "--k", "2", "--workers", "1"]
+    assert main([*argv, "--json", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (
+        result["accounting"]["read"] == 12 and result["accounting"]["rejected"] == 0
+    )  # records, not 3 files
