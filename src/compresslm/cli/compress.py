@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compresslm.cli.common import (
     add_progress_option,
@@ -23,6 +23,9 @@ from compresslm.cli.common import (
     run_guarded,
     threads,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # M1 codes with lanes, not torch's intra-op threads: each lane is a thread stepping its own rows with
 # single-threaded torch ops, so rounding never depends on the thread count (coding/m1.py).
@@ -40,7 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train M1 (byte-level, contexts reset like the coder's windows) and save it as "
         "safetensors + config.json; prints held-out bits/byte.",
     )
-    t.add_argument("--corpus", nargs="+", required=True, help="files/folders/globs or builtin:NAME")
+    source = t.add_mutually_exclusive_group(required=True)
+    source.add_argument("--corpus", nargs="+", help="files/folders/globs or builtin:NAME")
+    source.add_argument(
+        "--stream",
+        help="a ready byte stream (documents separated by NUL bytes), e.g. train.u8 of "
+        "`python -m compresslm.data.machine_corpus`; read memory-mapped",
+    )
+    t.add_argument("--heldout-stream", help="held-out byte stream (instead of --heldout's tail fraction)")
     t.add_argument(
         "--size",
         type=model_size,
@@ -73,6 +83,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seed", type=non_negative_int, default=0, help="initialisation and sampling seed (default 0)"
     )
     add_threads_option(t)
+    t.add_argument(
+        "--work-dir",
+        help="resumable run: checkpoints (weights, optimizer, RNG) go here every --checkpoint-every "
+        "seconds, and a run started again with the same folder and settings continues from the last",
+    )
+    t.add_argument(
+        "--checkpoint-every", type=positive_float, default=600.0, help="seconds between checkpoints (600)"
+    )
+    t.add_argument("--eval-every", type=count, help="held-out evaluation every N training tokens, e.g. 2M")
     t.add_argument("--text-field", default="text", help="field holding the text (default: text)")
     t.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     t.add_argument("--force", action="store_true", help="overwrite an existing model in --out")
@@ -307,10 +326,18 @@ def _quantize(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from compresslm.coding.m1_train import train_m1
 
-    _check_model_out(args, args.corpus)
-    texts, rejected = _texts(args.corpus, args)
+    _check_model_out(args, args.corpus or [args.stream])
+    texts: list[str] | np.ndarray
+    if args.stream:
+        texts, rejected = _byte_stream(args.stream), 0
+    else:
+        texts, rejected = _texts(args.corpus, args)
     _, report = train_m1(
         texts,
+        heldout=_byte_stream(args.heldout_stream) if args.heldout_stream else None,
+        work_dir=args.work_dir,
+        checkpoint_every_s=args.checkpoint_every,
+        eval_every_tokens=args.eval_every,
         size=args.size,
         context=args.context,
         max_tokens=args.train_tokens,
@@ -326,7 +353,8 @@ def _train(args: argparse.Namespace) -> int:
         activation=args.activation,
     )
     summary = {k: v for k, v in report.to_dict().items() if k != "curve"}
-    summary.update(documents=len(texts), rejected=rejected, out=args.out)
+    n_docs = len(texts) if isinstance(texts, list) else int((texts == 0).sum())
+    summary.update(documents=n_docs, rejected=rejected, out=args.out)
     if args.json:
         _print_json(summary)
         return 0
@@ -334,7 +362,7 @@ def _train(args: argparse.Namespace) -> int:
     _table(
         f"M1 {report.size} ({report.numerics})",
         [
-            ("documents (rejected)", f"{len(texts):,} ({rejected:,})"),
+            ("documents (rejected)", f"{n_docs:,} ({rejected:,})"),
             ("parameters (non-embedding)", f"{report.n_params:,}"),
             ("train / held-out bytes", f"{report.train_bytes:,} / {report.heldout_bytes:,}"),
             ("tokens seen", f"{report.tokens_seen:,}"),
@@ -344,6 +372,17 @@ def _train(args: argparse.Namespace) -> int:
         ],
     )
     return 0
+
+
+def _byte_stream(path: str) -> np.ndarray:
+    import numpy as np
+
+    from compresslm.errors import DataError
+
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size == 0:
+        raise DataError(f"{path}: byte stream not found or empty")
+    return np.memmap(p, dtype=np.uint8, mode="r")
 
 
 def _compress(args: argparse.Namespace) -> int:

@@ -156,8 +156,9 @@ def heldout_bits_per_byte(
 
 
 def train_m1(
-    texts: Iterable[str | bytes],
+    texts: Iterable[str | bytes] | np.ndarray,
     *,
+    heldout: np.ndarray | None = None,
     size: str = "3m",
     context: int = DEFAULT_CONTEXT,
     max_tokens: int = 2_000_000,
@@ -171,6 +172,9 @@ def train_m1(
     force: bool = False,
     numerics: str = "exact",
     activation: str | None = None,
+    work_dir: str | Path | None = None,
+    checkpoint_every_s: float | None = 600.0,
+    eval_every_tokens: int | None = None,
 ) -> tuple[Any, M1TrainReport]:
     """Train a byte-level M1 of preset ``size`` (``tiny``, ``small``, ``3m``, ...) on ``texts``.
 
@@ -180,11 +184,23 @@ def train_m1(
     :class:`~compresslm.coding.exact.ExactModel`) or ``"float"`` (returns a ``Transformer``).
     ``activation``: the MLP's (default: ReLU for exact, as in the paper's M1; GELU for float).
     With ``out`` the model is saved there (safetensors + config.json, the report in its ``extra``).
+
+    ``texts`` may also be a ready byte stream (a uint8 array or memmap, documents separated by NUL,
+    such as :mod:`compresslm.data.machine_corpus` writes); ``heldout``, a second such stream, is
+    then the held-out set instead of the stream's tail. With ``work_dir`` the run is resumable
+    (checkpoints every ``checkpoint_every_s`` seconds; started again with the same arguments and
+    ``work_dir``, it continues from the last one).
     """
     if numerics not in NUMERICS_CHOICES:
         raise ConfigError(f"--numerics must be one of {', '.join(NUMERICS_CHOICES)}, got {numerics!r}")
-    stream = corpus_bytes(texts)
-    train, heldout, cut = split_heldout(stream, context, heldout_fraction)
+    stream = texts if isinstance(texts, np.ndarray) else corpus_bytes(texts)
+    if heldout is not None:
+        if len(heldout) < context:
+            raise DataError(f"M1 held-out stream has {len(heldout)} bytes, fewer than the context {context}")
+        heldout_fraction = 0.0
+    train, held, cut = split_heldout(stream, context, heldout_fraction)
+    if heldout is not None:
+        held = ResetStream(heldout, name="heldout")
     act = activation or ("relu" if numerics == "exact" else "gelu")
     config = config_for_size(size, vocab_size=256, max_seq_len=context, activation=act)
     if numerics == "exact":
@@ -203,17 +219,24 @@ def train_m1(
         device="cpu",
         eval_at_start=False,
         eval_tokens=EVAL_TOKENS,
+        eval_every_tokens=eval_every_tokens,
         log_every_steps=10,
     )
     start = time.perf_counter()
     result = train_lm(
-        model, train, train_config, eval_sets={"heldout": heldout} if heldout else None, progress=progress
+        model,
+        train,
+        train_config,
+        eval_sets={"heldout": held} if held else None,
+        progress=progress,
+        work_dir=work_dir,
+        checkpoint_every_s=checkpoint_every_s,
     )
     bpb = result.final_eval.get("heldout")
     trained = None if bpb is None else bpb / math.log(2)
     final: Any = model
     if numerics == "exact":
-        final, exact_bpb = _finish_exact(model, heldout, context, threads)
+        final, exact_bpb = _finish_exact(model, held, context, threads)
         bpb_report, trained_report = exact_bpb, trained
     else:
         bpb_report, trained_report = trained, None
@@ -222,7 +245,7 @@ def train_m1(
         context=context,
         n_params=config.n_params(non_embedding=True),
         train_bytes=int(cut),
-        heldout_bytes=int(len(stream) - cut),
+        heldout_bytes=int(len(held.tokens)) if held is not None else 0,
         tokens_seen=result.tokens,
         seconds=time.perf_counter() - start,
         heldout_bits_per_byte=bpb_report,

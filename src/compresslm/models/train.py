@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch.nn as nn
 
 from compresslm.errors import ConfigError, DataError
 from compresslm.models.data import IGNORE_INDEX, TokenStream
+from compresslm.models.resume import TrainState, load_checkpoint, save_checkpoint
 from compresslm.models.transformer import loss as lm_loss
 from compresslm.progress import progress_bar
 
@@ -324,9 +326,19 @@ def train_lm(
     eval_sets: dict[str, TokenStream] | None = None,
     progress: bool = True,
     on_eval: EvalCallback | None = None,
+    work_dir: str | Path | None = None,
+    checkpoint_every_s: float | None = 600.0,
+    stop_after_steps: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on random blocks of ``train``; the model is left on the training
-    device, in eval mode. See the module docstring for the determinism guarantee."""
+    device, in eval mode. See the module docstring for the determinism guarantee.
+
+    With ``work_dir`` the run is resumable (:mod:`compresslm.models.resume`): it continues from the
+    checkpoint found there, if any, and writes one every ``checkpoint_every_s`` seconds of wall
+    time (None: only at the end) and when it stops. ``stop_after_steps`` ends this call after that
+    many steps *of this call* (checkpointed), to run a long schedule in slices; the result then
+    covers the steps done so far, ``stopped_early`` is False and ``steps < config.total_steps``.
+    """
     eval_sets = eval_sets or {}
     device = resolve_device(config.device)
     vocab, max_len = _model_limits(model)
@@ -346,6 +358,14 @@ def train_lm(
         params = [p for group in optimizer.param_groups for p in group["params"]]
         rng = np.random.default_rng(config.seed)
         t_start = time.perf_counter()
+        resumed = None
+        if work_dir is not None:
+            resumed = load_checkpoint(work_dir, model, optimizer, config.to_dict())
+        if resumed is not None:
+            rng.bit_generator.state = resumed.rng_state
+            result.curve = list(resumed.curve)
+            result.train_s = resumed.train_s
+            t_start -= resumed.elapsed_s
 
         def evaluate_into(entry: dict[str, Any]) -> bool:
             for name, stream in eval_sets.items():
@@ -374,7 +394,7 @@ def train_lm(
                 "train_s": result.train_s,
             }
 
-        if eval_sets and config.eval_at_start:
+        if eval_sets and config.eval_at_start and resumed is None:
             entry = new_entry(0, lr_at(0, config), None, None)
             result.stopped_early = evaluate_into(entry)
             result.curve.append(entry)
@@ -383,16 +403,38 @@ def train_lm(
         next_eval = every if every is not None else None
         loss_sum = torch.zeros((), device=device)  # summed on device: no host sync per step
         loss_steps = 0
+        step = 0
+        if resumed is not None:
+            step, loss_steps, next_eval = resumed.step, resumed.loss_steps, resumed.next_eval
+            loss_sum.fill_(resumed.loss_sum)
+
+        def checkpoint() -> None:
+            state = TrainState(
+                step=step,
+                config=config.to_dict(),
+                rng_state=rng.bit_generator.state,
+                loss_sum=float(loss_sum),
+                loss_steps=loss_steps,
+                next_eval=next_eval,
+                train_s=result.train_s,
+                elapsed_s=time.perf_counter() - t_start,
+                curve=result.curve,
+            )
+            save_checkpoint(work_dir, model, optimizer, state)  # type: ignore[arg-type]
+
         bar = progress_bar(
             total=config.total_steps * config.tokens_per_step,
+            initial=step * config.tokens_per_step,
             unit="tok",
             unit_scale=True,
             disable=not progress,
             desc="train",
         )
-        step = 0
+        first_step, last_save = step, time.perf_counter()
         try:
             while step < config.total_steps and not result.stopped_early:
+                if stop_after_steps is not None and step - first_step >= stop_after_steps:
+                    break
                 t_step = time.perf_counter()
                 lr = lr_at(step, config)
                 for group in optimizer.param_groups:
@@ -431,8 +473,17 @@ def train_lm(
                             next_eval += every  # type: ignore[operator]
                         result.stopped_early = evaluate_into(entry)
                     result.curve.append(entry)
+                if (
+                    work_dir is not None
+                    and checkpoint_every_s is not None
+                    and time.perf_counter() - last_save >= checkpoint_every_s
+                ):
+                    checkpoint()
+                    last_save = time.perf_counter()
         finally:
             bar.close()
+        if work_dir is not None and step > first_step:
+            checkpoint()
         model.eval()
         result.steps = step
         result.tokens = step * config.tokens_per_step
