@@ -81,3 +81,11 @@ def test_interrupted_save_falls_back_to_the_previous_checkpoint(tmp_path) -> Non
     (work / (CHECKPOINT + ".tmp")).mkdir()
     result = train_lm(_model(5), _stream(0), _config(), progress=False, work_dir=work, stop_after_steps=1)
     assert result.steps == 3
+
+
+def test_resume_may_change_the_length_of_the_run(tmp_path) -> None:
+    work = tmp_path / "run"
+    train_lm(_model(0), _stream(0), _config(), progress=False, work_dir=work, stop_after_steps=2)
+    shorter = train_lm(_model(0), _stream(0), _config(max_tokens=4 * 32 * 5), progress=False, work_dir=work)
+    assert shorter.steps == 5
+    assert [e["step"] for e in shorter.curve if e["train_loss"] is not None][:1] == [2]

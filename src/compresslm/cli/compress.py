@@ -162,7 +162,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     c.add_argument("input", help="file, folder, builtin:NAME / .parquet / .json records, or - (stdin)")
     c.add_argument("-o", "--out", required=True, help="output .clm file, or - (stdout)")
-    c.add_argument("--model", required=True, help="M1 folder (from `compresslm m1 train`)")
+    c.add_argument(
+        "--model", help="M1 folder (from `compresslm m1 train`; default: the M1 shipped with compresslm)"
+    )
     c.add_argument(
         "--mode",
         choices=["stream", "windows"],

@@ -69,7 +69,7 @@ def _register_tokenize(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--model",
-        help="M1 folder (from `compresslm m1 train`) for ac and equal-info (default: none; required by them)",
+        help="M1 folder (from `compresslm m1 train`) for ac and equal-info (default: the shipped M1)",
     )
     p.add_argument("--vocab-size", type=at_least(2), help="spm: vocabulary size (default 8192)")
     p.add_argument(

@@ -31,6 +31,7 @@ from typing import Any
 
 from compresslm import __version__
 from compresslm.coding.container import Container, DocEntry, encode_docs, read_container, write_container
+from compresslm.coding.default_model import default_m1_path, has_default_m1, m1_or_default
 from compresslm.coding.equal_info import EqualInfoCoder
 from compresslm.coding.intervals import CoderParams
 from compresslm.coding.layout import (
@@ -221,7 +222,7 @@ def compress(
     input_path: str | Path,
     output: str | Path,
     *,
-    model: str | Path | M1,
+    model: str | Path | M1 | None = None,
     mode: str = DEFAULT_MODE,
     window_bits: int = 16,
     code: str = "straddle",
@@ -240,7 +241,8 @@ def compress(
     ``mode``: ``"stream"`` or ``"windows"`` (see the module doc; ``window_bits``, ``code`` and
     ``max_window_bytes`` are windows-mode settings). ``segment_bytes``: ``"auto"`` (1 KiB in
     windows mode; in stream mode enough segments for every row, see :func:`stream_segment_bytes`),
-    a size, or None to never split a document."""
+    a size, or None to never split a document. ``model``: an M1 folder or loaded :class:`M1`; None
+    uses the M1 shipped with the package."""
     start = time.perf_counter()
     if mode not in MODES:
         raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -253,7 +255,7 @@ def compress(
         raise ConfigError(f"--segment-bytes must be a size or 'auto', got {segment_bytes!r}")
     if isinstance(segment_bytes, int) and segment_bytes < 1:
         raise ConfigError(f"--segment-bytes must be positive, got {segment_bytes}")
-    m1 = model if isinstance(model, M1) else M1.load(model, threads=threads)
+    m1 = model if isinstance(model, M1) else M1.load(m1_or_default(model), threads=threads)
     if os.fspath(input_path) == STDIO:
         source = bytes_source(sys.stdin.buffer.read())
     else:
@@ -436,9 +438,12 @@ def _model_for(container: Container, where: str, model: str | Path | M1 | None, 
     info = container.header.get("model", {})
     if model is None:
         path = info.get("path")
-        if not path or not Path(path).is_dir():
+        if path and Path(path).is_dir():
+            model = path
+        elif has_default_m1():  # written elsewhere with the shipped M1? its sha256 is checked below
+            model = default_m1_path()
+        else:
             raise ConfigError(f"{where}: the M1 it was written with ({path}) is not here; pass --model")
-        model = path
     m1 = model if isinstance(model, M1) else M1.load(model, threads=threads)
     if is_stream(container):
         sp = stream_params(container, where)

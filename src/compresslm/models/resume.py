@@ -39,7 +39,10 @@ from compresslm.errors import ConfigError, IntegrityError
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.json"
 STATE_VERSION = 1
-#: TrainConfig fields that may differ when a run resumes (they change no batch and no update).
+#: TrainConfig fields that may differ when a run resumes: all but ``max_tokens`` change no batch and
+#: no update; ``max_tokens`` extends or shortens the run (the learning-rate schedule is recomputed
+#: for the new length from the step reached, so a run that is too slow for its deadline can be cut
+#: short without starting over; the result then differs from a run planned that long from the start).
 RESUMABLE_CHANGES = frozenset(
     {
         "threads",
@@ -49,6 +52,7 @@ RESUMABLE_CHANGES = frozenset(
         "eval_tokens",
         "eval_batch_size",
         "eval_at_start",
+        "max_tokens",
     }
 )
 

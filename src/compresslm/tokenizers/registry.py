@@ -160,13 +160,15 @@ def build_tokenizer(
 ) -> Tokenizer:
     """A tokenizer for ``spec``. ``texts`` (a callable returning the training texts; called only for
     SentencePiece and StaticAC, which are estimated from the corpus) and ``m1`` (an M1 checkpoint
-    folder, for AC and EqualInfoAC) as the scheme needs. ``m1_options`` go to the M1 schemes."""
+    folder, for AC and EqualInfoAC; None: the M1 shipped with the package) as the scheme needs. ``m1_options`` go to the M1 schemes."""
     if isinstance(spec, str):
         spec = parse_scheme(spec)
     if spec.scheme in TRAINED_SCHEMES and texts is None:
         raise ConfigError(f"scheme {spec.label} is trained on the corpus: give the training texts")
-    if spec.scheme in M1_SCHEMES and m1 is None:
-        raise ConfigError(f"scheme {spec.label} needs an M1 model: give --model M1_FOLDER")
+    if spec.scheme in M1_SCHEMES and m1 is None:  # the shipped M1 (a clear error naming --model if absent)
+        from compresslm.coding.default_model import default_m1_path
+
+        m1 = default_m1_path()
     return tokenizer_class(spec.scheme).build(spec, texts=texts, m1=m1, **m1_options)
 
 
