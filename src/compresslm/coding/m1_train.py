@@ -302,8 +302,9 @@ class QuantizeReport:
 
 def quantize_m1(
     model_dir: str | Path,
-    texts: Iterable[str | bytes],
+    texts: Iterable[str | bytes] | np.ndarray,
     *,
+    heldout: np.ndarray | None = None,
     out: str | Path | None = None,
     max_tokens: int = 500_000,
     batch_size: int = 32,
@@ -318,7 +319,9 @@ def quantize_m1(
     """An exact M1 from the float M1 in ``model_dir``: observers calibrated on ``texts`` (their
     maximum over ``calibration_batches`` random blocks), then ``max_tokens`` of quantization-aware
     fine-tuning at ``lr`` (0: calibration only). The last ``heldout_fraction`` of the bytes is held
-    out for the report. With ``out`` the exact model is saved there."""
+    out for the report. With ``out`` the exact model is saved there. As in :func:`train_m1`,
+    ``texts`` may be a ready byte stream and ``heldout`` a held-out byte stream (then nothing of
+    ``texts`` is held out)."""
     from compresslm.coding.m1 import ExactM1
     from compresslm.coding.m1_qat import calibrate, from_float, to_exact
     from compresslm.models.checkpoint import load_model, weights_sha256
@@ -329,8 +332,11 @@ def quantize_m1(
         raise ConfigError(f"{model_dir}: already an exact M1")
     float_model, config, _ = load_model(model_dir)
     context = config.max_seq_len
-    stream = corpus_bytes(texts)
-    train, heldout, cut = split_heldout(stream, context, heldout_fraction)
+    stream = texts if isinstance(texts, np.ndarray) else corpus_bytes(texts)
+    held_stream = heldout
+    train, heldout, cut = split_heldout(stream, context, 0.0 if held_stream is not None else heldout_fraction)
+    if held_stream is not None:
+        heldout = ResetStream(held_stream, name="heldout")
     qat = from_float(float_model)
     rng = np.random.default_rng(seed)
     n_cal = calibrate(
@@ -369,7 +375,7 @@ def quantize_m1(
         source_sha256=weights_sha256(model_dir),
         calibration_bytes=int(cut),
         calibration_batches=n_cal,
-        heldout_bytes=int(len(stream) - cut),
+        heldout_bytes=int(len(heldout.tokens)) if heldout is not None else 0,
         tokens_seen=tokens,
         seconds=time.perf_counter() - start,
         float_bits_per_byte=float_bpb,
