@@ -44,13 +44,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "safetensors + config.json; prints held-out bits/byte.",
     )
     source = t.add_mutually_exclusive_group(required=True)
-    source.add_argument("--corpus", nargs="+", help="files/folders/globs or builtin:NAME")
+    source.add_argument(
+        "--corpus", nargs="+", help="files/folders/globs or builtin:NAME (default: none; this or --stream)"
+    )
     source.add_argument(
         "--stream",
         help="a ready byte stream (documents separated by NUL bytes), e.g. train.u8 of "
-        "`python -m compresslm.data.machine_corpus`; read memory-mapped",
+        "`python -m compresslm.data.machine_corpus`; read memory-mapped (default: none; this or --corpus)",
     )
-    t.add_argument("--heldout-stream", help="held-out byte stream (instead of --heldout's tail fraction)")
+    t.add_argument(
+        "--heldout-stream",
+        help="held-out byte stream (default: none, the --heldout tail fraction of the training bytes)",
+    )
     t.add_argument(
         "--size",
         type=model_size,
@@ -86,12 +91,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--work-dir",
         help="resumable run: checkpoints (weights, optimizer, RNG) go here every --checkpoint-every "
-        "seconds, and a run started again with the same folder and settings continues from the last",
+        "seconds, and a run started again with the same folder and settings continues from the last "
+        "(default: none, not resumable)",
     )
     t.add_argument(
         "--checkpoint-every", type=positive_float, default=600.0, help="seconds between checkpoints (600)"
     )
-    t.add_argument("--eval-every", type=count, help="held-out evaluation every N training tokens, e.g. 2M")
+    t.add_argument(
+        "--eval-every",
+        type=count,
+        help="held-out evaluation every N training tokens, e.g. 2M (default: at the end only)",
+    )
     t.add_argument("--text-field", default="text", help="field holding the text (default: text)")
     t.add_argument("--on-error", choices=["fail", "skip"], default="fail")
     t.add_argument("--force", action="store_true", help="overwrite an existing model in --out")
