@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from compresslm.coding.binary import Reader, put_varint
 from compresslm.coding.header import validate_header
 from compresslm.errors import IntegrityError
 
@@ -70,88 +71,27 @@ class Container:
     size: int = 0  # bytes of the file it was read from (0 when built in memory)
 
 
-# ------------------------------------------------------------------------------------------- varints
-
-
-def _put_varint(out: bytearray, value: int) -> None:
-    if value < 0:
-        raise ValueError("varints are unsigned")
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return
-
-
-class _Reader:
-    """Bounds-checked reads from one section; every overrun names the section."""
-
-    def __init__(self, data: bytes, where: str) -> None:
-        self.data = data
-        self.pos = 0
-        self.where = where
-
-    def varint(self) -> int:
-        value, shift = 0, 0
-        while True:
-            if self.pos >= len(self.data):
-                raise IntegrityError(f"{self.where}: ends inside a number")
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-            if shift > 63:
-                raise IntegrityError(f"{self.where}: number too long")
-
-    def count(self, min_bytes: int, what: str) -> int:
-        """A count of items that take at least ``min_bytes`` each: refused when the rest of the
-        section cannot hold them (so a hostile count fails at once, not after a long loop)."""
-        n = self.varint()
-        if n * min_bytes > len(self.data) - self.pos:
-            raise IntegrityError(
-                f"{self.where}: declares {n} {what}, the {len(self.data) - self.pos} remaining bytes "
-                f"cannot hold them"
-            )
-        return n
-
-    def u32(self) -> int:
-        if self.pos + 4 > len(self.data):
-            raise IntegrityError(f"{self.where}: ends inside a CRC")
-        (value,) = _CRC.unpack_from(self.data, self.pos)
-        self.pos += 4
-        return value
-
-    def done(self) -> None:
-        if self.pos != len(self.data):
-            raise IntegrityError(f"{self.where}: {len(self.data) - self.pos} unexpected trailing bytes")
-
-
 # ------------------------------------------------------------------------------------------ doc table
 
 
 def encode_docs(docs: Sequence[DocEntry]) -> bytes:
     out = bytearray()
-    _put_varint(out, len(docs))
+    put_varint(out, len(docs))
     for d in docs:
-        _put_varint(out, d.nbytes)
+        put_varint(out, d.nbytes)
         out += _CRC.pack(d.crc32)
-        _put_varint(out, len(d.segment_windows))
+        put_varint(out, len(d.segment_windows))
         for n in d.segment_windows:
-            _put_varint(out, n)
-        _put_varint(out, len(d.exceptions))
+            put_varint(out, n)
+        put_varint(out, len(d.exceptions))
         for w, n in d.exceptions:
-            _put_varint(out, w)
-            _put_varint(out, n)
+            put_varint(out, w)
+            put_varint(out, n)
     return bytes(out)
 
 
 def decode_docs(data: bytes, where: str) -> list[DocEntry]:
-    r = _Reader(data, f"{where}: DOCS")
+    r = Reader(data, f"{where}: DOCS")
     docs = []
     for _ in range(r.count(7, "documents")):
         nbytes = r.varint()

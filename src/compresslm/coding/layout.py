@@ -37,6 +37,7 @@ from pathlib import Path
 
 import zstandard
 
+from compresslm.coding.binary import Reader, put_varint
 from compresslm.coding.header import check_name
 from compresslm.data.formats import loads_json
 from compresslm.data.readers import BUILTIN_PREFIX, read_records
@@ -110,14 +111,6 @@ class Source:
         return sum(f.kind == FOLDER for f in self.files)
 
 
-def _put_varint(out: bytearray, value: int) -> None:
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return
-
-
 def encode_layout(files: Sequence[LayoutFile], other_bytes: int = 0) -> tuple[bytes, bytes]:
     """The LAYO payload (codec byte, then the zstd-compressed or raw table) and the table itself
     (its size and sha256 go into the header).
@@ -125,26 +118,26 @@ def encode_layout(files: Sequence[LayoutFile], other_bytes: int = 0) -> tuple[by
     ``other_bytes``: what the rest of the .clm file holds at least (DOCS, WIND), which the
     reader's bound on the table's size counts too."""
     out = bytearray()
-    _put_varint(out, len(files))
+    put_varint(out, len(files))
     for f in files:
         flags = (_FOLDER_FLAG if f.kind == FOLDER else 0) | (_STAT_FLAG if f.mode is not None else 0)
         out.append(flags)
         path = os.fsencode(f.path)
-        _put_varint(out, len(path))
+        put_varint(out, len(path))
         out += path
         if f.mode is not None:
-            _put_varint(out, f.mode)
+            put_varint(out, f.mode)
             mtime = f.mtime_ns or 0
-            _put_varint(out, (mtime << 1) ^ -(mtime < 0))  # zigzag: mtimes before 1970 exist
+            put_varint(out, (mtime << 1) ^ -(mtime < 0))  # zigzag: mtimes before 1970 exist
         if f.kind == FOLDER:
             continue
         out += f.sha256
-        _put_varint(out, len(f.parts))
+        put_varint(out, len(f.parts))
         for kind, value in f.parts:
             out.append(kind)
             if kind == RAW:
                 assert isinstance(value, bytes)
-                _put_varint(out, len(value))
+                put_varint(out, len(value))
                 out += value
     packed = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(bytes(out))
     if len(out) > layout_limit(1 + len(packed) + other_bytes):
@@ -197,29 +190,8 @@ def _unzstd(body: bytes, declared: int, where: str) -> bytes:
 def decode_layout(data: bytes, where: str) -> list[LayoutFile]:
     """Parse the layout table, refusing hostile paths (see :func:`check_name`), duplicates, a file
     stored both as ``a`` and as a folder holding ``a/b``, and counts the table cannot hold."""
-    pos = 0
-
-    def varint() -> int:
-        nonlocal pos
-        value, shift = 0, 0
-        while True:
-            if pos >= len(data):
-                raise IntegrityError(f"{where}: LAYO ends early")
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-            if shift > 63:
-                raise IntegrityError(f"{where}: LAYO has a number that is too long")
-
-    def take(n: int) -> bytes:
-        nonlocal pos
-        if pos + n > len(data):
-            raise IntegrityError(f"{where}: LAYO ends early")
-        pos += n
-        return data[pos - n : pos]
+    r = Reader(data, f"{where}: LAYO")
+    varint, take = r.varint, r.take
 
     files = []
     doc = 0
@@ -242,8 +214,8 @@ def decode_layout(data: bytes, where: str) -> list[LayoutFile]:
         if f.kind == FILE:
             f.sha256 = take(32)
             n_parts = varint()
-            if n_parts > len(data) - pos:
-                raise IntegrityError(f"{where}: LAYO declares {n_parts} parts in {len(data) - pos} bytes")
+            if n_parts > len(data) - r.pos:
+                raise IntegrityError(f"{where}: LAYO declares {n_parts} parts in {len(data) - r.pos} bytes")
             for _ in range(n_parts):
                 kind = take(1)[0]
                 if kind == RAW:
@@ -254,7 +226,7 @@ def decode_layout(data: bytes, where: str) -> list[LayoutFile]:
                 else:
                     raise IntegrityError(f"{where}: LAYO has an unknown part kind {kind}")
         files.append(f)
-    if pos != len(data):
+    if r.pos != len(data):
         raise IntegrityError(f"{where}: LAYO has trailing bytes")
     _check_tree(files, where)
     return files
