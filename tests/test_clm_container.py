@@ -70,7 +70,7 @@ def test_round_trip() -> None:
     c = sample()
     back = read_container(serialise(c))
     assert back.header == c.header and back.docs == c.docs
-    assert back.layout == c.layout and back.window_bits == c.window_bits
+    assert back.layout == c.layout and back.payload == c.payload
 
 
 doc_entries = st.lists(
@@ -125,7 +125,7 @@ def test_messages_name_the_problem() -> None:
 
 def test_counts_must_agree() -> None:
     c = sample()
-    c.window_bits = c.window_bits[:-2]
+    c.payload = c.payload[:-2]
     with pytest.raises(IntegrityError, match="WIND holds 10 bytes"):
         read_container(serialise(c), "a.clm")
     c = sample()

@@ -110,7 +110,7 @@ def test_jsonl_round_trip_is_byte_identical(
         assert c.header["coder"]["code"] == code and "mode" not in c.header
     else:
         assert c.header["mode"] == "stream" and c.header["coder"]["context"] == m1.max_context
-        assert len(c.window_bits) == c.header["code_bytes"] == sum(d.windows for d in c.docs)
+        assert len(c.payload) == c.header["code_bytes"] == sum(d.windows for d in c.docs)
 
 
 def test_folder_round_trip(tmp_path: Path, inputs: Path, m1: M1) -> None:

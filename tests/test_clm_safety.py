@@ -250,9 +250,9 @@ def test_select_refuses_an_output_equal_to_its_source(
 
 
 def rewrite(clm: Path, dest: Path, **change: Any) -> Path:
-    """``clm`` with parts replaced (header, docs, layout, window_bits) and every CRC made valid."""
+    """``clm`` with parts replaced (header, docs, layout, payload) and every CRC made valid."""
     c = read_container(clm.read_bytes())
-    fields = {"header": c.header, "docs": c.docs, "layout": c.layout, "window_bits": c.window_bits}
+    fields = {"header": c.header, "docs": c.docs, "layout": c.layout, "payload": c.payload}
     fields.update(change)
     buf = io.BytesIO()
     write_container(buf, Container(**fields))

@@ -477,10 +477,10 @@ def decode_documents(
     lengths: list[int] = []
     stream = is_stream(container)
     if stream:
-        payload: list[int] | bytes = container.window_bits
+        payload: list[int] | bytes = container.payload
     else:
         params = coder_params(container, where)
-        payload = unpack_codes(container.window_bits, params.window_bits)
+        payload = unpack_codes(container.payload, params.window_bits)
     pos = 0
     for i, entry in enumerate(container.docs):
         seg_lengths = segment_lengths(entry.nbytes, seg_bytes)
@@ -703,10 +703,10 @@ def inspect(
             first_windows=[],
             model_found=False,
             mode="stream",
-            code_bytes=len(container.window_bits),
+            code_bytes=len(container.payload),
         )
     params = coder_params(container, where)
-    codes = unpack_codes(container.window_bits, params.window_bits)
+    codes = unpack_codes(container.payload, params.window_bits)
     exceptions = {}
     base = 0
     for entry in container.docs:

@@ -67,7 +67,7 @@ class Container:
     header: dict[str, Any]
     docs: list[DocEntry]
     layout: bytes
-    window_bits: bytes
+    payload: bytes  # the WIND section: the coded bits (window codes, or the stream coder's output)
     size: int = 0  # bytes of the file it was read from (0 when built in memory)
 
 
@@ -119,7 +119,7 @@ def write_container(f: BinaryIO, container: Container) -> int:
         _section("HEAD", head),
         _section("DOCS", encode_docs(container.docs)),
         _section("LAYO", container.layout),
-        _section("WIND", container.window_bits),
+        _section("WIND", container.payload),
         _section("END!", b""),
     ]
     for p in parts:
@@ -190,9 +190,9 @@ def check_counts(c: Container, where: str) -> None:
     width, max_bytes = coder["window_bits"] // 8, coder["max_window_bytes"]
     seg = c.header["segment_bytes"]
     total = sum(d.windows for d in c.docs)
-    if len(c.window_bits) != total * width:
+    if len(c.payload) != total * width:
         raise IntegrityError(
-            f"{where}: WIND holds {len(c.window_bits)} bytes, the document table needs {total} windows of {width}"
+            f"{where}: WIND holds {len(c.payload)} bytes, the document table needs {total} windows of {width}"
         )
     declared = (c.header["documents"], c.header["windows"], c.header["document_bytes"])
     actual = (len(c.docs), total, sum(d.nbytes for d in c.docs))
@@ -240,10 +240,10 @@ def _check_stream_counts(c: Container, where: str) -> None:
     total = sum(d.windows for d in c.docs)
     declared = (c.header["documents"], c.header["code_bytes"], c.header["document_bytes"])
     actual = (len(c.docs), total, sum(d.nbytes for d in c.docs))
-    if declared != actual or len(c.window_bits) != total:
+    if declared != actual or len(c.payload) != total:
         raise IntegrityError(
             f"{where}: HEAD declares (documents, code bytes, bytes) = {declared}, the tables hold "
-            f"{actual} and WIND {len(c.window_bits)} code bytes"
+            f"{actual} and WIND {len(c.payload)} code bytes"
         )
     for i, d in enumerate(c.docs):
         if d.exceptions:
