@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from compresslm.coding.window_coder import DEFAULT_BATCH_ROWS
 from compresslm.errors import ConfigError
 from compresslm.tokenizers.base import CHUNK_BYTES, ChunkedTokenizer
 from compresslm.tokenizers.m1_support import load_m1, load_saved_m1, m1_config, probabilities, save_m1
@@ -41,7 +42,7 @@ class ACTokenizer(ChunkedTokenizer):
         chunk_bytes: int = CHUNK_BYTES,
         *,
         context: int | None = None,
-        batch_size: int = 256,
+        batch_size: int = DEFAULT_BATCH_ROWS,
         saved_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(token_bits, chunk_bytes)
@@ -67,7 +68,12 @@ class ACTokenizer(ChunkedTokenizer):
 
     @classmethod
     def load(
-        cls, directory: str | Path, config: dict[str, Any], *, threads: int | None = 1, batch_size: int = 256
+        cls,
+        directory: str | Path,
+        config: dict[str, Any],
+        *,
+        threads: int | None = 1,
+        batch_size: int = DEFAULT_BATCH_ROWS,
     ) -> ACTokenizer:
         m1 = load_saved_m1(directory, config, config["context"], threads=threads)
         return cls(

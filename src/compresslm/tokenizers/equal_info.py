@@ -18,7 +18,7 @@ bytes, each ending in a window boundary. The coder steps all units of a batch si
 position per step, so on a small corpus shorter units mean more rows per step and far fewer steps (a
 10,240-byte unit needs ~13,000 sequential M1 steps, a 512-byte one ~650). The price is one forced
 window end per unit: about half a window in ~32 * bits-per-byte windows, i.e. ~0.5-1% more ids.
-On a large corpus the batch is full (256 rows) either way.
+On a large corpus the batch is full (``DEFAULT_BATCH_ROWS`` rows, as in ``compress``) either way.
 
 Ids and windows: at b = 24, v = 65k ids straddle windows (as in the paper's App. A.1); a document's
 window bytes are packed once and padded with one zero byte to a whole id, and a chunk's ids start at
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from compresslm.coding.packing import bytes_to_ids, ids_to_bytes
+from compresslm.coding.window_coder import DEFAULT_BATCH_ROWS
 from compresslm.errors import ConfigError, DataError
 from compresslm.tokenizers.base import CHUNK_BYTES, Ids, Tokenizer
 from compresslm.tokenizers.m1_support import load_m1, load_saved_m1, m1_config, save_m1
@@ -62,7 +63,7 @@ class EqualInfoTokenizer(Tokenizer):
         chunk_bytes: int = CHUNK_BYTES,
         unit_bytes: int | None = None,
         max_window_bytes: int | None = None,
-        batch_size: int = 256,
+        batch_size: int = DEFAULT_BATCH_ROWS,
         saved_config: dict[str, Any] | None = None,
     ) -> None:
         from compresslm.coding.equal_info import EqualInfoCoder
@@ -108,7 +109,12 @@ class EqualInfoTokenizer(Tokenizer):
 
     @classmethod
     def load(
-        cls, directory: str | Path, config: dict[str, Any], *, threads: int | None = 1, batch_size: int = 256
+        cls,
+        directory: str | Path,
+        config: dict[str, Any],
+        *,
+        threads: int | None = 1,
+        batch_size: int = DEFAULT_BATCH_ROWS,
     ) -> EqualInfoTokenizer:
         m1 = load_saved_m1(directory, config, config["max_window_bytes"], threads=threads)
         return cls(
