@@ -83,3 +83,13 @@ def test_cli_compress_and_tokenizer_default(tmp_path: Path, shipped: Path, sourc
     assert (tmp_path / "cli.py").read_text(encoding="utf-8") == TEXT
     tokenizer = build_tokenizer("equal-info", threads=1)
     assert tokenizer.m1.sha256 == build_tokenizer("equal-info", m1=shipped, threads=1).m1.sha256
+
+
+def test_the_package_ships_an_exact_m1_matching_its_model_card() -> None:
+    from compresslm.coding.m1 import M1
+
+    assert default_model.has_default_m1()
+    m1 = M1.load(default_model.default_m1_path(), threads=1)
+    card = (default_model.SHIPPED_M1_DIR / default_model.MODEL_CARD).read_text(encoding="utf-8")
+    assert m1.exact and m1.sha256 in card
+    assert m1.max_context == 512
