@@ -94,8 +94,9 @@ def test_nothing_points_at_the_old_design_file_outside_the_repository() -> None:
     assert not hits, hits
 
 
-def readme_commands() -> list[str]:
-    """`compresslm ...` lines of the README's sh blocks, continuation lines joined."""
+def readme_commands() -> list[list[str]]:
+    """Every `compresslm ...` command of the README's sh blocks (continuation lines joined, pipes and
+    `;` split, redirections dropped), as argument lists."""
     commands, in_sh, pending = [], False, ""
     for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
         if line.startswith("```"):
@@ -108,14 +109,28 @@ def readme_commands() -> list[str]:
             pending = line[:-1] + " "
             continue
         pending = ""
-        if line.startswith("compresslm ") and " ... " not in line:
-            commands.append(line)
+        if " ... " in line:
+            continue
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words: list[str] = []
+        for word in [*lexer, ";"]:
+            if word in ("|", ";", "&&", "||"):
+                if words[:1] == ["compresslm"]:
+                    commands.append(words)
+                words = []
+            elif word in (">", "<", ">>"):
+                words.append("\0")  # the next word is a redirection target, not an argument
+            elif words[-1:] == ["\0"]:
+                words.pop()
+            else:
+                words.append(word)
     return commands
 
 
-@pytest.mark.parametrize("command", readme_commands())
-def test_readme_commands_parse(command: str) -> None:
-    args = build_parser().parse_args(shlex.split(command)[1:])
+@pytest.mark.parametrize("command", readme_commands(), ids=" ".join)
+def test_readme_commands_parse(command: list[str]) -> None:
+    args = build_parser().parse_args(command[1:])
     assert getattr(args, "func", None) is not None, command
 
 
