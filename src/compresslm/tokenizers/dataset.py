@@ -36,9 +36,9 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import cached_property
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from compresslm.data.jsonfile import read_versioned_json
 from compresslm.data.records import Record, Rejection, reason_kind
 from compresslm.data.writers import check_folder_free
 from compresslm.errors import ConfigError, DataError, IntegrityError, OutputExistsError
+from compresslm.select.parallel import default_workers, ordered_map
 from compresslm.tokenizers.base import Tokenizer
 from compresslm.tokenizers.registry import load_tokenizer, read_tokenizer_config, save_tokenizer
 
@@ -109,13 +110,6 @@ def training_texts(items: Iterable[Record | Rejection], options: TokenizeOptions
             yield item.text
 
 
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 # ------------------------------------------------------------------------------------------ workers
 
 _WORKER_TOKENIZER: Tokenizer | None = None
@@ -127,12 +121,13 @@ def _init_worker(tokenizer_dir: str) -> None:
     _WORKER_TOKENIZER = load_tokenizer(tokenizer_dir)
 
 
-def _tokenize_shard(path: str, docs: list[bytes]) -> str:
-    """Tokenize ``docs`` and write the shard file at ``path`` atomically; runs in a worker."""
+def _tokenize_shard(task: tuple[str, list[bytes]]) -> int:
+    """Tokenize one shard's documents and write its file atomically; runs in a worker."""
     tokenizer = _WORKER_TOKENIZER
     assert tokenizer is not None, "worker not initialised"
+    path, docs = task
     _write_shard(Path(path), tokenizer, docs)
-    return path
+    return sum(map(len, docs))
 
 
 _LOADED: dict[str, Tokenizer] = {}
@@ -335,11 +330,11 @@ def tokenize_corpus(
         # documents are byte-for-byte the same (an edit that keeps the size is not reused).
         return out / SHARD_DIR / f"{i:06d}-{shard_digest(shard)}.npz"
 
-    todo: list[tuple[Path, list[bytes]]] = []
-    pool: ProcessPoolExecutor | None = None
-    pending: list[tuple[Future[str], int]] = []
     spilled: list[dict[str, Any]] = []
-    try:
+
+    def to_tokenize() -> Iterator[tuple[str, list[bytes]]]:
+        """Shards still to tokenize, in order; finished ones are reused, Ray's are spilled."""
+        nonlocal reused
         for i, shard in enumerate(_shards(items, options, accounting, docs)):
             path = shard_path(i, shard)
             shard_paths.append(path)
@@ -347,44 +342,43 @@ def tokenize_corpus(
             if path.is_file():
                 reused += 1
                 bar.update(sum(map(len, shard)))
-                continue
-            if options.engine == "ray":  # map-only: spill now, tokenize every shard in one Ray map
+            elif options.engine == "ray":  # map-only: spill now, tokenize every shard in one Ray map
                 spill = path.with_name(path.stem + ".in.npz")
                 _spill(spill, shard)
                 spilled.append({"input": str(spill.resolve()), "output": str(path.resolve())})
-                continue
-            todo.append((path, shard))
-            if workers == 1 or (pool is None and len(todo) < 2):
-                continue  # one shard is done inline: a process pool costs seconds to start
-            if pool is None:
-                pool = _start_pool(workers, out / TOKENIZER_DIR)
-            for p, s in todo:
-                pending.append((pool.submit(_tokenize_shard, str(p), s), sum(map(len, s))))
-            todo = []
-            while len(pending) >= 2 * workers:  # bounded: memory stays flat on big corpora
-                fut, n_done = pending.pop(0)
-                fut.result()
-                bar.update(n_done)
-        for fut, n_done in pending:
-            fut.result()
-            bar.update(n_done)
-        for p, s in todo:
-            _write_shard(p, tokenizer, s)
-            bar.update(sum(map(len, s)))
-        if spilled:
-            from compresslm.select.engine import RayEngine
+            else:
+                yield str(path), shard
 
-            engine = RayEngine(options.workers, address=options.ray_address, num_cpus=options.num_cpus)
-            try:
-                for done in engine.map(
-                    _tokenize_spilled, str((out / TOKENIZER_DIR).resolve()), spilled, stage="tokenize"
-                ):
-                    bar.update(done["bytes"])
-            finally:
-                engine.close()
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    tasks = to_tokenize()
+    first = list(islice(tasks, 2))
+    if workers == 1 or len(first) < 2:  # one shard is done inline: a process pool costs seconds to start
+        for p, shard in chain(first, tasks):
+            _write_shard(Path(p), tokenizer, shard)
+            bar.update(sum(map(len, shard)))
+    else:
+        # The shared hardened pool (bounded in flight, in order, Ctrl-C and dead workers handled).
+        # Workers load the saved tokenizer once each (M1 included) with one torch thread; ``spawn``:
+        # forking a process whose torch already started its thread pools can deadlock.
+        for n_bytes in ordered_map(
+            _tokenize_shard,
+            chain(first, tasks),
+            workers=workers,
+            initializer=_init_worker,
+            initargs=(str(out / TOKENIZER_DIR),),
+            start_method="spawn",
+        ):
+            bar.update(n_bytes)
+    if spilled:
+        from compresslm.select.engine import RayEngine
+
+        engine = RayEngine(options.workers, address=options.ray_address, num_cpus=options.num_cpus)
+        try:
+            for done in engine.map(
+                _tokenize_spilled, str((out / TOKENIZER_DIR).resolve()), spilled, stage="tokenize"
+            ):
+                bar.update(done["bytes"])
+        finally:
+            engine.close()
     bar.close()
     t_tokenize = time.perf_counter() - t0
     if not docs:
@@ -405,17 +399,6 @@ def tokenize_corpus(
     shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
     (out / PROGRESS_FILE).unlink(missing_ok=True)
     return meta
-
-
-def _start_pool(workers: int, tokenizer_dir: Path) -> ProcessPoolExecutor:
-    """Workers load the saved tokenizer once each (M1 included) and use one torch thread: the
-    parallelism is across shards. ``spawn``: forking a process whose torch already started its
-    thread pools can deadlock."""
-    import multiprocessing as mp
-
-    return ProcessPoolExecutor(
-        workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(str(tokenizer_dir),)
-    )
 
 
 def _progress_bar(enabled: bool, desc: str, total: int | None = None) -> Any:
