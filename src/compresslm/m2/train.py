@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import compresslm.m2.evaluate as evaluate
 from compresslm.errors import ConfigError
-from compresslm.m2.evaluate import as_dataset, evaluate_m2
+from compresslm.m2.evaluate import as_dataset
 from compresslm.tokenizers.dataset import TokenDataset
 
 DEFAULT_SEQ_LEN = 128
@@ -161,7 +162,7 @@ def train_and_evaluate(
             "M2 on them: tokenize again with --val-fraction above 0 (default 0.05)"
         )
     model, summary = train_m2(ds, config, None, progress=progress)
-    result = evaluate_m2(model, ds, extra={"train_seconds": summary["train_seconds"]})
+    result = evaluate.evaluate_m2(model, ds, extra={"train_seconds": summary["train_seconds"]})
     finite = {
         k: v for k, v in result.to_dict().items() if not (isinstance(v, float) and not math.isfinite(v))
     }
