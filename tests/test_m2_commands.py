@@ -38,11 +38,13 @@ def test_train_interrupted_in_its_final_evaluation_leaves_no_model(
     bytes_ds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import compresslm.m2.evaluate
+    import compresslm.m2.train
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(compresslm.m2.evaluate, "evaluate_m2", interrupted)
+    for module in (compresslm.m2.evaluate, compresslm.m2.train):  # wherever train looks it up
+        monkeypatch.setattr(module, "evaluate_m2", interrupted)
     out = tmp_path / "m2"
     assert _train(bytes_ds, out) == 130
     assert not out.exists() or not any(out.iterdir())
