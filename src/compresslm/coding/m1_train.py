@@ -125,10 +125,18 @@ def split_heldout(
 
 
 def heldout_bits_per_byte(
-    m1: M1, heldout: ResetStream, context: int, *, max_tokens: int | None = EVAL_TOKENS, rows: int = 512
+    m1: M1,
+    heldout: ResetStream,
+    context: int,
+    *,
+    max_tokens: int | None = EVAL_TOKENS,
+    rows: int | None = None,
 ) -> float:
     """Bits/byte of ``m1``'s quantized frequency tables (what the coder pays) on the blocks the
-    training loop evaluates: each block of ``context`` bytes read from a fresh BOS context."""
+    training loop evaluates: each block of ``context`` bytes read from a fresh BOS context.
+    ``rows`` blocks run side by side (default: up to 512, fewer for long contexts, whose caches
+    are large)."""
+    rows = rows or max(16, min(512, (1 << 16) // context))
     ids = heldout.eval_block_ids(context, max_tokens)
     tokens = np.asarray(heldout.tokens, dtype=np.int64)
     bits, n = 0.0, 0
