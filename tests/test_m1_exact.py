@@ -114,6 +114,25 @@ def test_rows_restart_and_idle_do_not_change_a_row() -> None:
     assert np.array_equal(stepped[1][live], merged[1][live])
 
 
+def test_finished_rows_compact_the_cache_without_changing_any_row() -> None:
+    """40 rows of different lengths: as rows go idle the cache is compacted (at 20, 10 ... rows);
+    every window's tables still equal the reference, and coding with rows that take new windows
+    after a compaction gives the bits of coding one window at a time."""
+    from compresslm.coding.equal_info import EqualInfoCoder
+
+    model = random_exact(11)
+    m1 = ExactM1(model, threads=1)
+    rng = np.random.default_rng(5)
+    windows = [bytes(rng.integers(0, 256, int(n), dtype=np.uint8)) for n in rng.integers(0, 23, 40)]
+    fast = session_tables(m1, windows, 24)
+    for w, tables in zip(windows, fast, strict=True):
+        assert np.array_equal(tables, window_tables(model.tensors, 2, 2, w, m1.precision))
+    docs = [bytes(rng.integers(97, 123, int(n), dtype=np.uint8)) for n in rng.integers(0, 60, 50)]
+    one = EqualInfoCoder(m1, 16, max_window_bytes=24, batch_size=1).encode_many(docs)
+    many = EqualInfoCoder(m1, 16, max_window_bytes=24, batch_size=33)
+    assert many.encode_many(docs) == one and many.decode_many(one) == docs
+
+
 def test_bound_check_refuses_a_reduction_that_could_overflow() -> None:
     model = random_exact(1, d_model=8, n_heads=1, n_layers=1, d_mlp=GEMM_CHUNK + 60)
     tensors = dict(model.tensors)

@@ -67,6 +67,7 @@ NUMERICS = "int8-exact-v1"
 FLOAT_NUMERICS = "float32"
 GEMM_CHUNK = ((1 << 24) - 1) // (ACT_MAX * ACT_MAX)  # 1040: K * 127 * 127 < 2**24
 PV_CHUNK = ((1 << 24) - 1) // (255 * ACT_MAX)  # 518 positions: byte-sized weights x int8 values
+MIN_ROWS = 16  # the cache is not compacted below this many rows
 _EXACT_LIMIT = 1 << 53  # every intermediate stays below this: exact in int64 and in float64
 
 LINEARS = ("attn", "proj", "fc", "out")
@@ -406,7 +407,10 @@ class ExactSession:
         self._release = _single_threaded_ops
         self._closed = False
         _single_threaded_ops(+1)
-        self.pos = torch.full((n_rows,), -1, dtype=torch.int64)  # last computed position per row
+        # Logical rows (what the caller indexes) live in physical rows of the cache (see _place).
+        self.phys = np.full(n_rows, -1, dtype=np.int64)
+        self.rows = n_rows
+        self.pos = torch.zeros(n_rows, dtype=torch.int64)  # last computed position per physical row
         net = self.net
         self.capacity = min(max_len, 16)
         shape = (net.n_layers, n_rows, net.n_heads, self.capacity, net.head_dim)
@@ -455,51 +459,88 @@ class ExactSession:
             self._closed = True
             self._release(-1)
 
+    def _place(self, active: np.ndarray, opening: np.ndarray) -> None:
+        """Give every active logical row a physical row of the cache. When half the physical rows
+        are free, the cache is compacted to the active ones (copying a row's cache is exact), so
+        the tail of a batch stops paying for finished rows."""
+        self.phys[~active] = -1
+        n_active = int(active.sum())
+        if n_active > self.rows or (self.rows > MIN_ROWS and n_active <= self.rows // 2):
+            kept = np.flatnonzero(active & (self.phys >= 0))
+            old = torch.from_numpy(self.phys[kept])
+            rows = max(n_active, 1)
+            shape = (self.keys.shape[0], rows, *self.keys.shape[2:])
+            keys, values = torch.zeros(shape), torch.zeros(shape)
+            keys[:, : len(kept)] = self.keys.index_select(1, old)
+            values[:, : len(kept)] = self.values.index_select(1, old)
+            pos = torch.zeros(rows, dtype=torch.int64)
+            pos[: len(kept)] = self.pos[old]
+            self.keys, self.values, self.pos, self.rows = keys, values, pos, rows
+            self.phys[:] = -1
+            self.phys[kept] = np.arange(len(kept))
+        homeless = np.flatnonzero(active & (self.phys < 0))
+        if len(homeless):
+            if not opening[homeless].all():
+                raise ConfigError("a row lost its context: only a START token may open an idle row")
+            used = np.zeros(self.rows, dtype=bool)
+            used[self.phys[self.phys >= 0]] = True
+            self.phys[homeless] = np.flatnonzero(~used)[: len(homeless)]
+
+    def _open(self, phys: np.ndarray) -> None:
+        """Position 0 of a window in physical rows ``phys``: BOS's constant keys and values."""
+        rows = torch.from_numpy(phys)
+        self.keys[:, rows, :, 0] = self.start_keys[:, None]
+        self.values[:, rows, :, 0] = self.start_values[:, None]
+        self.pos[rows] = 0
+
     def step(self, tokens: np.ndarray) -> np.ndarray:
         if len(tokens) != self.n_rows:
             raise ConfigError(f"step needs {self.n_rows} tokens, got {len(tokens)}")
         tokens = np.asarray(tokens, dtype=np.int64)
         tables = np.zeros((self.n_rows, N_SYMBOLS + 1), dtype=np.int64)
+        active = tokens != IDLE
+        if not active.any():
+            return tables
         opening = (tokens == START) | (tokens >= RESTART)
-        if opening.any():  # position 0: BOS's constant keys and values
-            rows = torch.from_numpy(np.flatnonzero(opening))
-            self.keys[:, rows, :, 0] = self.start_keys[:, None]
-            self.values[:, rows, :, 0] = self.start_values[:, None]
-            self.pos[rows] = 0
+        self._place(active, opening)
+        if opening.any():
+            self._open(self.phys[opening])
             tables[tokens == START] = self.start_table
-        computing = (tokens != IDLE) & (tokens != START)
+        computing = active & (tokens != START)
         if not computing.any():
             return tables
-        if (self.pos[torch.from_numpy(computing)] < 0).any():
-            raise ConfigError("a row lost its context: only a START token may open an idle row")
         t0 = time.perf_counter()
-        rows_np = np.flatnonzero(computing)
-        all_rows = len(rows_np) == self.n_rows
-        rows = torch.from_numpy(rows_np)
-        ids = torch.from_numpy(np.where(tokens >= RESTART, tokens - RESTART, tokens)[rows_np])
-        pos = self.pos[rows] + 1
+        # Every physical row is computed (no gather of the cache): rows with nothing to do run BOS
+        # at position 0 of their own, dead or about-to-be-reopened, cache.
+        phys = self.phys[computing]
+        prow = torch.from_numpy(phys)
+        ids = torch.full((self.rows,), BOS, dtype=torch.int64)
+        ids[prow] = torch.from_numpy(np.where(tokens >= RESTART, tokens - RESTART, tokens)[computing])
+        pos = torch.zeros(self.rows, dtype=torch.int64)
+        pos[prow] = self.pos[prow] + 1
         if int(pos.max()) >= self.max_len:
             raise ConfigError(f"a window row ran past its {self.max_len} positions")
-        self.pos[rows] = pos
+        self.pos[prow] = pos[prow]
         span = int(pos.max()) + 1
         self._grow(span)
-        logits = self._forward(ids, pos, rows, all_rows, span)
+        logits = self._forward(ids, pos, span)
+        if (tokens == START).any():  # their position 0 was overwritten by the BOS filler above
+            self._open(self.phys[tokens == START])
         t1 = time.perf_counter()
-        tables[rows_np] = self.net.tables(logits, self.m1.precision)
+        tables[computing] = self.net.tables(logits[prow], self.m1.precision)
         timings = self.timings
         timings.forward_s += t1 - t0
         timings.quantize_s += time.perf_counter() - t1
         timings.steps += 1
-        timings.row_positions += len(rows_np)
+        timings.row_positions += self.rows
         return tables
 
-    def _forward(
-        self, ids: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor, all_rows: bool, span: int
-    ) -> torch.Tensor:
-        """The new position of each computing row; its keys and values are stored in the cache and
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, span: int) -> torch.Tensor:
+        """The new position of every physical row; its keys and values are stored in the cache and
         it attends over positions ``[0, span)`` masked to its own (any span gives the same ints)."""
         net = self.net
         nh, hs = net.n_heads, net.head_dim
+        rows = torch.arange(self.rows)
         # where each row's new keys and values go: (row, head, pos) rows of hs floats in the cache
         at = ((rows[:, None] * nh + torch.arange(nh)[None]) * self.capacity + pos[:, None]).reshape(-1)
         x = (net.tok[ids] + net.pos[pos]).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
@@ -508,11 +549,7 @@ class ExactSession:
             keys, values = self.keys[i], self.values[i]  # (rows, nh, capacity, hs)
             keys.view(-1, hs).index_copy_(0, at, k.reshape(-1, hs))
             values.view(-1, hs).index_copy_(0, at, v.reshape(-1, hs))
-            if all_rows:
-                kk, vv = keys[:, :, :span], values[:, :, :span]
-            else:
-                kk, vv = keys[rows, :, :span], values[rows, :, :span]
-            y = _attend(q, kk, vv, pos, layer, net.exp_attention)
+            y = _attend(q, keys[:, :, :span], values[:, :, :span], pos, layer, net.exp_attention)
             x = self._rest(layer, x, y)
         return net.head(net.ln_f(x))
 
