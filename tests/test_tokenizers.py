@@ -288,5 +288,12 @@ def test_parse_scheme_rejects_nonsense() -> None:
 def test_parse_scheme_rejects_options_it_would_ignore(text: str, options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_scheme(text, **options)
-    with pytest.raises(ConfigError, match="M1"):
-        build_tokenizer("eqinfo16-65k")
+
+
+def test_m1_schemes_without_a_model_use_the_shipped_m1() -> None:
+    """Without ``m1``, the M1 schemes take the M1 shipped with the package (its weights' sha256)."""
+    from compresslm.coding.default_model import default_m1_path
+    from compresslm.models.checkpoint import weights_sha256
+
+    tokenizer = build_tokenizer("eqinfo16-65k")
+    assert tokenizer.m1.sha256 == weights_sha256(default_m1_path())
