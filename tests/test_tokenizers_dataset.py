@@ -194,7 +194,9 @@ def test_limit_bytes_takes_a_prefix_and_empty_val_is_an_error(corpus: Path, tmp_
     assert len(seen) == 2 and limit < sum(len(r.data) for r in records), "the corpus needs both splits"
     meta = _tokenize(corpus, tmp_path / "ds", "bytes", limit_bytes=limit, val_fraction=0.5)
     assert limit <= meta["bytes"] < limit + max(len(t.encode()) for t in DOCS)
-    assert meta["accounting"]["beyond --limit-bytes"] > 0
+    acct = meta["accounting"]
+    assert acct["beyond --limit-bytes"] > 0
+    assert acct["read"] == acct["tokenized"] + acct.get("rejected", 0) + acct["beyond --limit-bytes"]
     with pytest.raises(ConfigError, match="held-out"):
         _tokenize(corpus, tmp_path / "tiny", "bytes", limit_bytes=1, val_fraction=0.01)
 
@@ -272,3 +274,30 @@ def test_cli_tokenize_rejects_options_clearly(
 
     assert main(["tokenize", str(corpus), "-o", str(tmp_path / "ds"), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_tokenize_summary_accounts_for_records_past_the_limit(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The printed counts add up: records past --limit-bytes are named, not silently missing."""
+    import re
+
+    from compresslm.cli import main
+
+    # The shortest prefix with a document in each split (ids hold the temporary path, see above).
+    seen, limit = set(), 0
+    for r in (r for r in read_records([corpus]) if hasattr(r, "text")):
+        seen.add(split_of(r.id, 0.5))
+        limit += len(r.data)
+        if len(seen) == 2:
+            break
+    code = main(
+        ["tokenize", str(corpus), "--scheme", "bytes", "-o", str(tmp_path / "ds"), "--workers", "1"]
+        + ["--limit-bytes", str(limit), "--val-fraction", "0.5", "--no-progress"]
+    )
+    assert code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    counts = dict(re.findall(r"(records read|tokenized|rejected|beyond --limit-bytes) ([\d,]+)", out))
+    n = {k: int(v.replace(",", "")) for k, v in counts.items()}
+    assert n["beyond --limit-bytes"] > 0
+    assert n["records read"] == n["tokenized"] + n["rejected"] + n["beyond --limit-bytes"]

@@ -189,11 +189,14 @@ def print_dataset_summary(meta: dict[str, Any], out: str) -> None:
     console = rich_console()
     console.print(t)
     acct = meta.get("accounting", {})
+    # Every record read is tokenized, rejected or past --limit-bytes: say all three, so the counts add up.
+    beyond = acct.get("beyond --limit-bytes", 0)
     console.print(
         f"vocabulary {meta['tokenizer']['vocab_size']:,} (data ids 0..{meta['eod_id'] - 1}, end of document "
         f"{meta['eod_id']}, padding {meta['pad_id']}); records read {acct.get('read', 0):,}, tokenized "
-        f"{acct.get('tokenized', 0):,}, rejected {acct.get('rejected', 0):,}; "
-        f"{meta['bytes_per_second']:,.0f} bytes/s in {meta['seconds']['total']:.1f} s"
+        f"{acct.get('tokenized', 0):,}, rejected {acct.get('rejected', 0):,}"
+        + (f", beyond --limit-bytes {beyond:,}" if beyond else "")
+        + f"; {meta['bytes_per_second']:,.0f} bytes/s in {meta['seconds']['total']:.1f} s"
     )
     if meta.get("shards_reused"):
         console.print(f"resumed: {meta['shards_reused']:,} finished shards of an interrupted run reused")
