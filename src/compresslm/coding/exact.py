@@ -261,38 +261,35 @@ def _rdiv(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
 
 
 def _isqrt(v: torch.Tensor) -> torch.Tensor:
-    """floor(sqrt(v)) of float64 integers below 2**52: sqrt, then corrected by exact compares."""
-    r = torch.floor(torch.sqrt(v))
-    r = r - (r * r > v).to(F64)
-    return r + ((r + 1) * (r + 1) <= v).to(F64)
+    """floor(sqrt(v)) of float64 integers ``1 <= v < 2**52`` (LayerNorm's variance is below 2**43):
+    the floor of the correctly rounded sqrt is already exact. If ``v = n**2`` the sqrt is exact;
+    otherwise ``n**2 < v < (n+1)**2`` so ``sqrt(v) < n + 1 - 1 / (2(n+1))``, and rounding can reach
+    ``n + 1`` only within half an ulp, ``(n+1) 2**-53``, of it, which needs ``(n+1)**2 > 2**52``; nor
+    can it fall below ``n``, a representable value not above ``sqrt(v)``."""
+    return torch.sqrt(v).floor_()
 
 
 class _Linear:
-    """int8 weights as a float32 (in, out) matrix for exact GEMMs, chunked along the reduction;
-    requantization in float64 on integers below 2**53 (exact: see :func:`check_bounds`)."""
+    """int8 weights and requantization folded into one float64 GEMM with bias: exact, because
+    every partial sum is an integer multiple of ``2**-s`` below ``2**(53-s)`` (see below)."""
 
     def __init__(self, w: Mapping[str, np.ndarray], prefix: str) -> None:
-        self.wt = torch.from_numpy(w[prefix + ".w"].astype(np.float32).T.copy())
-        self.bias = torch.from_numpy(w[prefix + ".bias"].astype(np.float64))
-        self.m = torch.from_numpy(w[prefix + ".m"].astype(np.float64))
         shift = w[prefix + ".s"].astype(np.int64)
-        # (acc + bias) m + 2**(s-1) = acc m + c, with c = bias m + 2**(s-1): one exact addcmul
-        self.c = torch.from_numpy(
-            w[prefix + ".bias"].astype(np.float64) * self.m.numpy() + np.ldexp(1.0, shift - 1)
-        )
-        self.inv = torch.from_numpy(np.ldexp(1.0, -shift))  # 2**-s: multiplying by it is exact
+        inv = np.ldexp(1.0, -shift)  # 2**-s: multiplying by it is exact
+        m = w[prefix + ".m"].astype(np.float64)
+        # floor(((acc + bias) m + 2**(s-1)) 2**-s) = floor(a @ W' + c'), with W' = w m 2**-s and
+        # c' = (bias m + 2**(s-1)) 2**-s. Scaled by 2**s, every product and every partial sum of
+        # the GEMM (in any order, with or without FMA, on any BLAS) plus c is an integer of
+        # magnitude at most (k 127 |w| + |bias|) m + 2**(s-1) < 2**53 (proved by check_bounds),
+        # so it is exact; scaling by a power of two changes no rounding. No reduction chunking is
+        # needed in float64.
+        self.wt = torch.from_numpy((w[prefix + ".w"].astype(np.float64) * (m * inv)[:, None]).T.copy())
+        self.c = torch.from_numpy((w[prefix + ".bias"].astype(np.float64) * m + np.ldexp(1.0, shift - 1)) * inv)
         self.k = self.wt.shape[0]
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
-        """``a``: (n, in) float32 holding ints in [-127, 127] -> requantized float64 ints (n, out)."""
-        if self.k <= GEMM_CHUNK:
-            acc = (a @ self.wt).to(F64)
-        else:
-            acc = sum(
-                (a[:, i : i + GEMM_CHUNK] @ self.wt[i : i + GEMM_CHUNK]).to(F64)
-                for i in range(0, self.k, GEMM_CHUNK)
-            )
-        return torch.addcmul(self.c, acc, self.m).mul_(self.inv).floor_()
+        """``a``: (n, in) float64 holding ints in [-127, 127] -> requantized float64 ints (n, out)."""
+        return torch.addmm(self.c, a, self.wt).floor_()
 
 
 class _Norm:
@@ -302,7 +299,7 @@ class _Norm:
         self.eps = float(w[prefix + ".eps"][0])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """float64 ints (n, C) -> float32 (n, C) holding ints in [-127, 127]."""
+        """float64 ints (n, C) -> float64 (n, C) holding ints in [-127, 127]."""
         C = x.shape[1]
         mu = _rdiv(x.sum(1, keepdim=True), float(C))
         xc = x - mu
@@ -310,7 +307,7 @@ class _Norm:
         den = _isqrt(var + self.eps) * float(1 << LN_GAIN_BITS)
         # rdiv(xc g, den) + b, with 2 xc g + den as one exact addcmul
         y = torch.addcmul(den, xc, self.g2).div_(2 * den).floor_().add_(self.b)
-        return y.clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)
+        return y.clamp_(-ACT_MAX, ACT_MAX)
 
 
 class _Layer:
@@ -321,7 +318,7 @@ class _Layer:
         self.fc, self.out = _Linear(w, p + "fc"), _Linear(w, p + "out")
         m, s = (int(v) for v in w[p + "attn.index"])
         self.index_m, self.index_half, self.index_inv = float(m), 2.0 ** (s - 1), 2.0**-s
-        self.lut = torch.from_numpy(w[p + "act.lut"].astype(np.float32))
+        self.lut = torch.from_numpy(w[p + "act.lut"].astype(np.float64))
 
 
 class ExactNet:
@@ -439,7 +436,7 @@ class ExactSession:
     @staticmethod
     def _rest(layer: _Layer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The block after attention: projection, residual, MLP, residual."""
-        x = (x + layer.proj(y.reshape(len(x), -1).to(torch.float32))).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
+        x = (x + layer.proj(y.reshape(len(x), -1))).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
         h = layer.fc(layer.ln_2(x)).clamp_(-ACT_MAX, ACT_MAX)
         g = layer.lut[(h + ACT_MAX).to(torch.int64)]
         return (x + layer.out(g)).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
