@@ -284,7 +284,9 @@ class _Linear:
         # so it is exact; scaling by a power of two changes no rounding. No reduction chunking is
         # needed in float64.
         self.wt = torch.from_numpy((w[prefix + ".w"].astype(np.float64) * (m * inv)[:, None]).T.copy())
-        self.c = torch.from_numpy((w[prefix + ".bias"].astype(np.float64) * m + np.ldexp(1.0, shift - 1)) * inv)
+        self.c = torch.from_numpy(
+            (w[prefix + ".bias"].astype(np.float64) * m + np.ldexp(1.0, shift - 1)) * inv
+        )
         self.k = self.wt.shape[0]
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
