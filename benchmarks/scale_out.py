@@ -183,39 +183,42 @@ def part_engines(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
 
 
 def part_scale(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
-    """Each size in its own ``compresslm select --engine ray`` process, so the driver's peak memory
-    is that run's alone."""
+    """Two pools with the same number of shards, ``--big-docs`` / 10 and ``--big-docs`` documents,
+    through ``compresslm select`` on each engine, each run in its own process so its driver's peak
+    memory is that run's alone: with the shards fixed, the driver's peak must not grow with N."""
     import subprocess
 
-    sources = generate(root / f"big-{args.big_docs}-{args.big_shards}", args.big_docs, args.big_shards)
     (root / "targets.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in TARGETS))
     rows = []
-    for n_shards in (max(1, args.big_shards // 10), args.big_shards):
-        out = root / f"big-sel-{n_shards}.jsonl"
-        out.unlink(missing_ok=True)
-        cmd = [sys.executable, "-c", "import sys; from compresslm.cli import main; sys.exit(main())"]
-        cmd += ["select", "--target", str(root / "targets.jsonl")]
-        cmd += ["--source", *sources[:n_shards], "--method", args.big_method, "--k", str(args.k)]
-        cmd += ["--engine", "ray", "--workers", "2", "-o", str(out), "--json", "--no-progress"]
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"}
-        )
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise SystemExit(proc.stderr[-3000:])
-        result = json.loads(proc.stdout)
-        rows.append(
-            {
-                "shards": n_shards,
-                "docs": result["accounting"]["accepted"],
-                "input_mb": round(sum(os.path.getsize(p) for p in sources[:n_shards]) / 2**20, 1),
-                "wall_s": round(wall, 1),
-                "docs_per_s": round(result["accounting"]["accepted"] / wall, 1),
-                "seconds": result["seconds"],
-                "engine_info": result["engine"],
-            }
-        )
+    for n_docs in (args.big_docs // 10, args.big_docs):
+        sources = generate(root / f"big-{n_docs}-{args.big_shards}", n_docs, args.big_shards)
+        for engine in args.big_engines.split(","):
+            out = root / f"big-sel-{engine}-{n_docs}.jsonl"
+            out.unlink(missing_ok=True)
+            cmd = [sys.executable, "-c", "import sys; from compresslm.cli import main; sys.exit(main())"]
+            cmd += ["select", "--target", str(root / "targets.jsonl")]
+            cmd += ["--source", *sources, "--method", args.big_method, "--k", str(args.k)]
+            cmd += ["--engine", engine, "--workers", "2", "-o", str(out), "--json", "--no-progress"]
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"}
+            )
+            wall = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise SystemExit(proc.stderr[-3000:])
+            result = json.loads(proc.stdout)
+            rows.append(
+                {
+                    "engine": engine,
+                    "shards": len(sources),
+                    "docs": result["accounting"]["accepted"],
+                    "input_mb": round(sum(os.path.getsize(p) for p in sources) / 2**20, 1),
+                    "wall_s": round(wall, 1),
+                    "docs_per_s": round(result["accounting"]["accepted"] / wall, 1),
+                    "seconds": result["seconds"],
+                    "engine_info": result["engine"],
+                }
+            )
     return rows
 
 
@@ -269,6 +272,7 @@ def main() -> int:
     p.add_argument("--big-docs", type=int, default=2_000_000)
     p.add_argument("--big-shards", type=int, default=200)
     p.add_argument("--big-method", default="random")
+    p.add_argument("--big-engines", default="local,ray", help="engines of part 2, comma-separated")
     p.add_argument("--rates-pool", default="builtin:pool")
     p.add_argument("--rates-targets", default="builtin:python-targets")
     p.add_argument("--rates-methods", default="zipfit,dsir,random")
@@ -316,13 +320,16 @@ def main() -> int:
         print(f"same selection on every staged row: {report['engines'][0]['same_selection_as_staged']}")
     if not args.skip_scale:
         report["scale"] = part_scale(args, root)
-        print(f"\n--engine ray, method {args.big_method}, k = {args.k}, 2 workers")
-        print("| shards | documents | input MiB | wall s | docs/s | worker peak MiB | driver peak MiB |")
-        print("|---|---|---|---|---|---|---|")
+        print(f"\nmethod {args.big_method}, k = {args.k}, 2 workers")
+        print(
+            "| engine | shards | documents | input MiB | wall s | docs/s | worker peak MiB | driver peak MiB |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
         for r in report["scale"]:
             e = r["engine_info"]
             print(
-                f"| {r['shards']} | {r['docs']:,} | {r['input_mb']} | {r['wall_s']} | {r['docs_per_s']:,.0f} | "
+                f"| {r['engine']} | {r['shards']} | {r['docs']:,} | {r['input_mb']} | {r['wall_s']} | "
+                f"{r['docs_per_s']:,.0f} | "
                 f"{e['worker_peak_rss_mb']} | {e['driver_peak_rss_mb']} |"
             )
     report["load_after"] = os.getloadavg()

@@ -26,7 +26,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,6 +194,18 @@ class SelectionResult:
         }
 
 
+#: Groups (domains, else source files) with a score sample of their own; the rest share
+#: :data:`OTHER_GROUP`. A pool of thousands of files would otherwise keep thousands of samples
+#: (memory growing with the number of files times the sample size) for an unreadable histogram.
+SAMPLE_GROUPS = 20
+OTHER_GROUP = "(other groups)"
+
+
+def sample_group(label: str, groups: Container[str], n_groups: int) -> str:
+    """``label``, or :data:`OTHER_GROUP` once ``n_groups`` other groups have samples."""
+    return label if label in groups or n_groups < SAMPLE_GROUPS else OTHER_GROUP
+
+
 class _Reservoir:
     """Bounded uniform sample of scores per group, for histograms that do not grow with N."""
 
@@ -204,6 +216,7 @@ class _Reservoir:
         self.samples: dict[str, list[float]] = {}
 
     def add(self, group: str, value: float) -> None:
+        group = sample_group(group, self.samples, len(self.samples))
         n = self.seen.get(group, 0) + 1
         self.seen[group] = n
         sample = self.samples.setdefault(group, [])
