@@ -391,3 +391,40 @@ def test_every_method_and_tokenize_give_the_same_results_on_both_engines(tmp_pat
 def test_killed_ray_run_resumes_to_identical_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     _killed_and_resumed(tmp_path, ["--engine", "ray", "--workers", "2"], monkeypatch)
+
+
+def test_array_sample_keeps_the_smallest_keys_like_keyed_sample() -> None:
+    """The driver's array merge of per-shard samples keeps what one KeyedSample over all would."""
+    from compresslm.select.stages import ArraySample, KeyedSample
+
+    rng = np.random.default_rng(3)
+    whole, merged = KeyedSample(50), ArraySample(50)
+    for _ in range(7):  # seven "shards"
+        keys, values = rng.random(40), rng.random(40)
+        part = KeyedSample(50)
+        for k, v in zip(keys.tolist(), values.tolist(), strict=True):
+            whole.add(k, v)
+            part.add(k, v)
+        kept = part.items()
+        merged.extend(np.array([k for k, _ in kept]), np.array([v for _, v in kept]))
+    assert merged.values_by_key() == [v for _, v in whole.items()]
+    assert len(merged.keys) == 50
+
+
+def test_staged_score_samples_have_a_bounded_number_of_groups(tmp_path: Path) -> None:
+    """Unlabelled shards are sampled per source file, but past SAMPLE_GROUPS files they share one
+    group: the driver's samples do not grow with the number of files."""
+    from compresslm.select.pipeline import OTHER_GROUP, SAMPLE_GROUPS
+
+    sources = []
+    for s in range(SAMPLE_GROUPS + 5):
+        p = tmp_path / f"s{s:02d}.jsonl"
+        p.write_text("".join(json.dumps({"text": f"doc {s} {i} " * 3}) + "\n" for i in range(4)))
+        sources.append(str(p))
+    result = run_staged_selection(
+        "random", {}, ["doc"], sources, SelectionSpec(k=3), options=StagedOptions(workers=1)
+    )
+    groups = result.score_samples
+    assert len(groups) == SAMPLE_GROUPS + 1
+    assert len(groups[OTHER_GROUP]) == 5 * 4
+    assert sum(len(v) for v in groups.values()) == len(sources) * 4
