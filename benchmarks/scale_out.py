@@ -1,18 +1,18 @@
 """Scale-out: documents/s of the local and Ray engines, and a many-shard pool through Ray.
 
     .venv/bin/python benchmarks/scale_out.py [--docs 20000] [--shards 20] [--method zipfit]
-        [--big-docs 2000000] [--big-shards 200] [--big-method random] [--out bench-out/scale_out.json]
+        [--big-docs 2000000] [--big-shards 200] [--big-method random] [--big-engines local,ray] [--out bench-out/scale_out.json]
 
 Part 1 (engines, same run, same generated pool): the in-process pipeline, then the staged pipeline
 on the local engine and on Ray Data (a local Ray started by this script), each with 1 and 2
 workers. Documents/s is accepted documents over the whole selection's wall time (plan, score,
 select, write; Ray's start-up is timed apart). Every row selects the same documents (checked).
 
-Part 2 (scale): a generated pool of ``--big-docs`` documents in ``--big-shards`` JSONL shards
-through ``--engine ray`` with the given method, twice: once with a tenth of the shards (same shard
-size) and once with all, so the peak memory of the workers (flat: one shard at a time) and of
-the driver (bounded by k and the number of shards, not by N) can be compared. Peak memory is
-each process's ``ru_maxrss``, as the stages report it.
+Part 2 (scale): the same ``--big-shards`` JSONL shards holding ``--big-docs`` / 10 and then
+``--big-docs`` documents, through ``compresslm select`` on each of ``--big-engines`` with the given
+method, each run in a process of its own, so the peak memory of the workers (flat: one shard at a
+time) and of the driver (bounded by k and the number of shards, not by N) can be compared at
+fixed shards. Peak memory is each process's ``ru_maxrss``, as the stages report it.
 
 Generated documents are random "code-like" lines (words of a small vocabulary, lengths drawn
 from a log-normal), labelled with a domain; they exist to cost what real documents cost to read,
