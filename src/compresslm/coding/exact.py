@@ -319,7 +319,9 @@ class _Layer:
         self.attn, self.proj = _Linear(w, p + "attn"), _Linear(w, p + "proj")
         self.fc, self.out = _Linear(w, p + "fc"), _Linear(w, p + "out")
         m, s = (int(v) for v in w[p + "attn.index"])
-        self.index_m, self.index_half, self.index_inv = float(m), 2.0 ** (s - 1), 2.0**-s
+        # floor((d m + 2**(s-1)) 2**-s) = floor(d (m 2**-s) + 0.5): d m < 2**53 (check_bounds), and
+        # scaling by a power of two is exact, so both round nowhere
+        self.index_scale = math.ldexp(float(m), -s)
         self.lut = torch.from_numpy(w[p + "act.lut"].astype(np.float64))
 
 
@@ -374,7 +376,7 @@ def _attend(
     # A valid difference is at most 2 * hs * 127**2; clamping there changes none, and bounds the
     # masked ones (infinite; their weights are zeroed below).
     diff = (scores.max(-1, keepdim=True).values - scores).clamp_(max=2 * hs * ACT_MAX * ACT_MAX)
-    idx = torch.floor((diff * layer.index_m + layer.index_half) * layer.index_inv)
+    idx = diff.mul_(layer.index_scale).add_(0.5).floor_()
     e = exp_table[idx.clamp_(max=EXP_ENTRIES - 1).to(torch.int64)] * valid  # ints <= 2**15, masked 0
     z = e.to(F64).sum(-1, keepdim=True)  # (n, nh, 1)
     hi = torch.floor(e * (1.0 / 256))
