@@ -284,6 +284,7 @@ def main() -> int:
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="scale-out-"))
+    root.mkdir(parents=True, exist_ok=True)  # --data may name a folder that does not exist yet
     report: dict[str, Any] = {
         "args": vars(args),
         "cpus": len(os.sched_getaffinity(0)),
