@@ -91,3 +91,30 @@ def test_m1_train_on_streams_resumes_from_its_work_dir(
     ).read_bytes()
     config = json.loads((tmp_path / "a" / "config.json").read_text())["config"]
     assert config["activation"] == "relu" and config["max_seq_len"] == 32
+
+
+def test_m1_train_extends_a_finished_run_and_refuses_other_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(1)
+    (tmp_path / "train.u8").write_bytes(rng.integers(97, 105, 6000, dtype=np.uint8).tobytes())
+    args = ["m1", "train", "--stream", str(tmp_path / "train.u8"), "--size", "tiny", "--context", "32",
+            "--batch-size", "8", "--threads", "1", "--numerics", "float", "--work-dir", str(tmp_path / "work"),
+            "--no-progress", "--json", "--force", "-o", str(tmp_path / "m")]  # fmt: skip
+    assert main([*args, "--train-tokens", "2k"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["tokens_seen"] == 7 * 256 and first["resumed_step"] is None
+    # a larger budget continues from the saved step (7) to the new end, not from scratch
+    assert main([*args, "--train-tokens", "4k"]) == 0
+    extended = json.loads(capsys.readouterr().out)
+    assert extended["resumed_step"] == 7 and extended["tokens_seen"] == 15 * 256
+    state = json.loads((tmp_path / "work" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 15 and state["rewarm"]["step"] == 7
+    steps = [e["step"] for e in state["curve"]]
+    assert steps == sorted(set(steps)) and steps[-1] == 15  # no step trained twice
+    # anything else that shapes the run is still refused, naming what changed
+    for change in (["--lr", "2e-3"], ["--batch-size", "4"], ["--seed", "1"]):
+        assert main([*args, "--train-tokens", "8k", *change]) != 0
+        err = capsys.readouterr().err
+        assert "another config" in err and change[0][2:].replace("-", "_") in err
+    assert json.loads((tmp_path / "work" / "checkpoint" / "state.json").read_text())["step"] == 15

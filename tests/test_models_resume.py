@@ -89,3 +89,43 @@ def test_resume_may_change_the_length_of_the_run(tmp_path) -> None:
     shorter = train_lm(_model(0), _stream(0), _config(max_tokens=4 * 32 * 5), progress=False, work_dir=work)
     assert shorter.steps == 5
     assert [e["step"] for e in shorter.curve if e["train_loss"] is not None][:1] == [2]
+
+
+def _lrs(result) -> dict[int, float]:
+    return {e["step"]: e["lr"] for e in result.curve if e["train_loss"] is not None}
+
+
+def test_extended_run_rewarms_from_its_last_rate_onto_the_longer_schedule(tmp_path) -> None:
+    from compresslm.models.train import lr_at
+
+    work = tmp_path / "run"
+    short = _config(log_every_steps=1, eval_every_tokens=None)
+    first = train_lm(_model(0), _stream(0), short, progress=False, work_dir=work)
+    assert first.steps == short.total_steps == 9
+    last_lr = _lrs(first)[9]  # the rate of the last step, near the short cosine's floor
+
+    longer = _config(max_tokens=4 * 32 * 60, log_every_steps=1, eval_every_tokens=None)
+    extended = train_lm(_model(0), _stream(0), longer, progress=False, work_dir=work, stop_after_steps=2)
+    assert extended.resumed_step == 9 and extended.steps == 11
+    lrs = _lrs(extended)
+    ramp = longer.n_warmup_steps
+    assert ramp == 3
+    # ramps from the last rate used towards the longer schedule (which is back near its peak) ...
+    assert lrs[10] == pytest.approx(last_lr + (lr_at(9, longer) - last_lr) / ramp)
+    assert last_lr < lrs[10] < lrs[11] < lr_at(10, longer)
+    # ... and, interrupted again, replays exactly the rates an uninterrupted extension uses
+    again = train_lm(_model(0), _stream(0), longer, progress=False, work_dir=work, stop_after_steps=3)
+    assert again.resumed_step == 11
+    assert _lrs(again)[12] == pytest.approx(last_lr + (lr_at(11, longer) - last_lr) * 3 / ramp)
+    assert _lrs(again)[14] == pytest.approx(lr_at(13, longer))
+
+
+def test_resume_still_refuses_other_changes_after_an_extension(tmp_path) -> None:
+    work = tmp_path / "run"
+    train_lm(_model(0), _stream(0), _config(), progress=False, work_dir=work, stop_after_steps=2)
+    longer = _config(max_tokens=4 * 32 * 20)
+    train_lm(_model(0), _stream(0), longer, progress=False, work_dir=work, stop_after_steps=1)
+    for change in ({"lr": 1e-3}, {"batch_size": 2}, {"seed": 4}):
+        with pytest.raises(ConfigError, match=f"another config \\({next(iter(change))}"):
+            train_lm(_model(0), _stream(0), _config(max_tokens=4 * 32 * 20, **change), progress=False,
+                     work_dir=work)  # fmt: skip

@@ -74,7 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=count,
         default="2M",
         help="training tokens (bytes) to see, e.g. 300k (default 2M; named like train's --train-tokens: "
-        "--tokens always means a token dataset folder)",
+        "--tokens always means a token dataset folder). With --work-dir it may change between starts: "
+        "a larger value extends the run from its checkpoint (also a finished one), a smaller one ends "
+        "it sooner; the learning rate re-warms from its last value onto the cosine of the new length",
     )
     t.add_argument("--batch-size", type=positive_int, default=32, help="rows per step (default 32)")
     t.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (default 1e-3)")
@@ -91,7 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--work-dir",
         help="resumable run: checkpoints (weights, optimizer, RNG) go here every --checkpoint-every "
-        "seconds, and a run started again with the same folder and settings continues from the last "
+        "seconds, and a run started again with the same folder and settings continues from the last; "
+        "only --train-tokens, --threads and --eval-every may differ, other changes are refused "
         "(default: none, not resumable)",
     )
     t.add_argument(

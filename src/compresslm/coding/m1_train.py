@@ -97,6 +97,8 @@ class M1TrainReport:
     numerics: str = "float"
     # exact: the fake-quantized float forward's held-out bits/byte (the training loop's own eval)
     trained_bits_per_byte: float | None = None
+    # the checkpoint's step when the run continued one from ``work_dir`` (None: started afresh)
+    resumed_step: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -197,7 +199,11 @@ def train_m1(
     such as :mod:`compresslm.data.machine_corpus` writes); ``heldout``, a second such stream, is
     then the held-out set instead of the stream's tail. With ``work_dir`` the run is resumable
     (checkpoints every ``checkpoint_every_s`` seconds; started again with the same arguments and
-    ``work_dir``, it continues from the last one).
+    ``work_dir``, it continues from the last one). Started again with another ``max_tokens`` it
+    continues too: a larger budget extends the run (also one that finished), a smaller one ends it
+    sooner; the learning rate re-warms from its last value onto the cosine of the new length
+    (:class:`~compresslm.models.resume.Rewarm`). Any other change that shapes the run (batch size,
+    learning rate, seed, model) is refused.
     """
     if numerics not in NUMERICS_CHOICES:
         raise ConfigError(f"--numerics must be one of {', '.join(NUMERICS_CHOICES)}, got {numerics!r}")
@@ -260,6 +266,7 @@ def train_m1(
         curve=result.curve,
         numerics=numerics,
         trained_bits_per_byte=trained_report,
+        resumed_step=result.resumed_step,
     )
     if out is not None:
         _save(final, out, {"m1": {k: v for k, v in report.to_dict().items() if k != "curve"}}, force)

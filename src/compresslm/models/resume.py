@@ -40,9 +40,10 @@ CHECKPOINT = "checkpoint"
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 #: TrainConfig fields that may differ when a run resumes: all but ``max_tokens`` change no batch and
-#: no update; ``max_tokens`` extends or shortens the run (the learning-rate schedule is recomputed
-#: for the new length from the step reached, so a run that is too slow for its deadline can be cut
-#: short without starting over; the result then differs from a run planned that long from the start).
+#: no update; ``max_tokens`` extends or shortens the run (see :class:`Rewarm`: the learning rate
+#: moves from where the run stopped onto the schedule of the new length, so a run can be given more
+#: data, or cut short for a deadline, without starting over; the result then differs from a run
+#: planned that long from the start).
 RESUMABLE_CHANGES = frozenset(
     {
         "threads",
@@ -58,6 +59,30 @@ RESUMABLE_CHANGES = frozenset(
 
 
 @dataclass
+class Rewarm:
+    """How a run whose length changed on resume moves onto its new schedule.
+
+    A run stopped at ``step`` used learning rate ``lr`` last; the new length's schedule
+    (:func:`compresslm.models.train.lr_at`) may be far from it (an extended run's cosine is back
+    near its peak). Jumping there in one step can spike the loss, so the rate ramps linearly from
+    ``lr`` to the new schedule over ``steps`` steps (the new schedule's warmup length): a re-warm
+    then re-decay, the usual way to continue pre-training. Stored in the checkpoint so that a run
+    interrupted again resumes on exactly the same rates.
+    """
+
+    step: int
+    lr: float
+    steps: int
+
+    def apply(self, step: int, planned: float) -> float:
+        """The learning rate at ``step`` given the new schedule's ``planned`` rate there."""
+        if step < self.step:
+            return planned
+        mix = min(1.0, (step - self.step + 1) / max(1, self.steps))
+        return self.lr + (planned - self.lr) * mix
+
+
+@dataclass
 class TrainState:
     """Progress of a run that is not in the model or the optimizer."""
 
@@ -70,6 +95,7 @@ class TrainState:
     train_s: float
     elapsed_s: float
     curve: list[dict[str, Any]]
+    rewarm: dict[str, Any] | None = None  # a Rewarm's fields, once the run's length changed
 
 
 def checkpoint_dir(work_dir: str | Path) -> Path | None:
@@ -180,7 +206,7 @@ def load_checkpoint(
             g["betas"] = tuple(g["betas"])
     optimizer.load_state_dict({"state": per_param, "param_groups": groups})
     fields = TrainState.__dataclass_fields__
-    return TrainState(**{k: meta[k] for k in fields})
+    return TrainState(**{k: meta[k] for k in fields if k in meta or k != "rewarm"})
 
 
 def _norm(value: Any) -> Any:

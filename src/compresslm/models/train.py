@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from compresslm.errors import ConfigError, DataError
 from compresslm.models.data import IGNORE_INDEX, TokenStream
-from compresslm.models.resume import TrainState, load_checkpoint, save_checkpoint
+from compresslm.models.resume import Rewarm, TrainState, load_checkpoint, save_checkpoint
 from compresslm.models.transformer import loss as lm_loss
 from compresslm.progress import progress_bar
 
@@ -170,6 +170,7 @@ class TrainResult:
     train_s: float = 0.0  # wall time of training steps only (no evaluation)
     elapsed_s: float = 0.0
     stopped_early: bool = False
+    resumed_step: int | None = None  # the checkpoint's step when the run resumed from one
 
     @property
     def tokens_per_s(self) -> float:
@@ -361,11 +362,14 @@ def train_lm(
         resumed = None
         if work_dir is not None:
             resumed = load_checkpoint(work_dir, model, optimizer, config.to_dict())
+        rewarm: Rewarm | None = None
         if resumed is not None:
             rng.bit_generator.state = resumed.rng_state
             result.curve = list(resumed.curve)
             result.train_s = resumed.train_s
             t_start -= resumed.elapsed_s
+            result.resumed_step = resumed.step
+            rewarm = _rewarm_on_resume(resumed, config, optimizer)
 
         def evaluate_into(entry: dict[str, Any]) -> bool:
             for name, stream in eval_sets.items():
@@ -419,6 +423,7 @@ def train_lm(
                 train_s=result.train_s,
                 elapsed_s=time.perf_counter() - t_start,
                 curve=result.curve,
+                rewarm=None if rewarm is None else dict(rewarm.__dict__),
             )
             save_checkpoint(work_dir, model, optimizer, state)  # type: ignore[arg-type]
 
@@ -437,6 +442,8 @@ def train_lm(
                     break
                 t_step = time.perf_counter()
                 lr = lr_at(step, config)
+                if rewarm is not None:
+                    lr = rewarm.apply(step, lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 x, y = train.sample_batch(config.batch_size, config.seq_len, rng)
@@ -489,3 +496,15 @@ def train_lm(
         result.tokens = step * config.tokens_per_step
         result.elapsed_s = time.perf_counter() - t_start
     return result
+
+
+def _rewarm_on_resume(
+    resumed: TrainState, config: TrainConfig, optimizer: torch.optim.Optimizer
+) -> Rewarm | None:
+    """The re-warm of a resumed run: the checkpoint's own when its length is unchanged (a run
+    resumed again replays the same rates), a new one from the last rate used when ``max_tokens``
+    changed (see :class:`~compresslm.models.resume.Rewarm`)."""
+    if resumed.config.get("max_tokens") == config.max_tokens:
+        return None if resumed.rewarm is None else Rewarm(**resumed.rewarm)
+    last_lr = float(optimizer.param_groups[0]["lr"])
+    return Rewarm(step=resumed.step, lr=last_lr, steps=config.n_warmup_steps)
