@@ -422,8 +422,18 @@ def encode_units(
     on_bytes: Callable[[int], None] | None = None,
     stats: EncodeStats | None = None,
     trace: StepTrace | None = None,
+    vectorized: bool = True,
 ) -> list[list[Window]]:
-    """Windows of every unit (each coded independently), batching ``batch_size`` units per step."""
+    """Windows of every unit (each coded independently), batching ``batch_size`` units per step.
+
+    ``vectorized`` (the default) runs :mod:`.window_vector`, numpy over all rows of a step; False
+    runs this module's per-row classes, the reference both are tested against (same windows)."""
+    if vectorized:
+        from compresslm.coding.window_vector import encode_vector  # it builds on this module
+
+        return encode_vector(
+            units, model, params, batch_size=batch_size, on_bytes=on_bytes, stats=stats, trace=trace
+        )
     encoders = [_UnitEncoder(bytes(u), params) for u in units]
     _drive(encoders, model, batch_size, on_bytes, trace)
     if stats is not None:
@@ -445,21 +455,30 @@ def decode_units(
     lengths: Sequence[int] | None = None,
     batch_size: int = DEFAULT_BATCH_ROWS,
     on_bytes: Callable[[int], None] | None = None,
+    vectorized: bool = True,
 ) -> list[bytes]:
     """Bytes of every unit from its window codes and exception table ``{window index: nbytes}``.
 
     ``lengths`` (optional) are the expected byte counts: decoding past one is an IntegrityError
-    at once instead of a run to the cap, and a shorter result is one too.
+    at once instead of a run to the cap, and a shorter result is one too. ``vectorized``: as in
+    :func:`encode_units`.
     """
     limits: Sequence[int | None] = list(lengths) if lengths is not None else [None] * len(units)
+    if lengths is not None and len(limits) != len(units):
+        raise IntegrityError(f"{len(units)} units for {len(limits)} recorded lengths")
     for i, (codes, exceptions) in enumerate(units):
         _check_unit(i, codes, exceptions, params)
-    decoders = [
-        _UnitDecoder(list(codes), dict(exc), params, limit)
-        for (codes, exc), limit in zip(units, limits, strict=True)
-    ]
-    _drive(decoders, model, batch_size, on_bytes)
-    out = [bytes(d.out) for d in decoders]
+    if vectorized:
+        from compresslm.coding.window_vector import decode_vector  # it builds on this module
+
+        out = decode_vector(units, model, params, lengths=lengths, batch_size=batch_size, on_bytes=on_bytes)
+    else:
+        decoders = [
+            _UnitDecoder(list(codes), dict(exc), params, limit)
+            for (codes, exc), limit in zip(units, limits, strict=True)
+        ]
+        _drive(decoders, model, batch_size, on_bytes)
+        out = [bytes(d.out) for d in decoders]
     if lengths is not None:
         for i, (data, n) in enumerate(zip(out, lengths, strict=True)):
             if len(data) != n:
