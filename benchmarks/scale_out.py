@@ -31,81 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-WORDS = [
-    *(
-        [
-            "def",
-            "return",
-            "class",
-            "import",
-            "self",
-            "print",
-            "for",
-            "in",
-            "range",
-            "if",
-            "else",
-            "while",
-            "the",
-            "of",
-            "and",
-            "to",
-            "a",
-            "is",
-            "was",
-            "with",
-        ]
-    ),
-    *(
-        [
-            "lambda",
-            "yield",
-            "try",
-            "except",
-            "finally",
-            "raise",
-            "from",
-            "as",
-            "not",
-            "or",
-            "None",
-            "True",
-            "False",
-            "data",
-            "value",
-            "index",
-        ]
-    ),
-]
-
 
 def generate(folder: Path, docs: int, shards: int, seed: int = 0) -> list[str]:
     """``docs`` JSONL records split evenly over ``shards`` files; returns the paths."""
-    import numpy as np
+    from compresslm.data.synthetic import write_word_shards
 
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    words = np.asarray(WORDS)
-    per = docs // shards
-    paths = []
-    for s in range(shards):
-        path = folder / f"part-{s:05d}.jsonl"
-        paths.append(str(path))
-        n_docs = per + (1 if s < docs % shards else 0)
-        lengths = np.maximum(2, rng.lognormal(3.0, 0.8, n_docs).astype(np.int64))
-        ids = rng.integers(0, len(words), int(lengths.sum()))
-        if path.exists():
-            continue
-        tokens = words[ids].tolist()
-        lines, start = [], 0
-        for i, n in enumerate(lengths.tolist()):
-            text = " ".join(tokens[start : start + n])
-            start += n
-            lines.append(json.dumps({"text": text, "domain": "code" if i % 5 == 0 else "other"}))
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        tmp.rename(path)
-    return paths
+    return write_word_shards(folder, docs=docs, shards=shards, seed=seed)
 
 
 TARGETS = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from compresslm.data.synthetic import write_word_shards
 from compresslm.errors import ConfigError, DataError
 from compresslm.select.methods import make_method
 from compresslm.select.pipeline import Outputs, SelectionSpec, run_selection
@@ -31,42 +31,21 @@ from compresslm.select.stages import (
 )
 from compresslm.select.topk import BudgetSelector, TopK
 
-WORDS = [
-    "def",
-    "return",
-    "class",
-    "import",
-    "self",
-    "print",
-    "for",
-    "in",
-    "range",
-    "if",
-    "else",
-    "while",
-    "the",
-    "of",
-    "and",
-    "to",
-    "a",
-    "is",
-    "was",
-]
 TARGETS = ["def f(self):\n    return self.x\n" * (i + 1) for i in range(4)]
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def make_pool(folder: Path, shards: int = 4, docs: int = 40, seed: int = 1) -> list[str]:
-    rng = random.Random(seed)
-    paths = []
-    for s in range(shards):
-        path = folder / f"shard{s:02d}.jsonl"
-        with path.open("w", encoding="utf-8") as f:
-            for i in range(docs):
-                text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 80)))
-                f.write(json.dumps({"text": text, "domain": "a" if i % 3 else "b", "n": i}) + "\n")
-        paths.append(str(path))
-    return paths
+    """``shards`` files of ``docs`` word-salad records each (domains "a" and "b")."""
+    return write_word_shards(
+        folder,
+        docs=shards * docs,
+        shards=shards,
+        seed=seed,
+        name="shard{:02d}.jsonl",
+        domain=lambda i: "a" if i % 3 else "b",
+        mean_log_words=3.2,
+    )
 
 
 def staged(tmp: Path, method: str, sources: list[str], name: str, *, engine: str = "local", **kw):
