@@ -314,7 +314,22 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument(
         "--exact-eval-bytes", type=int, default=100_000, help="held-out bytes scored per model (default 100k)"
     )
+    w = p.add_argument_group("Windows coder (--windows-coder): the vectorized coder against the scalar one")
+    w.add_argument("--windows-coder", action="store_true", help="run only the windows-coder comparison")
+    w.add_argument(
+        "--windows-model", default="bench-out/m1-tiny", help="M1 for the end-to-end windows-mode runs"
+    )
+    w.add_argument(
+        "--windows-bytes",
+        type=int,
+        default=262_144,
+        help="stdlib bytes compressed end to end (default 256 KiB)",
+    )
     args = p.parse_args(argv)
+    if args.windows_coder:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return windows_coder(args)
     if args.neural or args.context_study:
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -683,6 +698,170 @@ def coder_alone(rows: int = 512, steps: int = 200) -> dict[str, float]:
     t_dec = time.process_time() - t
     assert ok
     return {"encode_bytes_per_cpu_s": rows * steps / t_enc, "decode_bytes_per_cpu_s": rows * steps / t_dec}
+
+
+class BigramTables:
+    """A model for timing a coder alone: the table of the next byte is one of 257 random peaked
+    tables, picked by the previous byte (a flatter one after START), so windows have realistic
+    lengths while a model step costs one gather. Implements the coder's ``FrequencyModel``."""
+
+    precision = 14
+
+    def __init__(self, seed: int = 0, concentration: float = 0.02) -> None:
+        import numpy as np
+
+        from compresslm.coding.intervals import quantize
+
+        rng = np.random.default_rng(seed)
+        probs = rng.dirichlet(np.full(256, concentration), size=257)
+        probs[256] = rng.dirichlet(np.full(256, 1.0))
+        self.tables = quantize(probs.astype(np.float32), self.precision)
+        self.start_table = self.tables[256]
+
+    def sample(self, n: int, seed: int) -> bytes:
+        """``n`` bytes of the Markov chain the tables define."""
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        out, prev = bytearray(), int(rng.integers(0, 256))
+        for u in rng.random(n):
+            cum = self.tables[prev]
+            prev = int(np.searchsorted(cum, u * cum[-1], side="right")) - 1
+            out.append(prev)
+        return bytes(out)
+
+    def session(self, n_rows: int, max_len: int) -> BigramTables:
+        self.n_rows = n_rows
+        return self
+
+    def step(self, tokens: Any) -> Any:
+        import numpy as np
+
+        from compresslm.coding.window_coder import RESTART
+
+        return self.tables[np.where(tokens >= RESTART, tokens - RESTART, np.maximum(tokens, 0))]
+
+
+def window_coder_alone(rows: int, unit_bytes: int = 400, window_bits: int = 16) -> dict[str, Any]:
+    """The window coder without a model: bytes per CPU second of the scalar and the vectorized
+    coder on the same ``rows`` units (one per row) of :class:`BigramTables`; both must agree."""
+    from compresslm.coding.intervals import CoderParams
+    from compresslm.coding.window_coder import EncodeStats, decode_units, encode_units
+
+    model = BigramTables()
+    units = [model.sample(unit_bytes, seed) for seed in range(rows)]
+    n = sum(len(u) for u in units)
+    params = CoderParams(window_bits=window_bits)
+    out: dict[str, Any] = {"rows": rows, "bytes": n}
+    windows = {}
+    for name, vectorized in (("scalar", False), ("vector", True)):
+        stats = EncodeStats()
+        t = time.process_time()
+        windows[name] = encode_units(
+            units, model, params, batch_size=rows, stats=stats, vectorized=vectorized
+        )
+        t_enc = time.process_time() - t
+        coded = [([w.code for w in ws], exception_table(ws)) for ws in windows[name]]
+        t = time.process_time()
+        back = decode_units(
+            coded, model, params, lengths=[len(u) for u in units], batch_size=rows, vectorized=vectorized
+        )
+        t_dec = time.process_time() - t
+        assert back == units, f"{name} coder does not round-trip"
+        out[name] = {"encode_bytes_per_cpu_s": n / t_enc, "decode_bytes_per_cpu_s": n / t_dec}
+        out["bytes_per_window"] = n / stats.windows
+        out["bits_per_byte"] = stats.ideal_bits / n
+    out["identical"] = windows["scalar"] == windows["vector"]
+    return out
+
+
+def windows_coder(args: argparse.Namespace) -> int:
+    """Windows mode, the scalar coder against the vectorized one: the coder alone, then
+    ``compress --mode windows`` and ``decompress`` of stdlib files with an M1, CPU seconds."""
+    import os
+    import tempfile
+
+    from compresslm.coding.compress import compress, decompress
+
+    results: dict[str, Any] = {
+        "coder_alone": window_coder_alone(args.batch_size, window_bits=args.window_bits)
+    }
+    files, total = [], 0
+    for name, data in stdlib_files("sample", args.windows_bytes * 4):
+        if total + len(data) <= args.windows_bytes:
+            files.append((name, data))
+            total += len(data)
+    m1 = M1.load(args.windows_model, threads=args.threads)
+    results.update(model=args.windows_model, n_params=m1.n_params, files=len(files), bytes=total)
+    with tempfile.TemporaryDirectory(dir="bench-out") as tmp:
+        src = Path(tmp, "in")
+        for i, (_, data) in enumerate(files):
+            (src / f"{i:04d}.py").parent.mkdir(parents=True, exist_ok=True)
+            (src / f"{i:04d}.py").write_bytes(data)
+        clm = {}
+        for name, vectorized in (("scalar", False), ("vector", True)):
+            EqualInfoCoder.vectorized = vectorized  # what compress and decompress build
+            out = Path(tmp, f"{name}.clm")
+            t, w = time.process_time(), time.perf_counter()
+            compress(
+                src, out, model=m1, mode="windows", window_bits=args.window_bits, batch_size=args.batch_size
+            )
+            enc, enc_wall = time.process_time() - t, time.perf_counter() - w
+            t, w = time.process_time(), time.perf_counter()
+            decompress(out, Path(tmp, f"{name}-out"), model=m1, batch_size=args.batch_size)
+            dec, dec_wall = time.process_time() - t, time.perf_counter() - w
+            same = all(
+                Path(tmp, f"{name}-out", f"{i:04d}.py").read_bytes() == data
+                for i, (_, data) in enumerate(files)
+            )
+            clm[name] = out.read_bytes()
+            results[name] = {
+                "compress_bytes_per_cpu_s": total / enc,
+                "decompress_bytes_per_cpu_s": total / dec,
+                "compress_wall_s": enc_wall,
+                "decompress_wall_s": dec_wall,
+                "restored": same,
+                "clm_bytes": len(clm[name]),
+            }
+        EqualInfoCoder.vectorized = True
+    results["identical_clm"] = clm["scalar"] == clm["vector"]
+    results["load_average"] = os.getloadavg()
+    print_windows_coder(results, args)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    ok = results["identical_clm"] and results["coder_alone"]["identical"]
+    return 0 if ok and all(results[k]["restored"] for k in ("scalar", "vector")) else 1
+
+
+def print_windows_coder(r: dict[str, Any], args: argparse.Namespace) -> None:
+    c = r["coder_alone"]
+    print(
+        f"\nWindows coder alone: {c['rows']} rows, {c['bytes']:,} bytes of random peaked bigram tables "
+        f"({c['bits_per_byte']:.2f} bits/byte, {c['bytes_per_window']:.2f} bytes/window, b={args.window_bits}); "
+        f"same windows: {c['identical']}"
+    )
+    print("| coder | encode (kB per CPU s) | decode (kB per CPU s) |")
+    print("|---|---:|---:|")
+    for k in ("scalar", "vector"):
+        print(
+            f"| {k} | {c[k]['encode_bytes_per_cpu_s'] / 1e3:,.0f} | {c[k]['decode_bytes_per_cpu_s'] / 1e3:,.0f} |"
+        )
+    print(
+        f"\ncompress --mode windows / decompress, M1 {Path(r['model']).name} ({r['n_params']:,} params), "
+        f"{r['files']} stdlib files, {r['bytes']:,} bytes, {args.batch_size} rows; "
+        f"identical .clm: {r['identical_clm']}; load average {', '.join(f'{x:.1f}' for x in r['load_average'])}"
+    )
+    print(
+        "| coder | compress (kB per CPU s) | decompress (kB per CPU s) | wall compress / decompress | restored |"
+    )
+    print("|---|---:|---:|---:|---|")
+    for k in ("scalar", "vector"):
+        m = r[k]
+        print(
+            f"| {k} | {m['compress_bytes_per_cpu_s'] / 1e3:.1f} | {m['decompress_bytes_per_cpu_s'] / 1e3:.1f} | "
+            f"{m['compress_wall_s']:.1f} s / {m['decompress_wall_s']:.1f} s | {m['restored']} |"
+        )
 
 
 def stdlib_sample(limit_bytes: int) -> list[tuple[str, bytes]]:

@@ -49,7 +49,11 @@ class EqualInfoCoder:
     ``code``: ``"straddle"`` (ours: every window decodes from its bits alone but for rare
     pathological ones) or ``"zeros"`` (the paper's zero-padded shortest code, with exceptions).
     ``max_window_bytes`` defaults to :func:`default_max_window_bytes` capped by the model's context.
+    ``vectorized`` picks the numpy coder (:mod:`.window_vector`, the default) or the per-row
+    reference; both write the same windows, so it only changes speed (benchmarks compare them).
     """
+
+    vectorized: bool = True
 
     def __init__(
         self,
@@ -107,6 +111,7 @@ class EqualInfoCoder:
             on_bytes=on_bytes,
             stats=self.stats,
             trace=trace,
+            vectorized=self.vectorized,
         )
 
     def decode(
@@ -134,7 +139,13 @@ class EqualInfoCoder:
             else:
                 units.append(([int(c) for c in item], exc))  # type: ignore[union-attr]
         return decode_units(
-            units, self.model, self.params, lengths=lengths, batch_size=self.batch_size, on_bytes=on_bytes
+            units,
+            self.model,
+            self.params,
+            lengths=lengths,
+            batch_size=self.batch_size,
+            on_bytes=on_bytes,
+            vectorized=self.vectorized,
         )
 
     def tokens(self, windows: Sequence[Window], token_bits: int = 16) -> np.ndarray:

@@ -92,7 +92,10 @@ def lowest_straddling_cells(lo: np.ndarray, hi: np.ndarray, cum: np.ndarray, gua
     idx = np.flatnonzero(_mask(j <= last))
     while len(idx):
         start = j[idx] << guard_bits
-        _, _, end = find_children(lo[idx], hi[idx], cum[idx], start)
+        if len(idx) == len(lo):  # every row: no copies
+            _, _, end = find_children(lo, hi, cum, start)
+        else:
+            _, _, end = find_children(lo[idx], hi[idx], cum[idx], start)
         inside = _mask(end < start + unit)
         out[idx[inside]] = j[idx[inside]]
         nxt = end >> guard_bits
@@ -170,7 +173,7 @@ class _Lane:
             else:
                 tokens[rows] = previous + np.where(t == 1, RESTART, 0)
             tables = session.step(tokens)
-            self._feed(rows, tables[rows])
+            self._feed(rows, tables if len(rows) == len(tables) else tables[rows])
             if self.trace is not None:
                 self.trace.append((len(rows), session.n_rows, time.perf_counter()))
 
@@ -234,7 +237,10 @@ class _EncodeLane(_Lane):
             # Is the window's prefix of t bytes stoppable? (t = 0 never is: a window holds a byte.)
             cand = np.flatnonzero(t >= 1)
             if len(cand):
-                cells = lowest_straddling_cells(lo[cand], hi[cand], cum[cand], g)
+                if len(cand) == len(rows):  # every row: no copies
+                    cells = lowest_straddling_cells(lo, hi, cum, g)
+                else:
+                    cells = lowest_straddling_cells(lo[cand], hi[cand], cum[cand], g)
                 ok = _mask(cells >= 0)
                 at = rows[cand[ok]]
                 self.stop_k[at] = t[cand[ok]]
@@ -452,8 +458,9 @@ def encode_vector(
         cells = np.concatenate([e[1] for e in events])[order].tolist()
         nbytes = np.concatenate([e[2] for e in events])[order].tolist()
         exc = np.concatenate([e[3] for e in events])[order].tolist()
-        for u, c, nb, x in zip(owner[order].tolist(), cells, nbytes, exc, strict=True):
-            out[u].append(Window(int(c), nb, x))
+        windows = list(map(Window, cells, nbytes, exc))
+        ends = np.cumsum(np.bincount(owner, minlength=len(units))).tolist()
+        out = [windows[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
     if stats is not None:
         stats.bytes += int(lengths.sum())
         for lane in lanes:
