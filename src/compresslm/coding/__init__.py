@@ -1,7 +1,8 @@
 """Neural compression with Equal-Info windows (docs/design.md#neural-compression).
 
-* :mod:`~compresslm.coding.intervals`, :mod:`~compresslm.coding.window_coder`,
-  :mod:`~compresslm.coding.packing`: the exact integer window coder (no torch);
+* :mod:`~compresslm.coding.intervals`, :mod:`~compresslm.coding.window_coder` (the per-row
+  reference), :mod:`~compresslm.coding.window_vector` (the same coder in numpy over all rows, the
+  default), :mod:`~compresslm.coding.packing`: the exact integer window coder (no torch);
 * :mod:`~compresslm.coding.m1`, :mod:`~compresslm.coding.m1_train`: M1, its deterministic
   inference path and its training; :mod:`~compresslm.coding.exact` (with the numpy reference
   :mod:`~compresslm.coding.exact_ref` and :mod:`~compresslm.coding.m1_qat`): the integer-exact M1,

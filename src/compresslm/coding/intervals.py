@@ -14,8 +14,9 @@ Conventions (``b`` window bits, ``G`` guard bits, ``P`` frequency precision):
 
 All functions take Python integers, so the same code serves b = 16 and b = 128; numpy only searches
 frequency tables, whose values stay below ``2**P``. Products like ``w * cum[s]`` reach
-``2**(b + G + P)``; Python integers never overflow, which is why no int64 fast path is needed for
-correctness (a vectorised int64 variant would have to keep ``b + G + P <= 62``).
+``2**(b + G + P)``; Python integers never overflow. The vectorized coder
+(:mod:`.window_vector`) computes the same expressions on int64 arrays while ``b + G + P <= 62``
+and on arrays of Python integers beyond.
 """
 
 from __future__ import annotations

@@ -24,10 +24,10 @@ byte count instead.
 on numpy object arrays of Python integers, which are exact at any width (and slower). Table
 searches always compare in int64: the search key is clipped to the table's total first.
 
-Why hand-written rather than ``constriction``: its coders write one continuous code per stream
-with their own renormalization; none can restart at every window, stop a window where its cell
-straddles a child boundary, or emit a fixed ``b``-bit code per window, which is what makes the
-Equal-Info tokens self-delimiting.
+Why hand-written rather than ``constriction``: its range and ANS coders write one continuous code
+per stream in whole 32-bit words with their own renormalization and termination; none can end a
+window where its cell straddles a child boundary or emit exactly ``b`` bits per window, which is
+what makes the Equal-Info tokens self-delimiting (and its Python API steps one stream per call).
 """
 
 from __future__ import annotations
@@ -486,10 +486,10 @@ def decode_vector(
     dtype = interval_dtype(params)
     counts = np.array([len(c) for c, _ in units], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    codes = np.zeros(int(starts[-1]) + 1, dtype=dtype)
-    limits = np.full(int(starts[-1]) + 1, -1, dtype=np.int64)
-    for u, (c, exc) in enumerate(units):
-        codes[starts[u] : starts[u + 1]] = [int(x) for x in c] if dtype is object else np.asarray(c, dtype)
+    codes = np.zeros(int(starts[-1]) + 1, dtype=dtype)  # never empty
+    codes[:-1] = [int(x) for c, _ in units for x in c]
+    limits = np.full(len(codes), -1, dtype=np.int64)
+    for u, (_, exc) in enumerate(units):
         for w, nb in exc.items():
             limits[starts[u] + w] = nb
     sizes = np.array(lengths, dtype=np.int64) if lengths is not None else counts
