@@ -6,6 +6,7 @@ and empty rows."""
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,20 @@ def test_corrupt_input_raises_integrity_errors_in_both(vectorized: bool) -> None
     boundary = (int(start[100]) << (p.window_bits + p.guard_bits)) // int(start[256])
     with pytest.raises(IntegrityError, match="decodes to no bytes"):
         decode_units([([boundary >> p.guard_bits], {})], model, p, vectorized=vectorized)
+
+
+def test_an_exact_m1_gives_the_same_windows_through_both_coders() -> None:
+    """With a real M1 session (start table, RESTART tokens, row independence) both coders write
+    the same windows, and they decode back."""
+    from compresslm.coding.equal_info import EqualInfoCoder
+    from compresslm.coding.m1 import M1
+
+    m1 = M1.load(Path(__file__).parent / "data" / "clm-v2" / "m1", threads=1)
+    docs = [b"", b"def f(x):\n    return x * 2\n" * 2, bytes(range(0, 256, 5)), b"aaaa" * 16, b"x"]
+    scalar = EqualInfoCoder(m1, 16, max_window_bytes=32, batch_size=8)
+    scalar.vectorized = False
+    vector = EqualInfoCoder(m1, 16, max_window_bytes=32, batch_size=8)
+    windows = scalar.encode_many(docs)
+    assert vector.encode_many(docs) == windows
+    assert vector.stats.positions == scalar.stats.positions
+    assert vector.decode_many(windows, lengths=[len(d) for d in docs]) == docs
