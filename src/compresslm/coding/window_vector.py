@@ -161,7 +161,7 @@ class _Lane:
             if start_table is not None:
                 # Windows open on the constant start table, without a model step (see window_coder).
                 while len(rows := np.flatnonzero((self.unit >= 0) & (self.t == 0))):
-                    self._feed(rows, np.broadcast_to(start_table, (len(rows), N_SYMBOLS + 1)))
+                    self._open(rows, start_table)
             rows = np.flatnonzero(self.unit >= 0)
             if not len(rows):
                 return
@@ -190,7 +190,19 @@ class _Lane:
         raise NotImplementedError
 
     def _feed(self, rows: np.ndarray, cum: np.ndarray) -> None:
+        """Row ``rows[k]`` gets ``cum[k]``, the table of its window's next byte."""
         raise NotImplementedError
+
+    def _open(self, rows: np.ndarray, start: np.ndarray) -> None:
+        """:meth:`_feed` for rows whose window is empty, all with the same table ``start``: one
+        1-D table, so its children are computed without a search over every row's table."""
+        raise NotImplementedError
+
+    def _start_children(self, start: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds of byte ``s``'s child of the whole scale ``[0, 2**(b + G))`` under ``start``."""
+        scale, total = self.params.scale, int(start[N_SYMBOLS])
+        c0, c1 = start[s].astype(self.dtype), start[s + 1].astype(self.dtype)
+        return (c0 * scale) // total, (c1 * scale) // total
 
 
 class _EncodeLane(_Lane):
@@ -254,12 +266,36 @@ class _EncodeLane(_Lane):
         w = hi - lo
         clo, chi = lo + (w * c0) // total, lo + (w * c1) // total
         fits = _mask(((clo + unit - 1) >> g) <= (chi >> g) - 1)
-        grow = ~unit_end & fits
+        self._grow(rows, t, ~unit_end & fits, clo, chi, np.log2(total / (c1 - c0)), cum)
+
+    def _open(self, rows: np.ndarray, start: np.ndarray) -> None:
+        # The first byte always fits: b >= P + 2 leaves every child of the whole scale 4 cells.
+        self.positions += len(rows)
+        x = self.flat[self.base[rows]].astype(np.int64)
+        clo, chi = self._start_children(start, x)
+        bits = np.log2(int(start[N_SYMBOLS]) / (start[x + 1] - start[x]))
+        cum = np.broadcast_to(start, (len(rows), N_SYMBOLS + 1))
+        self._grow(
+            rows, np.zeros(len(rows), dtype=np.int64), np.ones(len(rows), dtype=bool), clo, chi, bits, cum
+        )
+
+    def _grow(
+        self,
+        rows: np.ndarray,
+        t: np.ndarray,
+        grow: np.ndarray,
+        clo: np.ndarray,
+        chi: np.ndarray,
+        bits: np.ndarray,
+        cum: np.ndarray,
+    ) -> None:
+        """Rows with ``grow`` take their next byte (child ``[clo, chi)``, ``bits`` of information);
+        the others, and those reaching the cap, close their window."""
         at = rows[grow]
         self.lo[at], self.hi[at] = clo[grow], chi[grow]
         self.t[at] += 1
-        self.bits[at] += np.log2(total[grow] / (c1[grow] - c0[grow]))
-        capped = grow & (t + 1 == p.max_window_bytes)
+        self.bits[at] += bits[grow]
+        capped = grow & (t + 1 == self.params.max_window_bytes)
         closing = ~grow | capped
         if closing.any():
             self._close(rows[closing], cum[closing], capped[closing])
@@ -343,12 +379,25 @@ class _DecodeLane(_Lane):
         return self.last[rows]
 
     def _feed(self, rows: np.ndarray, cum: np.ndarray) -> None:
+        start = self.codes[self.at[rows]] << self.params.guard_bits
+        self._grow(rows, start, *find_children(self.lo[rows], self.hi[rows], cum, start))
+
+    def _open(self, rows: np.ndarray, table: np.ndarray) -> None:
+        start = self.codes[self.at[rows]] << self.params.guard_bits
+        total = int(table[N_SYMBOLS])
+        limit = np.minimum(((start + 1) * total - 1) // self.params.scale, total).astype(np.int64)
+        s = np.searchsorted(table[1:N_SYMBOLS], limit, side="right")
+        self._grow(rows, start, s, *self._start_children(table, s))
+
+    def _grow(
+        self, rows: np.ndarray, start: np.ndarray, s: np.ndarray, clo: np.ndarray, chi: np.ndarray
+    ) -> None:
+        """Rows whose cell ``start`` lies inside the child ``[clo, chi)`` of byte ``s`` take that byte;
+        a cell straddling the child's end closes the window."""
         p = self.params
-        g, unit = p.guard_bits, 1 << p.guard_bits
+        unit = 1 << p.guard_bits
         self.positions += len(rows)
         t, at = self.t[rows], self.at[rows]
-        start = self.codes[at] << g
-        s, clo, chi = find_children(self.lo[rows], self.hi[rows], cum, start)
         limit = self.limits[at]
         complete = (limit < 0) & _mask(chi < start + unit)
         if (complete & (t == 0)).any():
