@@ -1,7 +1,8 @@
 """The selection study on built-in data: does ZIP-FIT-selected data reach the lowest target loss sooner?
 
     .venv/bin/python benchmarks/selection_study.py [--budgets 100k] [--seeds 3] [--pool builtin:pool]
-        [--methods ...] [--out bench-out/selection-study] [--force]
+        [--methods ...] [--target-sizes 1,4,16,64,all] [--demo-scale] [--out bench-out/selection-study]
+        [--force]
 
 Setting (the paper's code setting at toy scale): HumanEval's first 82 problems are the selection
 target, its last 82 the test set; the source is the built-in mixed pool (about 20% Python); the base
@@ -11,6 +12,11 @@ seeds. It prints a Markdown table for the README (lowest loss ± sample std over
 lowest loss, X% faster to the lowest loss against each baseline on the mean curves, selection
 seconds, Python share of the selection) and writes the full report (results.json, index.html, PNGs)
 under ``--out``.
+
+``--demo-scale`` takes the base model and fine-tuning settings of ``compresslm demo`` step 2 (a tiny
+model, cached; pool ``builtin:pool:5000`` unless ``--pool`` is given): minutes instead of an hour.
+``--target-sizes`` adds the target-set size ablation (the default ZIP-FIT against seeded samples of
+n targets, one fine-tuning run per size and seed) and prints its table.
 
 D4 runs with the paper's embedder (all-MiniLM-L6-v2) when the optional ``d4`` extra is installed;
 otherwise this script substitutes ``d4:hashing`` and says so.
@@ -71,6 +77,14 @@ def markdown(results: dict[str, Any]) -> str:
                 never = f", {f['never']}/{len(f['per_seed'])} never" if f["never"] else ""
                 cells.append(f"{f['mean_curve']['text']}{extra}{never}")
             lines.append("| " + " | ".join(cells) + " |")
+    if results.get("target_sizes"):
+        a = results["target_sizes"]
+        lines.append(f"\nTarget-set size ablation: {a['method']}, budget {a['budget']:,} bytes\n")
+        lines.append("| targets | python share | lowest loss |")
+        lines.append("|---|---|---|")
+        for row in a["rows"]:
+            prec = "–" if row["precision"] is None else spread_text(row["precision"], ".3f")
+            lines.append(f"| {row['n']} | {prec} | {spread_text(row['lowest'])} |")
     return "\n".join(lines)
 
 
@@ -84,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, help="fine-tuning runs at once (default: all cores)")
     ap.add_argument("--out", default="bench-out/selection-study")
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--target-sizes", help="target-set size ablation, e.g. 1,4,16,64,all")
+    ap.add_argument("--demo-scale", action="store_true", help="compresslm demo's tiny model and settings")
     args = ap.parse_args(argv)
 
     from compresslm.experiments.finetune import FinetuneSettings
@@ -107,6 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         finetune_workers=args.jobs,
         force=args.force,
     )
+    if args.demo_scale:
+        from compresslm.demo import DEMO_STUDY_POOL, demo_study_config
+
+        demo = demo_study_config(args.out)
+        config.pretrain, config.finetune = demo.pretrain, demo.finetune
+        if args.pool == "builtin:pool":
+            config.sources = [DEMO_STUDY_POOL]
+    if args.target_sizes:
+        config.target_sizes = [
+            0 if x.strip() == "all" else int(x) for x in args.target_sizes.split(",") if x.strip()
+        ]
     t0 = time.perf_counter()
     results = run_selection_study(config, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(markdown(results))

@@ -263,3 +263,39 @@ def test_ineligible_documents_are_never_selected(pool_file: Path) -> None:
     result = run_selection(_MaskOdd(), TARGETS, [str(pool_file)], SelectionSpec(k=100))
     assert [s.index for s in result.selected] == [0, 2, 4, 6]
     assert result.accounting["not_selected"] == 4
+
+
+def test_token_budget_counts_only_candidates_and_selects_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token budget counts lazily (only documents that can still enter it); the selection and its
+    sizes equal those of counting every document (forced here by asking for a scores file)."""
+    from compresslm.select.tokens import WordCounter
+
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "def", "return", "x", "self", "the", "value"]
+    rows = [
+        {"text": " ".join(rng.choice(words, size=int(rng.integers(3, 40)))), "domain": "d"}
+        for _ in range(600)
+    ]
+    pool = write_jsonl(tmp_path / "big.jsonl", rows)
+    counted: list[int] = []
+    original = WordCounter.count_many
+
+    def spy(self: WordCounter, texts: list[str]) -> np.ndarray:
+        counted.append(len(texts))
+        return original(self, texts)
+
+    monkeypatch.setattr(WordCounter, "count_many", spy)
+    spec = SelectionSpec(budget_tokens=400, truncate_last=True)
+    method = make_method("zipfit", workers=1)
+    lazy = run_selection(method, TARGETS, [str(pool)], spec, batch_size=32)
+    lazy_counted = sum(counted)
+    counted.clear()
+    eager = run_selection(
+        method, TARGETS, [str(pool)], spec, batch_size=32, outputs=Outputs(scores=str(tmp_path / "s.parquet"))
+    )
+    assert sum(counted) == len(rows)  # every document counted once
+    assert lazy_counted < len(rows) // 2
+    assert [(s.id, s.size, s.text) for s in lazy.selected] == [(s.id, s.size, s.text) for s in eager.selected]
+    assert sum(s.size for s in lazy.selected) == 400

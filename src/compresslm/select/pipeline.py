@@ -334,10 +334,13 @@ def scored_batches(
     ``(metas, scores, sizes)`` per batch; checks at the end that every document got a score."""
     for indices, raw in method.score_batches(pool):
         metas = [pool.take_meta(int(i)) for i in indices]
-        sizes = np.fromiter((m.size for m in metas), dtype=np.int64, count=len(metas))
         # A score of -inf means "never select" (e.g. DSIR's minimum-length mask): such a document
         # is scored and counted as not selected, even when k exceeds the eligible pool.
         scores = np.asarray(raw, dtype=np.float64)
+        if pool.defer_sizes:
+            sizes = _deferred_sizes(pool, selector, indices, scores, metas)
+        else:
+            sizes = np.fromiter((m.size for m in metas), dtype=np.int64, count=len(metas))
         ok = scores > -np.inf
         idx_ok = np.asarray(indices, dtype=np.int64)[ok]
         if isinstance(selector, TopK):
@@ -347,6 +350,26 @@ def scored_batches(
         yield metas, scores, sizes
     if pool.pending:
         raise RuntimeError(f"method {method.name} returned no score for {len(pool.pending)} documents")
+
+
+def _deferred_sizes(
+    pool: SourcePool,
+    selector: TopK | BudgetSelector,
+    indices: np.ndarray,
+    scores: np.ndarray,
+    metas: list[DocMeta],
+) -> np.ndarray:
+    """Budget units of the documents that can still be selected, in one batched count; 0 for the
+    others (the selector discards them unseen, so their size never matters). Exact: the selection
+    is the one every size counted would give, at the cost of counting the candidates only."""
+    sizes = np.zeros(len(metas), dtype=np.int64)
+    want = scores > -np.inf
+    if isinstance(selector, BudgetSelector):
+        want &= selector.may_keep(indices, scores)
+    rows = np.flatnonzero(want)
+    if len(rows):
+        sizes[rows] = pool.sizes([metas[r].text or "" for r in rows])
+    return sizes
 
 
 def _scores_writer(stack: ExitStack, path: str) -> Any:
@@ -384,7 +407,19 @@ def run_selection(
         counter = get_token_counter(spec.tokenizer)
     size_of = ByteCounter() if spec.budget_bytes is not None else counter
 
-    pool = SourcePool(sources, read_options, batch_size=batch_size, size_of=size_of, min_size=spec.min_tokens)
+    # A budget counts lazily (only documents that can still enter it) unless every size is needed:
+    # by --min-tokens before scoring, or by the scores file.
+    defer = (
+        spec.budget_tokens is not None and size_of is not None and not spec.min_tokens and not outputs.scores
+    )
+    pool = SourcePool(
+        sources,
+        read_options,
+        batch_size=batch_size,
+        size_of=size_of,
+        min_size=spec.min_tokens,
+        defer_sizes=defer,
+    )
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     if progress:  # preparing can read the whole pool (background samples, DSIR's n-gram counts)
@@ -435,6 +470,7 @@ def run_selection(
         # Writing pass: pick the selected records out of the inputs again (bounded by k).
         t2 = time.perf_counter()
         rank_of = {idx: r for r, (idx, _, _) in enumerate(ranked)}
+        known = _known_sizes(selector, ranked) if size_of is not None else [None] * len(ranked)
         chosen: list[Selected | None] = [None] * len(ranked)
         rows: list[dict[str, Any] | None] = [None] * len(ranked)
         found = 0
@@ -444,7 +480,7 @@ def run_selection(
                 if r is None:
                     continue
                 _, score, keep = ranked[r]
-                chosen[r], rows[r] = _selected_row(rec, r, score, keep, read_options, size_of)
+                chosen[r], rows[r] = _selected_row(rec, r, score, keep, read_options, size_of, known[r])
                 found += 1
                 if found == len(ranked):
                     break
@@ -494,13 +530,33 @@ def _ranked(selector: TopK | BudgetSelector) -> list[tuple[int, float, int | Non
     return [(int(i), float(s), k) for i, s, k in zip(indices, scores, keeps, strict=True)]
 
 
+def _known_sizes(
+    selector: TopK | BudgetSelector, ranked: list[tuple[int, float, int | None]]
+) -> list[int | None]:
+    """The sizes the scoring pass already counted for the selected documents (a budget keeps them),
+    so the writing pass does not count them again; ``None`` where unknown."""
+    if not isinstance(selector, BudgetSelector) or not ranked:
+        return [None] * len(ranked)
+    return [int(n) for n in selector.sizes_of([idx for idx, _, _ in ranked])]
+
+
 def _selected_row(
-    rec: Record, rank: int, score: float, keep: int | None, options: ReadOptions, size_of: Any
+    rec: Record,
+    rank: int,
+    score: float,
+    keep: int | None,
+    options: ReadOptions,
+    size_of: Any,
+    known_size: int | None = None,
 ) -> tuple[Selected, dict[str, Any]]:
     text = rec.text
     if keep is not None:
         text = size_of.truncate(text, keep)  # the counter knows where to cut (counts are not monotone)
-    size = size_of(text) if size_of is not None else len(text.encode("utf-8"))
+        known_size = None  # the cut text is counted again
+    if known_size is not None:
+        size = known_size
+    else:
+        size = size_of(text) if size_of is not None else len(text.encode("utf-8"))
     sel = Selected(rank, rec.index, rec.id, rec.source, score, size, rec.domain, text, keep)
     if rec.raw is not None:
         row = dict(rec.raw)

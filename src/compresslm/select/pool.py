@@ -28,6 +28,7 @@ class DocMeta:
     nbytes: int
     size: int  # in budget units (tokens, words or bytes); equals nbytes without a budget counter
     domain: str | None
+    text: str | None = None  # kept only while sizes are deferred (see ``SourcePool.defer_sizes``)
 
 
 class SourcePool:
@@ -35,6 +36,12 @@ class SourcePool:
 
     ``size_of`` measures a text in budget units (tokens/words/bytes) and ``min_size`` rejects
     documents below it (``--min-tokens``), counted like every other rejection.
+
+    ``defer_sizes``: the scoring pass does not count; each pending document keeps its text
+    instead (``DocMeta.size`` is -1), so the pipeline can count only the documents whose score
+    can still enter a budget (:func:`compresslm.select.pipeline.scored_batches`). Why: counting
+    tokens costs more than LZ4 scoring, and most documents of a large pool rank below what a
+    budget keeps. Memory stays bounded: only documents whose scores are in flight are pending.
     """
 
     def __init__(
@@ -45,12 +52,16 @@ class SourcePool:
         batch_size: int = 256,
         size_of: Callable[[str], int] | None = None,
         min_size: int = 0,
+        defer_sizes: bool = False,
     ) -> None:
+        if defer_sizes and (size_of is None or min_size):
+            raise ValueError("defer_sizes needs a size_of and no min_size (the filter needs every size)")
         self.paths = [str(p) for p in paths]
         self.options = options
         self.batch_size = batch_size
         self.size_of = size_of
         self.min_size = min_size
+        self.defer_sizes = defer_sizes
         self.accounting: Accounting | None = None
         self.pending: dict[int, DocMeta] = {}
         self.passes = 0
@@ -68,7 +79,7 @@ class SourcePool:
             domain_field=o.domain_field,
         )
 
-    def _sizes(self, texts: list[str]) -> list[int]:
+    def sizes(self, texts: Sequence[str]) -> list[int]:
         """Sizes of a batch of texts: one ``count_many`` call (a tokenizer encodes the batch in its
         own threads, without per-document Python overhead), or ``size_of`` per text."""
         assert self.size_of is not None
@@ -87,7 +98,7 @@ class SourcePool:
 
         def flush() -> Iterator[tuple[Record, int | None]]:
             recs = [item for item in pending if isinstance(item, Record)]
-            sizes = iter(self._sizes([r.text for r in recs]) if need_sizes and recs else [])
+            sizes = iter(self.sizes([r.text for r in recs]) if need_sizes and recs else [])
             for item in pending:
                 if isinstance(item, Rejection):
                     if acct is not None:
@@ -124,15 +135,17 @@ class SourcePool:
         tracking = self.accounting is not None
         batch: Batch = []
         n = 0
-        for rec, size in self._sized(need_sizes=tracking):
+        for rec, size in self._sized(need_sizes=tracking and not self.defer_sizes):
             n += 1
             if tracking:
                 assert self.accounting is not None
                 self.accounting.add_accepted(rec)
                 nbytes = len(rec.data)
-                self.pending[rec.index] = DocMeta(
-                    rec.id, rec.source, nbytes, nbytes if size is None else size, rec.domain
-                )
+                if self.defer_sizes:
+                    meta = DocMeta(rec.id, rec.source, nbytes, -1, rec.domain, rec.text)
+                else:
+                    meta = DocMeta(rec.id, rec.source, nbytes, nbytes if size is None else size, rec.domain)
+                self.pending[rec.index] = meta
             batch.append((rec.index, rec.text))
             if len(batch) >= self.batch_size:
                 yield batch

@@ -197,6 +197,21 @@ class BudgetSelector:
             if self._cutoff is None or key > self._cutoff:
                 self._cutoff = key
 
+    def may_keep(
+        self, indices: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+    ) -> np.ndarray:
+        """Mask of the documents that :meth:`push_batch` would not discard unseen now: those ranked
+        at or above every dropped document. The cutoff only rises, so a document outside the mask
+        can never be selected and its size need not be known (a size of 0 may be pushed for it)."""
+        if self._cutoff is None:
+            return np.ones(len(indices), dtype=bool)
+        cutoff = self._cutoff
+        return np.fromiter(
+            (_heap_key(int(i), float(s)) >= cutoff for i, s in zip(indices, scores, strict=True)),
+            bool,
+            len(indices),
+        )
+
     def sizes_of(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """The sizes pushed with kept documents ``indices`` (e.g. the result's), for a later merge."""
         by_index = {-neg: size for _, _, neg, size in self._heap}
