@@ -118,3 +118,31 @@ def test_m1_train_extends_a_finished_run_and_refuses_other_changes(
         err = capsys.readouterr().err
         assert "another config" in err and change[0][2:].replace("-", "_") in err
     assert json.loads((tmp_path / "work" / "checkpoint" / "state.json").read_text())["step"] == 15
+
+
+def test_m1_train_bf16_trains_nearly_the_same_float_model_and_may_be_switched_on_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(2)
+    words = [b"def ", b"return ", b"x", b" + ", b"\n", b"    ", b"(", b")"]
+    (tmp_path / "train.u8").write_bytes(b"".join(words[i] for i in rng.integers(0, len(words), 6000)))
+    args = ["m1", "train", "--stream", str(tmp_path / "train.u8"), "--size", "tiny", "--context", "32",
+            "--batch-size", "8", "--threads", "1", "--numerics", "float", "--train-tokens", "4k",
+            "--heldout", "0.1", "--no-progress", "--json"]  # fmt: skip
+    assert main([*args, "-o", str(tmp_path / "f32")]) == 0
+    f32 = json.loads(capsys.readouterr().out)
+    assert main([*args, "--bf16", "-o", str(tmp_path / "bf16")]) == 0
+    bf16 = json.loads(capsys.readouterr().out)
+    # bf16 rounds the forward differently (other weights) but learns as well
+    assert (tmp_path / "f32" / "model.safetensors").read_bytes() != (
+        tmp_path / "bf16" / "model.safetensors"
+    ).read_bytes()
+    assert bf16["heldout_bits_per_byte"] == pytest.approx(f32["heldout_bits_per_byte"], abs=0.05)
+    # a resumable run may switch to it; quantization-aware training refuses it
+    work = ["--work-dir", str(tmp_path / "work"), "--force", "-o", str(tmp_path / "w")]
+    assert main([*args, "--train-tokens", "2k", *work]) == 0
+    capsys.readouterr()
+    assert main([*args, "--bf16", *work]) == 0
+    assert json.loads(capsys.readouterr().out)["resumed_step"] == 7
+    assert main([*args, "--numerics", "exact", "--bf16", "-o", str(tmp_path / "q")]) != 0
+    assert "--bf16 trains the float M1 only" in capsys.readouterr().err

@@ -39,8 +39,9 @@ from compresslm.errors import ConfigError, IntegrityError
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.json"
 STATE_VERSION = 1
-#: TrainConfig fields that may differ when a run resumes: all but ``max_tokens`` change no batch and
-#: no update; ``max_tokens`` extends or shortens the run (see :class:`Rewarm`: the learning rate
+#: TrainConfig fields that may differ when a run resumes: all but ``max_tokens`` and ``amp`` change
+#: no batch and no update; ``amp`` (bfloat16 autocast) changes only the forward's rounding, as a
+#: thread count may, so a CPU run can switch to it for speed; ``max_tokens`` extends or shortens the run (see :class:`Rewarm`: the learning rate
 #: moves from where the run stopped onto the schedule of the new length, so a run can be given more
 #: data, or cut short for a deadline, without starting over; the result then differs from a run
 #: planned that long from the start).
@@ -54,6 +55,7 @@ RESUMABLE_CHANGES = frozenset(
         "eval_batch_size",
         "eval_at_start",
         "max_tokens",
+        "amp",
     }
 )
 

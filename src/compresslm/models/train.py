@@ -64,7 +64,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
     threads: int | None = None  # torch CPU threads during training; None: leave as is (see DEFAULT_THREADS)
     log_every_steps: int = 10  # a train-loss entry in the curve every N steps
-    amp: bool = False  # bfloat16 autocast (CUDA only; ignored on CPU to keep CPU runs exact)
+    amp: bool = False  # bfloat16 autocast of the forward (weights, optimizer and loss stay float32)
 
     def __post_init__(self) -> None:
         for name in ("max_tokens", "batch_size", "seq_len", "log_every_steps"):
@@ -236,8 +236,8 @@ def _model_limits(model: nn.Module) -> tuple[int | None, int | None]:
 
 
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if amp and device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
