@@ -9,7 +9,10 @@ by int8 weights. Done as a float32 GEMM, every partial sum of a reduction of K <
 an integer below 2**24 in magnitude, so it is represented exactly and the result is the same in any
 summation order, with or without FMA, on any BLAS, thread count or GPU; longer reductions are
 split into chunks of at most 1040 whose results are added. Attention weights (up to 2**15) are
-split into a high and a low byte so weights x values is two such GEMMs (chunks of 518 positions).
+split into a high and a low byte so weights x values is two such GEMMs (chunks of 518 positions);
+both bytes are looked up per score difference in a table each layer builds once from the
+definition in exact integers, and the values carry a column of ones so the same GEMM sums the
+weights.
 Everything else (requantization, LayerNorm, the exp tables, the frequency table) is elementwise
 arithmetic on integers held in float64, all below 2**53: additions, products and multiplications
 by powers of two are then exact, and the floor of a correctly rounded quotient of two such
@@ -68,6 +71,7 @@ FLOAT_NUMERICS = "float32"
 GEMM_CHUNK = ((1 << 24) - 1) // (ACT_MAX * ACT_MAX)  # 1040: K * 127 * 127 < 2**24
 PV_CHUNK = ((1 << 24) - 1) // (255 * ACT_MAX)  # 518 positions: byte-sized weights x int8 values
 MIN_ROWS = 16  # the cache is not compacted below this many rows
+_WEIGHT_TABLE_MAX = 1 << 18  # attention weights tabulated per score difference up to this many
 _EXACT_LIMIT = 1 << 53  # every intermediate stays below this: exact in int64 and in float64
 
 LINEARS = ("attn", "proj", "fc", "out")
@@ -253,6 +257,14 @@ def numerics_of(meta: Mapping[str, Any]) -> str:
 F64 = torch.float64
 
 
+def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for a tensor of integer-valued indices (any dtype; exact integers below
+    2**24 in float32 convert exactly): rows of ``table``, shaped like ``index`` (index_select is
+    several times faster than advanced indexing)."""
+    flat = index.reshape(-1).to(torch.int64)
+    return table.index_select(0, flat).view(*index.shape, *table.shape[1:])
+
+
 def _rdiv(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
     """rdiv on float64 integers: ``floor((2a + b) / 2b)``. Exact when ``|2a + b| < 2**53``: the
     correctly rounded quotient is within ``|q| 2**-53 < 1 / 2b`` of the true one, which is at least
@@ -270,28 +282,32 @@ def _isqrt(v: torch.Tensor) -> torch.Tensor:
 
 
 class _Linear:
-    """int8 weights and requantization folded into one float64 GEMM with bias: exact, because
-    every partial sum is an integer multiple of ``2**-s`` below ``2**(53-s)`` (see below)."""
+    """int8 weights by int8 activations as a float32 GEMM (exact: see the module docstring; the
+    reduction split in chunks of at most 1040), then the requantization in float64:
+    ``floor(acc (m 2**-s) + c')`` with ``c' = (bias m + 2**(s-1)) 2**-s``. Scaled by ``2**s`` the
+    product is the integer ``acc m`` and the sum the integer ``(acc + bias) m + 2**(s-1)``, both of
+    magnitude below ``(k 127 |w| + |bias|) m + 2**s < 2**53`` (check_bounds): exact with or without
+    FMA, and scaling by a power of two changes no rounding."""
 
     def __init__(self, w: Mapping[str, np.ndarray], prefix: str) -> None:
         shift = w[prefix + ".s"].astype(np.int64)
         inv = np.ldexp(1.0, -shift)  # 2**-s: multiplying by it is exact
         m = w[prefix + ".m"].astype(np.float64)
-        # floor(((acc + bias) m + 2**(s-1)) 2**-s) = floor(a @ W' + c'), with W' = w m 2**-s and
-        # c' = (bias m + 2**(s-1)) 2**-s. Scaled by 2**s, every product and every partial sum of
-        # the GEMM (in any order, with or without FMA, on any BLAS) plus c is an integer of
-        # magnitude at most (k 127 |w| + |bias|) m + 2**(s-1) < 2**53 (proved by check_bounds),
-        # so it is exact; scaling by a power of two changes no rounding. No reduction chunking is
-        # needed in float64.
-        self.wt = torch.from_numpy((w[prefix + ".w"].astype(np.float64) * (m * inv)[:, None]).T.copy())
+        self.wt = torch.from_numpy(w[prefix + ".w"].astype(np.float32).T.copy())  # (in, out)
+        self.scale = torch.from_numpy(m * inv)
         self.c = torch.from_numpy(
             (w[prefix + ".bias"].astype(np.float64) * m + np.ldexp(1.0, shift - 1)) * inv
         )
         self.k = self.wt.shape[0]
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
-        """``a``: (n, in) float64 holding ints in [-127, 127] -> requantized float64 ints (n, out)."""
-        return torch.addmm(self.c, a, self.wt).floor_()
+        """``a``: (n, in) float32 holding ints in [-127, 127] -> requantized float64 ints (n, out)."""
+        acc = None
+        for i in range(0, self.k, GEMM_CHUNK):
+            part = (a[:, i : i + GEMM_CHUNK] @ self.wt[i : i + GEMM_CHUNK]).to(F64)
+            acc = part if acc is None else acc.add_(part)
+        assert acc is not None
+        return torch.addcmul(self.c, acc, self.scale).floor_()
 
 
 class _Norm:
@@ -301,7 +317,7 @@ class _Norm:
         self.eps = float(w[prefix + ".eps"][0])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """float64 ints (n, C) -> float64 (n, C) holding ints in [-127, 127]."""
+        """float64 ints (n, C) -> float32 (n, C) holding ints in [-127, 127]."""
         C = x.shape[1]
         mu = _rdiv(x.sum(1, keepdim=True), float(C))
         xc = x - mu
@@ -309,20 +325,44 @@ class _Norm:
         den = _isqrt(var + self.eps) * float(1 << LN_GAIN_BITS)
         # rdiv(xc g, den) + b, with 2 xc g + den as one exact addcmul
         y = torch.addcmul(den, xc, self.g2).div_(2 * den).floor_().add_(self.b)
-        return y.clamp_(-ACT_MAX, ACT_MAX)
+        return y.clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)  # a GEMM input: ints in [-127, 127]
 
 
 class _Layer:
-    def __init__(self, w: Mapping[str, np.ndarray], i: int) -> None:
+    def __init__(self, w: Mapping[str, np.ndarray], i: int, head_dim: int) -> None:
         p = f"blocks.{i}."
         self.ln_1, self.ln_2 = _Norm(w, p + "ln_1"), _Norm(w, p + "ln_2")
         self.attn, self.proj = _Linear(w, p + "attn"), _Linear(w, p + "proj")
         self.fc, self.out = _Linear(w, p + "fc"), _Linear(w, p + "out")
+        self.lut = torch.from_numpy(w[p + "act.lut"].astype(np.float32))
         m, s = (int(v) for v in w[p + "attn.index"])
-        # floor((d m + 2**(s-1)) 2**-s) = floor(d (m 2**-s) + 0.5): d m < 2**53 (check_bounds), and
-        # scaling by a power of two is exact, so both round nowhere
-        self.index_scale = math.ldexp(float(m), -s)
-        self.lut = torch.from_numpy(w[p + "act.lut"].astype(np.float64))
+        # A score difference d is an integer in [0, dmax]; its attention weight is
+        # exp_attention[min(rshift(d m, s), 511)], non-increasing in d and constant from the first d
+        # whose index reaches 511 (``sat``). Tabulated here once, in exact Python/int64 integers, for
+        # every d up to ``sat``, as the weight's two bytes [hi, lo] (w = 256 hi + lo, the operands of
+        # the weights x values GEMM), so a step looks the bytes up instead of computing them. Row
+        # ``sentinel`` (after the last) is [0, 0]: the weight of a masked position.
+        dmax = 2 * head_dim * ACT_MAX * ACT_MAX
+        # index(d) >= 511 once d m >= 511 2**s - 2**(s-1); any d past that point will do as ``sat``
+        sat = 0 if m == 0 else min(dmax, (((EXP_ENTRIES - 1) << s) - (1 << (s - 1))) // m + 1)
+        e = w["exp_attention"].astype(np.int64)
+        if sat < _WEIGHT_TABLE_MAX:
+            d = np.arange(sat + 1, dtype=np.int64)
+            index = np.minimum((d * m + (1 << (s - 1))) >> s, EXP_ENTRIES - 1)  # d m < 2**53: check_bounds
+            if sat < dmax and index[-1] != EXP_ENTRIES - 1:
+                raise AssertionError("attention weight table does not reach saturation")
+            weights = e[index]
+            self.index_scale = None
+        else:  # a steep index: the arithmetic below instead, over the 512 table entries
+            weights = e
+            # floor((d m + 2**(s-1)) 2**-s) = floor(d (m 2**-s) + 0.5): d m < 2**53 (check_bounds),
+            # and scaling by a power of two is exact, so both round nowhere
+            self.index_scale = math.ldexp(float(m), -s)
+        self.limit = len(weights) - 1  # the largest index (d clamped to it, or the exp table's last)
+        self.sentinel = len(weights)
+        table = np.zeros((len(weights) + 1, 2), dtype=np.float32)
+        table[:-1, 0], table[:-1, 1] = weights >> 8, weights & 255  # exact: bytes in float32
+        self.weight_bytes = torch.from_numpy(table)
 
 
 class ExactNet:
@@ -342,17 +382,16 @@ class ExactNet:
             rows = (table * m + (np.int64(1) << (s - 1))) >> s  # requantized once per model
             emb[name] = torch.from_numpy(rows.astype(np.float64))
         self.tok, self.pos = emb["tok_emb"], emb["pos_emb"]
-        self.layers = [_Layer(w, i) for i in range(cfg.n_layers)]
+        self.layers = [_Layer(w, i, cfg.head_dim) for i in range(cfg.n_layers)]
         self.ln_f = _Norm(w, "ln_f")
         self.head = _Linear(w, "head")
-        self.exp_attention = torch.from_numpy(w["exp_attention"].astype(np.float32))
         self.exp_logits = torch.from_numpy(w["exp_logits"].astype(np.float64))
 
     def tables(self, logits: torch.Tensor, precision: int) -> np.ndarray:
         """Integer softmax of float64-int logits (n, 256) -> int64 cumulative tables (n, 257).
         A difference beyond 511 may round, but stays beyond 511: the clamp makes it exact."""
-        idx = (logits.max(1, keepdim=True).values - logits).clamp_(max=EXP_ENTRIES - 1).to(torch.int64)
-        e = self.exp_logits[idx]  # <= 2**20; e * (2**P - 256) < 2**44
+        idx = (logits.amax(1, keepdim=True) - logits).clamp_(max=EXP_ENTRIES - 1)
+        e = _lookup(self.exp_logits, idx)  # <= 2**20; e * (2**P - 256) < 2**44
         f = 1 + torch.floor(e * float((1 << precision) - N_SYMBOLS) / e.sum(1, keepdim=True))
         cum = torch.zeros((len(f), N_SYMBOLS + 1), dtype=F64)
         torch.cumsum(f, 1, out=cum[:, 1:])
@@ -363,36 +402,47 @@ def _attend(
     q: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
-    pos: torch.Tensor,
     layer: _Layer,
-    exp_table: torch.Tensor,
+    hidden: torch.Tensor | None,
+    float64_diff: bool,
 ) -> torch.Tensor:
-    """One query per row over cached positions 0..Lc-1, masked to ``<= pos``. q: (n, nh, hs) float32
-    ints; keys, values: (n, nh, Lc, hs) float32 ints. Returns float64 ints (n, nh, hs) in [-127, 127]."""
-    n, nh, Lc, hs = keys.shape
-    scores = (keys @ q.unsqueeze(-1)).squeeze(-1).to(F64)  # (n, nh, Lc): hs * 127**2 < 2**24, exact
-    valid = (torch.arange(Lc)[None, :] <= pos[:, None])[:, None, :]  # (n, 1, Lc)
-    scores = scores.masked_fill_(~valid, -float("inf"))
-    # A valid difference is at most 2 * hs * 127**2; clamping there changes none, and bounds the
-    # masked ones (infinite; their weights are zeroed below).
-    diff = (scores.max(-1, keepdim=True).values - scores).clamp_(max=2 * hs * ACT_MAX * ACT_MAX)
-    idx = diff.mul_(layer.index_scale).add_(0.5).floor_()
-    e = exp_table[idx.clamp_(max=EXP_ENTRIES - 1).to(torch.int64)] * valid  # ints <= 2**15, masked 0
-    z = e.to(F64).sum(-1, keepdim=True)  # (n, nh, 1)
-    hi = torch.floor(e * (1.0 / 256))
-    parts = torch.stack([hi, e - 256 * hi], dim=2)  # (n, nh, 2, Lc): two byte-sized weights
-    acc = None
-    for i in range(0, Lc, PV_CHUNK):
-        out = (parts[..., i : i + PV_CHUNK] @ values[:, :, i : i + PV_CHUNK]).to(F64)
-        part = out[:, :, 0] * 256 + out[:, :, 1]
-        acc = part if acc is None else acc + part
-    return _rdiv(acc, z)
+    """One query per row over cached positions ``[0, span)``. q: (n, nh, hs) float32 ints; keys:
+    (n, nh, span, hs), values: (n, nh, span, hs + 1) float32 ints whose last column is 1 (so the
+    GEMM also sums the weights). ``hidden``: None when every row attends over all ``span``
+    positions, else (n, 1, span) True past a row's position. Returns float64 ints (n, nh, hs).
+
+    Exact: ``q . k`` sums hs products of int8 values, below ``hs 127**2 < 2**24`` (check_bounds),
+    so the float32 elementwise product and sum are exact in any order; a difference of two scores
+    is below ``2 hs 127**2``, exact in float32 when that is below 2**24 (else ``float64_diff``). The
+    weights' bytes come from the layer's table (exact integers); weights x values is two GEMMs of
+    byte-sized weights by int8 values in chunks of at most 518 positions (``518 * 255 * 127 < 2**24``);
+    their results, and everything after, are float64 integers below 2**53."""
+    n, nh, span, hs = keys.shape
+    scores = (keys * q[:, :, None, :]).sum(-1)  # (n, nh, span)
+    if float64_diff:
+        scores = scores.to(F64)
+    top = (scores if hidden is None else scores.masked_fill(hidden, -math.inf)).amax(-1, keepdim=True)
+    d = torch.sub(top, scores, out=scores)
+    if layer.index_scale is None:  # a difference past the table's end has the last entry's weight
+        index = d.clamp_(max=layer.limit)
+    else:
+        index = d.to(F64).mul_(layer.index_scale).add_(0.5).floor_().clamp_(max=layer.limit)
+    if hidden is not None:
+        index = index.masked_fill_(hidden, layer.sentinel)  # weight 0
+    parts = _lookup(layer.weight_bytes, index).transpose(-1, -2)  # (n, nh, 2, span): hi, lo
+    out = None
+    for i in range(0, span, PV_CHUNK):
+        chunk = (parts[..., i : i + PV_CHUNK] @ values[:, :, i : i + PV_CHUNK]).to(F64)
+        out = chunk if out is None else out.add_(chunk)
+    assert out is not None
+    acc = torch.add(out[:, :, 1], out[:, :, 0], alpha=256)  # (n, nh, hs + 1): sum w v, then sum w
+    z = acc[..., hs:]
+    return _rdiv(acc[..., :hs], z)
 
 
 class ExactSession:
-    """``n_rows`` rows with a KV cache of up to ``max_len`` positions; the M1Session interface
-    (START, RESTART + b, IDLE; ``start_table``). The cache grows by doubling up to ``max_len``,
-    so a session opened for a long context costs memory only for the positions used."""
+    """``n_rows`` rows with a KV cache of ``max_len`` positions; the M1Session interface (START,
+    RESTART + b, IDLE; ``start_table``)."""
 
     def __init__(self, m1: Any, n_rows: int, max_len: int) -> None:
         from compresslm.coding.m1 import _single_threaded_ops
@@ -407,15 +457,12 @@ class ExactSession:
         self.timings = m1.timings
         self._release = _single_threaded_ops
         self._closed = False
+        net = self.net
+        self.float64_diff = 2 * net.head_dim * ACT_MAX * ACT_MAX >= 1 << 24
         _single_threaded_ops(+1)
         # Logical rows (what the caller indexes) live in physical rows of the cache (see _place).
         self.phys = np.full(n_rows, -1, dtype=np.int64)
-        self.rows = n_rows
-        self.pos = torch.zeros(n_rows, dtype=torch.int64)  # last computed position per physical row
-        net = self.net
-        self.capacity = min(max_len, 16)
-        shape = (net.n_layers, n_rows, net.n_heads, self.capacity, net.head_dim)
-        self.keys, self.values = torch.zeros(shape), torch.zeros(shape)
+        self._allocate(n_rows)
         # Position 0 of every window is BOS: its table, keys and values are the same for every row.
         start_k, start_v = [], []
         x = (net.tok[BOS][None] + net.pos[0][None]).clamp(-RESIDUAL_MAX, RESIDUAL_MAX)
@@ -423,14 +470,29 @@ class ExactSession:
             q, k, v = self._qkv(layer, x)
             start_k.append(k[0])
             start_v.append(v[0])
-            y = _attend(
-                q, k[:, :, None], v[:, :, None], torch.zeros(1, dtype=torch.int64), layer, net.exp_attention
-            )
+            values = torch.cat([v[:, :, None], torch.ones(1, net.n_heads, 1, 1)], dim=-1)
+            y = _attend(q, k[:, :, None], values, layer, None, self.float64_diff)
             x = self._rest(layer, x, y)
         self.start_table = net.tables(net.head(net.ln_f(x)), m1.precision)[0]
         self.start_table.setflags(write=False)
         self.start_keys = torch.stack(start_k)  # (layers, nh, hs)
         self.start_values = torch.stack(start_v)
+
+    def _allocate(self, rows: int, keep: np.ndarray | None = None) -> None:
+        """The cache for ``rows`` physical rows, all ``max_len`` positions at once (no copies as
+        rows grow); ``keep`` lists old physical rows copied, in order, into the first new ones.
+        Values carry a last column of ones (see _attend)."""
+        net = self.net
+        shape = (net.n_layers, rows, net.n_heads, self.max_len, net.head_dim)
+        keys, values = torch.zeros(shape), torch.zeros((*shape[:-1], net.head_dim + 1))
+        values[..., -1] = 1.0
+        pos = np.zeros(rows, dtype=np.int64)
+        if keep is not None and len(keep):
+            old = torch.from_numpy(keep)
+            keys[:, : len(keep)] = self.keys.index_select(1, old)
+            values[:, : len(keep)] = self.values.index_select(1, old)
+            pos[: len(keep)] = self.pos[keep]
+        self.keys, self.values, self.pos, self.rows = keys, values, pos, rows
 
     def _qkv(self, layer: _Layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         net = self.net
@@ -440,20 +502,10 @@ class ExactSession:
     @staticmethod
     def _rest(layer: _Layer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The block after attention: projection, residual, MLP, residual."""
-        x = (x + layer.proj(y.reshape(len(x), -1))).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
+        x = (x + layer.proj(y.reshape(len(x), -1).to(torch.float32))).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
         h = layer.fc(layer.ln_2(x)).clamp_(-ACT_MAX, ACT_MAX)
-        g = layer.lut[(h + ACT_MAX).to(torch.int64)]
+        g = _lookup(layer.lut, h.add_(ACT_MAX))
         return (x + layer.out(g)).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
-
-    def _grow(self, needed: int) -> None:
-        if needed <= self.capacity:
-            return
-        capacity = min(self.max_len, max(needed, 2 * self.capacity))
-        pad = capacity - self.capacity
-        shape = (*self.keys.shape[:3], pad, self.keys.shape[-1])
-        self.keys = torch.cat([self.keys, torch.zeros(shape)], dim=3)
-        self.values = torch.cat([self.values, torch.zeros(shape)], dim=3)
-        self.capacity = capacity
 
     def close(self) -> None:
         if not self._closed:
@@ -468,15 +520,7 @@ class ExactSession:
         n_active = int(active.sum())
         if n_active > self.rows or (self.rows > MIN_ROWS and n_active <= self.rows // 2):
             kept = np.flatnonzero(active & (self.phys >= 0))
-            old = torch.from_numpy(self.phys[kept])
-            rows = max(n_active, 1)
-            shape = (self.keys.shape[0], rows, *self.keys.shape[2:])
-            keys, values = torch.zeros(shape), torch.zeros(shape)
-            keys[:, : len(kept)] = self.keys.index_select(1, old)
-            values[:, : len(kept)] = self.values.index_select(1, old)
-            pos = torch.zeros(rows, dtype=torch.int64)
-            pos[: len(kept)] = self.pos[old]
-            self.keys, self.values, self.pos, self.rows = keys, values, pos, rows
+            self._allocate(max(n_active, 1), self.phys[kept])
             self.phys[:] = -1
             self.phys[kept] = np.arange(len(kept))
         homeless = np.flatnonzero(active & (self.phys < 0))
@@ -491,8 +535,8 @@ class ExactSession:
         """Position 0 of a window in physical rows ``phys``: BOS's constant keys and values."""
         rows = torch.from_numpy(phys)
         self.keys[:, rows, :, 0] = self.start_keys[:, None]
-        self.values[:, rows, :, 0] = self.start_values[:, None]
-        self.pos[rows] = 0
+        self.values[:, rows, :, 0, :-1] = self.start_values[:, None]
+        self.pos[phys] = 0
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         if len(tokens) != self.n_rows:
@@ -511,24 +555,26 @@ class ExactSession:
         if not computing.any():
             return tables
         t0 = time.perf_counter()
-        # Every physical row is computed (no gather of the cache): rows with nothing to do run BOS
-        # at position 0 of their own, dead or about-to-be-reopened, cache.
         phys = self.phys[computing]
-        prow = torch.from_numpy(phys)
-        ids = torch.full((self.rows,), BOS, dtype=torch.int64)
-        ids[prow] = torch.from_numpy(np.where(tokens >= RESTART, tokens - RESTART, tokens)[computing])
-        pos = torch.zeros(self.rows, dtype=torch.int64)
-        pos[prow] = self.pos[prow] + 1
-        if int(pos.max()) >= self.max_len:
+        at = self.pos[phys] + 1
+        span = int(at.max()) + 1
+        if span > self.max_len:
             raise ConfigError(f"a window row ran past its {self.max_len} positions")
-        self.pos[prow] = pos[prow]
-        span = int(pos.max()) + 1
-        self._grow(span)
-        logits = self._forward(ids, pos, span)
-        if (tokens == START).any():  # their position 0 was overwritten by the BOS filler above
+        self.pos[phys] = at
+        # Every physical row is computed (no gather of the cache): rows with nothing to do run BOS
+        # at the last position of the span in their own, dead or about-to-be-reopened, cache, so
+        # when the busy rows share a position (stream mode) no row needs a mask.
+        ids = np.full(self.rows, BOS, dtype=np.int64)
+        ids[phys] = np.where(tokens >= RESTART, tokens - RESTART, tokens)[computing]
+        pos = np.full(self.rows, span - 1, dtype=np.int64)
+        pos[phys] = at
+        logits = self._forward(
+            torch.from_numpy(ids), torch.from_numpy(pos), span, bool((at == span - 1).all())
+        )
+        if (tokens == START).any():  # their last position was overwritten by the filler above
             self._open(self.phys[tokens == START])
         t1 = time.perf_counter()
-        tables[computing] = self.net.tables(logits[prow], self.m1.precision)
+        tables[computing] = self.net.tables(logits[torch.from_numpy(phys)], self.m1.precision)
         timings = self.timings
         timings.forward_s += t1 - t0
         timings.quantize_s += time.perf_counter() - t1
@@ -536,21 +582,25 @@ class ExactSession:
         timings.row_positions += self.rows
         return tables
 
-    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, span: int) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, span: int, aligned: bool) -> torch.Tensor:
         """The new position of every physical row; its keys and values are stored in the cache and
-        it attends over positions ``[0, span)`` masked to its own (any span gives the same ints)."""
+        it attends over positions ``[0, span)`` masked to its own (any span gives the same ints).
+        ``aligned``: every row is at position ``span - 1`` (no mask, and a strided copy stores)."""
         net = self.net
-        nh, hs = net.n_heads, net.head_dim
+        hs = net.head_dim
+        hidden = None if aligned else (torch.arange(span)[None, :] > pos[:, None])[:, None, :]
         rows = torch.arange(self.rows)
-        # where each row's new keys and values go: (row, head, pos) rows of hs floats in the cache
-        at = ((rows[:, None] * nh + torch.arange(nh)[None]) * self.capacity + pos[:, None]).reshape(-1)
-        x = (net.tok[ids] + net.pos[pos]).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
+        x = (_lookup(net.tok, ids) + _lookup(net.pos, pos)).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
         for i, layer in enumerate(net.layers):
             q, k, v = self._qkv(layer, x)
-            keys, values = self.keys[i], self.values[i]  # (rows, nh, capacity, hs)
-            keys.view(-1, hs).index_copy_(0, at, k.reshape(-1, hs))
-            values.view(-1, hs).index_copy_(0, at, v.reshape(-1, hs))
-            y = _attend(q, keys[:, :, :span], values[:, :, :span], pos, layer, net.exp_attention)
+            keys, values = self.keys[i], self.values[i]  # (rows, nh, max_len, hs [+ 1])
+            if aligned:
+                keys[:, :, span - 1] = k
+                values[:, :, span - 1, :hs] = v
+            else:
+                keys[rows, :, pos] = k
+                values[rows, :, pos, :hs] = v
+            y = _attend(q, keys[:, :, :span], values[:, :, :span], layer, hidden, self.float64_diff)
             x = self._rest(layer, x, y)
         return net.head(net.ln_f(x))
 
