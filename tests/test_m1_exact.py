@@ -97,6 +97,22 @@ def test_long_reductions_are_split_and_still_exact() -> None:
     assert np.array_equal(fast, window_tables(model.tensors, 1, 1, window, m1.precision))
 
 
+def test_attention_weights_by_table_and_by_arithmetic_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers tabulate the attention weight per score difference unless the table would be too
+    long; then they compute the exp-table index. Both give the reference's tables."""
+    import compresslm.coding.exact as exact
+
+    model = random_exact(5, spread=30.0)
+    windows = [b"attention weights", b"", b"by table and by arithmetic, same ints"]
+    ref = [window_tables(model.tensors, 2, 2, w, 14) for w in windows]
+    for limit in (exact._WEIGHT_TABLE_MAX, 0):
+        monkeypatch.setattr(exact, "_WEIGHT_TABLE_MAX", limit)
+        m1 = ExactM1(model, threads=1)
+        assert all(layer.index_scale is None for layer in m1.net.layers) == (limit > 0)
+        fast = session_tables(m1, windows, 40, n_rows=5, rows_of=[4, 0, 2])
+        assert all(np.array_equal(f, r) for f, r in zip(fast, ref, strict=True))
+
+
 def test_rows_restart_and_idle_do_not_change_a_row() -> None:
     m1 = ExactM1(random_exact(7), threads=1)
     rng = np.random.default_rng(2)
