@@ -137,12 +137,8 @@ class _Lane:
         trace: StepTrace | None,
         failed: threading.Event,
     ) -> None:
-        self.session = session
-        self.params = params
-        self.take = take
-        self.done_bytes = done_bytes
-        self.trace = trace
-        self.failed = failed
+        self.session, self.params, self.trace, self.failed = session, params, trace, failed
+        self.take, self.done_bytes = take, done_bytes  # next unit (-1: none), progress in bytes
         n = session.n_rows
         self.dtype = interval_dtype(params)
         self.unit = np.full(n, -1, dtype=np.int64)
