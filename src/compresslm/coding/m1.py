@@ -219,7 +219,8 @@ class M1Session:
         self.max_len = max_len
         self.n_heads = cfg.n_heads
         self.head_dim = cfg.d_model // cfg.n_heads
-        # The cache is paged: positions [0, near) and [near, max_len). Keys are stored transposed,
+        # The cache is paged: positions [0, near), and all positions [0, max_len) again (the first
+        # ``near`` held twice, so a row past the near page reads one page). Keys are stored transposed,
         # (hs, positions) per head, so q @ K reads them contiguously (a transposed operand is slower,
         # and rounds differently: the numerics fingerprint would change). Rows are never cleared: a
         # restarted row's old keys and values sit beyond its position, where the mask gives them
@@ -256,12 +257,12 @@ class M1Session:
         """(Re)build the cache with ``rows`` physical rows; ``keep`` lists old rows copied, in order,
         into the first new ones."""
         shape = (self.n_layers, rows, self.n_heads)
-        far = self.max_len - self.near
+        full = self.max_len
         fresh = {
             "keys_near": torch.zeros(*shape, self.head_dim, self.near),
             "values_near": torch.zeros(*shape, self.near, self.head_dim),
-            "keys_far": torch.zeros(*shape, self.head_dim, far),
-            "values_far": torch.zeros(*shape, far, self.head_dim),
+            "keys_full": torch.zeros(*shape, self.head_dim, full),
+            "values_full": torch.zeros(*shape, full, self.head_dim),
         }
         pos = torch.zeros(rows, dtype=torch.long)
         if keep is not None and len(keep):
@@ -284,7 +285,7 @@ class M1Session:
                 * n,
                 layers * rows * self.n_heads * n + torch.arange(self.n_heads)[None] * n,
             )
-            for n in (self.near, far)
+            for n in (self.near, full)
         }
 
     def _place(self, active: np.ndarray, starting: np.ndarray) -> None:
@@ -369,24 +370,23 @@ class M1Session:
         """Where the head vectors of physical ``rows`` at positions ``pos`` (one per row) go: per page,
         ``(selected rows or None for all, keys, values, key_at, value_at)``, with flat indices
         ``key_at`` (layers, n * nh * hs) into ``keys`` and ``value_at`` (layers, n * nh) into
-        ``values`` viewed as (-1, hs). Writes are exact copies: where other rows' keys sit cannot
-        change a row's numbers, so the written set may vary from step to step."""
+        ``values`` viewed as (-1, hs). Every position goes to the full page, those below ``near``
+        also to the near page. Writes are exact copies: where other rows' keys sit cannot change a
+        row's numbers, so the written set may vary from step to step."""
         nh, hs, near = self.n_heads, self.head_dim, self.near
-        is_far = pos >= near
+        in_near = pos < near
+        all_near = bool(in_near.all())
         out = []
-        far_any = bool(is_far.any())
-        for page, sel, n, shift in (("near", ~is_far, near, 0), ("far", is_far, self.max_len - near, near)):
-            if page == "far" and not far_any:
-                break
-            r, p = (rows, pos) if not far_any else (rows[sel], pos[sel])
+        for page, sel, n in (("near", in_near, near), ("full", None, self.max_len)):
+            r, p = (rows, pos) if sel is None or all_near else (rows[sel], pos[sel])
             if not len(r):
                 continue
             key_at, value_at = self._offsets[n]
-            key_at = (key_at[:, None, :] + (r * (nh * hs * n) + p - shift)[None, :, None]).flatten(1)
-            value_at = (value_at[:, None, :] + (r * (nh * n) + p - shift)[None, :, None]).flatten(1)
+            key_at = (key_at[:, None, :] + (r * (nh * hs * n) + p)[None, :, None]).flatten(1)
+            value_at = (value_at[:, None, :] + (r * (nh * n) + p)[None, :, None]).flatten(1)
             out.append(
                 (
-                    sel if far_any else None,
+                    None if sel is None or all_near else sel,
                     getattr(self, f"keys_{page}"),
                     getattr(self, f"values_{page}"),
                     key_at,
@@ -407,6 +407,7 @@ class M1Session:
         targets = self._targets(torch.arange(R), pos)
         x = model.wte(ids) + model.wpe(pos)  # (R, C)
         hidden_near = (self.key_index[None, :near] > pos[:, None]).view(R, 1, 1, near)
+        all_long = len(long) == R
         hidden_all = (self.key_index[None, :] > pos[long, None]).view(len(long), 1, 1, self.max_len)
         for i, block in enumerate(model.blocks):
             attn = block.attn
@@ -416,21 +417,31 @@ class M1Session:
                 keys.view(-1).scatter_(0, key_at[i], ks.reshape(-1))  # faster than index_copy_ here
                 values.view(-1, hs).index_copy_(0, value_at[i], vs.reshape(-1, hs))
             q = q.reshape(R, nh, 1, hs)
-            att = (q @ self.keys_near[i]) * self.scale  # (R, nh, 1, near)
-            att = F.softmax(att.masked_fill(hidden_near, float("-inf")), dim=-1)
-            y = att @ self.values_near[i]  # (R, nh, 1, hs)
-            if len(long):
-                keys_l = torch.cat(
-                    [self.keys_near[i, long], self.keys_far[i, long]], dim=-1
-                )  # (n, nh, hs, L)
-                values_l = torch.cat([self.values_near[i, long], self.values_far[i, long]], dim=-2)
-                att_l = (q[long] @ keys_l) * self.scale
-                att_l = F.softmax(att_l.masked_fill(hidden_all, float("-inf")), dim=-1)
-                y[long] = att_l @ values_l
+            if all_long:  # the near page's result would be replaced for every row: skip it
+                y = self._attend_all(q.contiguous(), self.keys_full[i], self.values_full[i], hidden_all)
+            else:
+                att = (q @ self.keys_near[i]) * self.scale  # (R, nh, 1, near)
+                att = F.softmax(att.masked_fill(hidden_near, float("-inf")), dim=-1)
+                y = att @ self.values_near[i]  # (R, nh, 1, hs)
+                if len(long):
+                    y[long] = self._attend_all(
+                        q[long], self.keys_full[i, long], self.values_full[i, long], hidden_all
+                    )
             x = x + attn.c_proj(y.view(R, nh * hs))
             x = x + block.mlp(block.ln_2(x))
         logits = model.lm_head(model.ln_f(x))[:, :N_SYMBOLS]
         return F.softmax(logits.float(), dim=-1).numpy()
+
+    def _attend_all(
+        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, hidden: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention of rows past the near page over all ``max_len`` positions of the full page:
+        ``q`` (n, nh, 1, hs) contiguous, ``keys`` (n, nh, hs, L) and ``values`` (n, nh, L, hs)
+        contiguous, as the concatenated pages of earlier versions were (same shapes and layout, so
+        the same numerics; the full page is read in place when every row is past the near page)."""
+        att = (q @ keys) * self.scale
+        att = F.softmax(att.masked_fill(hidden, float("-inf")), dim=-1)
+        return att @ values
 
 
 def reference_tables(m1: M1, windows: Sequence[bytes], max_len: int) -> list[np.ndarray]:
