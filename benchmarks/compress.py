@@ -27,6 +27,7 @@ import argparse
 import gzip
 import json
 import lzma
+import os
 import statistics
 import sys
 import sysconfig
@@ -905,32 +906,24 @@ def neural(args: argparse.Namespace) -> int:
             per_file[k] += v
     results["peers_per_file"] = {k: 8 * v / n for k, v in per_file.items()}
     results["peers_stream"] = {k: 8 * v / n for k, v in peers(joined).items()}
-    for model_dir in args.neural_models if args.neural else []:
-        m1 = M1.load(model_dir, threads=args.threads)
+    models = {d: M1.load(d, threads=args.threads) for d in (args.neural_models if args.neural else [])}
+    seg = stream_segment_bytes(n, args.batch_size)
+    units = segment(joined, seg)
+    for model_dir, m1 in models.items():
         row: dict[str, Any] = {"n_params": m1.n_params, "numerics": m1.numerics, "lanes": m1.lanes}
         coder = StreamCoder(m1, batch_size=args.batch_size)
         # per file: each file its own segments (what `compress folder/` does)
-        seg = stream_segment_bytes(n, args.batch_size)
-        units, owner = split(docs, seg)
-        codes = coder.encode_many(units)
+        file_units, _ = split(docs, seg)
+        codes = coder.encode_many(file_units)
         row["stream_per_file_bits_per_byte"] = 8 * sum(len(c) for c in codes) / n
         row["m1_bits_per_byte"] = coder.stats.ideal_bits / n
-        # one stream: the concatenation, timed both ways
-        units = segment(joined, seg)
-        t = time.perf_counter()
+        # one stream: the concatenation
         codes = coder.encode_many(units)
-        enc = time.perf_counter() - t
-        t = time.perf_counter()
-        back = coder.decode_many(codes, [len(u) for u in units])
-        dec = time.perf_counter() - t
-        row["identical"] = back == units
         row["stream_bits_per_byte"] = 8 * sum(len(c) for c in codes) / n
         row["segment_bytes"] = seg
         row["segments"] = len(units)
-        row["encode_bytes_per_s"] = n / enc
-        row["decode_bytes_per_s"] = n / dec
-        flops = matmul_reference(args.threads, m1.lanes)["reference"]
-        row["bound_bytes_per_s"] = flops / (2 * m1.n_params)
+        row["identical"] = True
+        row["encode_s_runs"], row["decode_s_runs"] = [], []
         wcoder = EqualInfoCoder(m1, args.window_bits, batch_size=args.batch_size)
         wunits, _ = split(docs, DEFAULT_SEGMENT_BYTES)
         t = time.perf_counter()
@@ -938,6 +931,28 @@ def neural(args: argparse.Namespace) -> int:
         row["windows_encode_bytes_per_s"] = n / (time.perf_counter() - t)
         row["windows_bits_per_byte"] = args.window_bits * sum(len(w) for w in windows) / n
         results["models"][model_dir] = row
+    # Speed: the models take turns within each repeat (float and exact M1s side by side under the
+    # same load), then the medians; the matmul reference and the load average after each repeat.
+    flops, loads = [], [os.getloadavg()[0]]
+    for _ in range(args.repeats if models else 0):
+        for model_dir, m1 in models.items():
+            row = results["models"][model_dir]
+            coder = StreamCoder(m1, batch_size=args.batch_size)
+            t = time.perf_counter()
+            codes = coder.encode_many(units)
+            row["encode_s_runs"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            back = coder.decode_many(codes, [len(u) for u in units])
+            row["decode_s_runs"].append(time.perf_counter() - t)
+            row["identical"] = row["identical"] and back == units
+        flops.append(matmul_reference(args.threads, max(m.lanes for m in models.values()))["reference"])
+        loads.append(os.getloadavg()[0])
+    results["load_average_1min"] = loads
+    for model_dir, m1 in models.items():
+        row = results["models"][model_dir]
+        row["encode_bytes_per_s"] = n / statistics.median(row["encode_s_runs"])
+        row["decode_bytes_per_s"] = n / statistics.median(row["decode_s_runs"])
+        row["bound_bytes_per_s"] = statistics.median(flops) / (2 * m1.n_params)
     print_neural(results, args)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -962,17 +977,35 @@ def print_neural(r: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"| {label}: M1 cross-entropy | {m['m1_bits_per_byte']:.3f} | |")
     if r["models"]:
         print(
-            "\n| M1 | lanes | segments | encode | decode | matmul bound | encode / bound | decode / bound | windows-mode encode |"
+            f"\n| M1 | numerics | lanes | segments | encode | decode | matmul bound | encode / bound | "
+            f"decode / bound | windows-mode encode |  (median of {args.repeats})"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, m in r["models"].items():
             b = m["bound_bytes_per_s"]
             print(
-                f"| {Path(name).name} | {m['lanes']} | {m['segments']} x {m['segment_bytes']:,} B | "
+                f"| {Path(name).name} | {m['numerics']} | {m['lanes']} | {m['segments']} x {m['segment_bytes']:,} B | "
                 f"{m['encode_bytes_per_s'] / 1e3:.1f} kB/s | {m['decode_bytes_per_s'] / 1e3:.1f} kB/s | "
                 f"{b / 1e3:.1f} kB/s | {100 * m['encode_bytes_per_s'] / b:.1f}% | "
                 f"{100 * m['decode_bytes_per_s'] / b:.1f}% | {m['windows_encode_bytes_per_s'] / 1e3:.1f} kB/s |"
             )
+        pairs = [
+            (f, e)
+            for f, mf in r["models"].items()
+            for e, me in r["models"].items()
+            if mf["numerics"] == "float32"
+            and me["numerics"] != "float32"
+            and mf["n_params"] == me["n_params"]
+        ]
+        for f, e in pairs:
+            mf, me = r["models"][f], r["models"][e]
+            print(
+                f"exact / float ({Path(e).name} / {Path(f).name}, same run): encode "
+                f"{me['encode_bytes_per_s'] / mf['encode_bytes_per_s']:.2f}x, decode "
+                f"{me['decode_bytes_per_s'] / mf['decode_bytes_per_s']:.2f}x"
+            )
+        loads = r["load_average_1min"]
+        print(f"load average (1 min) during the speed runs: {min(loads):.1f}-{max(loads):.1f}")
     c = r["coder_alone"]
     print(
         f"\nThe stream coder alone (random tables, {args.batch_size} rows, per CPU second): encode "
