@@ -50,3 +50,37 @@ def snapshot(root: Path) -> dict[str, tuple[str, int, int, bytes]]:
         data = p.read_bytes() if kind == "file" else b""
         found[p.relative_to(root).as_posix()] = (kind, stat.S_IMODE(st_.st_mode), st_.st_mtime_ns, data)
     return found
+
+
+def write_v2(header: dict, docs: list, layout: bytes, payload: bytes) -> bytes:
+    """A version 2 file from its parts, every section CRC valid: how a hostile version 2 file is
+    made now that only the reader remains (the layout as the version 2 writer wrote it)."""
+    import json
+    import struct
+    import zlib
+
+    from compresslm.coding.binary import put_varint
+
+    table = bytearray()
+    put_varint(table, len(docs))
+    for d in docs:
+        put_varint(table, d.nbytes)
+        table += struct.pack("<I", d.crc32)
+        put_varint(table, len(d.segment_windows))
+        for n in d.segment_windows:
+            put_varint(table, n)
+        put_varint(table, len(d.exceptions))
+        for w, n in d.exceptions:
+            put_varint(table, w)
+            put_varint(table, n)
+    out = bytearray(b"\x89CLM\r\n\x1a\n" + struct.pack("<H", 2))
+    head = header if isinstance(header, bytes) else json.dumps(header, sort_keys=True).encode("utf-8")
+    for tag, part in (
+        (b"HEAD", head),
+        (b"DOCS", bytes(table)),
+        (b"LAYO", layout),
+        (b"WIND", payload),
+        (b"END!", b""),
+    ):
+        out += tag + struct.pack("<Q", len(part)) + part + struct.pack("<I", zlib.crc32(part))
+    return bytes(out)

@@ -106,11 +106,12 @@ def test_jsonl_round_trip_is_byte_identical(
     c = read_container(clm.read_bytes())
     # Lines with the field: text coded by M1, the JSON around it verbatim; the others coded whole.
     assert c.header["source"]["record_lines"] == 5 and c.header["source"]["whole_lines"] == 3
-    if mode == "windows":  # the Equal-Info format as before: no mode field
-        assert c.header["coder"]["code"] == code and "mode" not in c.header
+    assert c.header["mode"] == mode
+    if mode == "windows":
+        assert c.header["coder"]["code"] == code
     else:
-        assert c.header["mode"] == "stream" and c.header["coder"]["context"] == m1.max_context
-        assert len(c.payload) == c.header["code_bytes"] == sum(d.windows for d in c.docs)
+        assert c.header["coder"]["context"] == m1.max_context
+        assert len(c.payload) == sum(d.windows for d in c.docs)
 
 
 def test_folder_round_trip(tmp_path: Path, inputs: Path, m1: M1) -> None:
@@ -164,20 +165,18 @@ def test_damaged_files_are_clear_errors(tmp_path: Path, inputs: Path, m1: M1) ->
 
 
 @pytest.mark.parametrize("mode", ["windows", "stream"])
-def test_consistent_but_wrong_window_bits_fail_the_document_crc(
+def test_consistent_but_wrong_window_bits_fail_the_digest(
     tmp_path: Path, inputs: Path, m1: M1, mode: str
 ) -> None:
-    """Even a damaged WIND whose section CRC was recomputed cannot produce output."""
+    """Even damaged codes whose file CRC was recomputed cannot produce output."""
     clm, _ = run(tmp_path, inputs / "sub" / "code.py", m1, mode=mode)
     data = bytearray(clm.read_bytes())
-    tag = data.index(b"WIND")
-    (length,) = struct.unpack_from("<Q", data, tag + 4)
-    start = tag + 12
+    start = len(data) - 12 - len(read_container(bytes(data)).payload)
     data[start + 3] ^= 0x01  # windows: low bit of the second window's code; stream: a code byte
-    struct.pack_into("<I", data, start + length, zlib.crc32(bytes(data[start : start + length])))
+    struct.pack_into("<I", data, len(data) - 4, zlib.crc32(bytes(data[:-4])))
     bad = tmp_path / "bad.clm"
     bad.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="CRC32|decodes|length|no bytes"):
+    with pytest.raises(IntegrityError, match="digest|decodes|length|no bytes"):
         decompress(bad, tmp_path / "bad.out", model=m1)
     assert not (tmp_path / "bad.out").exists()
 
@@ -199,9 +198,9 @@ def test_cli_compress_decompress_inspect(
     assert main(["compress", str(src), "-o", str(clm), "--model", str(model_dir), "--json", *common]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["mode"] == "stream" and report["code_bytes"] > 0 and report["bits_per_byte"] > 0
-    assert read_container(clm.read_bytes()).header["segment_bytes"] == stream_segment_bytes(
+    assert report["segment_bytes"] == stream_segment_bytes(
         report["document_bytes"], 512
-    )  # the CLI uses the library default
+    )  # the library default
     assert main(["decompress", str(clm), "-o", str(out), *common]) == 0  # model found from the header
     assert out.read_bytes() == src.read_bytes()
     assert main(["inspect", str(clm), "--threads", "1"]) == 0
@@ -211,8 +210,8 @@ def test_cli_compress_decompress_inspect(
         main(["compress", str(src), "-o", str(clm), "--model", str(model_dir), "--force", *windows, *common])
         == 0
     )
-    assert json.loads(capsys.readouterr().out)["windows"] > 0
-    assert read_container(clm.read_bytes()).header["segment_bytes"] == DEFAULT_SEGMENT_BYTES
+    report = json.loads(capsys.readouterr().out)
+    assert report["windows"] > 0 and report["segment_bytes"] == DEFAULT_SEGMENT_BYTES
     assert main(["decompress", str(clm), "-o", str(out), "--force", *common]) == 0
     assert out.read_bytes() == src.read_bytes()
     assert main(["inspect", str(clm), "--windows", "4", "--threads", "1"]) == 0
@@ -309,7 +308,7 @@ def test_cli_stdin_to_stdout_and_back(
     monkeypatch.setattr("sys.stdout", stdout)
     assert main(["compress", "-", "-o", "-", *common]) == 0
     clm = stdout.buffer.getvalue()
-    assert read_container(clm).header["source"]["name"] == "-"
+    assert read_container(clm).header["source"]["kind"] == "file"
     assert "compress" in capsys.readouterr().err
     restored = _Stdio()
     monkeypatch.setattr("sys.stdin", _Stdio(clm))

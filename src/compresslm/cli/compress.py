@@ -483,7 +483,7 @@ def _decompress(args: argparse.Namespace) -> int:
     folders = f", {report.folders} folder(s)" if report.folders else ""
     print(
         f"restored {report.bytes:,} bytes ({report.files} file(s){folders}, {report.documents:,} documents, "
-        f"every CRC verified) to {report.output} in {report.seconds:.1f}s "
+        f"verified) to {report.output} in {report.seconds:.1f}s "
         f"({report.bytes_per_second:,.0f} bytes/s)",
         file=sys.stderr if args.out == "-" else sys.stdout,  # standard output holds the data
     )
@@ -508,17 +508,27 @@ def _inspect(args: argparse.Namespace) -> int:
                 "bits_per_byte": report.bits_per_byte,
                 "exception_rate": report.exception_rate,
                 "clm_bytes": report.clm_bytes,
+                "format_version": report.version,
+                "sizes": report.sizes,
                 "first_windows": [{"code": c, "text": t, "exception": e} for c, t, e in report.first_windows],
             }
         )
         return 0
     coder, model, source = h.get("coder", {}), h.get("model", {}), h.get("source", {})
+    shown_source = str(source.get("kind"))
+    if report.version == 2:  # version 3 does not store the input's name or its counts
+        shown_source = f"{source.get('name')} ({shown_source}, {source.get('files')} file(s))"
     rows = [
-        ("source", f"{source.get('name')} ({source.get('kind')}, {source.get('files')} file(s))"),
+        ("format", f".clm version {report.version}"),
+        ("source", shown_source),
         ("mode", report.mode),
         ("coder", ", ".join(f"{k}={v}" for k, v in sorted(coder.items()))),
-        ("segment bytes", str(h.get("segment_bytes"))),
-        ("model", f"{str(model.get('sha256'))[:16]}… fingerprint {str(model.get('fingerprint'))[:16]}…"),
+        ("segment bytes", "one per document" if h.get("segment_bytes") is None else str(h["segment_bytes"])),
+        (
+            "model",
+            f"sha256 {str(model.get('sha256'))[:16]}…, fingerprint {str(model.get('fingerprint'))[:8]}…, "
+            f"{model.get('numerics') or 'float32'}",
+        ),
         ("documents", f"{report.documents:,}"),
         ("bytes", f"{report.document_bytes:,}"),
     ]
@@ -534,7 +544,11 @@ def _inspect(args: argparse.Namespace) -> int:
             ("bits/byte (windows)", f"{report.bits_per_byte:.3f}"),
             ("exceptions", f"{report.exceptions:,} ({100 * report.exception_rate:.3f}%)"),
         ]
-    rows.append(("file size", f"{report.clm_bytes:,} bytes"))
+    parts = ", ".join(f"{name} {n:,}" for name, n in report.sizes.items() if name != "codes")
+    rows += [
+        ("file size", f"{report.clm_bytes:,} bytes"),
+        ("container overhead", f"{report.overhead:,} bytes beyond the codes ({parts})"),
+    ]
     _table(str(args.clm), rows)
     if report.mode == "stream":
         return 0

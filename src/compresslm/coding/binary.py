@@ -70,6 +70,12 @@ class Reader:
             )
         return n
 
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise IntegrityError(f"{self.where}: ends early")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
     def u32(self) -> int:
         if self.pos + 4 > len(self.data):
             raise IntegrityError(f"{self.where}: ends inside a CRC")
@@ -80,3 +86,14 @@ class Reader:
     def done(self) -> None:
         if self.pos != len(self.data):
             raise IntegrityError(f"{self.where}: {len(self.data) - self.pos} unexpected trailing bytes")
+
+
+def zigzag(value: int) -> int:
+    """A signed integer as an unsigned one, small magnitudes small (0, -1, 1, -2 -> 0, 1, 2, 3):
+    mtimes before 1970 and differences between mtimes are negative."""
+    return 2 * value if value >= 0 else -2 * value - 1
+
+
+def unzigzag(value: int) -> int:
+    """The inverse of :func:`zigzag`."""
+    return value >> 1 if not value & 1 else -((value + 1) >> 1)

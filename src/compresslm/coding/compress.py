@@ -19,7 +19,6 @@ costs at most one partial window, in stream mode the end of its code (about 2 by
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -29,17 +28,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compresslm import __version__
-from compresslm.coding.container import Container, DocEntry, encode_docs, read_container, write_container
+from compresslm.coding.container import Container, DocEntry, read_container, write_container
 from compresslm.coding.default_model import default_m1_path, has_default_m1, m1_or_default
 from compresslm.coding.equal_info import EqualInfoCoder
+from compresslm.coding.header import FINGERPRINT_BYTES, MODEL_ID_BYTES
 from compresslm.coding.intervals import CoderParams
 from compresslm.coding.layout import (
     FOLDER,
     RAW,
     LayoutFile,
     bytes_source,
+    content_digest,
     decode_layout,
+    decode_layout_v2,
     encode_layout,
     read_source,
     rebuild,
@@ -270,12 +271,8 @@ def compress(
         check_row_independence(m1, stream.params.context, min(batch_size, 64))
         t_encode = time.perf_counter()
         entries, payload = encode_stream(stream, source.documents, segment_bytes, progress)  # type: ignore[arg-type]
-        coder_info: dict[str, Any] = {
-            "mode": "stream",
-            "coder": stream.params.to_dict(),
-            "code_bytes": len(payload),
-            "stats": {"positions": stream.stats.positions},
-        }
+        coder_dict: dict[str, Any] = stream.params.to_dict()
+        positions, backed_off = stream.stats.positions, 0
         fingerprint_len = stream.params.context
     else:
         coder = EqualInfoCoder(
@@ -288,56 +285,42 @@ def compress(
         t_encode = time.perf_counter()
         entries, windows = encode_documents(coder, source.documents, segment_bytes, progress)  # type: ignore[arg-type]
         payload = pack_codes([w.code for w in windows], window_bits)
-        coder_info = {
-            "coder": params.to_dict(),
-            "windows": len(windows),
-            "stats": {
-                "exceptions": coder.stats.exceptions,
-                "backed_off": coder.stats.backed_off,
-                "positions": coder.stats.positions,
-            },
-        }
+        coder_dict = params.to_dict()
+        positions, backed_off = coder.stats.positions, coder.stats.backed_off
         fingerprint_len = params.max_window_bytes
     encode_seconds = time.perf_counter() - t_encode
-    layout, table = encode_layout(source.files, len(payload) + len(encode_docs(entries)))
+    layout, table = encode_layout(source.files, len(payload))
+    lengths = [e.nbytes for e in entries]
     header = {
-        "format": "compresslm.clm",
-        "created_by": f"compresslm {__version__}",
-        "segment_bytes": segment_bytes,
+        "mode": mode,
+        "coder": coder_dict,
+        # None (one segment per document) when no document is longer: the same coding, 2 bytes less
+        "segment_bytes": segment_bytes if segment_bytes and max(lengths, default=0) > segment_bytes else None,
         "model": {
-            "sha256": m1.sha256,
-            "fingerprint": fingerprint(m1, fingerprint_len),
+            "sha256": m1.sha256[: 2 * MODEL_ID_BYTES],
+            "fingerprint": fingerprint(m1, fingerprint_len)[: 2 * FINGERPRINT_BYTES],
             "numerics": m1.numerics,
-            "path": m1.path,
-            "n_params": m1.n_params,
-            "context": m1.max_context,
+            "path": None if _is_shipped(m1) else m1.path,  # decompress finds the shipped M1 itself
         },
         "source": {
             "kind": source.kind,
-            "name": source.name,
             "text_field": text_field,
-            "files": source.n_files,
-            "folders": source.n_folders,
             "skipped": len(source.skipped),
-            "input_bytes": source.input_bytes,
             "record_lines": source.record_lines,
             "whole_lines": source.whole_lines,
             "rejected": source.rejected,
         },
-        "documents": len(entries),
-        "document_bytes": sum(e.nbytes for e in entries),
-        "layout_bytes": len(table),
-        "layout_sha256": hashlib.sha256(table).hexdigest(),
-        **coder_info,
+        "stats": {"backed_off": backed_off},
     }
-    container = Container(header, entries, layout, payload)
+    digest = content_digest(table, [f.sha256 for f in source.files if f.kind != FOLDER])
+    container = Container(header, entries, layout, payload, digest=digest)
     if to_stdout:
         size = write_container(sys.stdout.buffer, container)
         sys.stdout.buffer.flush()
     else:
         with atomic_output(output, force=force, mode="wb") as f:
             size = write_container(f, container)
-    n_bytes = header["document_bytes"]
+    n_bytes = sum(lengths)
     return CompressReport(
         output=str(output),
         source_kind=source.kind,
@@ -349,10 +332,10 @@ def compress(
         window_bits=window_bits,
         code=code,
         exceptions=sum(w.exception for w in windows),
-        backed_off=header["stats"].get("backed_off", 0),
-        positions=header["stats"]["positions"],
+        backed_off=backed_off,
+        positions=positions,
         clm_bytes=size,
-        layout_bytes=len(layout),
+        layout_bytes=len(table),
         seconds=time.perf_counter() - start,
         encode_seconds=encode_seconds,
         record_lines=source.record_lines,
@@ -368,6 +351,11 @@ def compress(
     )
 
 
+def _is_shipped(m1: M1) -> bool:
+    """Whether ``m1`` is the M1 shipped with the package (its path is then not worth recording)."""
+    return m1.path is not None and has_default_m1() and Path(m1.path).resolve() == default_m1_path().resolve()
+
+
 # -------------------------------------------------------------------------------------- decompression
 
 
@@ -381,23 +369,35 @@ def load(path: str | Path) -> Container:
     return read_container(p.read_bytes(), str(p))
 
 
-def layout_of(container: Container, where: str) -> list[LayoutFile]:
-    """The container's layout, checked against its header and document table."""
-    head = container.header
-    table = unpack_layout(
-        container.layout, head["layout_bytes"], head["layout_sha256"], container.size, where
-    )
-    files = decode_layout(table, where)
+def layout_table(container: Container, where: str) -> bytes:
+    """The container's layout table, decompressed within the bounds its file size allows."""
+    if container.version == 2:
+        head = container.header
+        return unpack_layout(
+            container.layout, container.size, where, head["layout_bytes"], head["layout_sha256"]
+        )
+    return unpack_layout(container.layout, container.size, where)
+
+
+def layout_of(container: Container, where: str, table: bytes | None = None) -> list[LayoutFile]:
+    """The container's layout (from ``table`` when already unpacked), checked against its header
+    and document table."""
+    if table is None:
+        table = layout_table(container, where)
     source = container.header["source"]
+    if container.version == 2:
+        files = decode_layout_v2(table, where)
+        n_files = sum(f.kind != FOLDER for f in files)
+        if (n_files, len(files) - n_files) != (source["files"], source["folders"]):
+            raise IntegrityError(
+                f"{where}: LAYO holds {n_files} files and {len(files) - n_files} folders, HEAD says "
+                f"{source['files']} and {source['folders']}"
+            )
+    else:
+        files = decode_layout(table, where)
     n_docs = sum(kind != RAW for f in files for kind, _ in f.parts)
-    n_files = sum(f.kind != FOLDER for f in files)
     if n_docs != len(container.docs):
         raise IntegrityError(f"{where}: LAYO uses {n_docs} documents, DOCS holds {len(container.docs)}")
-    if (n_files, len(files) - n_files) != (source["files"], source["folders"]):
-        raise IntegrityError(
-            f"{where}: LAYO holds {n_files} files and {len(files) - n_files} folders, HEAD says "
-            f"{source['files']} and {source['folders']}"
-        )
     single = len(files) == 1 and files[0].path == "" and files[0].kind != FOLDER
     if not files or (source["kind"] == "folder") == single or files[0].path != "":
         raise IntegrityError(f"{where}: LAYO does not match a {source['kind']} input")
@@ -424,7 +424,7 @@ def coder_params(container: Container, where: str) -> CoderParams:
 
 
 def is_stream(container: Container) -> bool:
-    return container.header.get("mode") == "stream"
+    return container.stream
 
 
 def stream_params(container: Container, where: str) -> StreamParams:
@@ -520,7 +520,7 @@ def decode_documents(
     for i, entry in enumerate(container.docs):
         doc = b"".join(decoded[k : k + len(entry.segment_windows)])
         k += len(entry.segment_windows)
-        if len(doc) != entry.nbytes or zlib.crc32(doc) != entry.crc32:
+        if len(doc) != entry.nbytes or entry.crc32 is not None and zlib.crc32(doc) != entry.crc32:
             raise IntegrityError(
                 f"{where}: document {i} fails its CRC32 check after decoding (model or data damaged)"
             )
@@ -561,7 +561,8 @@ def decompress(
     start = time.perf_counter()
     where = "<stdin>" if os.fspath(clm) == STDIO else str(clm)
     container = load(clm)
-    files = layout_of(container, where)
+    table = layout_table(container, where)
+    files = layout_of(container, where, table)
     folder = container.header["source"]["kind"] == "folder"
     to_stdout = os.fspath(output) == STDIO
     out = Path(output)
@@ -578,7 +579,7 @@ def decompress(
         check_outputs_free([out], force)
     m1 = _model_for(container, where, model, threads)
     docs = decode_documents(container, m1, where, batch_size=batch_size, progress=progress)
-    restored = list(rebuild(files, docs, where))
+    restored = rebuild(files, docs, where, (table, container.digest) if container.version > 2 else None)
     if to_stdout:
         sys.stdout.buffer.write(restored[0][1])
         sys.stdout.buffer.flush()
@@ -671,6 +672,13 @@ class InspectReport:
     model_found: bool
     mode: str = "windows"
     code_bytes: int = 0  # stream mode
+    version: int = 3  # the .clm format version
+    sizes: dict[str, int] = field(default_factory=dict)  # bytes of each part of the file
+
+    @property
+    def overhead(self) -> int:
+        """Bytes of the file beyond its codes: what the container costs."""
+        return self.clm_bytes - self.sizes.get("codes", 0)
 
     @property
     def bits_per_byte(self) -> float:
@@ -704,6 +712,8 @@ def inspect(
             model_found=False,
             mode="stream",
             code_bytes=len(container.payload),
+            version=container.version,
+            sizes=container.sizes,
         )
     params = coder_params(container, where)
     codes = unpack_codes(container.payload, params.window_bits)
@@ -734,7 +744,9 @@ def inspect(
         windows=len(codes),
         document_bytes=sum(e.nbytes for e in container.docs),
         exceptions=sum(len(e.exceptions) for e in container.docs),
-        clm_bytes=Path(clm).stat().st_size,
+        clm_bytes=container.size,
         first_windows=first,
         model_found=found,
+        version=container.version,
+        sizes=container.sizes,
     )

@@ -1,29 +1,30 @@
 """The .clm container: everything needed to restore the input, and to prove it (docs/clm-format.md).
 
-Layout (all integers little-endian unless said otherwise)::
+Version 3 (what :func:`write_container` writes) costs a few dozen bytes beyond the codes::
 
-    magic      8 bytes  b"\\x89CLM\\r\\n\\x1a\\n"  (PNG-style: catches text-mode and 7-bit damage)
-    version    u16
-    sections   tag (4 ASCII bytes), u64 payload length, payload, u32 CRC32 of the payload
-               HEAD  JSON: coder parameters, model sha256 + numerics fingerprint, counts, source
-                     (checked against :data:`compresslm.coding.header.HEADER_SCHEMA`)
-               DOCS  per document: byte length, CRC32 of its bytes, window count of each segment,
-                     exception table (window index, byte count); unsigned LEB128 varints
-               LAYO  codec byte + (zstd) table: how documents and verbatim pieces rebuild the
-                     input's files and folders (see layout.py)
-               WIND  the window bits, ``window_bits // 8`` bytes per window, big-endian (MSB first);
-                     in stream mode (HEAD ``"mode": "stream"``) the segments' range codes back to
-                     back, DOCS then counting code bytes per segment instead of windows
-               END!  empty: its presence proves the file is complete
+    magic      4 bytes  b"\\x89CLM", then the version byte (3)
+    header     binary (compresslm.coding.header.encode_header): flags, coder parameters, model
+               identity as prefixes of its two hashes, informational counts only when not zero
+    LAYO       varint (length << 1 | codec), then the (zstd-compressed when it pays) layout table:
+               how documents and verbatim pieces rebuild the input's files and folders (layout.py)
+    DOCS       per document its byte length, then every segment's count (windows, or code bytes in
+               stream mode) but the last, which the payload's length implies; windows mode then
+               lists the exception windows
+    payload    the codes, to the end: window bits (``window_bits // 8`` bytes each, big-endian) or
+               the segments' range codes back to back
+    digest     8 bytes: the restored files' digest (layout.content_digest)
+    crc        u32: CRC-32 of every byte before it
 
-Every section is checked against its CRC before anything is decoded, so truncation and bit flips
-are reported by section ("DOCS: CRC mismatch") rather than discovered as wrong output; the
-per-document CRC32 then verifies every decoded document.
+Version 2 (an ~800-byte JSON header, tagged sections with a CRC each, a CRC per document and a
+sha256 per file) is still read: :func:`read_container` returns both as one :class:`Container`.
 
-A hostile file can have valid CRCs, so nothing declared is trusted: the header is validated whole
-before use, and every count and size is bounded by what the file can hold before anything is
-allocated for it (a document cannot hold more bytes than its windows can code, a table cannot list
-more entries than it has bytes), so a small file fails in milliseconds instead of allocating GBs.
+The CRC reports damage and truncation before any decoding; the digest, checked after decoding
+and before anything is written, proves the restore (a model that computes differently on this
+machine, or an edit by someone who recomputed the CRC). A hostile file can have a valid CRC, so
+nothing declared is trusted: the header is validated whole before use, and every count and size is
+bounded by what the file can hold before anything is allocated for it (a document cannot hold more
+bytes than its windows can code, a table cannot list more entries than it has bytes), so a small
+file fails in milliseconds instead of allocating GBs.
 """
 
 from __future__ import annotations
@@ -36,11 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from compresslm.coding.binary import Reader, put_varint
-from compresslm.coding.header import validate_header
+from compresslm.coding.header import decode_header, encode_header, validate_header
 from compresslm.errors import IntegrityError
 
-MAGIC = b"\x89CLM\r\n\x1a\n"
-VERSION = 2
+PREFIX = b"\x89CLM"
+"""What every .clm file starts with; version 3 follows it with its version byte."""
+MAGIC = PREFIX + b"\r\n\x1a\n"
+"""Versions 1 and 2: PNG-style (catches text-mode and 7-bit damage), then a u16 version."""
+VERSION = 3
+DIGEST_BYTES = 8
 SECTIONS = ("HEAD", "DOCS", "LAYO", "WIND", "END!")
 _SECTION = struct.Struct("<4sQ")
 _CRC = struct.Struct("<I")
@@ -50,10 +55,11 @@ _MAX_HEADER = 64 << 20
 @dataclass
 class DocEntry:
     """One coded document: its windows are ``segment_windows[0]`` windows for its first segment,
-    then the next count for the next segment, ...; ``exceptions`` index windows within the doc."""
+    then the next count for the next segment, ...; ``exceptions`` index windows within the doc.
+    ``crc32`` of its bytes in version 2 files (None in version 3, where one digest covers all)."""
 
     nbytes: int
-    crc32: int
+    crc32: int | None
     segment_windows: list[int]
     exceptions: list[tuple[int, int]] = field(default_factory=list)
 
@@ -64,33 +70,193 @@ class DocEntry:
 
 @dataclass
 class Container:
+    """A .clm file's parts. ``header`` is the version 3 header (see
+    :data:`~compresslm.coding.header.HEADER_V3_SCHEMA`) or a version 2 file's JSON header;
+    ``digest`` the version 3 restored-content digest."""
+
     header: dict[str, Any]
     docs: list[DocEntry]
-    layout: bytes
-    payload: bytes  # the WIND section: the coded bits (window codes, or the stream coder's output)
+    layout: bytes  # codec byte + layout table
+    payload: bytes  # the coded bits (window codes, or the stream coder's output)
     size: int = 0  # bytes of the file it was read from (0 when built in memory)
+    version: int = VERSION
+    digest: bytes = b""
+    sizes: dict[str, int] = field(default_factory=dict)  # bytes of each part, as read (for inspect)
+
+    @property
+    def stream(self) -> bool:
+        return self.header.get("mode") == "stream"
 
 
-# ------------------------------------------------------------------------------------------ doc table
+# --------------------------------------------------------------------------------- version 3 writer
 
 
-def encode_docs(docs: Sequence[DocEntry]) -> bytes:
+def _segment_counts(nbytes: int, segment_bytes: int | None) -> int:
+    return 0 if nbytes == 0 else 1 if segment_bytes is None else -(-nbytes // segment_bytes)
+
+
+def encode_docs(docs: Sequence[DocEntry], windows: bool) -> bytes:
+    """The version 3 document table (see the module doc); ``windows``: windows mode (an exception
+    list follows)."""
     out = bytearray()
     put_varint(out, len(docs))
     for d in docs:
         put_varint(out, d.nbytes)
-        out += _CRC.pack(d.crc32)
-        put_varint(out, len(d.segment_windows))
-        for n in d.segment_windows:
+    counts = [n for d in docs for n in d.segment_windows]
+    for n in counts[:-1]:
+        put_varint(out, n)
+    if windows:
+        found: list[tuple[int, int]] = []
+        base = 0
+        for d in docs:
+            found += [(base + w, n) for w, n in d.exceptions]
+            base += d.windows
+        put_varint(out, len(found))
+        last = -1
+        for w, n in found:
+            put_varint(out, w - last - 1)
             put_varint(out, n)
-        put_varint(out, len(d.exceptions))
-        for w, n in d.exceptions:
-            put_varint(out, w)
-            put_varint(out, n)
+            last = w
     return bytes(out)
 
 
-def decode_docs(data: bytes, where: str) -> list[DocEntry]:
+def write_container(f: BinaryIO, container: Container) -> int:
+    """Write ``container`` to ``f`` as version 3; returns the bytes written."""
+    header = container.header
+    windows = header["mode"] == "windows"
+    for d in container.docs:
+        if len(d.segment_windows) != _segment_counts(d.nbytes, header["segment_bytes"]):
+            raise ValueError(f"a {d.nbytes}-byte document with {len(d.segment_windows)} segments")
+    layout = container.layout
+    if len(container.digest) != DIGEST_BYTES:
+        raise ValueError("a version 3 container needs its content digest")
+    out = bytearray(PREFIX + bytes([VERSION]))
+    out += encode_header(header)
+    put_varint(out, (len(layout) - 1) << 1 | layout[0])
+    out += layout[1:]
+    out += encode_docs(container.docs, windows)
+    out += container.payload
+    out += container.digest
+    out += _CRC.pack(zlib.crc32(out))
+    f.write(out)
+    return len(out)
+
+
+# --------------------------------------------------------------------------------- version 3 reader
+
+
+def _read_v3(data: bytes, where: str) -> Container:
+    if len(data) < len(PREFIX) + 1 + DIGEST_BYTES + _CRC.size:
+        raise IntegrityError(f"{where}: truncated: {len(data)} bytes is shorter than any .clm file")
+    (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
+    if zlib.crc32(data[: -_CRC.size]) != crc:
+        raise IntegrityError(f"{where}: corrupt or truncated: the file fails its CRC32 check")
+    end = len(data) - _CRC.size - DIGEST_BYTES
+    r = Reader(data[:end], f"{where}: HEAD")
+    r.pos = len(PREFIX) + 1
+    sizes = {"magic and version": r.pos}
+    header = decode_header(r)
+    sizes["header"] = r.pos - sum(sizes.values())
+    r.where = f"{where}: LAYO"
+    packed = r.varint()
+    layout = bytes([packed & 1]) + r.take(packed >> 1)
+    sizes["layout table"] = r.pos - sum(sizes.values())
+    r.where = f"{where}: DOCS"
+    docs = _decode_docs(r, header, end, where)
+    found = _decode_exceptions(r) if header["mode"] == "windows" else []
+    sizes["document table"] = r.pos - sum(sizes.values())
+    payload = data[r.pos : end]
+    sizes["codes"] = len(payload)
+    sizes["digest and CRC"] = DIGEST_BYTES + _CRC.size
+    _fill_last_count(docs, header, len(payload), where)
+    _assign_exceptions(docs, found, where)
+    container = Container(header, docs, layout, payload, len(data), 3, data[end : end + DIGEST_BYTES], sizes)
+    check_counts(container, where)
+    return container
+
+
+def _decode_docs(r: Reader, header: dict[str, Any], end: int, where: str) -> list[DocEntry]:
+    """The version 3 document table (the last segment's count still 0: the payload gives it)."""
+    sizes = [r.varint() for _ in range(r.count(1, "documents"))]
+    segments = [_segment_counts(n, header["segment_bytes"]) for n in sizes]
+    total = sum(segments)
+    if total - 1 > end - r.pos:
+        raise IntegrityError(
+            f"{r.where}: declares {total} segments, the {end - r.pos} remaining bytes cannot hold them"
+        )
+    counts = [r.varint() for _ in range(total - 1)] + [0] * min(total, 1)
+    docs = []
+    k = 0
+    for n, m in zip(sizes, segments, strict=True):
+        docs.append(DocEntry(n, None, counts[k : k + m]))
+        k += m
+    return docs
+
+
+def _decode_exceptions(r: Reader) -> list[tuple[int, int]]:
+    """Windows mode's exception list: (window index over the whole file, byte count), in order."""
+    found = []
+    last = -1
+    for _ in range(r.count(2, "exceptions")):
+        last += 1 + r.varint()
+        found.append((last, r.varint()))
+    return found
+
+
+def _assign_exceptions(docs: list[DocEntry], found: list[tuple[int, int]], where: str) -> None:
+    base, i = 0, 0
+    for w, n in found:
+        while i < len(docs) and w >= base + docs[i].windows:
+            base += docs[i].windows
+            i += 1
+        if i == len(docs):
+            raise IntegrityError(f"{where}: exception window {w} lies beyond every document")
+        docs[i].exceptions.append((w - base, n))
+
+
+def _fill_last_count(docs: list[DocEntry], header: dict[str, Any], payload: int, where: str) -> None:
+    """The last segment's count: what the payload holds beyond the others."""
+    if header["mode"] == "windows":
+        width = header["coder"]["window_bits"] // 8
+        if payload % width:
+            raise IntegrityError(f"{where}: the payload's {payload} bytes are not whole {width}-byte windows")
+        payload //= width
+    listed = sum(d.windows for d in docs)
+    owner = next((d for d in reversed(docs) if d.segment_windows), None)
+    if owner is None:
+        if payload:
+            raise IntegrityError(f"{where}: {payload} coded units but no document to hold them")
+        return
+    if listed > payload:
+        raise IntegrityError(
+            f"{where}: the document table counts {listed} coded units, the payload holds {payload}"
+        )
+    owner.segment_windows[-1] = payload - listed
+
+
+def read_container(data: bytes, where: str = "<clm>") -> Container:
+    """Parse and verify a version 3 or version 2 file (magic, version, CRCs, the tables within
+    their bounds, counts that agree); nothing is decoded yet."""
+    if len(data) < len(PREFIX) + 1 or data[: len(PREFIX)] != PREFIX:
+        raise IntegrityError(f"{where}: not a .clm file (bad magic bytes)")
+    if data[: len(MAGIC)] == MAGIC:
+        (version,) = struct.unpack_from("<H", data, len(MAGIC)) if len(data) >= len(MAGIC) + 2 else (None,)
+        if version == 2:
+            return _read_v2(data, where)
+        if version is None:
+            raise IntegrityError(f"{where}: truncated: the file ends inside its version number")
+    else:
+        version = data[len(PREFIX)]
+        if version == VERSION:
+            return _read_v3(data, where)
+    raise IntegrityError(f"{where}: unsupported .clm version {version} (this build reads 2 and {VERSION})")
+
+
+# -------------------------------------------------------------------------------- version 2 reader
+
+
+def decode_docs_v2(data: bytes, where: str) -> list[DocEntry]:
+    """A version 2 document table: per document its length, CRC32, segment counts, exceptions."""
     r = Reader(data, f"{where}: DOCS")
     docs = []
     for _ in range(r.count(7, "documents")):
@@ -101,30 +267,6 @@ def decode_docs(data: bytes, where: str) -> list[DocEntry]:
         docs.append(DocEntry(nbytes, crc, segments, exceptions))
     r.done()
     return docs
-
-
-# ------------------------------------------------------------------------------------- whole container
-
-
-def _section(tag: str, payload: bytes) -> bytes:
-    return _SECTION.pack(tag.encode("ascii"), len(payload)) + payload + _CRC.pack(zlib.crc32(payload))
-
-
-def write_container(f: BinaryIO, container: Container) -> int:
-    """Write ``container`` to ``f``; returns the bytes written."""
-    head = json.dumps(container.header, sort_keys=True, allow_nan=False).encode("utf-8")
-    parts = [
-        MAGIC,
-        struct.pack("<H", VERSION),
-        _section("HEAD", head),
-        _section("DOCS", encode_docs(container.docs)),
-        _section("LAYO", container.layout),
-        _section("WIND", container.payload),
-        _section("END!", b""),
-    ]
-    for p in parts:
-        f.write(p)
-    return sum(len(p) for p in parts)
 
 
 def _sections(data: bytes, where: str) -> Iterator[tuple[str, bytes]]:
@@ -157,13 +299,7 @@ def _sections(data: bytes, where: str) -> Iterator[tuple[str, bytes]]:
         raise IntegrityError(f"{where}: {len(data) - pos} unexpected bytes after the end marker")
 
 
-def read_container(data: bytes, where: str = "<clm>") -> Container:
-    """Parse and verify (magic, version, every section's CRC, the END marker, cross-counts)."""
-    if len(data) < len(MAGIC) + 2 or data[: len(MAGIC)] != MAGIC:
-        raise IntegrityError(f"{where}: not a .clm file (bad magic bytes)")
-    (version,) = struct.unpack_from("<H", data, len(MAGIC))
-    if version != VERSION:
-        raise IntegrityError(f"{where}: unsupported .clm version {version} (this build reads {VERSION})")
+def _read_v2(data: bytes, where: str) -> Container:
     sections = dict(_sections(data, where))
     if len(sections["HEAD"]) > _MAX_HEADER:
         raise IntegrityError(f"{where}: header too large")
@@ -174,16 +310,25 @@ def read_container(data: bytes, where: str = "<clm>") -> Container:
     except RecursionError as exc:
         raise IntegrityError(f"{where}: HEAD is nested too deeply") from exc
     validate_header(header, where)
-    docs = decode_docs(sections["DOCS"], where)
-    container = Container(header, docs, sections["LAYO"], sections["WIND"], len(data))
+    docs = decode_docs_v2(sections["DOCS"], where)
+    sizes = {"magic, version and end marker": len(MAGIC) + 2 + _SECTION.size + _CRC.size}
+    for name, tag in (("header", "HEAD"), ("document table", "DOCS"), ("layout table", "LAYO")):
+        sizes[name] = _SECTION.size + len(sections[tag]) + _CRC.size
+    sizes["window section"] = _SECTION.size + _CRC.size
+    sizes["codes"] = len(sections["WIND"])
+    container = Container(header, docs, sections["LAYO"], sections["WIND"], len(data), 2, b"", sizes)
     check_counts(container, where)
     return container
 
 
+# -------------------------------------------------------------------------------------- both versions
+
+
 def check_counts(c: Container, where: str) -> None:
-    """The header's counts, the document table and WIND agree, and every document's declared size
-    is one its windows can code (``windows <= bytes <= windows * max_window_bytes``, per segment)."""
-    if c.header.get("mode") == "stream":
+    """The document table and the payload agree (and, in version 2, the header's counts), and
+    every document's declared size is one its windows can code (``windows <= bytes <= windows *
+    max_window_bytes``, per segment)."""
+    if c.stream:
         _check_stream_counts(c, where)
         return
     coder = c.header["coder"]
@@ -194,12 +339,13 @@ def check_counts(c: Container, where: str) -> None:
         raise IntegrityError(
             f"{where}: WIND holds {len(c.payload)} bytes, the document table needs {total} windows of {width}"
         )
-    declared = (c.header["documents"], c.header["windows"], c.header["document_bytes"])
-    actual = (len(c.docs), total, sum(d.nbytes for d in c.docs))
-    if declared != actual:
-        raise IntegrityError(
-            f"{where}: HEAD declares (documents, windows, bytes) = {declared}, the tables hold {actual}"
-        )
+    if c.version == 2:
+        declared = (c.header["documents"], c.header["windows"], c.header["document_bytes"])
+        actual = (len(c.docs), total, sum(d.nbytes for d in c.docs))
+        if declared != actual:
+            raise IntegrityError(
+                f"{where}: HEAD declares (documents, windows, bytes) = {declared}, the tables hold {actual}"
+            )
     for i, d in enumerate(c.docs):
         last = -1
         for w, n in d.exceptions:
@@ -218,7 +364,7 @@ def check_counts(c: Container, where: str) -> None:
 def _segments(d: DocEntry, i: int, seg: int | None, where: str) -> list[tuple[int, int]]:
     """``(count, byte length)`` of document ``i``'s segments, refused unless its length needs
     exactly that many segments of ``seg`` bytes."""
-    n_segments = 0 if d.nbytes == 0 else 1 if seg is None else -(-d.nbytes // seg)
+    n_segments = _segment_counts(d.nbytes, seg)
     if len(d.segment_windows) != n_segments:
         raise IntegrityError(
             f"{where}: document {i} has {len(d.segment_windows)} segments, its length {d.nbytes} "
@@ -238,13 +384,14 @@ def _check_stream_counts(c: Container, where: str) -> None:
     precision = c.header["coder"]["precision"]
     seg = c.header["segment_bytes"]
     total = sum(d.windows for d in c.docs)
-    declared = (c.header["documents"], c.header["code_bytes"], c.header["document_bytes"])
-    actual = (len(c.docs), total, sum(d.nbytes for d in c.docs))
-    if declared != actual or len(c.payload) != total:
-        raise IntegrityError(
-            f"{where}: HEAD declares (documents, code bytes, bytes) = {declared}, the tables hold "
-            f"{actual} and WIND {len(c.payload)} code bytes"
-        )
+    if c.version == 2:
+        declared = (c.header["documents"], c.header["code_bytes"], c.header["document_bytes"])
+        actual = (len(c.docs), total, sum(d.nbytes for d in c.docs))
+        if declared != actual or len(c.payload) != total:
+            raise IntegrityError(
+                f"{where}: HEAD declares (documents, code bytes, bytes) = {declared}, the tables hold "
+                f"{actual} and WIND {len(c.payload)} code bytes"
+            )
     for i, d in enumerate(c.docs):
         if d.exceptions:
             raise IntegrityError(f"{where}: document {i}: a stream-mode document has no exceptions")

@@ -31,13 +31,13 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
 
-from compresslm.coding.binary import Reader, put_varint
+from compresslm.coding.binary import Reader, put_varint, unzigzag, zigzag
 from compresslm.coding.header import check_name
 from compresslm.data.formats import loads_json
 from compresslm.data.readers import BUILTIN_PREFIX, read_records
@@ -111,27 +111,50 @@ class Source:
         return sum(f.kind == FOLDER for f in self.files)
 
 
+_SAME_MODE, _NANOS, _ONE_DOC = 4, 8, 16
+_USUAL_MODE = {FILE: 0o644, FOLDER: 0o755}
+DIGEST_BYTES = 8
+"""Bytes of the restored-content digest a version 3 file keeps (see :func:`content_digest`)."""
+
+
 def encode_layout(files: Sequence[LayoutFile], other_bytes: int = 0) -> tuple[bytes, bytes]:
     """The LAYO payload (codec byte, then the zstd-compressed or raw table) and the table itself
-    (its size and sha256 go into the header).
+    (version 3, docs/clm-format.md). zstd is used only when it makes the payload smaller, and never
+    for a table beyond what :func:`layout_limit` lets a reader accept.
 
     ``other_bytes``: what the rest of the .clm file holds at least (DOCS, WIND), which the
     reader's bound on the table's size counts too."""
     out = bytearray()
     put_varint(out, len(files))
-    for f in files:
-        flags = (_FOLDER_FLAG if f.kind == FOLDER else 0) | (_STAT_FLAG if f.mode is not None else 0)
+    prev_path, prev_secs = b"", 0
+    prev_mode: dict[int, int] = {}
+    for i, f in enumerate(files):
+        one_doc = f.kind == FILE and len(f.parts) == 1 and f.parts[0][0] == VERBATIM
+        flags = (_FOLDER_FLAG if f.kind == FOLDER else 0) | (_ONE_DOC if one_doc else 0)
+        if f.mode is not None:
+            secs, nanos = divmod(f.mtime_ns or 0, 1_000_000_000)
+            same = prev_mode.get(f.kind) == f.mode
+            flags |= _STAT_FLAG | (_SAME_MODE if same else 0) | (_NANOS if nanos else 0)
         out.append(flags)
         path = os.fsencode(f.path)
-        put_varint(out, len(path))
-        out += path
+        if i:  # the first entry is the input itself, with an empty path
+            shared = len(os.path.commonprefix([prev_path, path]))
+            put_varint(out, shared)
+            put_varint(out, len(path) - shared)
+            out += path[shared:]
+        elif path:
+            raise ValueError("the first layout entry is the input itself (an empty path)")
+        prev_path = path
         if f.mode is not None:
-            put_varint(out, f.mode)
-            mtime = f.mtime_ns or 0
-            put_varint(out, (mtime << 1) ^ -(mtime < 0))  # zigzag: mtimes before 1970 exist
-        if f.kind == FOLDER:
+            if not same:
+                put_varint(out, f.mode ^ _USUAL_MODE[f.kind])
+                prev_mode[f.kind] = f.mode
+            put_varint(out, zigzag(secs - prev_secs))
+            prev_secs = secs
+            if nanos:
+                put_varint(out, nanos)
+        if f.kind == FOLDER or one_doc:
             continue
-        out += f.sha256
         put_varint(out, len(f.parts))
         for kind, value in f.parts:
             out.append(kind)
@@ -139,10 +162,22 @@ def encode_layout(files: Sequence[LayoutFile], other_bytes: int = 0) -> tuple[by
                 assert isinstance(value, bytes)
                 put_varint(out, len(value))
                 out += value
-    packed = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(bytes(out))
-    if len(out) > layout_limit(1 + len(packed) + other_bytes):
-        return bytes([CODEC_RAW]) + bytes(out), bytes(out)
-    return bytes([CODEC_ZSTD]) + packed, bytes(out)
+    table = bytes(out)
+    packed = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(table)
+    if len(packed) >= len(table) or len(table) > layout_limit(1 + len(packed) + other_bytes):
+        return bytes([CODEC_RAW]) + table, table
+    return bytes([CODEC_ZSTD]) + packed, table
+
+
+def content_digest(table: bytes, file_hashes: Sequence[bytes]) -> bytes:
+    """What proves a version 3 restore right: the first :data:`DIGEST_BYTES` of the sha256 of the
+    layout table followed by each restored file's sha256. One digest for the whole archive instead
+    of 32 bytes per file; it covers the table too, so names, modes and mtimes changed by anyone who
+    recomputes the file's CRC are refused as well."""
+    digest = hashlib.sha256(table)
+    for h in file_hashes:
+        digest.update(h)
+    return digest.digest()[:DIGEST_BYTES]
 
 
 def layout_limit(file_bytes: int) -> int:
@@ -150,34 +185,39 @@ def layout_limit(file_bytes: int) -> int:
     return LAYOUT_RATIO * file_bytes + LAYOUT_SLACK
 
 
-def unpack_layout(blob: bytes, declared: int, sha256: str, file_bytes: int, where: str) -> bytes:
+def unpack_layout(
+    blob: bytes, file_bytes: int, where: str, declared: int | None = None, sha256: str | None = None
+) -> bytes:
     """The layout table, refusing before any allocation a size beyond what the file can hold, any
-    zstd frame that does not produce exactly the declared size (bombs, trailing data), and a table
-    whose sha256 differs from the header's (the table holds file modes and times, which no other
-    check covers)."""
-    if declared > layout_limit(file_bytes):
-        raise IntegrityError(
-            f"{where}: LAYO declares {declared:,} bytes, more than a {file_bytes:,}-byte file can hold"
-        )
+    zstd frame that does not produce exactly its declared size (bombs, trailing data). Version 2
+    files also declare the size and sha256 in their header (``declared``, ``sha256``): the table
+    holds file modes and times, which no other version 2 check covers."""
     if not blob or blob[0] not in (CODEC_RAW, CODEC_ZSTD):
         raise IntegrityError(f"{where}: LAYO has an unknown codec")
     body = blob[1:]
     if blob[0] == CODEC_RAW:
-        if len(body) != declared:
-            raise IntegrityError(f"{where}: LAYO holds {len(body)} bytes, the header says {declared}")
-        data = body
+        size = len(body)
     else:
-        data = _unzstd(body, declared, where)
-    if hashlib.sha256(data).hexdigest() != sha256:
+        try:
+            size = zstandard.get_frame_parameters(body).content_size
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{where}: LAYO does not decompress: {exc}") from exc
+        if size == zstandard.CONTENTSIZE_UNKNOWN or (declared is not None and size != declared):
+            raise IntegrityError(f"{where}: LAYO's zstd frame holds {size} bytes, the header says {declared}")
+    if declared is not None and size != declared:
+        raise IntegrityError(f"{where}: LAYO holds {size} bytes, the header says {declared}")
+    if size > layout_limit(file_bytes):
+        raise IntegrityError(
+            f"{where}: LAYO declares {size:,} bytes, more than a {file_bytes:,}-byte file can hold"
+        )
+    data = body if blob[0] == CODEC_RAW else _unzstd(body, size, where)
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise IntegrityError(f"{where}: LAYO fails its sha256 check")
     return data
 
 
 def _unzstd(body: bytes, declared: int, where: str) -> bytes:
     try:
-        size = zstandard.get_frame_parameters(body).content_size
-        if size != declared:  # also refuses frames without a content size
-            raise IntegrityError(f"{where}: LAYO's zstd frame holds {size} bytes, the header says {declared}")
         decoder = zstandard.ZstdDecompressor().decompressobj()
         data = decoder.decompress(body)  # bounded: libzstd refuses output beyond the frame's size
     except zstandard.ZstdError as exc:
@@ -188,18 +228,81 @@ def _unzstd(body: bytes, declared: int, where: str) -> bytes:
 
 
 def decode_layout(data: bytes, where: str) -> list[LayoutFile]:
-    """Parse the layout table, refusing hostile paths (see :func:`check_name`), duplicates, a file
-    stored both as ``a`` and as a folder holding ``a/b``, and counts the table cannot hold."""
+    """Parse a version 3 layout table, refusing hostile paths (see :func:`check_name`), duplicates,
+    a file stored both as ``a`` and as a folder holding ``a/b``, and counts the table cannot hold."""
     r = Reader(data, f"{where}: LAYO")
-    varint, take = r.varint, r.take
-
+    varint = r.varint
     files = []
     doc = 0
-    count = varint()
-    if count > len(data):  # every entry takes at least 2 bytes
-        raise IntegrityError(f"{where}: LAYO declares {count} entries in {len(data)} bytes")
-    for _ in range(count):
-        flags = take(1)[0]
+    prev_path, prev_secs = b"", 0
+    prev_mode: dict[int, int] = {}
+    for i in range(r.count(1, "entries")):
+        flags = r.byte()
+        kind = FOLDER if flags & _FOLDER_FLAG else FILE
+        if flags & ~(_FOLDER_FLAG | _STAT_FLAG | _SAME_MODE | _NANOS | _ONE_DOC) or (
+            flags & (_SAME_MODE | _NANOS) and not flags & _STAT_FLAG or kind == FOLDER and flags & _ONE_DOC
+        ):
+            raise IntegrityError(f"{where}: LAYO has an unknown entry kind {flags}")
+        path = b""
+        if i:
+            shared = varint()
+            if shared > len(prev_path):
+                raise IntegrityError(f"{where}: LAYO: a path shares {shared} bytes with a shorter one")
+            path = prev_path[:shared] + r.take(varint())
+            if not path:
+                raise IntegrityError(f"{where}: LAYO: an entry other than the first has an empty path")
+            check_name(path, f"{where}: LAYO")
+        prev_path = path
+        f = LayoutFile(os.fsdecode(path), kind=kind)
+        if flags & _STAT_FLAG:
+            if flags & _SAME_MODE:
+                if kind not in prev_mode:
+                    raise IntegrityError(f"{where}: LAYO: {f.path!r} repeats a mode never given")
+                f.mode = prev_mode[kind]
+            else:
+                f.mode = prev_mode[kind] = varint() ^ _USUAL_MODE[kind]
+                if f.mode > 0o7777:
+                    raise IntegrityError(f"{where}: LAYO: {f.path!r} has an invalid mode {f.mode:o}")
+            prev_secs += unzigzag(varint())
+            nanos = varint() if flags & _NANOS else 0
+            f.mtime_ns = prev_secs * 1_000_000_000 + nanos
+            if nanos >= 1_000_000_000 or not -(1 << 63) <= f.mtime_ns < 1 << 63:  # os.utime's range
+                raise IntegrityError(f"{where}: LAYO: {f.path!r} has an invalid mtime")
+        if kind == FILE:
+            if flags & _ONE_DOC:
+                f.parts.append((VERBATIM, doc))
+                doc += 1
+            else:
+                doc = _parts(r, f, doc, where)
+        files.append(f)
+    r.done()
+    _check_tree(files, where)
+    return files
+
+
+def _parts(r: Reader, f: LayoutFile, doc: int, where: str) -> int:
+    """Read a file's parts into ``f``; returns the next document's index."""
+    for _ in range(r.count(1, "parts")):
+        kind = r.byte()
+        if kind == RAW:
+            f.parts.append((RAW, r.take(r.varint())))
+        elif kind in (VERBATIM, JSON_UNICODE, JSON_ASCII):
+            f.parts.append((kind, doc))
+            doc += 1
+        else:
+            raise IntegrityError(f"{where}: LAYO has an unknown part kind {kind}")
+    return doc
+
+
+def decode_layout_v2(data: bytes, where: str) -> list[LayoutFile]:
+    """Parse a version 2 layout table (each file with its sha256, full paths, mtimes in ns), with
+    the same refusals as :func:`decode_layout`."""
+    r = Reader(data, f"{where}: LAYO")
+    varint, take = r.varint, r.take
+    files = []
+    doc = 0
+    for _ in range(r.count(2, "entries")):
+        flags = r.byte()
         if flags & ~(_FOLDER_FLAG | _STAT_FLAG):
             raise IntegrityError(f"{where}: LAYO has an unknown entry kind {flags}")
         raw_path = take(varint())
@@ -207,27 +310,15 @@ def decode_layout(data: bytes, where: str) -> list[LayoutFile]:
             check_name(raw_path, f"{where}: LAYO")
         f = LayoutFile(os.fsdecode(raw_path), kind=FOLDER if flags & _FOLDER_FLAG else FILE)
         if flags & _STAT_FLAG:
-            mode, zigzag = varint(), varint()
+            mode, zz = varint(), varint()
             if mode > 0o7777:
                 raise IntegrityError(f"{where}: LAYO: {f.path!r} has an invalid mode {mode:o}")
-            f.mode, f.mtime_ns = mode, (zigzag >> 1) ^ -(zigzag & 1)
+            f.mode, f.mtime_ns = mode, unzigzag(zz)
         if f.kind == FILE:
             f.sha256 = take(32)
-            n_parts = varint()
-            if n_parts > len(data) - r.pos:
-                raise IntegrityError(f"{where}: LAYO declares {n_parts} parts in {len(data) - r.pos} bytes")
-            for _ in range(n_parts):
-                kind = take(1)[0]
-                if kind == RAW:
-                    f.parts.append((RAW, take(varint())))
-                elif kind in (VERBATIM, JSON_UNICODE, JSON_ASCII):
-                    f.parts.append((kind, doc))
-                    doc += 1
-                else:
-                    raise IntegrityError(f"{where}: LAYO has an unknown part kind {kind}")
+            doc = _parts(r, f, doc, where)
         files.append(f)
-    if r.pos != len(data):
-        raise IntegrityError(f"{where}: LAYO has trailing bytes")
+    r.done()
     _check_tree(files, where)
     return files
 
@@ -424,9 +515,16 @@ def _records_source(spec: str, text_field: str, on_error: str) -> Source:
 
 
 def rebuild(
-    files: Sequence[LayoutFile], documents: Sequence[bytes], where: str
-) -> Iterator[tuple[LayoutFile, bytes]]:
-    """Each file entry with its restored bytes, verified against its sha256 (folders are skipped)."""
+    files: Sequence[LayoutFile],
+    documents: Sequence[bytes],
+    where: str,
+    digest: tuple[bytes, bytes] | None = None,
+) -> list[tuple[LayoutFile, bytes]]:
+    """Each file entry with its restored bytes (folders are skipped), verified before anything is
+    written: against each file's sha256 (version 2), or ``digest`` = (layout table, expected
+    :func:`content_digest`) over the whole archive (version 3)."""
+    restored = []
+    hashes = []
     for f in files:
         if f.kind == FOLDER:
             continue
@@ -447,6 +545,12 @@ def rebuild(
                     raise IntegrityError(f"{where}: document {value} is not UTF-8 text ({exc})") from exc
                 chunks.append(json.dumps(text, ensure_ascii=kind == JSON_ASCII).encode("utf-8"))
         data = b"".join(chunks)
-        if hashlib.sha256(data).digest() != f.sha256:
+        hashes.append(hashlib.sha256(data).digest())
+        if f.sha256 and hashes[-1] != f.sha256:
             raise IntegrityError(f"{where}: restored file {f.path or '(input)'} fails its sha256 check")
-        yield f, data
+        restored.append((f, data))
+    if digest is not None and content_digest(digest[0], hashes) != digest[1]:
+        raise IntegrityError(
+            f"{where}: the restored files fail the archive's digest check (model, machine or data damaged)"
+        )
+    return restored
