@@ -10,7 +10,7 @@ import pytest
 
 from compresslm.cli import main
 from compresslm.coding import default_model
-from compresslm.coding.compress import compress, decompress
+from compresslm.coding.compress import compress, decompress, load
 from compresslm.errors import ConfigError, IntegrityError
 from compresslm.models import Transformer, config_for_size, save_model
 from compresslm.tokenizers import build_tokenizer
@@ -54,6 +54,7 @@ def test_compress_without_model_uses_the_shipped_m1(tmp_path: Path, shipped: Pat
     compress(source, tmp_path / "a.clm", threads=1)
     compress(source, tmp_path / "b.clm", model=shipped, threads=1)
     assert (tmp_path / "a.clm").read_bytes() == (tmp_path / "b.clm").read_bytes()
+    assert load(tmp_path / "a.clm").header["model"]["path"] is None  # found by its sha256, not stored
     decompress(tmp_path / "a.clm", tmp_path / "a.py", threads=1)
     assert (tmp_path / "a.py").read_text(encoding="utf-8") == TEXT
 
@@ -64,6 +65,7 @@ def test_decompress_falls_back_to_the_shipped_m1_by_sha256(
     # written with a copy of the shipped weights in a folder that is gone when decompressing
     elsewhere = shutil.copytree(shipped, tmp_path / "elsewhere")
     compress(source, tmp_path / "a.clm", model=elsewhere, threads=1)
+    assert load(tmp_path / "a.clm").header["model"]["path"] == str(elsewhere)  # not the shipped folder
     shutil.rmtree(elsewhere)
     decompress(tmp_path / "a.clm", tmp_path / "a.py", threads=1)
     assert (tmp_path / "a.py").read_text(encoding="utf-8") == TEXT

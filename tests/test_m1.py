@@ -129,6 +129,14 @@ def test_fingerprint_is_stable_and_detects_changes(m1: M1) -> None:
         verify_model(M1(other, threads=1), ModelCheck(m1.sha256, fp), L, "x.clm")
     with pytest.raises(IntegrityError, match="numerics fingerprint differs"):
         verify_model(m1, ModelCheck(m1.sha256, "0" * 64), L, "x.clm")
+    # Version 3 .clm files keep prefixes (16 and 8 hex digits); shorter ones prove nothing.
+    verify_model(m1, ModelCheck(m1.sha256[:16], fp[:8]), L, "x.clm")
+    with pytest.raises(IntegrityError, match="numerics fingerprint differs"):
+        verify_model(m1, ModelCheck(m1.sha256[:16], ("0" if fp[0] != "0" else "1") + fp[1:8]), L, "x.clm")
+    with pytest.raises(IntegrityError, match="written with M1 weights sha256"):
+        verify_model(m1, ModelCheck(m1.sha256[:8], fp[:8]), L, "x.clm")
+    with pytest.raises(IntegrityError, match="numerics fingerprint differs"):
+        verify_model(m1, ModelCheck(m1.sha256[:16], ""), L, "x.clm")
 
 
 def test_windows_longer_than_the_context_are_refused(m1: M1) -> None:
