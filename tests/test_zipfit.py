@@ -239,7 +239,8 @@ def test_method_background_contrast_uses_a_seeded_pool_sample() -> None:
     assert len(sample) == 5 and set(sample) <= set(SOURCES)
     assert reservoir_sample(pool, 5, 8) != sample  # the seed matters
     scores = np.concatenate([s for _, s in method.score_batches(pool)])
-    assert np.array_equal(scores, zipfit_scores(SOURCES, TARGETS, contrast=sample, workers=1))
+    windows = background_pieces([t.encode() for t in sample], DEFAULT_CHUNK, 7)  # one window per document
+    assert np.array_equal(scores, zipfit_scores(SOURCES, TARGETS, contrast=windows, workers=1))
     assert method.describe()["contrast_size"] == 5
     default_size = ZipFit(workers=1, contrast="background")
     default_size.prepare(TARGETS, pool)
@@ -279,8 +280,12 @@ def test_default_mode_scores_a_target_sample_and_the_paper_mode_every_target() -
         "background",
         len(sources),
     )
-    sample = sample_targets([t.encode() for t in targets], DEFAULT_MAX_TARGETS, 5)
-    background = reservoir_sample(pool, DEFAULT_CONTRAST_SIZE, 5)
+    # Targets are cut into pieces before sampling; the background is one window per sampled document.
+    pieces = [p for t in targets for p in split_pieces(t.encode(), DEFAULT_CHUNK)]
+    sample = sample_targets(pieces, DEFAULT_MAX_TARGETS, 5)
+    background = background_pieces(
+        [t.encode() for t in reservoir_sample(pool, DEFAULT_CONTRAST_SIZE, 5)], DEFAULT_CHUNK, 5
+    )
     scores = np.concatenate([s for _, s in default.score_batches(pool)])
     assert np.array_equal(scores, zipfit_scores(sources, sample, contrast=background, workers=1))
     plain = ZipFit(workers=1, seed=5, contrast="none")

@@ -103,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     z.add_argument(
         "--chunk-bytes",
         type=non_negative_int,
-        help="score documents by pieces of about N bytes (default 1024; 0 = whole documents, "
+        help="score documents by pieces of about N bytes (default 512; 0 = whole documents, "
         "the default with gzip:9)",
     )
     z.add_argument(

@@ -3,7 +3,7 @@
 A method spec is ``name[:variant]``. Variants name common settings so one study can compare the
 paper's setting with ours in a single run:
 
-* ``zipfit`` (the default mode: LZ4, documents scored by 1 KiB pieces, background contrast, at
+* ``zipfit`` (the default mode: LZ4, documents scored by 512-byte pieces, background contrast, at
   most 64 sampled targets), ``zipfit:gzip9`` (the paper: whole documents, every target, no
   contrast), ``zipfit:lz4`` (= the default mode), ``zipfit:zstd3``; modifiers: ``+contrast`` /
   ``+contrast=N`` (background contrast, N documents), ``+nocontrast``, ``+targets=N`` (at most N

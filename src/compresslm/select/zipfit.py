@@ -33,14 +33,24 @@ semantics: whole documents, every target, no contrast. The default mode of :clas
   files under 512 bytes, Python share 0.48-0.55; within the 2-8 KB bucket alone it separated
   Python almost perfectly (69 Python against 9 others). Pieces of one size put every document on
   the same scale: Python share 0.90-0.95 there, selected median length close to the pool's.
+  Why 512 bytes and not 1 KiB (the first length-robust default): side by side on the five real
+  pools, with pool seeds 0 / 1, precision@500 rose on three pools (Debian-like 0.978 / 0.990
+  against 0.926 / 0.922, standard library 0.896 / 0.870 against 0.810 / 0.810, documentation
+  0.836 / 0.872 against 0.810 / 0.862) and held on two (site-packages 0.978 against 0.982, man
+  pages 1.000), at half the bytes per pair; 2 KiB pieces were worse than 1 KiB. Our reading (not
+  measured): 512 bytes still give LZ4 a target's words and idioms to match, and four pieces sample
+  a long document at more places per byte scored.
 * **Targets and background are pieces too**: targets are cut by the same rule and sampled
   (:data:`DEFAULT_MAX_TARGETS` pieces); the background is one random ``chunk``-byte window from
   each of :data:`DEFAULT_CONTRAST_SIZE` sampled pool documents, so a piece is compared with
   references of its own size (whole background documents averaged 11 KB and cost most of the time).
 * **Background contrast** (below) with 64 background pieces and 64 target pieces: averaged over
   three real pools and two seeds, precision@500 0.87 against 0.84 with 32 + 64 and 0.76 with
-  16 + 32; pieces are cheap, so on real pools the default stays faster than DSIR (on
-  ``builtin:pool``, whose documents are all short, it is slower: docs/benchmarks.md).
+  16 + 32 (1 KiB pieces); with 512-byte pieces, 32 background pieces lost 0.04-0.05 on the
+  standard-library and documentation pools. Pieces are cheap, so on real pools the default takes
+  0.3-0.6x DSIR's time; on ``builtin:pool``, whose documents are all short, every document pays
+  for all 128 references and it is slower than DSIR (``--contrast-size 32`` is about DSIR's
+  time there: docs/benchmarks.md).
 
 ``max_targets=0`` (``--max-targets all``, spec modifier ``+all``) scores every target (piece);
 ``contrast="none"`` (``+nocontrast``) turns contrast off; ``chunk=0`` (``--chunk-bytes 0``,
@@ -81,8 +91,8 @@ DEFAULT_MAX_TARGETS = 64
 #: Background pieces for contrast unless set (see the module docstring for the measurements).
 DEFAULT_CONTRAST_SIZE = 64
 #: Length-robust default: documents are scored by pieces of about this many bytes (see "Length" in
-#: the module docstring); ``0`` scores whole documents, as the paper does.
-DEFAULT_CHUNK = 1024
+#: the module docstring for why 512); ``0`` scores whole documents, as the paper does.
+DEFAULT_CHUNK = 512
 #: At most this many pieces of a long document are scored (evenly spaced over it).
 DEFAULT_MAX_CHUNKS = 4
 
