@@ -307,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     x = p.add_argument_group("Exact M1 (--exact): exact vs float M1, same bytes and tokens")
     x.add_argument("--exact", action="store_true", help="run only the cost-of-exactness comparison")
     x.add_argument(
+        "--exact-speed-models",
+        nargs=2,
+        metavar=("FLOAT", "EXACT"),
+        help="with --exact: only the windows-mode speed of these two M1s (no training, no bits/byte)",
+    )
+    x.add_argument(
         "--exact-sizes", default="tiny=1M,3m=300k", help="SIZE=TOKENS,... (default tiny=1M,3m=300k)"
     )
     x.add_argument("--exact-docs", type=int, default=10_000, help="mixture documents to train on")
@@ -338,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.exact:
         if args.threads:
             torch.set_num_threads(args.threads)
-        return exactness(args)
+        return exact_speed_only(args) if args.exact_speed_models else exactness(args)
     if args.quick:
         args.docs, args.stdlib_bytes, args.speed_bytes, args.repeats = 60, 60_000, 20_000, 3
     if args.threads:
@@ -513,6 +519,52 @@ def print_speed(r: dict[str, Any]) -> None:
 # with `m1 quantize` (calibration + a short QAT fine-tune); held-out bits/byte of all three through
 # their frequency tables (what the coder pays) on the same held-out blocks, then encode/decode speed
 # of the float and the exact path on the same sample in the same run.
+
+
+def exact_speed_only(args: argparse.Namespace) -> int:
+    """Windows-mode (EqualInfoAC) encode/decode speed of a float and an exact M1 of the same shape
+    on the same mixture sample: the two take turns, one repeat each per round, medians reported."""
+    sample, total = [], 0
+    for d in builtin_docs(max(args.docs, args.exact_speed_bytes // 500)):
+        if total >= args.exact_speed_bytes:
+            break
+        sample.append(d)
+        total += len(d)
+    models = {
+        name: M1.load(path, threads=args.threads)
+        for name, path in zip(("float", "exact"), args.exact_speed_models, strict=True)
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
+    loads = [os.getloadavg()[0]]
+    for _ in range(args.repeats):
+        for name, m1 in models.items():
+            sp = speed(m1, sample, args.window_bits, args.batch_size, 1, args.segment_bytes, args.threads)
+            runs[name].append(sp)
+        loads.append(os.getloadavg()[0])
+    med = {
+        name: {k: statistics.median(r[k] for r in rs) for k in ("encode_bytes_per_s", "decode_bytes_per_s")}
+        for name, rs in runs.items()
+    }
+    print(
+        f"\nWindows mode (b = {args.window_bits}, batch {args.batch_size}), {total:,} bytes, median of "
+        f"{args.repeats}, lanes {models['exact'].lanes}, load average {min(loads):.1f}-{max(loads):.1f}"
+    )
+    print("| M1 | encode | decode |")
+    print("|---|---:|---:|")
+    for name, path in zip(models, args.exact_speed_models, strict=True):
+        print(
+            f"| {name} ({path}) | {med[name]['encode_bytes_per_s'] / 1e3:.1f} kB/s | "
+            f"{med[name]['decode_bytes_per_s'] / 1e3:.1f} kB/s |"
+        )
+    e, f = med["exact"], med["float"]
+    print(
+        f"exact / float: encode {e['encode_bytes_per_s'] / f['encode_bytes_per_s']:.2f}x, "
+        f"decode {e['decode_bytes_per_s'] / f['decode_bytes_per_s']:.2f}x"
+    )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"runs": runs, "loads": loads}, indent=2), encoding="utf-8")
+    return 0
 
 
 def exactness(args: argparse.Namespace) -> int:

@@ -113,6 +113,27 @@ def test_attention_weights_by_table_and_by_arithmetic_agree(monkeypatch: pytest.
         assert all(np.array_equal(f, r) for f, r in zip(fast, ref, strict=True))
 
 
+@pytest.mark.parametrize(("context", "threads"), [(8, 1), (40, 2)])
+def test_stream_encoder_by_chunks_writes_the_step_by_step_codes(
+    monkeypatch: pytest.MonkeyPatch, context: int, threads: int
+) -> None:
+    """The exact M1's encoder takes the intervals of whole chunks at once (full GEMMs); the codes
+    are those of the step-by-step encoder, which mirrors the decoder."""
+    from compresslm.coding.stream import StreamCoder
+
+    m1 = ExactM1(random_exact(9), threads=threads)
+    rng = np.random.default_rng(1)
+    segments = [bytes(rng.integers(0, 256, n, dtype=np.uint8)) for n in (1, 7, 8, 9, 40, 41, 100, 0, 3)]
+    chunked = StreamCoder(m1, context=context, batch_size=4)
+    codes = chunked.encode_many(segments)
+    monkeypatch.setattr(StreamCoder, "chunk_encoder", False)
+    stepped = StreamCoder(m1, context=context, batch_size=4)
+    assert stepped.encode_many(segments) == codes
+    assert chunked.stats.positions == stepped.stats.positions
+    assert chunked.stats.ideal_bits == pytest.approx(stepped.stats.ideal_bits)
+    assert stepped.decode_many(codes, [len(s) for s in segments]) == segments
+
+
 def test_rows_restart_and_idle_do_not_change_a_row() -> None:
     m1 = ExactM1(random_exact(7), threads=1)
     rng = np.random.default_rng(2)

@@ -582,6 +582,14 @@ class ExactSession:
         timings.row_positions += self.rows
         return tables
 
+    def chunk_intervals(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`chunk_intervals` with this session's model (the cache is not used)."""
+        t0 = time.perf_counter()
+        out = chunk_intervals(self.net, chunks, self.m1.precision)
+        self.timings.forward_s += time.perf_counter() - t0
+        self.timings.row_positions += chunks.size
+        return out
+
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor, span: int, aligned: bool) -> torch.Tensor:
         """The new position of every physical row; its keys and values are stored in the cache and
         it attends over positions ``[0, span)`` masked to its own (any span gives the same ints).
@@ -603,6 +611,74 @@ class ExactSession:
             y = _attend(q, keys[:, :, :span], values[:, :, :span], layer, hidden, self.float64_diff)
             x = self._rest(layer, x, y)
         return net.head(net.ln_f(x))
+
+
+def _attend_causal(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: _Layer, float64_diff: bool
+) -> torch.Tensor:
+    """Attention of every position of a window over the positions up to it, all at once: q, k
+    (n, nh, T, hs) and v (n, nh, T, hs + 1, last column 1) float32 ints -> float64 ints (n, nh, T, hs).
+    The same integers as :func:`_attend` at each position, by the same argument (scores are GEMMs
+    of K = hs int8 products, weights x values GEMMs of byte-sized weights in chunks of 518)."""
+    n, nh, T, hs = q.shape
+    scores = q @ k.transpose(-1, -2)  # (n, nh, T, T): hs * 127**2 < 2**24, exact
+    if float64_diff:
+        scores = scores.to(F64)
+    hidden = torch.ones(T, T, dtype=torch.bool).triu_(1)  # key j after query t
+    top = scores.masked_fill(hidden, -math.inf).amax(-1, keepdim=True)
+    d = torch.sub(top, scores, out=scores)
+    if layer.index_scale is None:
+        index = d.clamp_(max=layer.limit)
+    else:
+        index = d.to(F64).mul_(layer.index_scale).add_(0.5).floor_().clamp_(max=layer.limit)
+    index = index.masked_fill_(hidden, layer.sentinel)
+    parts = _lookup(layer.weight_bytes, index)  # (n, nh, T, T, 2)
+    parts = parts.permute(0, 1, 4, 2, 3).reshape(n, nh, 2 * T, T)  # hi rows, then lo rows
+    out = None
+    for i in range(0, T, PV_CHUNK):
+        chunk = (parts[..., i : i + PV_CHUNK] @ v[:, :, i : i + PV_CHUNK]).to(F64)
+        out = chunk if out is None else out.add_(chunk)
+    assert out is not None
+    acc = torch.add(out[:, :, T:], out[:, :, :T], alpha=256)  # (n, nh, T, hs + 1)
+    return _rdiv(acc[..., :hs], acc[..., hs:])
+
+
+def chunk_intervals(
+    net: ExactNet, chunks: np.ndarray, precision: int, rows_per_pass: int = 16
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The coder's interval of every byte of ``n`` chunks at once: ``chunks`` (n, T) bytes, each
+    read from BOS (T <= the model's context; a shorter chunk's padding gets intervals too, unused)
+    -> ``(start, freq, total)``, each (n, T) int64: byte t's cumulative frequency, frequency and
+    table total in the table after ``[BOS] + chunk[:t]``. The same integers as stepping a session
+    one position at a time (every operation is exact, so the order and shape of the computation
+    cannot change them), with full GEMMs instead of one position per row: an encoder knows every
+    byte in advance, so it uses this; the decoder cannot."""
+    n, T = chunks.shape
+    tokens = np.zeros((n, T), dtype=np.int64)
+    tokens[:, 1:] = chunks[:, :-1]
+    C, nh, hs = net.config.d_model, net.n_heads, net.head_dim
+    float64_diff = 2 * hs * ACT_MAX * ACT_MAX >= 1 << 24
+    start, freq, total = (np.empty((n, T), dtype=np.int64) for _ in range(3))
+    positions = torch.arange(T)
+    for r0 in range(0, n, rows_per_pass):
+        ids = torch.from_numpy(np.ascontiguousarray(tokens[r0 : r0 + rows_per_pass], dtype=np.int64))
+        m = len(ids)
+        x = (_lookup(net.tok, ids) + _lookup(net.pos, positions)[None]).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
+        x = x.view(m * T, C)
+        for layer in net.layers:
+            qkv = layer.attn(layer.ln_1(x)).clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)
+            q, k, v = qkv.view(m, T, 3, nh, hs).permute(2, 0, 3, 1, 4).unbind(0)  # (m, nh, T, hs)
+            v = torch.cat([v, torch.ones(m, nh, T, 1)], dim=-1)
+            y = _attend_causal(q, k, v, layer, float64_diff)  # (m, nh, T, hs)
+            x = ExactSession._rest(layer, x, y.permute(0, 2, 1, 3).reshape(m * T, C))
+        cum = net.tables(net.head(net.ln_f(x)), precision)  # (m T, 257)
+        sym = chunks[r0 : r0 + m].reshape(-1).astype(np.int64)
+        k = np.arange(len(sym))
+        lo, hi = cum[k, sym], cum[k, sym + 1]
+        start[r0 : r0 + m] = lo.reshape(m, T)
+        freq[r0 : r0 + m] = (hi - lo).reshape(m, T)
+        total[r0 : r0 + m] = cum[:, N_SYMBOLS].reshape(m, T)
+    return start, freq, total
 
 
 def exp_table(step: float, one: int) -> np.ndarray:

@@ -79,7 +79,10 @@ class StreamStats:
 
 class StreamCoder:
     """Stream-mode coder over ``model`` (an M1 or any model whose sessions serve rows of ``context``
-    positions). ``context`` defaults to the model's ``max_context``."""
+    positions). ``context`` defaults to the model's ``max_context``. ``chunk_encoder``: encode with
+    the intervals of whole chunks where the session offers them (the exact M1), else step by step."""
+
+    chunk_encoder = True
 
     def __init__(
         self,
@@ -230,9 +233,15 @@ class _Lane:
 
     def run(self) -> None:
         session, flat, context = self.session, self.flat, self.context
-        start_table: np.ndarray | None = getattr(session, "start_table", None)
         for row in range(session.n_rows):
             self._assign(row)
+        if (
+            self.encoder is not None
+            and StreamCoder.chunk_encoder
+            and hasattr(self.session, "chunk_intervals")
+        ):
+            return self._run_chunks()
+        start_table: np.ndarray | None = getattr(session, "start_table", None)
         tokens = np.full(session.n_rows, IDLE, dtype=np.int64)
         while not self.failed.is_set():
             if start_table is not None:
@@ -256,6 +265,38 @@ class _Lane:
             self._code(rows, tables)
             if self.trace is not None:
                 self.trace.append((len(rows), session.n_rows, time.perf_counter()))
+
+    def _run_chunks(self) -> None:
+        """The encoder over a model that gives the intervals of whole chunks at once (the exact
+        M1: its integers do not depend on how they are computed): every busy row is at a chunk
+        boundary here, the intervals of all its next chunk's bytes come from one call, then the
+        rows code them one byte per step, exactly the symbols and intervals of :meth:`run`."""
+        assert self.encoder is not None
+        session, flat, context = self.session, self.flat, self.context
+        while not self.failed.is_set():
+            rows = np.flatnonzero(self.unit >= 0)
+            if not len(rows):
+                return
+            at = self.base[rows] + self.pos[rows]
+            k = np.minimum(self.end[rows] - self.pos[rows], context)  # the chunk's bytes, per row
+            T = int(k.max())
+            j = np.arange(T)
+            chunks = flat[np.minimum(at[:, None] + j[None, :], len(flat) - 1)].astype(np.int64)
+            chunks[j[None, :] >= k[:, None]] = 0
+            start, freq, total = session.chunk_intervals(chunks)  # type: ignore[attr-defined]
+            self.positions += int((k - 1).sum())
+            for t in range(T):
+                live = k > t
+                self.encoder.encode(rows[live], start[live, t], freq[live, t], total[live, t])
+                self.ideal_bits += float(np.log2(total[live, t] / freq[live, t]).sum())
+                if self.trace is not None:
+                    self.trace.append((int(live.sum()), session.n_rows, time.perf_counter()))
+            self.pos[rows] += k
+            for row in rows[self.pos[rows] == self.end[rows]].tolist():
+                if self.codes is not None:
+                    self.codes[int(self.unit[row])] = self.encoder.finish(row)
+                self.done(int(self.end[row]))
+                self._assign(row)
 
     def _code(self, rows: np.ndarray, tables: np.ndarray) -> None:
         """Code the next byte of every row in ``rows`` with its table; finished rows take new work."""
