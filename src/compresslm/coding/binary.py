@@ -1,5 +1,5 @@
-"""Unsigned LEB128 varints and a bounds-checked reader: the number encoding of the .clm sections
-(DOCS and LAYO; see docs/clm-format.md), written once for both.
+"""Unsigned LEB128 varints and a bounds-checked reader: the number encoding of the .clm file's
+header, document table and layout table (docs/clm-format.md), written once for all.
 
 >>> out = bytearray()
 >>> put_varint(out, 300)

@@ -20,8 +20,9 @@ What an input becomes:
   ``.parquet``, ``.json``, compressed JSON Lines, saved datasets): their texts are the documents and
   decompression writes JSON Lines ``{"id", "text"}``; rejected records are counted in the report.
 
-Verbatim pieces are stored zstd-compressed in the container's LAYO section, with the sha256 of
-every file so that a restore is verified before anything is written (docs/clm-format.md).
+Verbatim pieces are stored in the container's layout table (zstd-compressed when that is smaller),
+and one digest over the table and every restored file's sha256 (:func:`content_digest`) verifies a
+restore before anything is written (docs/clm-format.md).
 """
 
 from __future__ import annotations
