@@ -330,12 +330,14 @@ class M1Session:
             return tables
         rows = self.phys[computing]
         rows_t = torch.from_numpy(rows)
-        # Rows with nothing to compute (idle, or START alone) run BOS at their position and store
-        # their keys there: an idle row's cache is dead, and a START row is written again below.
+        # Rows with nothing to compute (idle, or START alone) run BOS and store their keys: an idle
+        # row's cache is dead, and a START row is written again below.
         ids = torch.zeros(self.rows, dtype=torch.long)
         ids[rows_t] = torch.from_numpy(np.where(restart, tokens - RESTART, tokens)[computing])
-        pos = self.pos.clone()
-        pos[rows_t] += 1
+        # Rows with nothing to compute (dead, padding, or START alone) take the last position: so
+        # when every busy row is past the near page, all are, and the full page is read in place.
+        pos = torch.full((self.rows,), self.max_len - 1, dtype=torch.long)
+        pos[rows_t] = self.pos[rows_t] + 1
         if int(pos[rows_t].max()) >= self.max_len:
             raise ConfigError(f"a window row ran past its {self.max_len} positions")
         self.pos = pos
