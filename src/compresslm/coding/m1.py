@@ -334,12 +334,15 @@ class M1Session:
         # row's cache is dead, and a START row is written again below.
         ids = torch.zeros(self.rows, dtype=torch.long)
         ids[rows_t] = torch.from_numpy(np.where(restart, tokens - RESTART, tokens)[computing])
-        # Rows with nothing to compute (dead, padding, or START alone) take the last position: so
-        # when every busy row is past the near page, all are, and the full page is read in place.
-        pos = torch.full((self.rows,), self.max_len - 1, dtype=torch.long)
-        pos[rows_t] = self.pos[rows_t] + 1
-        if int(pos[rows_t].max()) >= self.max_len:
+        # Rows with nothing to compute (dead, padding, or START alone) take the last position when
+        # every busy row is past the near page (so all are, and the full page is read in place),
+        # else position 0 (so they cost no attention over the full page).
+        busy = self.pos[rows_t] + 1
+        if int(busy.max()) >= self.max_len:
             raise ConfigError(f"a window row ran past its {self.max_len} positions")
+        filler = self.max_len - 1 if int(busy.min()) >= self.near else 0
+        pos = torch.full((self.rows,), filler, dtype=torch.long)
+        pos[rows_t] = busy
         self.pos = pos
         t0 = time.perf_counter()
         with torch.inference_mode():
