@@ -502,3 +502,45 @@ def test_api_default_is_the_cli_default(tmp_path: Path) -> None:
     result = run_selection(make_method("zipfit", workers=1), TARGETS, [str(path)], SelectionSpec(k=10))
     assert [s.index for s in result.selected] == best.tolist()
     assert [s.score for s in result.selected] == scores[best].tolist()
+
+
+def straightforward_default(sources: list[str], targets: list[str], background: list[bytes]) -> list[float]:
+    """The default mode written out document by document, piece by piece, pair by pair: what the
+    batched, deduplicated scorer must reproduce bit for bit."""
+    c = get_compressor(DEFAULT_COMPRESSOR)
+    refs = [*targets, *background]
+
+    def sims(x: bytes) -> np.ndarray:
+        cx = c.size(x)
+        return np.array([1 - (c.size(x + y) - min(cx, c.size(y))) / max(cx, c.size(y)) for y in refs])
+
+    out = []
+    for s in sources:
+        x = s.encode()
+        pieces = split_pieces(x, DEFAULT_CHUNK, DEFAULT_MAX_CHUNKS)
+        row = sims(x) if len(pieces) == 1 else np.mean(np.stack([sims(p) for p in pieces]), axis=0)
+        value = math.fsum(row[: len(targets)].tolist()) / len(targets)
+        own = [b not in x for b in background]
+        rest = row[len(targets) :][own]
+        if len(rest):
+            value -= math.fsum(rest.tolist()) / len(rest)
+        out.append(value)
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_default_scores_equal_the_straightforward_implementation(workers: int) -> None:
+    # Unequal lengths (one piece, two, many), repeated documents (scored once, filled in), and
+    # documents a background piece was cut from.
+    long_doc = "".join(_docs(12, start=60)).encode("ascii", "replace").decode()
+    sources = [*SOURCES[:10], long_doc, SOURCES[2] + SOURCES[3], SOURCES[4], long_doc, *PROSE, SOURCES[2]]
+    pool = _pool(sources, batch=3)
+    method = ZipFit(workers=workers, contrast_size=8, seed=2, batch_size=2)
+    targets = ["".join(TARGETS[:3]), *TARGETS[3:]]
+    method.prepare(targets, pool)
+    assert method._targets is not None and len(method._targets) > len(targets)  # target pieces
+    assert any(b in long_doc.encode() for b in method._background)
+    got = np.concatenate([s for _, s in method.score_batches(pool)])
+    expected = straightforward_default(sources, method._targets, method._background)  # type: ignore[arg-type]
+    assert got.tolist() == expected
+    assert got[10] == got[13] and got[4] == got[12]
