@@ -66,6 +66,7 @@ background reference is excluded for a source, its background alignment counts a
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from collections import deque
@@ -150,6 +151,9 @@ class PairScorer:
         self.n_targets = len(targets)
         self.contrast = list(contrast)
         self.contrast_set = frozenset(self.contrast)
+        # Background pieces shortest first: only those no longer than a document can be inside it.
+        self._by_length = sorted(self.contrast, key=len)
+        self._lengths = [len(c) for c in self._by_length]
         self.chunk = chunk
         self.max_chunks = max_chunks
         if sizes is None:
@@ -181,7 +185,8 @@ class PairScorer:
         piece contained in ``x`` (cut from it, or from a copy of it) is skipped.
         """
         if self.chunk:
-            if not any(map(x.__contains__, self.contrast)):  # the usual case, one C-level pass
+            fits = self._by_length[: bisect.bisect_right(self._lengths, len(x))]
+            if not any(map(x.__contains__, fits)):  # the usual case: one C-level pass, no mask
                 return None
             return [c not in x for c in self.contrast]
         if x in self.contrast_set:
