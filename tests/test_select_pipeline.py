@@ -288,7 +288,7 @@ def test_token_budget_counts_only_candidates_and_selects_the_same(
 
     monkeypatch.setattr(WordCounter, "count_many", spy)
     spec = SelectionSpec(budget_tokens=400, truncate_last=True)
-    method = make_method("zipfit", workers=1)
+    method = make_method("zipfit", workers=1, batch_size=32)  # scores in batches of 32, as the pool
     lazy = run_selection(method, TARGETS, [str(pool)], spec, batch_size=32)
     lazy_counted = sum(counted)
     counted.clear()
