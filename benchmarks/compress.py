@@ -80,6 +80,17 @@ def builtin_docs(n: int) -> list[bytes]:
     return [r.data for r in generic_mixture(n, seed=1)]
 
 
+def mixture_sample(min_docs: int, limit_bytes: int) -> list[bytes]:
+    """The first built-in mixture documents until ``limit_bytes`` (the mixture is prefix-stable)."""
+    sample, total = [], 0
+    for d in builtin_docs(max(min_docs, limit_bytes // 500)):
+        if total >= limit_bytes:
+            break
+        sample.append(d)
+        total += len(d)
+    return sample
+
+
 def stdlib_files(mode: str, limit_bytes: int) -> list[tuple[str, bytes]]:
     """Every ``.py`` file of the stdlib (``all``), or an evenly spread sample up to ``limit_bytes``."""
     root = Path(sysconfig.get_paths()["stdlib"])
@@ -377,13 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         results["baselines/mixture"] = baselines(mixture)
         results["baselines/stdlib"] = baselines([d for _, d in stdlib])
 
-    sample, total = [], 0
     # More mixture documents than the round trip uses, in the same order (the mixture is prefix-stable).
-    for d in builtin_docs(max(args.docs, args.speed_bytes // 500)):
-        if total >= args.speed_bytes:
-            break
-        sample.append(d)
-        total += len(d)
+    sample = mixture_sample(args.docs, args.speed_bytes)
     results["speed"] = speed(
         m1, sample, args.window_bits, args.batch_size, args.repeats, args.segment_bytes, args.threads
     )
@@ -524,12 +530,7 @@ def print_speed(r: dict[str, Any]) -> None:
 def exact_speed_only(args: argparse.Namespace) -> int:
     """Windows-mode (EqualInfoAC) encode/decode speed of a float and an exact M1 of the same shape
     on the same mixture sample: the two take turns, one repeat each per round, medians reported."""
-    sample, total = [], 0
-    for d in builtin_docs(max(args.docs, args.exact_speed_bytes // 500)):
-        if total >= args.exact_speed_bytes:
-            break
-        sample.append(d)
-        total += len(d)
+    sample = mixture_sample(args.docs, args.exact_speed_bytes)
     models = {
         name: M1.load(path, threads=args.threads)
         for name, path in zip(("float", "exact"), args.exact_speed_models, strict=True)
@@ -546,7 +547,7 @@ def exact_speed_only(args: argparse.Namespace) -> int:
         for name, rs in runs.items()
     }
     print(
-        f"\nWindows mode (b = {args.window_bits}, batch {args.batch_size}), {total:,} bytes, median of "
+        f"\nWindows mode (b = {args.window_bits}, batch {args.batch_size}), {sum(len(d) for d in sample):,} bytes, median of "
         f"{args.repeats}, lanes {models['exact'].lanes}, load average {min(loads):.1f}-{max(loads):.1f}"
     )
     print("| M1 | encode | decode |")
@@ -579,12 +580,7 @@ def exactness(args: argparse.Namespace) -> int:
     out = Path(args.exact_out)
     texts = [d.decode("utf-8") for d in builtin_docs(args.exact_docs)]
     _, heldout, _ = split_heldout(corpus_bytes(texts), 128, 0.05)
-    sample, total = [], 0
-    for d in builtin_docs(max(args.docs, args.exact_speed_bytes // 500)):
-        if total >= args.exact_speed_bytes:
-            break
-        sample.append(d)
-        total += len(d)
+    sample = mixture_sample(args.docs, args.exact_speed_bytes)
     results: dict[str, Any] = {"corpus_bytes": sum(len(t.encode()) for t in texts), "sizes": {}}
     for spec in args.exact_sizes.split(","):
         size, _, tok = spec.partition("=")
