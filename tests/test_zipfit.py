@@ -544,3 +544,16 @@ def test_default_scores_equal_the_straightforward_implementation(workers: int) -
     expected = straightforward_default(sources, method._targets, method._background)  # type: ignore[arg-type]
     assert got.tolist() == expected
     assert got[10] == got[13] and got[4] == got[12]
+
+
+def test_background_precheck_finds_every_contained_piece() -> None:
+    from compresslm.select.zipfit import PairScorer
+
+    text = "".join(_docs(12, start=60)).encode("ascii", "replace")
+    contrast = [text[0:512], text[700:1212], text[2000:2040], text[3000:3063], text[4000:4062], b"zz" * 40]
+    scorer = PairScorer(DEFAULT_COMPRESSOR, [b"x"], contrast, chunk=DEFAULT_CHUNK)
+    for start in range(0, 4200, 37):
+        for length in (20, 62, 63, 64, 95, 600, 1300):
+            x = text[start : start + length]
+            plain = [c not in x for c in contrast]
+            assert scorer._own_background(x) == (None if all(plain) else plain)

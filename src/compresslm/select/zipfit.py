@@ -129,6 +129,11 @@ def split_pieces(data: bytes, chunk: int, max_pieces: int | None = None) -> list
     return [data[bounds[i] : bounds[i + 1]] for i in keep]
 
 
+#: Window and stride of the exact pre-check for background pieces inside a document (PairScorer).
+_GRAM = 32
+_STRIDE = 32
+
+
 class PairScorer:
     """Scores sources against fixed references: ``targets`` then, optionally, ``contrast`` texts.
 
@@ -154,6 +159,12 @@ class PairScorer:
         # Background pieces shortest first: only those no longer than a document can be inside it.
         self._by_length = sorted(self.contrast, key=len)
         self._lengths = [len(c) for c in self._by_length]
+        # Every _GRAM-byte window of the background pieces of _GRAM + _STRIDE - 1 bytes or more: such
+        # a piece inside x covers a window of x starting at a multiple of _STRIDE, so when none of
+        # those windows of x is in this set, none of these pieces is in x (exact, ~30x fewer searches).
+        long = [c for c in self.contrast if len(c) >= _GRAM + _STRIDE - 1] if chunk else []
+        self._grams = frozenset(c[i : i + _GRAM] for c in long for i in range(len(c) - _GRAM + 1))
+        self._short = [c for c in self._by_length if len(c) < _GRAM + _STRIDE - 1]
         self.chunk = chunk
         self.max_chunks = max_chunks
         if sizes is None:
@@ -185,10 +196,16 @@ class PairScorer:
         piece contained in ``x`` (cut from it, or from a copy of it) is skipped.
         """
         if self.chunk:
-            fits = self._by_length[: bisect.bisect_right(self._lengths, len(x))]
-            if not any(map(x.__contains__, fits)):  # the usual case: one C-level pass, no mask
-                return None
-            return [c not in x for c in self.contrast]
+            n = len(x)
+            if not bisect.bisect_right(self._lengths, n):
+                return None  # every background piece is longer than x
+            windows = map(
+                x.__getitem__, map(slice, range(0, n - _GRAM + 1, _STRIDE), range(_GRAM, n + 1, _STRIDE))
+            )
+            if not any(map(self._grams.__contains__, windows)) and not any(map(x.__contains__, self._short)):
+                return None  # the usual case: no background piece can be inside x
+            mask = [c not in x for c in self.contrast]
+            return None if all(mask) else mask
         if x in self.contrast_set:
             return [c != x for c in self.contrast]
         return None
