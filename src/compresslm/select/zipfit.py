@@ -49,8 +49,8 @@ semantics: whole documents, every target, no contrast. The default mode of :clas
   16 + 32 (1 KiB pieces); with 512-byte pieces, 32 background pieces lost 0.04-0.05 on the
   standard-library and documentation pools. Pieces are cheap, so on real pools the default takes
   0.3-0.6x DSIR's time; on ``builtin:pool``, whose documents are all short, every document pays
-  for all 128 references and it is slower than DSIR (``--contrast-size 32`` is about DSIR's
-  time there: docs/benchmarks.md).
+  for all 128 references; with repeated texts scored once (and batched scoring) it takes about
+  DSIR's time there, 0.76-0.99x (docs/benchmarks.md).
 
 ``max_targets=0`` (``--max-targets all``, spec modifier ``+all``) scores every target (piece);
 ``contrast="none"`` (``+nocontrast``) turns contrast off; ``chunk=0`` (``--chunk-bytes 0``,
