@@ -513,23 +513,14 @@ class ExactSession:
             self._release(-1)
 
     def _place(self, active: np.ndarray, opening: np.ndarray) -> None:
-        """Give every active logical row a physical row of the cache. When half the physical rows
-        are free, the cache is compacted to the active ones (copying a row's cache is exact), so
-        the tail of a batch stops paying for finished rows."""
-        self.phys[~active] = -1
-        n_active = int(active.sum())
-        if n_active > self.rows or (self.rows > MIN_ROWS and n_active <= self.rows // 2):
-            kept = np.flatnonzero(active & (self.phys >= 0))
-            self._allocate(max(n_active, 1), self.phys[kept])
-            self.phys[:] = -1
-            self.phys[kept] = np.arange(len(kept))
-        homeless = np.flatnonzero(active & (self.phys < 0))
-        if len(homeless):
-            if not opening[homeless].all():
-                raise ConfigError("a row lost its context: only a START token may open an idle row")
-            used = np.zeros(self.rows, dtype=bool)
-            used[self.phys[self.phys >= 0]] = True
-            self.phys[homeless] = np.flatnonzero(~used)[: len(homeless)]
+        """Give every active logical row a physical row of the cache (see ``m1.place_rows``)."""
+        from compresslm.coding.m1 import place_rows
+
+        place_rows(self.phys, self.rows, active, opening, MIN_ROWS, self._resize)
+
+    def _resize(self, n_active: int, keep: np.ndarray) -> int:
+        self._allocate(max(n_active, 1), keep)
+        return self.rows
 
     def _open(self, phys: np.ndarray) -> None:
         """Position 0 of a window in physical rows ``phys``: BOS's constant keys and values."""

@@ -63,7 +63,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,39 @@ def _single_threaded_ops(delta: int) -> None:
         state["sessions"] += delta
         if delta < 0 and state["sessions"] == 0 and state["before"] != 1:
             torch.set_num_threads(state["before"])
+
+
+def place_rows(
+    phys: np.ndarray,
+    rows: int,
+    active: np.ndarray,
+    opening: np.ndarray,
+    min_rows: int,
+    resize: Callable[[int, np.ndarray], int],
+) -> None:
+    """Give every active logical row of a session a physical row of its KV cache, in place in
+    ``phys`` (logical -> physical, -1 for none). Shared by the float and the exact session.
+
+    When active rows outgrow the ``rows`` physical ones, or at most half of them are in use (and
+    there are more than ``min_rows``), ``resize(n_active, kept)`` rebuilds the cache with the old
+    physical rows ``kept`` copied, in order, to the first new ones, and returns the new row count:
+    copying a row's cache is exact, and the tail of a batch stops paying for finished rows. A row
+    with no physical row may only be opened by a START (or restart) token: anything else would
+    have lost its context."""
+    phys[~active] = -1
+    n_active = int(active.sum())
+    if n_active > rows or (rows > min_rows and n_active <= rows // 2):
+        kept = np.flatnonzero(active & (phys >= 0))
+        rows = resize(n_active, phys[kept])
+        phys[:] = -1
+        phys[kept] = np.arange(len(kept))
+    homeless = np.flatnonzero(active & (phys < 0))
+    if len(homeless):
+        if not opening[homeless].all():
+            raise ConfigError("a row lost its context: only a START token may open an idle row")
+        used = np.zeros(rows, dtype=bool)
+        used[phys[phys >= 0]] = True
+        phys[homeless] = np.flatnonzero(~used)[: len(homeless)]
 
 
 def _padded_rows(n_rows: int) -> int:
@@ -290,20 +323,11 @@ class M1Session:
 
     def _place(self, active: np.ndarray, starting: np.ndarray) -> None:
         """Give every active logical row a physical row, compacting or growing the cache."""
-        self.phys[~active] = -1
-        n_active = int(active.sum())
-        if n_active > self.rows or (self.rows > ROW_MULTIPLE and n_active <= self.rows // 2):
-            kept = np.flatnonzero(active & (self.phys >= 0))
-            self._allocate(_padded_rows(n_active), torch.from_numpy(self.phys[kept]))
-            self.phys[:] = -1
-            self.phys[kept] = np.arange(len(kept))
-        homeless = np.flatnonzero(active & (self.phys < 0))
-        if len(homeless):
-            if not starting[homeless].all():
-                raise ConfigError("a row lost its context: only a START token may open an idle row")
-            used = np.zeros(self.rows, dtype=bool)
-            used[self.phys[self.phys >= 0]] = True
-            self.phys[homeless] = np.flatnonzero(~used)[: len(homeless)]
+        place_rows(self.phys, self.rows, active, starting, ROW_MULTIPLE, self._resize)
+
+    def _resize(self, n_active: int, keep: np.ndarray) -> int:
+        self._allocate(_padded_rows(n_active), torch.from_numpy(keep))
+        return self.rows
 
     def close(self) -> None:
         """Restore torch's thread count once the last open session closes."""
