@@ -1,7 +1,8 @@
 """Files written by earlier releases keep opening: the .clm files in ``tests/data/clm-v2`` were
-written by the version 2 writer (commit 5d5ba83) with the small exact M1 stored beside them, from
-the inputs of ``tests/clm_fixtures.py``; each must restore byte for byte, modes and mtimes
-included, and a wrong model must still be refused."""
+written by the version 2 writer (commit 5d5ba83), those in ``tests/data/clm-v3`` by the version 3
+writer (commit 01eb97c), both with the small exact M1 of ``tests/data/clm-v2/m1``, from the inputs
+of ``tests/clm_fixtures.py``; each must restore byte for byte, modes and mtimes included, and a
+wrong model must still be refused."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ from compresslm.coding.m1 import M1
 from compresslm.errors import IntegrityError
 
 V2 = DATA / "clm-v2"
+V3 = DATA / "clm-v3"
+FIXTURES = [
+    ("stream-file.clm", make_file),
+    ("windows-file.clm", make_file),
+    ("stream-folder.clm", make_folder),
+    ("windows-folder.clm", make_folder),
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,25 +38,29 @@ def umask() -> int:
     return mask
 
 
-@pytest.mark.parametrize(
-    ("name", "make"),
-    [
-        ("stream-file.clm", make_file),
-        ("windows-file.clm", make_file),
-        ("stream-folder.clm", make_folder),
-        ("windows-folder.clm", make_folder),
-    ],
-)
-def test_version_2_files_restore_exactly(tmp_path: Path, v2_m1: M1, name: str, make) -> None:
-    clm = V2 / name
-    assert clm.read_bytes()[8:10] == b"\x02\x00"  # really written by the version 2 writer
-    original = make(tmp_path / ("in" if "folder" in name else "in.txt"))
+def _restores_exactly(tmp_path: Path, m1: M1, clm: Path, make) -> None:
+    original = make(tmp_path / ("in" if "folder" in clm.name else "in.txt"))
     out = tmp_path / "out"
-    decompress(clm, out, model=v2_m1)
+    decompress(clm, out, model=m1)
     mask = umask()
     expected = {k: (kind, mode & ~mask, t, d) for k, (kind, mode, t, d) in snapshot(original).items()}
     assert snapshot(out) == expected
-    assert inspect(clm, model=v2_m1).document_bytes == sum(e.nbytes for e in load(clm).docs)
+    assert inspect(clm, model=m1).document_bytes == sum(e.nbytes for e in load(clm).docs)
+
+
+@pytest.mark.parametrize(("name", "make"), FIXTURES)
+def test_version_3_files_restore_exactly(tmp_path: Path, v2_m1: M1, name: str, make) -> None:
+    clm = V3 / name
+    assert clm.read_bytes()[:5] == b"\x89CLM\x03"  # really written by the version 3 writer
+    assert load(clm).version == 3
+    _restores_exactly(tmp_path, v2_m1, clm, make)
+
+
+@pytest.mark.parametrize(("name", "make"), FIXTURES)
+def test_version_2_files_restore_exactly(tmp_path: Path, v2_m1: M1, name: str, make) -> None:
+    clm = V2 / name
+    assert clm.read_bytes()[8:10] == b"\x02\x00"  # really written by the version 2 writer
+    _restores_exactly(tmp_path, v2_m1, clm, make)
 
 
 def test_version_2_files_refuse_another_model(tmp_path: Path) -> None:
