@@ -192,8 +192,8 @@ def test_messages_name_the_problem() -> None:
     data = serialise(sample())
     with pytest.raises(IntegrityError, match="bad magic"):
         read_container(b"PK\x03\x04" + data[4:], "a.clm")
-    with pytest.raises(IntegrityError, match="version 4"):
-        read_container(data[:4] + b"\x04" + data[5:], "a.clm")
+    with pytest.raises(IntegrityError, match="version 5"):
+        read_container(data[:4] + b"\x05" + data[5:], "a.clm")
     with pytest.raises(IntegrityError, match="version 1 "):
         read_container(b"\x89CLM\r\n\x1a\n\x01\x00" + bytes(40), "a.clm")
     flipped = bytearray(data)

@@ -6,7 +6,9 @@ What an input becomes, and how it is rebuilt, is in :mod:`compresslm.coding.layo
 Two modes (recorded in the header):
 
 * ``stream`` (the default): each segment is one range code driven by M1 with its full context
-  (:mod:`compresslm.coding.stream`). The format for storing files.
+  (:mod:`compresslm.coding.stream`). The format for storing files. Long repeats (of at least
+  ``min_match`` bytes, anywhere earlier in the input) are first taken out and stored as matches
+  (:mod:`compresslm.coding.long_range`), so M1 codes only the rest.
 * ``windows``: Equal-Info windows of ``window_bits`` bits, each decodable alone, the format M2 is
   trained on (:mod:`compresslm.coding.equal_info`); unchanged from earlier releases.
 
@@ -31,7 +33,7 @@ from typing import Any
 from compresslm.coding.container import Container, DocEntry, read_container, write_container
 from compresslm.coding.default_model import default_m1_path, has_default_m1, m1_or_default
 from compresslm.coding.equal_info import EqualInfoCoder
-from compresslm.coding.header import FINGERPRINT_BYTES, MODEL_ID_BYTES
+from compresslm.coding.header import FINGERPRINT_BYTES, MAX_MIN_MATCH, MODEL_ID_BYTES
 from compresslm.coding.intervals import CoderParams
 from compresslm.coding.layout import (
     FOLDER,
@@ -46,6 +48,7 @@ from compresslm.coding.layout import (
     rebuild,
     unpack_layout,
 )
+from compresslm.coding.long_range import DEFAULT_MIN_MATCH, Parse, find_matches, restore
 from compresslm.coding.m1 import M1, ModelCheck, check_row_independence, fingerprint, verify_model
 from compresslm.coding.packing import pack_codes, unpack_codes
 from compresslm.coding.stream import StreamCoder, StreamParams
@@ -89,8 +92,9 @@ def stream_segment_bytes(total_bytes: int, batch_size: int) -> int:
 
 @dataclass
 class CompressReport:
-    """What :func:`compress` did. ``bits_per_byte`` counts window bits (padding included) per
-    document byte; ``file_bits_per_byte`` the whole .clm per input byte."""
+    """What :func:`compress` did. ``bits_per_byte`` counts window bits (padding included) or code
+    bits per document byte (matched bytes included); ``file_bits_per_byte`` the whole .clm per
+    input byte."""
 
     output: str
     source_kind: str
@@ -117,7 +121,10 @@ class CompressReport:
     mode: str = "windows"
     code_bytes: int = 0  # stream mode: the segments' codes
     segment_bytes: int | None = None
-    m1_bits_per_byte: float = 0.0  # stream mode: M1's cross-entropy on the documents
+    m1_bits_per_byte: float = 0.0  # stream mode: M1's cross-entropy on the bytes it coded
+    min_match: int = 0  # stream mode: the match stage's shortest match (0: off)
+    matches: int = 0  # stream mode: long-range matches found
+    matched_bytes: int = 0  # document bytes they copy (M1 codes the other document bytes)
 
     @property
     def bytes_per_window(self) -> float:
@@ -229,6 +236,8 @@ def compress(
     code: str = "straddle",
     max_window_bytes: int | None = None,
     segment_bytes: int | None | str = "auto",
+    long_range: bool = True,
+    min_match: int = DEFAULT_MIN_MATCH,
     text_field: str = "text",
     on_error: str = "fail",
     batch_size: int = DEFAULT_BATCH_ROWS,
@@ -243,7 +252,9 @@ def compress(
     ``max_window_bytes`` are windows-mode settings). ``segment_bytes``: ``"auto"`` (1 KiB in
     windows mode; in stream mode enough segments for every row, see :func:`stream_segment_bytes`),
     a size, or None to never split a document. ``model``: an M1 folder or loaded :class:`M1`; None
-    uses the M1 shipped with the package."""
+    uses the M1 shipped with the package. ``long_range`` (stream mode): copy repeats of at least
+    ``min_match`` bytes instead of coding them with M1 (:mod:`compresslm.coding.long_range`); a
+    ``min_match`` of 0 turns it off too."""
     start = time.perf_counter()
     if mode not in MODES:
         raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -256,6 +267,8 @@ def compress(
         raise ConfigError(f"--segment-bytes must be a size or 'auto', got {segment_bytes!r}")
     if isinstance(segment_bytes, int) and segment_bytes < 1:
         raise ConfigError(f"--segment-bytes must be positive, got {segment_bytes}")
+    if isinstance(min_match, bool) or not isinstance(min_match, int) or not 0 <= min_match <= MAX_MIN_MATCH:
+        raise ConfigError(f"--min-match must be in 0..{MAX_MIN_MATCH}, got {min_match!r}")
     m1 = model if isinstance(model, M1) else M1.load(m1_or_default(model), threads=threads)
     if os.fspath(input_path) == STDIO:
         source = bytes_source(sys.stdin.buffer.read())
@@ -264,14 +277,21 @@ def compress(
     t_encode = time.perf_counter()
     stream: StreamCoder | None = None
     windows: list[Window] = []
+    parse = Parse(list(source.documents), [])
     if mode == "stream":
         stream = StreamCoder(m1, batch_size=batch_size)
-        if segment_bytes == "auto":
-            segment_bytes = stream_segment_bytes(sum(map(len, source.documents)), batch_size)
         check_row_independence(m1, stream.params.context, min(batch_size, 64))
         t_encode = time.perf_counter()
-        entries, payload = encode_stream(stream, source.documents, segment_bytes, progress)  # type: ignore[arg-type]
+        if long_range and min_match:
+            parse = find_matches(source.documents, min_match)
+        if segment_bytes == "auto":
+            segment_bytes = stream_segment_bytes(sum(map(len, parse.literals)), batch_size)
+        entries, payload = encode_stream(stream, parse.literals, segment_bytes, progress)  # type: ignore[arg-type]
+        for entry, doc in zip(entries, source.documents, strict=True):
+            entry.matched = len(doc) - entry.nbytes
         coder_dict: dict[str, Any] = stream.params.to_dict()
+        if parse.matches:  # version 4; a file without matches stays version 3, byte for byte
+            coder_dict["min_match"] = min_match
         positions, backed_off = stream.stats.positions, 0
         fingerprint_len = stream.params.context
     else:
@@ -313,14 +333,14 @@ def compress(
         "stats": {"backed_off": backed_off},
     }
     digest = content_digest(table, [f.sha256 for f in source.files if f.kind != FOLDER])
-    container = Container(header, entries, layout, payload, digest=digest)
+    container = Container(header, entries, layout, payload, digest=digest, matches=parse.matches)
     if to_stdout:
         size = write_container(sys.stdout.buffer, container)
         sys.stdout.buffer.flush()
     else:
         with atomic_output(output, force=force, mode="wb") as f:
             size = write_container(f, container)
-    n_bytes = sum(lengths)
+    n_bytes = sum(e.restored for e in entries)
     return CompressReport(
         output=str(output),
         source_kind=source.kind,
@@ -347,7 +367,10 @@ def compress(
         mode=mode,
         code_bytes=len(payload) if stream is not None else 0,
         segment_bytes=segment_bytes,  # type: ignore[arg-type]
-        m1_bits_per_byte=stream.stats.ideal_bits / n_bytes if stream is not None and n_bytes else 0.0,
+        m1_bits_per_byte=stream.stats.ideal_bits / max(1, sum(lengths)) if stream is not None else 0.0,
+        min_match=min_match if long_range and stream is not None else 0,
+        matches=len(parse.matches),
+        matched_bytes=parse.matched_bytes,
     )
 
 
@@ -428,8 +451,9 @@ def is_stream(container: Container) -> bool:
 
 
 def stream_params(container: Container, where: str) -> StreamParams:
+    coder = {k: v for k, v in container.header["coder"].items() if k != "min_match"}
     try:
-        return StreamParams(**container.header["coder"])
+        return StreamParams(**coder)
     except (TypeError, ConfigError) as exc:
         raise IntegrityError(f"{where}: invalid stream parameters in HEAD: {exc}") from exc
 
@@ -470,7 +494,8 @@ def decode_documents(
     batch_size: int = DEFAULT_BATCH_ROWS,
     progress: bool = False,
 ) -> list[bytes]:
-    """Every document, decoded and checked against its length and CRC32."""
+    """Every document, decoded and checked against its length and CRC32 (version 2), with its
+    long-range matches copied in (version 4)."""
     seg_bytes = container.header.get("segment_bytes")
     pieces: list[list[int] | bytes] = []  # per segment: window codes, or a stream code
     exc_tables: list[dict[int, int]] = []
@@ -525,6 +550,8 @@ def decode_documents(
                 f"{where}: document {i} fails its CRC32 check after decoding (model or data damaged)"
             )
         out.append(doc)
+    if container.matches:
+        out = restore(out, container.matches, [e.restored for e in container.docs])
     return out
 
 
@@ -674,6 +701,8 @@ class InspectReport:
     code_bytes: int = 0  # stream mode
     version: int = 3  # the .clm format version
     sizes: dict[str, int] = field(default_factory=dict)  # bytes of each part of the file
+    matches: int = 0  # stream mode, version 4: long-range matches
+    matched_bytes: int = 0  # the document bytes they copy (M1 coded the rest)
 
     @property
     def overhead(self) -> int:
@@ -705,7 +734,7 @@ def inspect(
             header=container.header,
             documents=len(container.docs),
             windows=0,
-            document_bytes=sum(e.nbytes for e in container.docs),
+            document_bytes=sum(e.restored for e in container.docs),
             exceptions=0,
             clm_bytes=container.size,
             first_windows=[],
@@ -714,6 +743,8 @@ def inspect(
             code_bytes=len(container.payload),
             version=container.version,
             sizes=container.sizes,
+            matches=len(container.matches),
+            matched_bytes=sum(m.length for m in container.matches),
         )
     params = coder_params(container, where)
     codes = unpack_codes(container.payload, params.window_bits)

@@ -15,8 +15,15 @@ Version 3 (what :func:`write_container` writes) costs a few dozen bytes beyond t
     digest     8 bytes: the restored files' digest (layout.content_digest)
     crc        u32: CRC-32 of every byte before it
 
+Version 4 is version 3 with stream mode's long-range match stage (:mod:`.long_range`): the
+header's stream coder gains ``min_match``, a MATCH part follows LAYO (framed like it), DOCS lists the
+documents' restored lengths and its segments cut the *literal* documents (each document without its
+matched spans, what M1 codes). The writer uses version 4 only for a file with matches, so every
+other file (windows mode included) is byte for byte what version 3 wrote.
+
 Version 2 (an ~800-byte JSON header, tagged sections with a CRC each, a CRC per document and a
-sha256 per file) is still read: :func:`read_container` returns both as one :class:`Container`.
+sha256 per file) is still read: :func:`read_container` returns all three as one
+:class:`Container`.
 
 The CRC reports damage and truncation before any decoding; the digest, checked after decoding
 and before anything is written, proves the restore (a model that computes differently on this
@@ -37,14 +44,25 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from compresslm.coding.binary import Reader, put_varint
-from compresslm.coding.header import decode_header, encode_header, validate_header
+from compresslm.coding.header import decode_header, encode_header, header_version, validate_header
+from compresslm.coding.layout import CODEC_RAW, pack_table, unpack_layout
+from compresslm.coding.long_range import (
+    RESTORE_RATIO,
+    RESTORE_SLACK,
+    Match,
+    decode_matches,
+    encode_matches,
+    matched_per_document,
+)
 from compresslm.errors import IntegrityError
 
 PREFIX = b"\x89CLM"
-"""What every .clm file starts with; version 3 follows it with its version byte."""
+"""What every .clm file starts with; versions 3 and 4 follow it with their version byte."""
 MAGIC = PREFIX + b"\r\n\x1a\n"
 """Versions 1 and 2: PNG-style (catches text-mode and 7-bit damage), then a u16 version."""
-VERSION = 3
+VERSION = 4
+"""The newest version this build writes (and only for files that need it, see the module doc)."""
+VERSIONS = (2, 3, 4)
 DIGEST_BYTES = 8
 SECTIONS = ("HEAD", "DOCS", "LAYO", "WIND", "END!")
 _SECTION = struct.Struct("<4sQ")
@@ -56,12 +74,20 @@ _MAX_HEADER = 64 << 20
 class DocEntry:
     """One coded document: its windows are ``segment_windows[0]`` windows for its first segment,
     then the next count for the next segment, ...; ``exceptions`` index windows within the doc.
-    ``crc32`` of its bytes in version 2 files (None in version 3, where one digest covers all)."""
+    ``crc32`` of its bytes in version 2 files (None in version 3, where one digest covers all).
+    ``nbytes`` are the bytes M1 codes; ``matched`` the bytes the match table restores into the
+    document besides them (version 4), so the document's restored length is their sum."""
 
     nbytes: int
     crc32: int | None
     segment_windows: list[int]
     exceptions: list[tuple[int, int]] = field(default_factory=list)
+    matched: int = 0
+
+    @property
+    def restored(self) -> int:
+        """The document's length once its matches are copied in."""
+        return self.nbytes + self.matched
 
     @property
     def windows(self) -> int:
@@ -82,6 +108,7 @@ class Container:
     version: int = VERSION
     digest: bytes = b""
     sizes: dict[str, int] = field(default_factory=dict)  # bytes of each part, as read (for inspect)
+    matches: list[Match] = field(default_factory=list)  # version 4: the long-range matches
 
     @property
     def stream(self) -> bool:
@@ -101,7 +128,7 @@ def encode_docs(docs: Sequence[DocEntry], windows: bool) -> bytes:
     out = bytearray()
     put_varint(out, len(docs))
     for d in docs:
-        put_varint(out, d.nbytes)
+        put_varint(out, d.restored)
     counts = [n for d in docs for n in d.segment_windows]
     for n in counts[:-1]:
         put_varint(out, n)
@@ -121,8 +148,14 @@ def encode_docs(docs: Sequence[DocEntry], windows: bool) -> bytes:
 
 
 def write_container(f: BinaryIO, container: Container) -> int:
-    """Write ``container`` to ``f`` as version 3; returns the bytes written."""
+    """Write ``container`` to ``f``, as version 4 when its header has a match stage (stream mode's
+    ``coder.min_match``), else as version 3; returns the bytes written."""
     header = container.header
+    version = header_version(header)
+    if (version == 4 and header["coder"]["min_match"] > 0) != bool(container.matches) or any(
+        d.matched for d in container.docs
+    ) != bool(container.matches):
+        raise ValueError("matches need a version 4 header with min_match > 0, and documents that hold them")
     windows = header["mode"] == "windows"
     for d in container.docs:
         if len(d.segment_windows) != _segment_counts(d.nbytes, header["segment_bytes"]):
@@ -130,10 +163,18 @@ def write_container(f: BinaryIO, container: Container) -> int:
     layout = container.layout
     if len(container.digest) != DIGEST_BYTES:
         raise ValueError("a version 3 container needs its content digest")
-    out = bytearray(PREFIX + bytes([VERSION]))
-    out += encode_header(header)
+    out = bytearray(PREFIX + bytes([version]))
+    out += encode_header(header, version)
     put_varint(out, (len(layout) - 1) << 1 | layout[0])
     out += layout[1:]
+    if container.matches:
+        raw = encode_matches(container.matches, header["coder"]["min_match"])
+        table = pack_table(raw, len(out) + len(container.payload))
+        rest = len(out) + len(table) + len(container.payload) + DIGEST_BYTES + _CRC.size
+        if sum(d.matched for d in container.docs) > match_limit(rest):
+            table = bytes([CODEC_RAW]) + raw  # >= 3 bytes per match of <= MAX_MATCH: within the bound
+        put_varint(out, (len(table) - 1) << 1 | table[0])
+        out += table[1:]
     out += encode_docs(container.docs, windows)
     out += container.payload
     out += container.digest
@@ -142,10 +183,17 @@ def write_container(f: BinaryIO, container: Container) -> int:
     return len(out)
 
 
+def match_limit(file_bytes: int) -> int:
+    """The most bytes the match table of a ``file_bytes``-byte .clm may copy: a few hostile bytes
+    cannot make a restore allocate gigabytes (the literal bytes are bounded by their codes)."""
+    return RESTORE_RATIO * file_bytes + RESTORE_SLACK
+
+
 # --------------------------------------------------------------------------------- version 3 reader
 
 
-def _read_v3(data: bytes, where: str) -> Container:
+def _read_v3(data: bytes, where: str, version: int = 3) -> Container:
+    """A version 3 or 4 file (they differ in the stream coder's ``min_match`` and the MATCH part)."""
     if len(data) < len(PREFIX) + 1 + DIGEST_BYTES + _CRC.size:
         raise IntegrityError(f"{where}: truncated: {len(data)} bytes is shorter than any .clm file")
     (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
@@ -155,14 +203,23 @@ def _read_v3(data: bytes, where: str) -> Container:
     r = Reader(data[:end], f"{where}: HEAD")
     r.pos = len(PREFIX) + 1
     sizes = {"magic and version": r.pos}
-    header = decode_header(r)
+    header = decode_header(r, version)
     sizes["header"] = r.pos - sum(sizes.values())
     r.where = f"{where}: LAYO"
     packed = r.varint()
     layout = bytes([packed & 1]) + r.take(packed >> 1)
     sizes["layout table"] = r.pos - sum(sizes.values())
+    matches: list[Match] = []
+    min_match = header["coder"].get("min_match", 0) if header["mode"] == "stream" else 0
+    if min_match:
+        r.where = f"{where}: MATCH"
+        packed = r.varint()
+        blob = bytes([packed & 1]) + r.take(packed >> 1)
+        table = unpack_layout(blob, len(data), where, part="MATCH")
+        matches = decode_matches(table, min_match, f"{where}: MATCH")
+        sizes["match table"] = r.pos - sum(sizes.values())
     r.where = f"{where}: DOCS"
-    docs = _decode_docs(r, header, end, where)
+    docs = _decode_docs(r, header, end, where, matches if min_match else None, len(data))
     found = _decode_exceptions(r) if header["mode"] == "windows" else []
     sizes["document table"] = r.pos - sum(sizes.values())
     payload = data[r.pos : end]
@@ -170,14 +227,33 @@ def _read_v3(data: bytes, where: str) -> Container:
     sizes["digest and CRC"] = DIGEST_BYTES + _CRC.size
     _fill_last_count(docs, header, len(payload), where)
     _assign_exceptions(docs, found, where)
-    container = Container(header, docs, layout, payload, len(data), 3, data[end : end + DIGEST_BYTES], sizes)
+    digest = data[end : end + DIGEST_BYTES]
+    container = Container(header, docs, layout, payload, len(data), version, digest, sizes, matches)
     check_counts(container, where)
     return container
 
 
-def _decode_docs(r: Reader, header: dict[str, Any], end: int, where: str) -> list[DocEntry]:
-    """The version 3 document table (the last segment's count still 0: the payload gives it)."""
+def _decode_docs(
+    r: Reader,
+    header: dict[str, Any],
+    end: int,
+    where: str,
+    matches: list[Match] | None = None,
+    file_bytes: int = 0,
+) -> list[DocEntry]:
+    """The version 3 or 4 document table (the last segment's count still 0: the payload gives it).
+    With ``matches`` (version 4) the lengths are restored lengths: the matches must lie inside
+    them, and the segments cut what remains (the literal documents)."""
     sizes = [r.varint() for _ in range(r.count(1, "documents"))]
+    matched = [0] * len(sizes)
+    if matches is not None:
+        matched = matched_per_document(matches, sizes, f"{where}: MATCH")
+        if sum(matched) > match_limit(file_bytes):
+            raise IntegrityError(
+                f"{where}: MATCH copies {sum(matched):,} bytes, more than a {file_bytes:,}-byte file "
+                f"may restore ({RESTORE_RATIO}x its size)"
+            )
+        sizes = [n - m for n, m in zip(sizes, matched, strict=True)]
     segments = [_segment_counts(n, header["segment_bytes"]) for n in sizes]
     total = sum(segments)
     if total - 1 > end - r.pos:
@@ -187,8 +263,8 @@ def _decode_docs(r: Reader, header: dict[str, Any], end: int, where: str) -> lis
     counts = [r.varint() for _ in range(total - 1)] + [0] * min(total, 1)
     docs = []
     k = 0
-    for n, m in zip(sizes, segments, strict=True):
-        docs.append(DocEntry(n, None, counts[k : k + m]))
+    for n, m, c in zip(sizes, segments, matched, strict=True):
+        docs.append(DocEntry(n, None, counts[k : k + m], matched=c))
         k += m
     return docs
 
@@ -235,8 +311,8 @@ def _fill_last_count(docs: list[DocEntry], header: dict[str, Any], payload: int,
 
 
 def read_container(data: bytes, where: str = "<clm>") -> Container:
-    """Parse and verify a version 3 or version 2 file (magic, version, CRCs, the tables within
-    their bounds, counts that agree); nothing is decoded yet."""
+    """Parse and verify a version 4, 3 or 2 file (magic, version, CRCs, the tables within their
+    bounds, counts that agree); nothing is decoded yet."""
     if len(data) < len(PREFIX) + 1 or data[: len(PREFIX)] != PREFIX:
         raise IntegrityError(f"{where}: not a .clm file (bad magic bytes)")
     if data[: len(MAGIC)] == MAGIC:
@@ -247,9 +323,11 @@ def read_container(data: bytes, where: str = "<clm>") -> Container:
             raise IntegrityError(f"{where}: truncated: the file ends inside its version number")
     else:
         version = data[len(PREFIX)]
-        if version == VERSION:
-            return _read_v3(data, where)
-    raise IntegrityError(f"{where}: unsupported .clm version {version} (this build reads 2 and {VERSION})")
+        if version in (3, 4):
+            return _read_v3(data, where, version)
+    raise IntegrityError(
+        f"{where}: unsupported .clm version {version} (this build reads {', '.join(map(str, VERSIONS))})"
+    )
 
 
 # -------------------------------------------------------------------------------- version 2 reader

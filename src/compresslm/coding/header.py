@@ -269,13 +269,33 @@ HEADER_V3_SCHEMA: dict[str, dict[str, Check | optional]] = {
 """The decoded version 3 header, per mode (what :func:`encode_header` takes and
 :func:`decode_header` returns)."""
 
+MAX_MIN_MATCH = 1 << 16
+HEADER_V4_SCHEMA: dict[str, dict[str, Check | optional]] = {
+    **HEADER_V3_SCHEMA,
+    "stream": {
+        **HEADER_V3_SCHEMA["stream"],
+        "coder": obj({**_STREAM_CODER, "min_match": integer(0, MAX_MIN_MATCH)}),
+    },
+}
+"""Version 4 adds the long-range match stage to stream mode: ``coder.min_match``, the shortest
+match the stage finds (a match table follows the layout table; 0: none, no match table)."""
+HEADER_SCHEMAS = {3: HEADER_V3_SCHEMA, 4: HEADER_V4_SCHEMA}
 
-def validate_header_v3(header: Any, where: str) -> dict[str, Any]:
-    """``header`` checked against :data:`HEADER_V3_SCHEMA` (raises :class:`IntegrityError`)."""
+
+def header_version(header: dict[str, Any]) -> int:
+    """The lowest .clm version that holds ``header``: 4 for a stream-mode file with a match stage
+    (``coder.min_match``), else 3."""
+    return 4 if "min_match" in header.get("coder", {}) else 3
+
+
+def validate_header_v3(header: Any, where: str, version: int = 3) -> dict[str, Any]:
+    """``header`` checked against the ``version`` schema, :data:`HEADER_V3_SCHEMA` or
+    :data:`HEADER_V4_SCHEMA` (raises :class:`IntegrityError`)."""
+    schema = HEADER_SCHEMAS[version]
     mode = header.get("mode") if isinstance(header, dict) else None
-    if mode not in HEADER_V3_SCHEMA:
+    if mode not in schema:
         _fail(f"{where}.mode", "one of " + ", ".join(map(repr, MODES)), mode)
-    obj(HEADER_V3_SCHEMA[mode])(header, where)
+    obj(schema[mode])(header, where)
     return header
 
 
@@ -295,10 +315,10 @@ def _text(r: Reader, max_bytes: int, what: str) -> str:
         raise IntegrityError(f"{r.where}: {what} is not UTF-8") from exc
 
 
-def encode_header(header: dict[str, Any]) -> bytes:
-    """The version 3 header's bytes (``header`` is checked first: a writer bug must not produce a
-    file no reader accepts)."""
-    validate_header_v3(header, "HEAD")
+def encode_header(header: dict[str, Any], version: int = 3) -> bytes:
+    """The version 3 or 4 header's bytes (``header`` is checked first: a writer bug must not
+    produce a file no reader accepts)."""
+    validate_header_v3(header, "HEAD", version)
     coder, model, source = header["coder"], header["model"], header["source"]
     extras = [
         (tag, header[group][name])
@@ -317,6 +337,8 @@ def encode_header(header: dict[str, Any]) -> bytes:
     if header["mode"] == "stream":
         put_varint(out, coder["precision"])
         put_varint(out, coder["context"])
+        if version >= 4:
+            put_varint(out, coder["min_match"])
     else:
         for name in ("window_bits", "precision", "guard_bits", "max_window_bytes"):
             put_varint(out, coder[name])
@@ -343,13 +365,16 @@ def _index(r: Reader, value: int, names: tuple[str, ...], what: str) -> str:
     return names[value]
 
 
-def decode_header(r: Reader) -> dict[str, Any]:
-    """Read a version 3 header from ``r`` and check it against :data:`HEADER_V3_SCHEMA`."""
+def decode_header(r: Reader, version: int = 3) -> dict[str, Any]:
+    """Read a version 3 or 4 header from ``r`` and check it against its schema
+    (:data:`HEADER_SCHEMAS`)."""
     flags = r.byte()
     mode = MODES[flags & 1]
     header: dict[str, Any] = {"mode": mode}
     if mode == "stream":
         header["coder"] = {"precision": r.varint(), "context": r.varint()}
+        if version >= 4:
+            header["coder"]["min_match"] = r.varint()
     else:
         coder = {name: r.varint() for name in ("window_bits", "precision", "guard_bits", "max_window_bytes")}
         coder["code"] = _index(r, r.byte(), CODES, "window code")
@@ -376,4 +401,4 @@ def decode_header(r: Reader) -> dict[str, Any]:
             group, name, _, default = EXTRAS[tag - 1]
             header[group][name] = _text(r, 4 * 256, name) if isinstance(default, str) else r.varint()
             last = tag
-    return validate_header_v3(header, r.where)
+    return validate_header_v3(header, r.where, version)

@@ -164,10 +164,17 @@ def encode_layout(files: Sequence[LayoutFile], other_bytes: int = 0) -> tuple[by
                 put_varint(out, len(value))
                 out += value
     table = bytes(out)
+    return pack_table(table, other_bytes), table
+
+
+def pack_table(table: bytes, other_bytes: int = 0) -> bytes:
+    """A table as a .clm stores it (the layout table, version 4's match table): a codec byte, then
+    the table zstd-compressed when that is smaller and within what :func:`unpack_layout` accepts
+    from a file of ``other_bytes`` more bytes, else raw."""
     packed = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(table)
     if len(packed) >= len(table) or len(table) > layout_limit(1 + len(packed) + other_bytes):
-        return bytes([CODEC_RAW]) + table, table
-    return bytes([CODEC_ZSTD]) + packed, table
+        return bytes([CODEC_RAW]) + table
+    return bytes([CODEC_ZSTD]) + packed
 
 
 def content_digest(table: bytes, file_hashes: Sequence[bytes]) -> bytes:
@@ -187,14 +194,20 @@ def layout_limit(file_bytes: int) -> int:
 
 
 def unpack_layout(
-    blob: bytes, file_bytes: int, where: str, declared: int | None = None, sha256: str | None = None
+    blob: bytes,
+    file_bytes: int,
+    where: str,
+    declared: int | None = None,
+    sha256: str | None = None,
+    part: str = "LAYO",
 ) -> bytes:
-    """The layout table, refusing before any allocation a size beyond what the file can hold, any
-    zstd frame that does not produce exactly its declared size (bombs, trailing data). Version 2
-    files also declare the size and sha256 in their header (``declared``, ``sha256``): the table
-    holds file modes and times, which no other version 2 check covers."""
+    """The layout table (or another table stored by :func:`pack_table`, named ``part`` in
+    errors), refusing before any allocation a size beyond what the file can hold, any zstd frame
+    that does not produce exactly its declared size (bombs, trailing data). Version 2 files also
+    declare the size and sha256 in their header (``declared``, ``sha256``): the table holds file
+    modes and times, which no other version 2 check covers."""
     if not blob or blob[0] not in (CODEC_RAW, CODEC_ZSTD):
-        raise IntegrityError(f"{where}: LAYO has an unknown codec")
+        raise IntegrityError(f"{where}: {part} has an unknown codec")
     body = blob[1:]
     if blob[0] == CODEC_RAW:
         size = len(body)
@@ -202,29 +215,31 @@ def unpack_layout(
         try:
             size = zstandard.get_frame_parameters(body).content_size
         except zstandard.ZstdError as exc:
-            raise IntegrityError(f"{where}: LAYO does not decompress: {exc}") from exc
+            raise IntegrityError(f"{where}: {part} does not decompress: {exc}") from exc
         if size == zstandard.CONTENTSIZE_UNKNOWN or (declared is not None and size != declared):
-            raise IntegrityError(f"{where}: LAYO's zstd frame holds {size} bytes, the header says {declared}")
+            raise IntegrityError(
+                f"{where}: {part}'s zstd frame holds {size} bytes, the header says {declared}"
+            )
     if declared is not None and size != declared:
-        raise IntegrityError(f"{where}: LAYO holds {size} bytes, the header says {declared}")
+        raise IntegrityError(f"{where}: {part} holds {size} bytes, the header says {declared}")
     if size > layout_limit(file_bytes):
         raise IntegrityError(
-            f"{where}: LAYO declares {size:,} bytes, more than a {file_bytes:,}-byte file can hold"
+            f"{where}: {part} declares {size:,} bytes, more than a {file_bytes:,}-byte file can hold"
         )
-    data = body if blob[0] == CODEC_RAW else _unzstd(body, size, where)
+    data = body if blob[0] == CODEC_RAW else _unzstd(body, size, where, part)
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise IntegrityError(f"{where}: LAYO fails its sha256 check")
+        raise IntegrityError(f"{where}: {part} fails its sha256 check")
     return data
 
 
-def _unzstd(body: bytes, declared: int, where: str) -> bytes:
+def _unzstd(body: bytes, declared: int, where: str, part: str) -> bytes:
     try:
         decoder = zstandard.ZstdDecompressor().decompressobj()
         data = decoder.decompress(body)  # bounded: libzstd refuses output beyond the frame's size
     except zstandard.ZstdError as exc:
-        raise IntegrityError(f"{where}: LAYO does not decompress: {exc}") from exc
+        raise IntegrityError(f"{where}: {part} does not decompress: {exc}") from exc
     if len(data) != declared or not decoder.eof or decoder.unused_data:
-        raise IntegrityError(f"{where}: LAYO's zstd frame is incomplete or followed by other data")
+        raise IntegrityError(f"{where}: {part}'s zstd frame is incomplete or followed by other data")
     return data
 
 
