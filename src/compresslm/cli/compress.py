@@ -23,6 +23,7 @@ from compresslm.cli.common import (
     run_guarded,
     threads,
 )
+from compresslm.coding.header import DEFAULT_MIN_MATCH
 
 if TYPE_CHECKING:
     import numpy as np
@@ -214,6 +215,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="documents are coded in independent segments of this many bytes (default: windows "
         "mode 1 KiB; stream mode enough segments for every row of the batch, 1 KiB to 1 MiB; "
         "0: never split)",
+    )
+    c.add_argument(
+        "--min-match",
+        type=non_negative_int,
+        default=DEFAULT_MIN_MATCH,
+        help=f"stream mode: copy repeats of at least this many bytes from earlier in the input "
+        f"instead of coding them with M1 (default {DEFAULT_MIN_MATCH}; 0: off)",
+    )
+    c.add_argument(
+        "--no-long-range",
+        dest="long_range",
+        action="store_false",
+        help="stream mode: no long-range matches, M1 codes every byte (same as --min-match 0)",
     )
     c.add_argument("--text-field", default="text", help="JSON field holding the text (default: text)")
     c.add_argument(
@@ -421,6 +435,8 @@ def _compress(args: argparse.Namespace) -> int:
         code=args.code,
         max_window_bytes=args.max_window_bytes,
         segment_bytes=segment_bytes,
+        long_range=args.long_range,
+        min_match=args.min_match,
         text_field=args.text_field,
         on_error=args.on_error,
         batch_size=args.batch_size,
@@ -441,6 +457,7 @@ def _compress(args: argparse.Namespace) -> int:
     if report.mode == "stream":
         rows += [
             ("mode", f"stream (segments of {report.segment_bytes or 'any'} bytes)"),
+            ("long-range matches", _matches_row(report.matches, report.matched_bytes, report.document_bytes)),
             ("code bytes", f"{report.code_bytes:,}"),
             ("bits/byte (codes)", f"{report.bits_per_byte:.3f}"),
             ("M1 cross-entropy (bits/byte)", f"{report.m1_bits_per_byte:.3f}"),
@@ -466,6 +483,12 @@ def _compress(args: argparse.Namespace) -> int:
         rows.append(("rejected records (not stored)", f"{report.rejected:,}"))
     _table("compress", rows, stderr=to_stderr)
     return 0
+
+
+def _matches_row(matches: int, matched: int, total: int) -> str:
+    """The match stage's effect: matches and the bytes they copy instead of M1 coding them."""
+    share = 100 * matched / total if total else 0.0
+    return f"{matches:,} covering {matched:,} bytes ({share:.1f}%)"
 
 
 def _decompress(args: argparse.Namespace) -> int:
@@ -505,6 +528,8 @@ def _inspect(args: argparse.Namespace) -> int:
                 "exceptions": report.exceptions,
                 "mode": report.mode,
                 "code_bytes": report.code_bytes,
+                "matches": report.matches,
+                "matched_bytes": report.matched_bytes,
                 "bits_per_byte": report.bits_per_byte,
                 "exception_rate": report.exception_rate,
                 "clm_bytes": report.clm_bytes,
@@ -534,6 +559,7 @@ def _inspect(args: argparse.Namespace) -> int:
     ]
     if report.mode == "stream":
         rows += [
+            ("long-range matches", _matches_row(report.matches, report.matched_bytes, report.document_bytes)),
             ("code bytes", f"{report.code_bytes:,}"),
             ("bits/byte (codes)", f"{report.bits_per_byte:.3f}"),
         ]

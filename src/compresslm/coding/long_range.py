@@ -42,12 +42,9 @@ from typing import NamedTuple
 import numpy as np
 
 from compresslm.coding.binary import Reader, put_varint
+from compresslm.coding.header import DEFAULT_MIN_MATCH
 from compresslm.errors import IntegrityError
 
-DEFAULT_MIN_MATCH = 32
-"""The shortest repeat worth a match (``compress``'s default; chosen by measurement, see
-docs/design.md). A match costs ~4-6 table bytes and cuts M1's context at both ends, so short
-repeats cost more than M1 pays for them."""
 MAX_MATCH = 1 << 16
 """The writer's longest match: a longer repeat becomes several. Every match then costs at least 3
 table bytes per 64 KiB copied, so a raw table copies at most ~22,000x its size and the reader's
