@@ -30,6 +30,8 @@ from compresslm.coding.long_range import (
 )
 from compresslm.coding.m1 import M1
 from compresslm.errors import ConfigError, IntegrityError
+from test_clm_container import header
+from test_clm_files import _Stdio
 from test_clm_safety import refused_or_exact
 
 LICENCE = (
@@ -138,21 +140,9 @@ def test_a_match_table_that_cannot_hold_its_count_is_refused() -> None:
 
 
 def stream_header(min_match: int) -> dict[str, Any]:
-    return {
-        "mode": "stream",
-        "coder": {"precision": 14, "context": 64, "min_match": min_match},
-        "segment_bytes": None,
-        "model": {"sha256": "ab" * 8, "fingerprint": "cd" * 4, "numerics": "int8-exact-v1", "path": None},
-        "source": {
-            "kind": "file",
-            "text_field": "text",
-            "skipped": 0,
-            "record_lines": 0,
-            "whole_lines": 0,
-            "rejected": 0,
-        },
-        "stats": {"backed_off": 0},
-    }
+    h = header("stream", segment_bytes=None)
+    h["coder"]["min_match"] = min_match
+    return h
 
 
 def v4_file(docs: list[DocEntry], matches: list[Match], payload: bytes = bytes(4)) -> bytes:
@@ -228,17 +218,6 @@ def test_records_round_trip_with_matches(tmp_path: Path, m1: M1) -> None:
     assert report.matches >= 5
     decompress(clm, out, model=m1)
     assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == [r["text"] for r in rows]
-
-
-class _Stdio:
-    def __init__(self, data: bytes = b"") -> None:
-        self.buffer = io.BytesIO(data)
-
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
 
 
 def test_cli_stdin_to_stdout_with_matches_and_the_switches(
