@@ -259,10 +259,12 @@ F64 = torch.float64
 
 def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``table[index]`` for a tensor of integer-valued indices (any dtype; exact integers below
-    2**24 in float32 convert exactly): rows of ``table``, shaped like ``index`` (index_select is
-    several times faster than advanced indexing)."""
-    flat = index.reshape(-1).to(torch.int64)
-    return table.index_select(0, flat).view(*index.shape, *table.shape[1:])
+    2**24 in float32 convert exactly): rows of ``table``, shaped like ``index`` (``take`` and
+    ``index_select`` are several times faster than advanced indexing)."""
+    flat = index.to(torch.int64)
+    if table.dim() == 1:
+        return table.take(flat)
+    return table.index_select(0, flat.view(-1)).view(*index.shape, *table.shape[1:])
 
 
 def _rdiv(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
@@ -272,13 +274,13 @@ def _rdiv(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
     return torch.floor((2 * a + b) / (2 * b))
 
 
-def _isqrt(v: torch.Tensor) -> torch.Tensor:
-    """floor(sqrt(v)) of float64 integers ``1 <= v < 2**52`` (LayerNorm's variance is below 2**43):
+def _isqrt_(v: torch.Tensor) -> torch.Tensor:
+    """floor(sqrt(v)), in place, of float64 integers ``1 <= v < 2**52`` (LayerNorm's variance is below 2**43):
     the floor of the correctly rounded sqrt is already exact. If ``v = n**2`` the sqrt is exact;
     otherwise ``n**2 < v < (n+1)**2`` so ``sqrt(v) < n + 1 - 1 / (2(n+1))``, and rounding can reach
     ``n + 1`` only within half an ulp, ``(n+1) 2**-53``, of it, which needs ``(n+1)**2 > 2**52``; nor
     can it fall below ``n``, a representable value not above ``sqrt(v)``."""
-    return torch.sqrt(v).floor_()
+    return v.sqrt_().floor_()
 
 
 class _Linear:
@@ -301,7 +303,11 @@ class _Linear:
         self.k = self.wt.shape[0]
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
-        """``a``: (n, in) float32 holding ints in [-127, 127] -> requantized float64 ints (n, out)."""
+        """``a``: (n, in) float32 holding ints in [-127, 127] -> requantized float64 ints (n, out).
+        One chunk (K <= 1040): the float32 accumulator goes straight into the float64 ``addcmul``
+        (type promotion converts it exactly), without a separate conversion."""
+        if self.k <= GEMM_CHUNK:
+            return torch.addcmul(self.c, a @ self.wt, self.scale).floor_()
         acc = None
         for i in range(0, self.k, GEMM_CHUNK):
             part = (a[:, i : i + GEMM_CHUNK] @ self.wt[i : i + GEMM_CHUNK]).to(F64)
@@ -311,20 +317,29 @@ class _Linear:
 
 
 class _Norm:
+    """Integer LayerNorm in float64 (see the module docstring), in few, mostly in-place ops: a
+    step of a small model is bound by the number of torch calls, not by arithmetic."""
+
     def __init__(self, w: Mapping[str, np.ndarray], prefix: str) -> None:
-        self.g2 = torch.from_numpy(2 * w[prefix + ".g"].astype(np.float64))
+        # g 2**-(LN_GAIN_BITS - 1): (d g + sigma 2**15) 2**-15 is an integer below 2**53 scaled by a
+        # power of two, so the addcmul below is exact with or without FMA
+        self.g_scaled = torch.from_numpy(np.ldexp(w[prefix + ".g"].astype(np.float64), 1 - LN_GAIN_BITS))
         self.b = torch.from_numpy(w[prefix + ".b"].astype(np.float64))
         self.eps = float(w[prefix + ".eps"][0])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """float64 ints (n, C) -> float32 (n, C) holding ints in [-127, 127]."""
+        """float64 ints (n, C) -> float32 (n, C) holding ints in [-127, 127].
+
+        ``mu = floor((sum + C / 2) / C)``: the quotient is the real number ``(2 sum + C) / 2C`` of
+        ``rdiv``, and ``sum + C / 2`` is exact, so the correctly rounded quotient and its floor are
+        :func:`_rdiv`'s. Likewise ``(d g 2**-15 + sigma) / (2 sigma)`` is the real number
+        ``(2 d g + den) / (2 den)`` with ``den = sigma 2**16``: the same rounded quotient as ``rdiv(d g,
+        den)``."""
         C = x.shape[1]
-        mu = _rdiv(x.sum(1, keepdim=True), float(C))
+        mu = x.sum(1, keepdim=True).add_(C / 2).div_(C).floor_()
         xc = x - mu
-        var = torch.floor((xc * xc).sum(1, keepdim=True) / C)
-        den = _isqrt(var + self.eps) * float(1 << LN_GAIN_BITS)
-        # rdiv(xc g, den) + b, with 2 xc g + den as one exact addcmul
-        y = torch.addcmul(den, xc, self.g2).div_(2 * den).floor_().add_(self.b)
+        sigma = _isqrt_((xc * xc).sum(1, keepdim=True).div_(C).floor_().add_(self.eps))
+        y = torch.addcmul(sigma, xc, self.g_scaled).div_(sigma.mul_(2)).floor_().add_(self.b)
         return y.clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)  # a GEMM input: ints in [-127, 127]
 
 
@@ -362,7 +377,9 @@ class _Layer:
         self.sentinel = len(weights)
         table = np.zeros((len(weights) + 1, 2), dtype=np.float32)
         table[:-1, 0], table[:-1, 1] = weights >> 8, weights & 255  # exact: bytes in float32
-        self.weight_bytes = torch.from_numpy(table)
+        self.weight_bytes = torch.from_numpy(table)  # for float32 GEMMs (whole chunks)
+        # The same weights whole, in float64 (a session's step: weights x values in float64)
+        self.weights = torch.from_numpy(np.append(weights, 0).astype(np.float64))
 
 
 class ExactNet:
@@ -390,12 +407,17 @@ class ExactNet:
     def tables(self, logits: torch.Tensor, precision: int) -> np.ndarray:
         """Integer softmax of float64-int logits (n, 256) -> int64 cumulative tables (n, 257).
         A difference beyond 511 may round, but stays beyond 511: the clamp makes it exact."""
-        idx = (logits.amax(1, keepdim=True) - logits).clamp_(max=EXP_ENTRIES - 1)
+        idx = torch.sub(logits.amax(1, keepdim=True), logits).clamp_(max=EXP_ENTRIES - 1)
         e = _lookup(self.exp_logits, idx)  # <= 2**20; e * (2**P - 256) < 2**44
-        f = 1 + torch.floor(e * float((1 << precision) - N_SYMBOLS) / e.sum(1, keepdim=True))
+        f = (e * float((1 << precision) - N_SYMBOLS)).div_(e.sum(1, keepdim=True)).floor_().add_(1)
         cum = torch.zeros((len(f), N_SYMBOLS + 1), dtype=F64)
         torch.cumsum(f, 1, out=cum[:, 1:])
         return cum.to(torch.int64).numpy()
+
+
+#: Weights x values over at most this many cached positions as one elementwise product and sum
+#: (fewer, cheaper ops for the short spans of windows mode); longer spans as a batched GEMM.
+_PV_ELEMENTWISE = 24
 
 
 def _attend(
@@ -407,16 +429,16 @@ def _attend(
     float64_diff: bool,
 ) -> torch.Tensor:
     """One query per row over cached positions ``[0, span)``. q: (n, nh, hs) float32 ints; keys:
-    (n, nh, span, hs), values: (n, nh, span, hs + 1) float32 ints whose last column is 1 (so the
-    GEMM also sums the weights). ``hidden``: None when every row attends over all ``span``
-    positions, else (n, 1, span) True past a row's position. Returns float64 ints (n, nh, hs).
+    (n, nh, span, hs) float32 ints, values: (n, nh, span, hs + 1) float64 ints whose last column is
+    1 (so the same product also sums the weights). ``hidden``: None when every row attends over all
+    ``span`` positions, else (n, 1, span) True past a row's position. Returns float64 ints (n, nh, hs).
 
     Exact: ``q . k`` sums hs products of int8 values, below ``hs 127**2 < 2**24`` (check_bounds),
     so the float32 elementwise product and sum are exact in any order; a difference of two scores
     is below ``2 hs 127**2``, exact in float32 when that is below 2**24 (else ``float64_diff``). The
-    weights' bytes come from the layer's table (exact integers); weights x values is two GEMMs of
-    byte-sized weights by int8 values in chunks of at most 518 positions (``518 * 255 * 127 < 2**24``);
-    their results, and everything after, are float64 integers below 2**53."""
+    weights come from the layer's table (exact integers up to 2**15); weights x values are float64
+    products below 2**22 summed over the span, below 2**53 in any order and whether summed
+    elementwise or by a GEMM; everything after is float64 integers below 2**53."""
     n, nh, span, hs = keys.shape
     scores = (keys * q[:, :, None, :]).sum(-1)  # (n, nh, span)
     if float64_diff:
@@ -429,15 +451,12 @@ def _attend(
         index = d.to(F64).mul_(layer.index_scale).add_(0.5).floor_().clamp_(max=layer.limit)
     if hidden is not None:
         index = index.masked_fill_(hidden, layer.sentinel)  # weight 0
-    parts = _lookup(layer.weight_bytes, index).transpose(-1, -2)  # (n, nh, 2, span): hi, lo
-    out = None
-    for i in range(0, span, PV_CHUNK):
-        chunk = (parts[..., i : i + PV_CHUNK] @ values[:, :, i : i + PV_CHUNK]).to(F64)
-        out = chunk if out is None else out.add_(chunk)
-    assert out is not None
-    acc = torch.add(out[:, :, 1], out[:, :, 0], alpha=256)  # (n, nh, hs + 1): sum w v, then sum w
-    z = acc[..., hs:]
-    return _rdiv(acc[..., :hs], z)
+    e = _lookup(layer.weights, index)  # (n, nh, span) float64
+    if span <= _PV_ELEMENTWISE:
+        acc = (e[..., None] * values).sum(2)  # (n, nh, hs + 1): sum w v, then sum w
+    else:
+        acc = (e[:, :, None, :] @ values).squeeze(2)
+    return _rdiv(acc[..., :hs], acc[..., hs:])
 
 
 class ExactSession:
@@ -470,7 +489,7 @@ class ExactSession:
             q, k, v = self._qkv(layer, x)
             start_k.append(k[0])
             start_v.append(v[0])
-            values = torch.cat([v[:, :, None], torch.ones(1, net.n_heads, 1, 1)], dim=-1)
+            values = torch.cat([v[:, :, None], torch.ones(1, net.n_heads, 1, 1, dtype=F64)], dim=-1)
             y = _attend(q, k[:, :, None], values, layer, None, self.float64_diff)
             x = self._rest(layer, x, y)
         self.start_table = net.tables(net.head(net.ln_f(x)), m1.precision)[0]
@@ -481,10 +500,11 @@ class ExactSession:
     def _allocate(self, rows: int, keep: np.ndarray | None = None) -> None:
         """The cache for ``rows`` physical rows, all ``max_len`` positions at once (no copies as
         rows grow); ``keep`` lists old physical rows copied, in order, into the first new ones.
-        Values carry a last column of ones (see _attend)."""
+        Keys are float32 (int8 values for float32 products), values float64 with a last column of
+        ones (see _attend)."""
         net = self.net
         shape = (net.n_layers, rows, net.n_heads, self.max_len, net.head_dim)
-        keys, values = torch.zeros(shape), torch.zeros((*shape[:-1], net.head_dim + 1))
+        keys, values = torch.zeros(shape), torch.zeros((*shape[:-1], net.head_dim + 1), dtype=F64)
         values[..., -1] = 1.0
         pos = np.zeros(rows, dtype=np.int64)
         if keep is not None and len(keep):
@@ -495,17 +515,20 @@ class ExactSession:
         self.keys, self.values, self.pos, self.rows = keys, values, pos, rows
 
     def _qkv(self, layer: _Layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q and k as float32 ints (products with int8 values), v as float64 ints (the cache's
+        values), each (n, nh, hs)."""
         net = self.net
-        qkv = layer.attn(layer.ln_1(x)).clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)
-        return qkv.view(len(x), 3, net.n_heads, net.head_dim).unbind(1)
+        qkv = layer.attn(layer.ln_1(x)).clamp_(-ACT_MAX, ACT_MAX).view(len(x), 3, net.n_heads, net.head_dim)
+        q, k = qkv[:, :2].to(torch.float32).unbind(1)
+        return q, k, qkv[:, 2]
 
     @staticmethod
     def _rest(layer: _Layer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The block after attention: projection, residual, MLP, residual."""
-        x = (x + layer.proj(y.reshape(len(x), -1).to(torch.float32))).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
+        x = layer.proj(y.reshape(len(x), -1).to(torch.float32)).add_(x).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
         h = layer.fc(layer.ln_2(x)).clamp_(-ACT_MAX, ACT_MAX)
         g = _lookup(layer.lut, h.add_(ACT_MAX))
-        return (x + layer.out(g)).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
+        return layer.out(g).add_(x).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
 
     def close(self) -> None:
         if not self._closed:
@@ -588,7 +611,11 @@ class ExactSession:
         net = self.net
         hs = net.head_dim
         hidden = None if aligned else (torch.arange(span)[None, :] > pos[:, None])[:, None, :]
-        rows = torch.arange(self.rows)
+        nh, L = net.n_heads, self.max_len
+        # Row r, head h, position p of a layer's cache viewed as (rows * nh * L, hs [+ 1]).
+        at = ((torch.arange(self.rows) * (nh * L))[:, None] + torch.arange(nh)[None] * L + pos[:, None]).view(
+            -1
+        )
         x = (_lookup(net.tok, ids) + _lookup(net.pos, pos)).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
         for i, layer in enumerate(net.layers):
             q, k, v = self._qkv(layer, x)
@@ -596,9 +623,9 @@ class ExactSession:
             if aligned:
                 keys[:, :, span - 1] = k
                 values[:, :, span - 1, :hs] = v
-            else:
-                keys[rows, :, pos] = k
-                values[rows, :, pos, :hs] = v
+            else:  # one flat index copy per tensor (advanced indexing is several times slower)
+                keys.view(-1, hs).index_copy_(0, at, k.reshape(-1, hs))
+                values.view(-1, hs + 1)[:, :hs].index_copy_(0, at, v.reshape(-1, hs))
             y = _attend(q, keys[:, :, :span], values[:, :, :span], layer, hidden, self.float64_diff)
             x = self._rest(layer, x, y)
         return net.head(net.ln_f(x))
