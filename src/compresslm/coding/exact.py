@@ -481,8 +481,8 @@ class ExactSession:
         _single_threaded_ops(+1)
         # Logical rows (what the caller indexes) live in physical rows of the cache (see _place).
         self.phys = np.full(n_rows, -1, dtype=np.int64)
-        self._allocate(n_rows)
-        # Position 0 of every window is BOS: its table, keys and values are the same for every row.
+        # Position 0 of every window is BOS: its table, keys and values are the same for every row,
+        # so the cache holds them from its allocation on and no step ever writes position 0.
         start_k, start_v = [], []
         x = (net.tok[BOS][None] + net.pos[0][None]).clamp(-RESIDUAL_MAX, RESIDUAL_MAX)
         for layer in net.layers:
@@ -496,6 +496,7 @@ class ExactSession:
         self.start_table.setflags(write=False)
         self.start_keys = torch.stack(start_k)  # (layers, nh, hs)
         self.start_values = torch.stack(start_v)
+        self._allocate(n_rows)
 
     def _allocate(self, rows: int, keep: np.ndarray | None = None) -> None:
         """The cache for ``rows`` physical rows, all ``max_len`` positions at once (no copies as
@@ -506,6 +507,8 @@ class ExactSession:
         shape = (net.n_layers, rows, net.n_heads, self.max_len, net.head_dim)
         keys, values = torch.zeros(shape), torch.zeros((*shape[:-1], net.head_dim + 1), dtype=F64)
         values[..., -1] = 1.0
+        keys[:, :, :, 0] = self.start_keys[:, None]
+        values[:, :, :, 0, :-1] = self.start_values[:, None]
         pos = np.zeros(rows, dtype=np.int64)
         if keep is not None and len(keep):
             old = torch.from_numpy(keep)
@@ -546,10 +549,8 @@ class ExactSession:
         return self.rows
 
     def _open(self, phys: np.ndarray) -> None:
-        """Position 0 of a window in physical rows ``phys``: BOS's constant keys and values."""
-        rows = torch.from_numpy(phys)
-        self.keys[:, rows, :, 0] = self.start_keys[:, None]
-        self.values[:, rows, :, 0, :-1] = self.start_values[:, None]
+        """A window opens in physical rows ``phys``: position 0 (BOS's constant keys and values,
+        never overwritten: steps write positions >= 1) is already in place."""
         self.pos[phys] = 0
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
@@ -585,8 +586,6 @@ class ExactSession:
         logits = self._forward(
             torch.from_numpy(ids), torch.from_numpy(pos), span, bool((at == span - 1).all())
         )
-        if (tokens == START).any():  # their last position was overwritten by the filler above
-            self._open(self.phys[tokens == START])
         t1 = time.perf_counter()
         tables[computing] = self.net.tables(logits[torch.from_numpy(phys)], self.m1.precision)
         timings = self.timings
