@@ -267,11 +267,13 @@ def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return table.index_select(0, flat.view(-1)).view(*index.shape, *table.shape[1:])
 
 
-def _rdiv(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+def _rdiv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """rdiv on float64 integers: ``floor((2a + b) / 2b)``. Exact when ``|2a + b| < 2**53``: the
     correctly rounded quotient is within ``|q| 2**-53 < 1 / 2b`` of the true one, which is at least
-    ``1 / 2b`` from the next integer, so the floor cannot change."""
-    return torch.floor((2 * a + b) / (2 * b))
+    ``1 / 2b`` from the next integer, so the floor cannot change. Computed as ``(a + b / 2) / b``
+    (three ops, not five): ``a + b / 2`` is exact (a half-integer below 2**52), and the quotient is
+    the same real number, so the same correctly rounded one."""
+    return torch.add(a, b, alpha=0.5).div_(b).floor_()
 
 
 def _isqrt_(v: torch.Tensor) -> torch.Tensor:
@@ -463,6 +465,9 @@ class ExactSession:
     """``n_rows`` rows with a KV cache of ``max_len`` positions; the M1Session interface (START,
     RESTART + b, IDLE; ``start_table``)."""
 
+    # The session's tensors (cache included) are made and updated in inference mode only: it skips
+    # autograd's version counting, a measurable share of a step of many small ops.
+    @torch.inference_mode()
     def __init__(self, m1: Any, n_rows: int, max_len: int) -> None:
         from compresslm.coding.m1 import _single_threaded_ops
 
@@ -553,6 +558,7 @@ class ExactSession:
         never overwritten: steps write positions >= 1) is already in place."""
         self.pos[phys] = 0
 
+    @torch.inference_mode()
     def step(self, tokens: np.ndarray) -> np.ndarray:
         if len(tokens) != self.n_rows:
             raise ConfigError(f"step needs {self.n_rows} tokens, got {len(tokens)}")
