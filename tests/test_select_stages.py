@@ -164,6 +164,24 @@ def test_sharded_output_holds_each_shards_selection_in_its_format(tmp_path: Path
     assert sum(result.accounting["sources"][s]["selected"] for s in sources) == 12
 
 
+def test_progress_counts_the_shards_of_every_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sources = make_pool(tmp_path, shards=3)
+    quiet = run_staged_selection(
+        "dsir", {}, TARGETS, sources, SelectionSpec(k=12), options=StagedOptions(workers=1)
+    )
+    assert capsys.readouterr().err == ""
+    shown = run_staged_selection(
+        "dsir", {}, TARGETS, sources, SelectionSpec(k=12), options=StagedOptions(workers=1, progress=True)
+    )
+    err = capsys.readouterr().err  # not a terminal: whole lines, the last one of each stage at 3/3
+    for stage in ("plan", "score"):
+        assert f"{stage}: 100%" in err and "3/3" in err
+    assert "write:" in err
+    assert [(s.id, s.score) for s in shown.selected] == [(s.id, s.score) for s in quiet.selected]
+
+
 def test_d4_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="d4 runs in one process"):
         run_staged_selection("d4", {}, TARGETS, make_pool(tmp_path, 1), SelectionSpec(k=2))

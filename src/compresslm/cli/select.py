@@ -262,6 +262,7 @@ def _select(args: argparse.Namespace) -> int:
                 work_dir=args.work_dir,
                 overwrite=args.overwrite,
                 out_dir=out_dir,
+                progress=not args.no_progress,
             )
             method_options.pop("workers")
             result = run_staged_selection(

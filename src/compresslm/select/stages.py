@@ -74,7 +74,7 @@ from compresslm.data.writers import (
 )
 from compresslm.errors import ConfigError, DataError
 from compresslm.select.base import SelectionMethod
-from compresslm.select.engine import LocalEngine, RayEngine
+from compresslm.select.engine import LocalEngine, RayEngine, StageFn
 from compresslm.select.pipeline import (
     Outputs,
     Selected,
@@ -614,6 +614,7 @@ class StagedOptions:
     work_dir: str | None = None
     overwrite: bool = False
     out_dir: str | None = None  # sharded outputs: one file per input shard in this folder
+    progress: bool = False  # one bar per stage, counting finished shards (stderr)
 
 
 def run_staged_selection(
@@ -719,6 +720,32 @@ def _open_work_dir(work: Path, settings: dict[str, Any], overwrite: bool) -> Non
     _write_json(run, settings)
 
 
+def _stage(
+    engine: LocalEngine | RayEngine,
+    fn: StageFn,
+    ctx: StageContext,
+    tasks: list[dict[str, Any]],
+    stage: str,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Every task's result of one stage, in task order; with ``progress``, a bar of finished shards.
+
+    A staged run can take hours with nothing else on stderr; the unit is the shard because that is
+    what the engines hand back (the local engine as each finishes, in order; Ray at the end).
+    """
+    from compresslm.progress import progress_bar
+
+    results: list[dict[str, Any]] = []
+    bar = progress_bar(total=len(tasks), unit="shard", desc=stage, disable=not progress or not tasks)
+    try:
+        for result in engine.map(fn, ctx, tasks, stage=stage):
+            results.append(result)
+            bar.update(1)
+    finally:
+        bar.close()
+    return results
+
+
 def _run(
     method: SelectionMethod,
     targets: Sequence[str],
@@ -738,14 +765,16 @@ def _run(
     tasks = [{"shard": i, "path": p} for i, p in enumerate(inputs)]
 
     # 1. plan
-    plans = list(engine.map(plan_shard, ctx, tasks, stage="plan")) if _needs_plan_map(method) else []
+    plans = (
+        _stage(engine, plan_shard, ctx, tasks, "plan", options.progress) if _needs_plan_map(method) else []
+    )
     _prepare(method, targets, plans, work)
     seconds["prepare"] = time.perf_counter() - t0
 
     # 2. score
     t1 = time.perf_counter()
     ctx = StageContext(method, spec, read_options, str(work), batch_size, seed)
-    scored = list(engine.map(score_shard, ctx, tasks, stage="score"))
+    scored = _stage(engine, score_shard, ctx, tasks, "score", options.progress)
     seconds["score"] = time.perf_counter() - t1
 
     # 3. select
@@ -789,7 +818,7 @@ def _run(
         for s in scored
         if picks.get(s["shard"])
     ]
-    written = list(engine.map(write_shard, ctx, write_tasks, stage="write"))
+    written = _stage(engine, write_shard, ctx, write_tasks, "write", options.progress)
     selected: list[Selected | None] = [None] * len(ranked)
     by_source: dict[str, int] = defaultdict(int)
     for w in written:
