@@ -379,8 +379,8 @@ class _Layer:
         self.sentinel = len(weights)
         table = np.zeros((len(weights) + 1, 2), dtype=np.float32)
         table[:-1, 0], table[:-1, 1] = weights >> 8, weights & 255  # exact: bytes in float32
-        self.weight_bytes = torch.from_numpy(table)  # for float32 GEMMs (whole chunks)
-        # The same weights whole, in float64 (a session's step: weights x values in float64)
+        self.weight_bytes = torch.from_numpy(table)  # for float32 GEMMs (long spans, whole chunks)
+        # The same weights whole, in float64 (short spans: weights x values elementwise in float64)
         self.weights = torch.from_numpy(np.append(weights, 0).astype(np.float64))
 
 
@@ -417,8 +417,8 @@ class ExactNet:
         return cum.to(torch.int64).numpy()
 
 
-#: Weights x values over at most this many cached positions as one elementwise product and sum
-#: (fewer, cheaper ops for the short spans of windows mode); longer spans as a batched GEMM.
+#: Weights x values over at most this many cached positions as one elementwise product and sum in
+#: float64 (fewer, cheaper ops for the short spans of windows mode); longer spans as float32 GEMMs.
 _PV_ELEMENTWISE = 24
 
 
@@ -431,16 +431,18 @@ def _attend(
     float64_diff: bool,
 ) -> torch.Tensor:
     """One query per row over cached positions ``[0, span)``. q: (n, nh, hs) float32 ints; keys:
-    (n, nh, span, hs) float32 ints, values: (n, nh, span, hs + 1) float64 ints whose last column is
-    1 (so the same product also sums the weights). ``hidden``: None when every row attends over all
-    ``span`` positions, else (n, 1, span) True past a row's position. Returns float64 ints (n, nh, hs).
+    (n, nh, span, hs), values: (n, nh, span, hs + 1) float32 ints whose last column is 1 (so the
+    same product also sums the weights). ``hidden``: None when every row attends over all ``span``
+    positions, else (n, 1, span) True past a row's position. Returns float64 ints (n, nh, hs).
 
     Exact: ``q . k`` sums hs products of int8 values, below ``hs 127**2 < 2**24`` (check_bounds),
     so the float32 elementwise product and sum are exact in any order; a difference of two scores
     is below ``2 hs 127**2``, exact in float32 when that is below 2**24 (else ``float64_diff``). The
-    weights come from the layer's table (exact integers up to 2**15); weights x values are float64
-    products below 2**22 summed over the span, below 2**53 in any order and whether summed
-    elementwise or by a GEMM; everything after is float64 integers below 2**53."""
+    weights come from the layer's tables (exact integers up to 2**15). Over a short span, weights x
+    values are float64 products below 2**22 summed in float64, below 2**53 in any order; over a
+    longer one, two GEMMs of byte-sized weights by int8 values in chunks of at most 518 positions
+    (``518 * 255 * 127 < 2**24``). Their results, and everything after, are float64 integers below
+    2**53."""
     n, nh, span, hs = keys.shape
     scores = (keys * q[:, :, None, :]).sum(-1)  # (n, nh, span)
     if float64_diff:
@@ -453,11 +455,17 @@ def _attend(
         index = d.to(F64).mul_(layer.index_scale).add_(0.5).floor_().clamp_(max=layer.limit)
     if hidden is not None:
         index = index.masked_fill_(hidden, layer.sentinel)  # weight 0
-    e = _lookup(layer.weights, index)  # (n, nh, span) float64
     if span <= _PV_ELEMENTWISE:
+        e = _lookup(layer.weights, index)  # (n, nh, span) float64
         acc = (e[..., None] * values).sum(2)  # (n, nh, hs + 1): sum w v, then sum w
     else:
-        acc = (e[:, :, None, :] @ values).squeeze(2)
+        parts = _lookup(layer.weight_bytes, index).transpose(-1, -2)  # (n, nh, 2, span): hi, lo
+        out = None
+        for i in range(0, span, PV_CHUNK):
+            chunk = (parts[..., i : i + PV_CHUNK] @ values[:, :, i : i + PV_CHUNK]).to(F64)
+            out = chunk if out is None else out.add_(chunk)
+        assert out is not None
+        acc = torch.add(out[:, :, 1], out[:, :, 0], alpha=256)
     return _rdiv(acc[..., :hs], acc[..., hs:])
 
 
@@ -494,7 +502,7 @@ class ExactSession:
             q, k, v = self._qkv(layer, x)
             start_k.append(k[0])
             start_v.append(v[0])
-            values = torch.cat([v[:, :, None], torch.ones(1, net.n_heads, 1, 1, dtype=F64)], dim=-1)
+            values = torch.cat([v[:, :, None], torch.ones(1, net.n_heads, 1, 1)], dim=-1)
             y = _attend(q, k[:, :, None], values, layer, None, self.float64_diff)
             x = self._rest(layer, x, y)
         self.start_table = net.tables(net.head(net.ln_f(x)), m1.precision)[0]
@@ -506,11 +514,10 @@ class ExactSession:
     def _allocate(self, rows: int, keep: np.ndarray | None = None) -> None:
         """The cache for ``rows`` physical rows, all ``max_len`` positions at once (no copies as
         rows grow); ``keep`` lists old physical rows copied, in order, into the first new ones.
-        Keys are float32 (int8 values for float32 products), values float64 with a last column of
-        ones (see _attend)."""
+        Values carry a last column of ones (see _attend)."""
         net = self.net
         shape = (net.n_layers, rows, net.n_heads, self.max_len, net.head_dim)
-        keys, values = torch.zeros(shape), torch.zeros((*shape[:-1], net.head_dim + 1), dtype=F64)
+        keys, values = torch.zeros(shape), torch.zeros((*shape[:-1], net.head_dim + 1))
         values[..., -1] = 1.0
         keys[:, :, :, 0] = self.start_keys[:, None]
         values[:, :, :, 0, :-1] = self.start_values[:, None]
@@ -523,12 +530,10 @@ class ExactSession:
         self.keys, self.values, self.pos, self.rows = keys, values, pos, rows
 
     def _qkv(self, layer: _Layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q and k as float32 ints (products with int8 values), v as float64 ints (the cache's
-        values), each (n, nh, hs)."""
+        """q, k and v as float32 ints in [-127, 127], each (n, nh, hs)."""
         net = self.net
-        qkv = layer.attn(layer.ln_1(x)).clamp_(-ACT_MAX, ACT_MAX).view(len(x), 3, net.n_heads, net.head_dim)
-        q, k = qkv[:, :2].to(torch.float32).unbind(1)
-        return q, k, qkv[:, 2]
+        qkv = layer.attn(layer.ln_1(x)).clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)
+        return qkv.view(len(x), 3, net.n_heads, net.head_dim).unbind(1)
 
     @staticmethod
     def _rest(layer: _Layer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -614,14 +619,22 @@ class ExactSession:
         it attends over positions ``[0, span)`` masked to its own (any span gives the same ints).
         ``aligned``: every row is at position ``span - 1`` (no mask, and a strided copy stores)."""
         net = self.net
-        hs = net.head_dim
-        hidden = None if aligned else (torch.arange(span)[None, :] > pos[:, None])[:, None, :]
-        nh, L = net.n_heads, self.max_len
-        # Row r, head h, position p of a layer's cache viewed as (rows * nh * L, hs [+ 1]).
-        at = ((torch.arange(self.rows) * (nh * L))[:, None] + torch.arange(nh)[None] * L + pos[:, None]).view(
-            -1
+        hs, nh, L = net.head_dim, net.n_heads, self.max_len
+        hidden, at = None, None
+        if not aligned:  # index arithmetic in numpy: cheaper per call than torch on small arrays
+            p = pos.numpy()
+            hidden = torch.from_numpy((np.arange(span)[None, :] > p[:, None])[:, None, :])
+            # Row r, head h, position p of a layer's cache viewed as (rows * nh * L, hs [+ 1]).
+            at = torch.from_numpy(
+                ((np.arange(self.rows) * (nh * L))[:, None] + np.arange(nh)[None] * L + p[:, None]).reshape(
+                    -1
+                )
+            )
+        x = (
+            net.tok.index_select(0, ids)
+            .add_(net.pos.index_select(0, pos))
+            .clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
         )
-        x = (_lookup(net.tok, ids) + _lookup(net.pos, pos)).clamp_(-RESIDUAL_MAX, RESIDUAL_MAX)
         for i, layer in enumerate(net.layers):
             q, k, v = self._qkv(layer, x)
             keys, values = self.keys[i], self.values[i]  # (rows, nh, max_len, hs [+ 1])
@@ -629,6 +642,7 @@ class ExactSession:
                 keys[:, :, span - 1] = k
                 values[:, :, span - 1, :hs] = v
             else:  # one flat index copy per tensor (advanced indexing is several times slower)
+                assert at is not None
                 keys.view(-1, hs).index_copy_(0, at, k.reshape(-1, hs))
                 values.view(-1, hs + 1)[:, :hs].index_copy_(0, at, v.reshape(-1, hs))
             y = _attend(q, keys[:, :, :span], values[:, :, :span], layer, hidden, self.float64_diff)
