@@ -70,3 +70,56 @@ def test_version_2_files_refuse_another_model(tmp_path: Path) -> None:
     with pytest.raises(IntegrityError, match="weights sha256"):
         decompress(V2 / "stream-file.clm", tmp_path / "out", model=M1.load(other, threads=1))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "which"),
+    [
+        ("stream-file.clm", "the restored file fails"),
+        ("stream-folder.clm", r"one or more of the \d+ restored files fail"),
+    ],
+)
+def test_a_failed_digest_names_what_it_can(tmp_path: Path, v2_m1: M1, name: str, which: str) -> None:
+    """Damaged codes with the CRC recomputed decode to other bytes: the digest refuses them, naming
+    the file when the archive holds one (one digest covers the archive, so no more can be told)."""
+    import struct
+    import zlib
+
+    raw = bytearray((V3 / name).read_bytes()[:-4])
+    raw[-20] ^= 0x55  # inside the codes
+    bad = tmp_path / "bad.clm"
+    bad.write_bytes(bytes(raw) + struct.pack("<I", zlib.crc32(raw)))
+    with pytest.raises(IntegrityError, match=f"{which}.* the archive's digest check"):
+        decompress(bad, tmp_path / "out", model=v2_m1)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("folder", [V2, V3])
+def test_inspect_json_reports_what_the_file_holds(
+    folder: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``inspect --json`` gives the format, numerics, files, documents, segments and, where the
+    layout alone tells it, the restored bytes (a folder with JSON Lines needs decoding for that)."""
+    import json
+
+    from clm_fixtures import FILE_TEXT
+    from compresslm.cli import main
+
+    for name in ("stream-file.clm", "windows-folder.clm"):
+        assert main(["inspect", str(folder / name), "--json", "--model", str(V2 / "m1")]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        container = load(folder / name)
+        assert shown["format_version"] == container.version
+        assert shown["numerics"] == "int8-exact-v1"
+        assert shown["documents"] == len(container.docs)
+        assert shown["segments"] == sum(len(d.segment_windows) for d in container.docs)
+        if name == "stream-file.clm":
+            assert (shown["files"], shown["folders"]) == (1, 0)
+            assert shown["input_bytes"] == len(FILE_TEXT.encode())
+        else:
+            restored = make_folder(tmp_path / folder.name)
+            on_disk = [p for p in restored.rglob("*")]
+            assert shown["files"] == sum(p.is_file() for p in on_disk)
+            assert shown["folders"] == 1 + sum(p.is_dir() for p in on_disk)
+            expected = sum(p.stat().st_size for p in on_disk if p.is_file()) if folder == V2 else None
+            assert shown["input_bytes"] == expected

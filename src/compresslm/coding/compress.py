@@ -38,6 +38,7 @@ from compresslm.coding.intervals import CoderParams
 from compresslm.coding.layout import (
     FOLDER,
     RAW,
+    VERBATIM,
     LayoutFile,
     bytes_source,
     content_digest,
@@ -703,6 +704,10 @@ class InspectReport:
     sizes: dict[str, int] = field(default_factory=dict)  # bytes of each part of the file
     matches: int = 0  # stream mode, version 4: long-range matches
     matched_bytes: int = 0  # the document bytes they copy (M1 coded the rest)
+    segments: int = 0  # coded segments (the parallel rows' units)
+    files: int = 0  # file entries the layout restores
+    folders: int = 0  # folder entries (the input folder included)
+    input_bytes: int | None = None  # the restored files' bytes (None: JSON parts need decoding)
 
     @property
     def overhead(self) -> int:
@@ -729,8 +734,17 @@ def inspect(
     window is independent, so each decodes alone; a stream-mode file has no windows)."""
     where = str(clm)
     container = load(clm)
+    files = layout_of(container, where)
+    n_files = sum(f.kind != FOLDER for f in files)
+    common: dict[str, Any] = {
+        "segments": sum(len(e.segment_windows) for e in container.docs),
+        "files": n_files,
+        "folders": len(files) - n_files,
+        "input_bytes": _restored_bytes(container, files),
+    }
     if is_stream(container):
         return InspectReport(
+            **common,
             header=container.header,
             documents=len(container.docs),
             windows=0,
@@ -770,6 +784,7 @@ def inspect(
             for i, (c, t) in enumerate(zip(shown, texts, strict=True))
         ]
     return InspectReport(
+        **common,
         header=container.header,
         documents=len(container.docs),
         windows=len(codes),
@@ -781,3 +796,20 @@ def inspect(
         version=container.version,
         sizes=container.sizes,
     )
+
+
+def _restored_bytes(container: Container, files: Sequence[LayoutFile]) -> int | None:
+    """The bytes a restore writes, known without decoding unless a JSON part re-escapes a
+    document (version 2 records them in its header)."""
+    if container.version == 2:
+        return container.header["source"]["input_bytes"]
+    total = 0
+    for f in files:
+        for kind, value in f.parts:
+            if kind == RAW:
+                total += len(value)  # type: ignore[arg-type]
+            elif kind == VERBATIM:
+                total += container.docs[value].restored  # type: ignore[index]
+            else:
+                return None
+    return total

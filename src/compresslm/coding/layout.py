@@ -566,7 +566,11 @@ def rebuild(
             raise IntegrityError(f"{where}: restored file {f.path or '(input)'} fails its sha256 check")
         restored.append((f, data))
     if digest is not None and content_digest(digest[0], hashes) != digest[1]:
-        raise IntegrityError(
-            f"{where}: the restored files fail the archive's digest check (model, machine or data damaged)"
+        # One digest covers the archive, so only a single file can be named.
+        which = (
+            f"the restored file{f' {restored[0][0].path!r}' if restored[0][0].path else ''} fails"
+            if len(restored) == 1
+            else f"one or more of the {len(restored)} restored files fail"
         )
+        raise IntegrityError(f"{where}: {which} the archive's digest check (model, machine or data damaged)")
     return restored
