@@ -270,7 +270,7 @@ HEADER_V3_SCHEMA: dict[str, dict[str, Check | optional]] = {
 :func:`decode_header` returns)."""
 
 MAX_MIN_MATCH = 1 << 16
-DEFAULT_MIN_MATCH = 32
+DEFAULT_MIN_MATCH = 16
 """``compress``'s shortest long-range match (kept here, beside the field's range, so the CLI reads
 it without loading numpy). Chosen by measurement (docs/design.md): a match costs ~4-5 table bytes
 and cuts M1's context at both ends, so shorter repeats cost more than M1 pays for them."""
