@@ -164,6 +164,30 @@ def test_sharded_output_holds_each_shards_selection_in_its_format(tmp_path: Path
     assert sum(result.accounting["sources"][s]["selected"] for s in sources) == 12
 
 
+@pytest.mark.parametrize("keep_mb", [1024.0, 0.0])
+def test_staged_dsir_hashes_each_document_once_when_its_ids_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_mb: float
+) -> None:
+    """The plan task stores a shard's bucket ids for its score task (within ``keep_features_mb``);
+    over budget the score task hashes again. Same scores either way, as in one process."""
+    from compresslm.select import dsir
+
+    sources = make_pool(tmp_path)
+    spec = SelectionSpec(k=12)
+    expected = run_selection(make_method("dsir:topk", workers=1), TARGETS, sources, spec)
+    hashed: list[int] = []
+    call = dsir._FeaturizeJob.__call__
+    monkeypatch.setattr(
+        dsir._FeaturizeJob, "__call__", lambda self, batch: hashed.append(len(batch)) or call(self, batch)
+    )
+    result = run_staged_selection(
+        "dsir:topk", {"keep_features_mb": keep_mb}, TARGETS, sources, spec, options=StagedOptions(workers=1)
+    )
+    assert [(s.id, s.score) for s in result.selected] == [(s.id, s.score) for s in expected.selected]
+    pool_docs = result.accounting["read"]
+    assert sum(hashed) - len(TARGETS) == (pool_docs if keep_mb else 2 * pool_docs)
+
+
 def test_progress_counts_the_shards_of_every_stage(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

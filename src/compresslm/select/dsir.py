@@ -226,6 +226,7 @@ class DSIR(SelectionMethod):
         self.workers = workers
         self.keep_features_mb = keep_features_mb
         self._features: list[Features] | None = None
+        self._store: tuple[np.ndarray, np.ndarray, Features] | None = None  # see use_features
         self.raw_probs: np.ndarray | None = None
         self.target_probs: np.ndarray | None = None
         self.log_diff: np.ndarray | None = None
@@ -264,6 +265,30 @@ class DSIR(SelectionMethod):
         self._features = kept
         self.fit(targets, raw)
 
+    def use_features(self, feats: Features) -> None:
+        """Score the documents in ``feats`` from these bucket ids (looked up by pool index) instead
+        of tokenizing and hashing them again; a batch with a document not in ``feats`` is
+        featurized as usual. Why: the staged engines' plan stage featurizes every shard to count its
+        n-grams, and hashing is most of DSIR's time; the scoring stage reuses what it stored."""
+        order = np.argsort(feats.indices, kind="stable")
+        self._store = (feats.indices[order], order, feats)
+
+    def _stored(self, indices: np.ndarray) -> Features | None:
+        """The stored features of exactly these documents, in this order, or None if any is missing."""
+        assert self._store is not None
+        sorted_indices, order, feats = self._store
+        pos = np.searchsorted(sorted_indices, indices)
+        if len(sorted_indices) == 0 or pos.max(initial=0) >= len(sorted_indices):
+            return None
+        if not np.array_equal(sorted_indices[pos], indices):
+            return None
+        rows = order[pos]
+        starts, stops = feats.offsets[rows], feats.offsets[rows + 1]
+        ids = np.concatenate([feats.ids[a:b] for a, b in zip(starts.tolist(), stops.tolist(), strict=True)])
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(stops - starts, out=offsets[1:])
+        return Features(indices, ids.astype(feats.ids.dtype, copy=False), offsets)
+
     def _weigh(self, feats: Features) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         assert self.log_diff is not None
         remainder = self.ngrams * (self.ngrams - 1) / 2
@@ -285,6 +310,13 @@ class DSIR(SelectionMethod):
         """
         if self.log_diff is None:
             raise RuntimeError("dsir: call prepare() before scoring")
+        if self._store is not None:
+            job = _FeaturizeJob(self.num_buckets, self.ngrams)
+            for batch in pool():
+                indices = np.fromiter((i for i, _ in batch), dtype=np.int64, count=len(batch))
+                feats = self._stored(indices) if len(batch) else None
+                yield self._weigh(feats if feats is not None else job(batch))
+            return
         if self._features is None:
             job = _FeaturizeJob(self.num_buckets, self.ngrams)
             yield from map(self._weigh, _map_batches(job, pool, resolve_workers(self.workers)))

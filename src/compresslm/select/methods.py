@@ -119,6 +119,14 @@ _ZIPFIT_KEYS = {
     "chunk",
     "max_chunks",
 }
-_DSIR_KEYS = {"sampling", "seed", "num_buckets", "ngrams", "min_example_length", "workers"}
+_DSIR_KEYS = {
+    "sampling",
+    "seed",
+    "num_buckets",
+    "ngrams",
+    "min_example_length",
+    "workers",
+    "keep_features_mb",
+}
 _D4_KEYS = {"embedder", "seed", "cache_dir", "n_clusters", "workers"}
 _COMPEL_KEYS = {"band", "seed"}
