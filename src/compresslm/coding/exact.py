@@ -276,13 +276,14 @@ def _rdiv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.add(a, b, alpha=0.5).div_(b).floor_()
 
 
-def _isqrt_(v: torch.Tensor) -> torch.Tensor:
+def _isqrt_(v: np.ndarray) -> np.ndarray:
     """floor(sqrt(v)), in place, of float64 integers ``1 <= v < 2**52`` (LayerNorm's variance is below 2**43):
     the floor of the correctly rounded sqrt is already exact. If ``v = n**2`` the sqrt is exact;
     otherwise ``n**2 < v < (n+1)**2`` so ``sqrt(v) < n + 1 - 1 / (2(n+1))``, and rounding can reach
     ``n + 1`` only within half an ulp, ``(n+1) 2**-53``, of it, which needs ``(n+1)**2 > 2**52``; nor
     can it fall below ``n``, a representable value not above ``sqrt(v)``."""
-    return v.sqrt_().floor_()
+    np.sqrt(v, out=v)
+    return np.floor(v, out=v)
 
 
 class _Linear:
@@ -338,10 +339,22 @@ class _Norm:
         ``(2 d g + den) / (2 den)`` with ``den = sigma 2**16``: the same rounded quotient as ``rdiv(d g,
         den)``."""
         C = x.shape[1]
-        mu = x.sum(1, keepdim=True).add_(C / 2).div_(C).floor_()
+        # The per-row statistics, (n, 1) each, are done in numpy on the tensors' memory: numpy's
+        # float64 +, /, sqrt and floor are the same correctly rounded IEEE operations, at a fraction
+        # of a torch call's overhead on a few dozen values.
+        mu = x.sum(1, keepdim=True)
+        m = mu.numpy()
+        m += C / 2
+        m /= C
+        np.floor(m, out=m)
         xc = x - mu
-        sigma = _isqrt_((xc * xc).sum(1, keepdim=True).div_(C).floor_().add_(self.eps))
-        y = torch.addcmul(sigma, xc, self.g_scaled).div_(sigma.mul_(2)).floor_().add_(self.b)
+        sigma = (xc * xc).sum(1, keepdim=True)
+        v = sigma.numpy()
+        v /= C
+        np.floor(v, out=v)
+        v += self.eps
+        _isqrt_(v)
+        y = torch.addcmul(sigma, xc, self.g_scaled).div_(torch.from_numpy(v * 2)).floor_().add_(self.b)
         return y.clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)  # a GEMM input: ints in [-127, 127]
 
 
@@ -412,9 +425,9 @@ class ExactNet:
         idx = torch.sub(logits.amax(1, keepdim=True), logits).clamp_(max=EXP_ENTRIES - 1)
         e = _lookup(self.exp_logits, idx)  # <= 2**20; e * (2**P - 256) < 2**44
         f = (e * float((1 << precision) - N_SYMBOLS)).div_(e.sum(1, keepdim=True)).floor_().add_(1)
-        cum = torch.zeros((len(f), N_SYMBOLS + 1), dtype=F64)
-        torch.cumsum(f, 1, out=cum[:, 1:])
-        return cum.to(torch.int64).numpy()
+        cum = np.zeros((len(f), N_SYMBOLS + 1), dtype=np.int64)
+        np.cumsum(f.numpy(), axis=1, out=cum[:, 1:])  # integers below 2**53: exact in any order
+        return cum
 
 
 #: Weights x values over at most this many cached positions as one elementwise product and sum in
@@ -598,7 +611,9 @@ class ExactSession:
             torch.from_numpy(ids), torch.from_numpy(pos), span, bool((at == span - 1).all())
         )
         t1 = time.perf_counter()
-        tables[computing] = self.net.tables(logits[torch.from_numpy(phys)], self.m1.precision)
+        if len(phys) < self.rows or np.any(phys != np.arange(self.rows)):
+            logits = logits[torch.from_numpy(phys)]
+        tables[computing] = self.net.tables(logits, self.m1.precision)
         timings = self.timings
         timings.forward_s += t1 - t0
         timings.quantize_s += time.perf_counter() - t1
