@@ -12,7 +12,9 @@ split into chunks of at most 1040 whose results are added. Attention weights (up
 split into a high and a low byte so weights x values is two such GEMMs (chunks of 518 positions);
 both bytes are looked up per score difference in a table each layer builds once from the
 definition in exact integers, and the values carry a column of ones so the same GEMM sums the
-weights.
+weights. Over at most 24 positions (a step in windows mode) the whole weights multiply the values
+in float64 instead (products below 2**22, sums below 2**53): fewer ops, and a step of a small model
+is bound by its number of ops.
 Everything else (requantization, LayerNorm, the exp tables, the frequency table) is elementwise
 arithmetic on integers held in float64, all below 2**53: additions, products and multiplications
 by powers of two are then exact, and the floor of a correctly rounded quotient of two such
