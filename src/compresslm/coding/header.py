@@ -270,10 +270,12 @@ HEADER_V3_SCHEMA: dict[str, dict[str, Check | optional]] = {
 :func:`decode_header` returns)."""
 
 MAX_MIN_MATCH = 1 << 16
-DEFAULT_MIN_MATCH = 16
+DEFAULT_MIN_MATCH = 32
 """``compress``'s shortest long-range match (kept here, beside the field's range, so the CLI reads
-it without loading numpy). Chosen by measurement (docs/design.md): a match costs ~4-5 table bytes
-and cuts M1's context at both ends, so shorter repeats cost more than M1 pays for them."""
+it without loading numpy). Chosen by measurement with the shipped M1 (docs/benchmarks.md, "Shipped
+M1"): a match costs ~4-5 table bytes and cuts M1's context at both ends, so shorter repeats cost
+more than a well-trained M1 pays for them (16 was best for a weaker M1, and worse than no matches
+at all for the shipped one)."""
 HEADER_V4_SCHEMA: dict[str, dict[str, Check | optional]] = {
     **HEADER_V3_SCHEMA,
     "stream": {
