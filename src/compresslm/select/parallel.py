@@ -17,7 +17,7 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -162,6 +162,23 @@ def _terminate(executor: ProcessPoolExecutor) -> None:
     executor.shutdown(wait=True, cancel_futures=True)
 
 
+# How long the main thread sleeps at most while waiting for a result (see :func:`_result`).
+WAKE_SECONDS = 0.2
+
+
+def _result(future: Future[R]) -> R:
+    """``future.result()``, waking every :data:`WAKE_SECONDS`.
+
+    CPython runs a Python signal handler (Ctrl-C's ``KeyboardInterrupt``) only when the main thread
+    executes bytecode; POSIX lets the kernel deliver a process-directed signal to any thread that
+    does not block it, and then nothing wakes a main thread blocked in one unbounded wait, so Ctrl-C
+    could wait for a long task to finish. Short waits bound that delay. (Not
+    ``result(timeout=...)``: the task's own ``TimeoutError`` would be mistaken for ours.)"""
+    while not wait([future], timeout=WAKE_SECONDS).done:
+        pass
+    return future.result()
+
+
 def ordered_map(
     func: Callable[[T], R],
     tasks: Iterable[T],
@@ -200,7 +217,7 @@ def ordered_map(
                 pending.append(executor.submit(func, task))
             if not pending:
                 break
-            yield pending.popleft().result()
+            yield _result(pending.popleft())
         clean = True
     except BrokenProcessPool as exc:
         raise CompressLMError(
