@@ -145,6 +145,26 @@ class Features:
         return self.indices.nbytes + self.ids.nbytes + self.offsets.nbytes
 
 
+def count_features(
+    batches: Iterable[Features], num_buckets: int, keep_mb: float
+) -> tuple[np.ndarray, list[Features] | None]:
+    """The pool's raw bucket counts over featurized ``batches``, and the batches themselves while
+    they fit in ``keep_mb`` MiB (None once over: the scoring pass featurizes again). One pass
+    serves both the in-process fit and the staged plan task."""
+    raw = np.zeros(num_buckets, dtype=np.int64)
+    kept: list[Features] | None = []
+    budget = keep_mb * 2**20
+    for feats in batches:
+        raw += np.bincount(feats.ids, minlength=num_buckets)
+        if kept is not None:
+            budget -= feats.nbytes
+            if budget >= 0:
+                kept.append(feats)
+            else:
+                kept = None
+    return raw, kept
+
+
 class _FeaturizeJob:
     """Picklable batch job for the process pool (a lambda would not pickle)."""
 
@@ -250,18 +270,10 @@ class DSIR(SelectionMethod):
         """Fit p_raw on every pool document (one pass) and p_target on all targets."""
         if not targets:
             raise ConfigError("dsir: the target set is empty")
-        raw = np.zeros(self.num_buckets, dtype=np.int64)
-        kept: list[Features] | None = []
-        budget = self.keep_features_mb * 2**20
         job = _FeaturizeJob(self.num_buckets, self.ngrams)
-        for feats in _map_batches(job, pool, resolve_workers(self.workers)):
-            raw += np.bincount(feats.ids, minlength=self.num_buckets)
-            if kept is not None:
-                budget -= feats.nbytes
-                if budget >= 0:
-                    kept.append(feats)
-                else:  # over budget: the scoring pass featurizes again
-                    kept = None
+        raw, kept = count_features(
+            _map_batches(job, pool, resolve_workers(self.workers)), self.num_buckets, self.keep_features_mb
+        )
         self._features = kept
         self.fit(targets, raw)
 

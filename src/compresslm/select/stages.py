@@ -348,21 +348,14 @@ def plan_shard(ctx: StageContext, task: dict[str, Any]) -> dict[str, Any]:
     pool = ctx.pool(path)
     result: dict[str, Any] = {"shard": shard, "path": path, "hash": digest}
     if method.name == "dsir":
-        from compresslm.select.dsir import Features, _FeaturizeJob
+        from compresslm.select.dsir import _FeaturizeJob, count_features
 
         job = _FeaturizeJob(method.num_buckets, method.ngrams)  # type: ignore[attr-defined]
-        raw = np.zeros(method.num_buckets, dtype=np.int64)  # type: ignore[attr-defined]
-        kept: list[Features] | None = []
-        budget = method.keep_features_mb * 2**20  # type: ignore[attr-defined]
-        for batch in pool():
-            feats = job(batch)
-            raw += np.bincount(feats.ids, minlength=len(raw))
-            if kept is not None:
-                budget -= feats.nbytes
-                if budget >= 0:
-                    kept.append(feats)
-                else:  # over budget: the scoring task hashes again
-                    kept = None
+        raw, kept = count_features(
+            (job(batch) for batch in pool()),
+            method.num_buckets,  # type: ignore[attr-defined]
+            method.keep_features_mb,  # type: ignore[attr-defined]
+        )
         target = out / f"{shard:06d}.counts.npy"
         tmp = _tmp(target)
         with tmp.open("wb") as f:
