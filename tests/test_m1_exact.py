@@ -97,9 +97,13 @@ def test_long_reductions_are_split_and_still_exact() -> None:
     assert np.array_equal(fast, window_tables(model.tensors, 1, 1, window, m1.precision))
 
 
-def test_attention_weights_by_table_and_by_arithmetic_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("kernels", [True, False])
+def test_attention_weights_by_table_and_by_arithmetic_agree(
+    monkeypatch: pytest.MonkeyPatch, kernels: bool
+) -> None:
     """Layers tabulate the attention weight per score difference unless the table would be too
-    long; then they compute the exp-table index. Both give the reference's tables."""
+    long; then they compute the exp-table index. Both give the reference's tables, through the
+    fused kernels and through torch."""
     import compresslm.coding.exact as exact
 
     model = random_exact(5, spread=30.0)
@@ -107,7 +111,7 @@ def test_attention_weights_by_table_and_by_arithmetic_agree(monkeypatch: pytest.
     ref = [window_tables(model.tensors, 2, 2, w, 14) for w in windows]
     for limit in (exact._WEIGHT_TABLE_MAX, 0):
         monkeypatch.setattr(exact, "_WEIGHT_TABLE_MAX", limit)
-        m1 = ExactM1(model, threads=1)
+        m1 = ExactM1(model, threads=1, kernels=kernels)
         assert all(layer.index_scale is None for layer in m1.net.layers) == (limit > 0)
         fast = session_tables(m1, windows, 40, n_rows=5, rows_of=[4, 0, 2])
         assert all(np.array_equal(f, r) for f, r in zip(fast, ref, strict=True))

@@ -24,6 +24,13 @@ is several times slower). :func:`check_bounds` proves, from the stored tensors, 
 operand, no GEMM partial sum and no other intermediate can leave its range, and refuses the model
 otherwise.
 
+**Two implementations of the step.** On the CPU (the default) the session's step runs the linear
+layers as the same float32 GEMMs over the rows it computes, and everything between two GEMMs as one
+fused numba kernel (:mod:`.exact_kernels`, with an int8 KV cache): a step of a small model is bound
+by the number of operations it issues, and the kernels make about ``8 L + 3`` calls instead of
+~270 torch ops. The torch ops below stay as the reference the kernels are tested against
+(``ExactM1(kernels=False)``); both compute the same integers (tests/test_exact_kernels.py).
+
 **What exactness simplifies.** Rows are independent by construction, so the session needs no row
 padding for MKL and no row-independence probe; a row attends over exactly the positions it has
 (cache slices are free to vary from step to step); and torch may use any thread count. The coder
@@ -306,6 +313,20 @@ class _Linear:
             (w[prefix + ".bias"].astype(np.float64) * m + np.ldexp(1.0, shift - 1)) * inv
         )
         self.k = self.wt.shape[0]
+        self.scale_np, self.c_np = self.scale.numpy(), self.c.numpy()  # the kernels' views
+
+    def gemm(self, a: np.ndarray) -> np.ndarray:
+        """The float32 GEMM alone, for the kernels (:mod:`.exact_kernels`): ``a`` (n, in) float32
+        ints -> the accumulator (n, out), float32 (one chunk) or the float64 sum of its chunks."""
+        t = torch.from_numpy(a)
+        if self.k <= GEMM_CHUNK:
+            return torch.mm(t, self.wt).numpy()
+        acc = None
+        for i in range(0, self.k, GEMM_CHUNK):
+            part = (t[:, i : i + GEMM_CHUNK] @ self.wt[i : i + GEMM_CHUNK]).to(F64)
+            acc = part if acc is None else acc.add_(part)
+        assert acc is not None
+        return acc.numpy()
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
         """``a``: (n, in) float32 holding ints in [-127, 127] -> requantized float64 ints (n, out).
@@ -331,6 +352,7 @@ class _Norm:
         self.g_scaled = torch.from_numpy(np.ldexp(w[prefix + ".g"].astype(np.float64), 1 - LN_GAIN_BITS))
         self.b = torch.from_numpy(w[prefix + ".b"].astype(np.float64))
         self.eps = float(w[prefix + ".eps"][0])
+        self.params = (self.g_scaled.numpy(), self.b.numpy(), self.eps)  # for the kernels
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """float64 ints (n, C) -> float32 (n, C) holding ints in [-127, 127].
@@ -367,6 +389,7 @@ class _Layer:
         self.attn, self.proj = _Linear(w, p + "attn"), _Linear(w, p + "proj")
         self.fc, self.out = _Linear(w, p + "fc"), _Linear(w, p + "out")
         self.lut = torch.from_numpy(w[p + "act.lut"].astype(np.float32))
+        self.lut_np = self.lut.numpy()
         m, s = (int(v) for v in w[p + "attn.index"])
         # A score difference d is an integer in [0, dmax]; its attention weight is
         # exp_attention[min(rshift(d m, s), 511)], non-increasing in d and constant from the first d
@@ -397,6 +420,14 @@ class _Layer:
         self.weight_bytes = torch.from_numpy(table)  # for float32 GEMMs (long spans, whole chunks)
         # The same weights whole, in float64 (short spans: weights x values elementwise in float64)
         self.weights = torch.from_numpy(np.append(weights, 0).astype(np.float64))
+        # The kernels' arguments for the weights: the table per score difference (index_m = -1),
+        # or the exp table with the index's multiplier and shift
+        self.weight_args = (
+            np.append(weights, 0).astype(np.int32),
+            self.limit,
+            -1 if self.index_scale is None else m,
+            0 if self.index_scale is None else s,
+        )
 
 
 class ExactNet:
@@ -420,6 +451,11 @@ class ExactNet:
         self.ln_f = _Norm(w, "ln_f")
         self.head = _Linear(w, "head")
         self.exp_logits = torch.from_numpy(w["exp_logits"].astype(np.float64))
+        self.tok_np, self.pos_np, self.exp_logits_np = (
+            self.tok.numpy(),
+            self.pos.numpy(),
+            self.exp_logits.numpy(),
+        )
 
     def tables(self, logits: torch.Tensor, precision: int) -> np.ndarray:
         """Integer softmax of float64-int logits (n, 256) -> int64 cumulative tables (n, 257).
@@ -506,6 +542,8 @@ class ExactSession:
         self._closed = False
         net = self.net
         self.float64_diff = 2 * net.head_dim * ACT_MAX * ACT_MAX >= 1 << 24
+        # The fused kernels (CPU) or the torch ops (the reference the kernels are tested against)
+        self.kernels = bool(getattr(m1, "kernels", False))
         _single_threaded_ops(+1)
         # Logical rows (what the caller indexes) live in physical rows of the cache (see _place).
         self.phys = np.full(n_rows, -1, dtype=np.int64)
@@ -532,6 +570,9 @@ class ExactSession:
         Values carry a last column of ones (see _attend)."""
         net = self.net
         shape = (net.n_layers, rows, net.n_heads, self.max_len, net.head_dim)
+        if self.kernels:  # int8, no column of ones (the kernels sum the weights themselves)
+            self._allocate_int8(shape, keep)
+            return
         keys, values = torch.zeros(shape), torch.zeros((*shape[:-1], net.head_dim + 1))
         values[..., -1] = 1.0
         keys[:, :, :, 0] = self.start_keys[:, None]
@@ -543,6 +584,21 @@ class ExactSession:
             values[:, : len(keep)] = self.values.index_select(1, old)
             pos[: len(keep)] = self.pos[keep]
         self.keys, self.values, self.pos, self.rows = keys, values, pos, rows
+
+    def _allocate_int8(self, shape: tuple[int, ...], keep: np.ndarray | None) -> None:
+        """The kernels' cache: keys and values as int8 (exact: both are in [-127, 127]), a quarter
+        of the float32 cache's memory traffic."""
+        from compresslm.coding.exact_kernels import new_cache
+
+        keys, values = new_cache(*shape)
+        keys[:, :, :, :, 0] = self.start_keys.numpy()[:, None]
+        values[:, :, :, 0] = self.start_values.numpy()[:, None]
+        pos = np.zeros(shape[1], dtype=np.int64)
+        if keep is not None and len(keep):
+            keys[:, : len(keep)] = self.keys[:, keep]
+            values[:, : len(keep)] = self.values[:, keep]
+            pos[: len(keep)] = self.pos[keep]
+        self.keys, self.values, self.pos, self.rows = keys, values, pos, shape[1]
 
     def _qkv(self, layer: _Layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k and v as float32 ints in [-127, 127], each (n, nh, hs)."""
@@ -602,6 +658,13 @@ class ExactSession:
         if span > self.max_len:
             raise ConfigError(f"a window row ran past its {self.max_len} positions")
         self.pos[phys] = at
+        if self.kernels:
+            ids = np.where(tokens >= RESTART, tokens - RESTART, tokens)[computing]
+            self._forward_kernels(ids, at, phys, tables, np.flatnonzero(computing))
+            self.timings.forward_s += time.perf_counter() - t0
+            self.timings.steps += 1
+            self.timings.row_positions += len(phys)
+            return tables
         # Every physical row is computed (no gather of the cache): rows with nothing to do run BOS
         # at the last position of the span in their own, dead or about-to-be-reopened, cache, so
         # when the busy rows share a position (stream mode) no row needs a mask.
@@ -630,6 +693,46 @@ class ExactSession:
         self.timings.forward_s += time.perf_counter() - t0
         self.timings.row_positions += chunks.size
         return out
+
+    def _forward_kernels(
+        self, ids: np.ndarray, at: np.ndarray, phys: np.ndarray, tables: np.ndarray, out_rows: np.ndarray
+    ) -> None:
+        """The new position ``at[i]`` of cache row ``phys[i]`` for token ``ids[i]``, through the
+        fused kernels (:mod:`.exact_kernels`): float32 GEMMs over the computed rows only, one
+        kernel call between two GEMMs; the cumulative tables go to ``tables[out_rows]``."""
+        from compresslm.coding import exact_kernels as K
+
+        net = self.net
+        n, C = len(ids), net.config.d_model
+        x = np.empty((n, C), dtype=np.float64)
+        a = np.empty((n, C), dtype=np.float32)
+        y = np.empty((n, C), dtype=np.float32)
+        g = np.empty((n, net.config.d_mlp), dtype=np.float32)
+        K.embed_norm(ids, at, net.tok_np, net.pos_np, *net.layers[0].ln_1.params, x, a)
+        for i, layer in enumerate(net.layers):
+            acc = layer.attn.gemm(a)
+            K.attend(
+                acc,
+                layer.attn.scale_np,
+                layer.attn.c_np,
+                phys,
+                at,
+                self.keys[i],
+                self.values[i],
+                *layer.weight_args,
+                y,
+            )
+            acc = layer.proj.gemm(y)
+            K.residual_norm(x, acc, layer.proj.scale_np, layer.proj.c_np, *layer.ln_2.params, a)
+            acc = layer.fc.gemm(a)
+            K.activation(acc, layer.fc.scale_np, layer.fc.c_np, layer.lut_np, g)
+            acc = layer.out.gemm(g)
+            norm = net.layers[i + 1].ln_1 if i + 1 < net.n_layers else net.ln_f
+            K.residual_norm(x, acc, layer.out.scale_np, layer.out.c_np, *norm.params, a)
+        acc = net.head.gemm(a)
+        K.tables(
+            acc, net.head.scale_np, net.head.c_np, net.exp_logits_np, self.m1.precision, tables, out_rows
+        )
 
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor, span: int, aligned: bool) -> torch.Tensor:
         """The new position of every physical row; its keys and values are stored in the cache and

@@ -612,12 +612,15 @@ class ExactM1(M1):
         threads: int | None = None,
         sha256: str | None = None,
         path: str | None = None,
+        kernels: bool = True,
     ) -> None:
         from compresslm.coding.exact import NUMERICS, ExactNet
 
         self.numerics = NUMERICS
         self.model = model
         self.net = ExactNet(model)
+        # The session's step through the fused numba kernels (CPU; the default), else torch ops
+        self.kernels = kernels
         self.precision = precision
         self.threads = threads
         self.lanes = max(1, threads or torch.get_num_threads())

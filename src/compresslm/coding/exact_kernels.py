@@ -1,0 +1,220 @@
+"""Fused numba kernels for the exact M1's step: everything between two GEMMs in one call.
+
+A step of a small exact M1 on the CPU is bound by the number of operations it issues, not by
+arithmetic (the tiny M1 does ~150k multiply-adds per byte; the torch path spent them in ~270
+small torch calls per step). Here the linear layers stay batched float32 GEMMs over all rows (BLAS
+is far faster than any loop for those, and exact: docs/numerics.md), and each stretch between two
+GEMMs is one compiled call over all rows: requantization, residual and LayerNorm; the activation
+table; q/k/v, the KV-cache write and the attention over the cache; the integer softmax into the
+coder's cumulative tables. A step makes about ``4 L + 2`` kernel calls and ``4 L + 1`` GEMMs.
+
+**Why these kernels compute the definition's integers** (docs/numerics.md, ``exact_ref``):
+
+- Integer arithmetic where it is cheap and vectorizes: attention scores ``q . k`` (int32, below
+  ``hs 127**2 < 2**24``), score differences, exp-table indices (int64, ``d m < 2**53`` by
+  check_bounds), the KV cache (int8: every key and value is in [-127, 127]), the tables' cumulative
+  sums (int64). Integer sums are associative, so the compiler may vectorize them in any order.
+- float64 where the torch path uses it and the module docstring of :mod:`.exact` proves it exact:
+  requantization ``floor(acc (m 2**-s) + c')``, LayerNorm, ``rdiv`` as ``floor((a + b/2) / b)``, the
+  integer softmax's quotient: integers below 2**53, sums and products exact in any order, floors of
+  correctly rounded quotients equal to the integer floors. The same IEEE operations as the torch
+  path, so the same values bit for bit. Weights x values: products ``e v < 2**22`` summed in float64
+  (below 2**53 over any number of positions a model can have), exact in any order.
+- No ``fastmath``: no reassociation or contraction is needed for speed here (integer reductions
+  vectorize without it; the float64 loops run over independent output elements).
+
+Rows never interact, and a row's loop reads only its own cache row, so the order of rows and which
+rows a call computes cannot change a row's result. :func:`attend` processes its rows in order, so
+rows that are positions 0..T-1 of one cache row (in that order) get causal attention over one
+window: the same integers as stepping the window one position at a time.
+
+Arrays: residual streams ``x`` are float64 (n, C) integers; GEMM inputs float32 (n, K) integers in
+[-127, 127]; GEMM outputs ``acc`` float32 (one chunk) or float64 (sum of chunks), (n, out);
+per-channel ``scale = m 2**-s`` and ``c = (bias m + 2**(s-1)) 2**-s`` float64 (see ``_Linear``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+ACT = 127.0
+RESIDUAL = float((1 << 20) - 1)
+
+
+@njit(cache=True, nogil=True)
+def _norm_row(x, g_scaled, b, eps, out):  # pragma: no cover - compiled
+    """Integer LayerNorm of one float64-int vector into ``out`` (float32 ints in [-127, 127]):
+    ``mu = floor((sum + C/2) / C)``, ``sigma = isqrt(floor(sum d**2 / C) + eps)``,
+    ``y = floor((d g 2**-15 + sigma) / (2 sigma)) + b`` (the quotients of rdiv, see ``_Norm``)."""
+    C = x.shape[0]
+    total = 0.0
+    for j in range(C):
+        total += x[j]
+    mu = math.floor((total + C / 2) / C)
+    ss = 0.0
+    for j in range(C):
+        d = x[j] - mu
+        ss += d * d
+    sigma = math.floor(math.sqrt(math.floor(ss / C) + eps))  # isqrt: see exact._isqrt_
+    den = 2.0 * sigma
+    for j in range(C):
+        y = math.floor(((x[j] - mu) * g_scaled[j] + sigma) / den) + b[j]
+        out[j] = min(max(y, -ACT), ACT)
+
+
+@njit(cache=True, nogil=True)
+def embed_norm(ids, positions, tok, pos, g_scaled, b, eps, x, a):  # pragma: no cover - compiled
+    """The embedding of every row (``x[i] = sat(tok[ids[i]] + pos[positions[i]], R)``, the tables
+    already requantized) and the first LayerNorm of it into ``a``."""
+    n, C = x.shape
+    for i in range(n):
+        t, p = ids[i], positions[i]
+        for j in range(C):
+            x[i, j] = min(max(tok[t, j] + pos[p, j], -RESIDUAL), RESIDUAL)
+        _norm_row(x[i], g_scaled, b, eps, a[i])
+
+
+@njit(cache=True, nogil=True)
+def residual_norm(x, acc, scale, c, g_scaled, b, eps, a):  # pragma: no cover - compiled
+    """``x = sat(x + requant(acc), R)`` in place, then LayerNorm of it into ``a``."""
+    n, C = x.shape
+    for i in range(n):
+        for j in range(C):
+            v = x[i, j] + math.floor(acc[i, j] * scale[j] + c[j])
+            x[i, j] = min(max(v, -RESIDUAL), RESIDUAL)
+        _norm_row(x[i], g_scaled, b, eps, a[i])
+
+
+@njit(cache=True, nogil=True)
+def activation(acc, scale, c, lut, out):  # pragma: no cover - compiled
+    """The MLP's activation: ``out = lut[sat(requant(acc), 127) + 127]`` (float32 ints)."""
+    n, M = acc.shape
+    for i in range(n):
+        for j in range(M):
+            h = min(max(math.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT)
+            out[i, j] = lut[int(h) + 127]
+
+
+#: Weights x values accumulate int32 products ``e v`` (|e v| <= 2**15 127) in int32 over blocks of
+#: at most this many positions (``516 * 2**15 * 127 < 2**31``), then in float64.
+PV_BLOCK = 512
+
+
+def new_cache(
+    n_layers: int, rows: int, n_heads: int, length: int, head_dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A zeroed KV cache in the layout :func:`attend` streams through: keys
+    (layers, rows, nh, hs, L) and values (layers, rows, nh, L, hs), int8 (every key and value is
+    an integer in [-127, 127]). Scores run over positions for each of the hs key components
+    (contiguous in L), weights x values over the hs components for each position."""
+    keys = np.zeros((n_layers, rows, n_heads, head_dim, length), dtype=np.int8)
+    values = np.zeros((n_layers, rows, n_heads, length, head_dim), dtype=np.int8)
+    return keys, values
+
+
+@njit(cache=True, nogil=True)
+def attend(
+    acc, scale, c, rows, positions, keys, values, weights, limit, index_m, index_s, y
+):  # pragma: no cover - compiled
+    """q, k, v from the attention GEMM's ``acc`` (n, 3C), requantized and saturated to int8; the
+    new key and value of row i stored at position ``positions[i]`` of cache row ``rows[i]``
+    (one layer of :func:`new_cache`: keys (rows, nh, hs, L), values (rows, nh, L, hs)); then per
+    head the attention of q over positions ``0..positions[i]`` of that cache row into ``y[i]``
+    (float32 ints, heads side by side, as the projection's GEMM reads them).
+
+    Weights (int32, at most 2**15): ``index_m < 0``: the layer's table per score difference,
+    ``weights[min(d, limit)]``; else the exp table at ``min(rshift(d index_m, index_s), limit)``
+    (integers: ``d m < 2**53``). Output ``rdiv(sum_j e_j v_j, sum_j e_j)`` as
+    ``floor((a + b/2) / b)`` on float64 integers."""
+    n = acc.shape[0]
+    nh, hs, L = keys.shape[1], keys.shape[2], keys.shape[3]
+    C = nh * hs
+    q = np.empty(hs, dtype=np.int32)
+    scores = np.empty(L, dtype=np.int32)
+    e = np.empty(L, dtype=np.int32)
+    block = np.empty(hs, dtype=np.int32)
+    out = np.empty(hs, dtype=np.float64)
+    half = (1 << (index_s - 1)) if index_s >= 1 else 0
+    for i in range(n):
+        r, p = rows[i], positions[i]
+        span = p + 1
+        for h in range(nh):
+            base = h * hs
+            kh, vh = keys[r, h], values[r, h]
+            for d in range(hs):
+                j = base + d
+                vq = min(max(math.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT)
+                vk = min(max(math.floor(acc[i, C + j] * scale[C + j] + c[C + j]), -ACT), ACT)
+                vv = min(max(math.floor(acc[i, 2 * C + j] * scale[2 * C + j] + c[2 * C + j]), -ACT), ACT)
+                q[d] = np.int32(vq)
+                kh[d, p] = np.int8(vk)
+                vh[p, d] = np.int8(vv)
+            # scores: |q . k| <= hs 127**2 < 2**24 (check_bounds), int32
+            for t in range(span):
+                scores[t] = 0
+            for d in range(hs):
+                qd, kd = q[d], kh[d]
+                for t in range(span):
+                    scores[t] += qd * np.int32(kd[t])
+            top = scores[0]
+            for t in range(span):
+                top = max(top, scores[t])
+            total = 0
+            for t in range(span):
+                diff = np.int64(top - scores[t])
+                if index_m < 0:
+                    w = weights[min(diff, limit)]
+                else:
+                    w = weights[min((diff * index_m + half) >> index_s, limit)]
+                e[t] = w
+                total += w
+            for d in range(hs):
+                out[d] = 0.0
+            for t0 in range(0, span, PV_BLOCK):
+                for d in range(hs):
+                    block[d] = 0
+                for t in range(t0, min(t0 + PV_BLOCK, span)):
+                    et = e[t]
+                    vt = vh[t]
+                    for d in range(hs):
+                        block[d] += et * np.int32(vt[d])
+                for d in range(hs):
+                    out[d] += block[d]
+            ft = float(total)
+            for d in range(hs):
+                y[i, base + d] = math.floor((out[d] + ft / 2) / ft)
+
+
+@njit(cache=True, nogil=True)
+def tables(acc, scale, c, exp_logits, precision, out, out_rows):  # pragma: no cover - compiled
+    """The head's logits ``requant(acc)`` (not saturated), the integer softmax and the coder's
+    cumulative table of row i into ``out[out_rows[i]]`` (int64, 257 entries):
+    ``f_s = 1 + floor(e_s (2**P - 256) / sum e)`` with ``e_s = exp_logits[min(max l - l_s, 511)]``
+    (a difference beyond 511 may round in float64 but stays beyond 511: the clamp makes it exact)."""
+    n, V = acc.shape
+    last = exp_logits.shape[0] - 1
+    span = float((1 << precision) - V)
+    logits = np.empty(V, dtype=np.float64)
+    e = np.empty(V, dtype=np.float64)
+    for i in range(n):
+        top = -np.inf
+        for s in range(V):
+            v = math.floor(acc[i, s] * scale[s] + c[s])
+            logits[s] = v
+            if v > top:
+                top = v
+        total = 0.0
+        for s in range(V):
+            d = top - logits[s]
+            w = exp_logits[last] if d >= last else exp_logits[int(d)]
+            e[s] = w
+            total += w
+        row = out[out_rows[i]]
+        row[0] = 0
+        cum = 0
+        for s in range(V):
+            cum += np.int64(math.floor(e[s] * span / total)) + 1
+            row[s + 1] = cum
