@@ -88,6 +88,83 @@ def test_vector_coder_equals_reference(specs: list[tuple[int, int, float]], prec
     assert got == [s.tolist() for _, s in rows]
 
 
+def carry_tables(n: int, total: int) -> np.ndarray:
+    """(n, 257) tables in which symbol 255 takes almost all of ``total``: coding it again and again
+    drives ``low`` to the top of the interval, so carries run through 0xff bytes."""
+    cum = np.zeros(257, dtype=np.int64)
+    cum[1:] = np.arange(1, 257)
+    cum[256] = total
+    return np.tile(cum, (n, 1))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 400),
+            st.sampled_from([0.01, 1.0, 10.0, "carry"]),
+            st.sampled_from([9, 14, 24]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.integers(1, 130),
+)
+@settings(max_examples=60, deadline=None)
+def test_encode_runs_equals_reference(specs: list[tuple[int, int, object, int]], run: int) -> None:
+    """Rows coded in runs of up to ``run`` symbols per call (as stream mode codes whole chunks),
+    mixing tables of tiny (precision 9) and huge (2**24) totals and tables that force carries:
+    every row's code equals the scalar encoder's, and the vectorized decoder reads it back."""
+    rows = []
+    for seed, n, kind, precision in specs:
+        rng = np.random.default_rng(seed)
+        if kind == "carry":
+            tables = carry_tables(n, 1 << precision)
+            symbols = np.where(rng.random(n) < 0.97, 255, rng.integers(0, 255, n))
+        else:
+            tables = random_tables(rng, n, precision, float(kind))  # type: ignore[arg-type]
+            symbols = draw(rng, tables) if n else np.zeros(0, dtype=np.int64)
+        rows.append((tables, symbols))
+    enc = VectorEncoder(len(rows) + 1)  # an unused row stays untouched
+    ids = np.arange(len(rows), dtype=np.int64)[::-1].copy()  # rows in any order
+    done = np.zeros(len(rows), dtype=np.int64)
+    bits = 0.0
+    while True:
+        left = np.array([len(rows[i][1]) - done[i] for i in ids])
+        if not left.any():
+            break
+        count = np.minimum(left, run)
+        start, freq, total = (np.zeros((len(ids), run), dtype=np.int64) for _ in range(3))
+        for k, i in enumerate(ids):
+            tables, symbols = rows[i]
+            t = np.arange(done[i], done[i] + count[k])
+            start[k, : count[k]] = tables[t, symbols[t]]
+            freq[k, : count[k]] = tables[t, symbols[t] + 1] - tables[t, symbols[t]]
+            total[k, : count[k]] = tables[t, 256]
+        bits += enc.encode_runs(ids, start, freq, total, count)
+        done[ids] += count
+    codes = [enc.finish(i) for i in range(len(rows))]
+    assert codes == [scalar_code(t, s) for t, s in rows]
+    assert enc.finish(len(rows)) == b""
+    expected_bits = sum(
+        float(
+            np.log2(t[np.arange(len(s)), 256] / (t[np.arange(len(s)), s + 1] - t[np.arange(len(s)), s])).sum()
+        )
+        for t, s in rows
+    )
+    assert abs(bits - expected_bits) <= 1e-9 * max(1.0, expected_bits)
+
+    blob = b"".join(codes)
+    offsets = np.cumsum([0] + [len(c) for c in codes])
+    vdec = VectorDecoder(len(rows), blob)
+    for i, code in enumerate(codes):
+        vdec.start(i, int(offsets[i]), len(code))
+    for t in range(max(len(s) for _, s in rows)):
+        at = np.array([i for i, (_, s) in enumerate(rows) if t < len(s)], dtype=np.int64)
+        got = vdec.decode(at, np.stack([rows[i][0][t] for i in at]))
+        assert got.tolist() == [int(rows[i][1][t]) for i in at]
+
+
 def test_row_reuse_after_finish() -> None:
     """A finished row starts a fresh stream: its second code equals a fresh encoder's."""
     rng = np.random.default_rng(3)

@@ -269,8 +269,8 @@ class _Lane:
     def _run_chunks(self) -> None:
         """The encoder over a model that gives the intervals of whole chunks at once (the exact
         M1: its integers do not depend on how they are computed): every busy row is at a chunk
-        boundary here, the intervals of all its next chunk's bytes come from one call, then the
-        rows code them one byte per step, exactly the symbols and intervals of :meth:`run`."""
+        boundary here, the intervals of all its next chunk's bytes come from one call, then one
+        call codes them (each row its chunk): exactly the symbols and intervals of :meth:`run`."""
         assert self.encoder is not None
         session, flat, context = self.session, self.flat, self.context
         while not self.failed.is_set():
@@ -285,12 +285,10 @@ class _Lane:
             chunks[j[None, :] >= k[:, None]] = 0
             start, freq, total = session.chunk_intervals(chunks)  # type: ignore[attr-defined]
             self.positions += int((k - 1).sum())
-            for t in range(T):
-                live = k > t
-                self.encoder.encode(rows[live], start[live, t], freq[live, t], total[live, t])
-                self.ideal_bits += float(np.log2(total[live, t] / freq[live, t]).sum())
-                if self.trace is not None:
-                    self.trace.append((int(live.sum()), session.n_rows, time.perf_counter()))
+            self.ideal_bits += self.encoder.encode_runs(rows, start, freq, total, k)
+            if self.trace is not None:
+                now = time.perf_counter()
+                self.trace.extend((int((k > t).sum()), session.n_rows, now) for t in range(T))
             self.pos[rows] += k
             for row in rows[self.pos[rows] == self.end[rows]].tolist():
                 if self.codes is not None:
