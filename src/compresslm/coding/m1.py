@@ -231,6 +231,15 @@ class M1:
     def session(self, n_rows: int, max_len: int) -> M1Session:
         return M1Session(self, n_rows, max_len)
 
+    @staticmethod
+    def lane_started() -> None:
+        """Run first in every lane thread (``run_lanes``): it applies torch's thread count to this
+        thread. Part of that setting is per thread (OpenMP's thread count and MKL's thread-local
+        one), and a new thread starts from the defaults, so without this each lane's GEMMs fork a
+        team of all cores' threads that fight the other lanes (measured: a lane's GEMMs 3-10x
+        slower on 2 cores)."""
+        torch.set_num_threads(torch.get_num_threads())
+
 
 class M1Session:
     """``n_rows`` window rows (padded to a multiple of :data:`ROW_MULTIPLE`), each with a KV cache

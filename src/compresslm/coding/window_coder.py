@@ -339,8 +339,12 @@ def run_lanes(
     lanes = max(1, min(int(getattr(model, "lanes", 1)), n_rows))
     failed = threading.Event()
 
+    started = getattr(model, "lane_started", None)  # per-thread setup (M1: torch's thread count)
+
     def run(session: FrequencySession) -> None:
         try:
+            if started is not None and lanes > 1:
+                started()
             lane(session, failed)
         except BaseException:
             failed.set()
