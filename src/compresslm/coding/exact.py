@@ -687,12 +687,47 @@ class ExactSession:
         return tables
 
     def chunk_intervals(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:func:`chunk_intervals` with this session's model (the cache is not used)."""
+        """:func:`chunk_intervals` with this session's model: through the fused kernels (in the
+        session's cache, whose rows then hold the chunks: an encoder that asks for whole chunks
+        never steps) or the torch ops (the cache is not used)."""
         t0 = time.perf_counter()
-        out = chunk_intervals(self.net, chunks, self.m1.precision)
+        if self.kernels:
+            out = self._chunk_intervals_kernels(chunks)
+        else:
+            out = chunk_intervals(self.net, chunks, self.m1.precision)
         self.timings.forward_s += time.perf_counter() - t0
         self.timings.row_positions += chunks.size
         return out
+
+    def _chunk_intervals_kernels(
+        self, chunks: np.ndarray, rows_per_pass: int = 16
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`chunk_intervals` by the step's kernels: a pass computes every position of up to
+        ``rows_per_pass`` chunks as the rows of one call (cache row r holds chunk r, position t
+        attends over the positions before it: the kernels store each row's key before the rows
+        after it attend), so every GEMM has ``rows_per_pass * T`` rows; the same integers as
+        stepping, since the kernels compute the definition's whatever the rows."""
+        n, T = chunks.shape
+        if chunks.shape[1] > self.max_len:
+            raise ConfigError(f"a chunk of {T} bytes exceeds the session's {self.max_len} positions")
+        tokens = np.zeros((n, T), dtype=np.int64)  # BOS, then the chunk's bytes but the last
+        tokens[:, 1:] = chunks[:, :-1]
+        m = max(1, min(rows_per_pass, self.rows))
+        at = np.tile(np.arange(T, dtype=np.int64), m)
+        phys = np.repeat(np.arange(m, dtype=np.int64), T)
+        tables = np.empty((m * T, N_SYMBOLS + 1), dtype=np.int64)
+        out_rows = np.arange(m * T, dtype=np.int64)
+        start, freq, total = (np.empty((n, T), dtype=np.int64) for _ in range(3))
+        for r0 in range(0, n, m):
+            k = min(m, n - r0)
+            N = k * T
+            self._forward_kernels(tokens[r0 : r0 + k].reshape(-1), at[:N], phys[:N], tables, out_rows[:N])
+            sym = chunks[r0 : r0 + k].reshape(-1).astype(np.int64)
+            lo = tables[out_rows[:N], sym]
+            start[r0 : r0 + k] = lo.reshape(k, T)
+            freq[r0 : r0 + k] = (tables[out_rows[:N], sym + 1] - lo).reshape(k, T)
+            total[r0 : r0 + k] = tables[:N, N_SYMBOLS].reshape(k, T)
+        return start, freq, total
 
     def _forward_kernels(
         self, ids: np.ndarray, at: np.ndarray, phys: np.ndarray, tables: np.ndarray, out_rows: np.ndarray
