@@ -315,12 +315,14 @@ class _Linear:
         self.k = self.wt.shape[0]
         self.scale_np, self.c_np = self.scale.numpy(), self.c.numpy()  # the kernels' views
 
-    def gemm(self, a: np.ndarray) -> np.ndarray:
+    def gemm(self, a: np.ndarray, out: np.ndarray) -> np.ndarray:
         """The float32 GEMM alone, for the kernels (:mod:`.exact_kernels`): ``a`` (n, in) float32
-        ints -> the accumulator (n, out), float32 (one chunk) or the float64 sum of its chunks."""
+        ints -> the accumulator (n, out): into ``out`` (float32) for one chunk, else the float64
+        sum of its chunks (a new array)."""
         t = torch.from_numpy(a)
         if self.k <= GEMM_CHUNK:
-            return torch.mm(t, self.wt).numpy()
+            torch.mm(t, self.wt, out=torch.from_numpy(out))
+            return out
         acc = None
         for i in range(0, self.k, GEMM_CHUNK):
             part = (t[:, i : i + GEMM_CHUNK] @ self.wt[i : i + GEMM_CHUNK]).to(F64)
@@ -544,6 +546,7 @@ class ExactSession:
         self.float64_diff = 2 * net.head_dim * ACT_MAX * ACT_MAX >= 1 << 24
         # The fused kernels (CPU) or the torch ops (the reference the kernels are tested against)
         self.kernels = bool(getattr(m1, "kernels", False))
+        self._buffers: dict[str, np.ndarray] | None = None
         _single_threaded_ops(+1)
         # Logical rows (what the caller indexes) live in physical rows of the cache (see _place).
         self.phys = np.full(n_rows, -1, dtype=np.int64)
@@ -737,37 +740,49 @@ class ExactSession:
         kernel call between two GEMMs; the cumulative tables go to ``tables[out_rows]``."""
         from compresslm.coding import exact_kernels as K
 
-        net = self.net
-        n, C = len(ids), net.config.d_model
-        x = np.empty((n, C), dtype=np.float64)
-        a = np.empty((n, C), dtype=np.float32)
-        y = np.empty((n, C), dtype=np.float32)
-        g = np.empty((n, net.config.d_mlp), dtype=np.float32)
+        net, n = self.net, len(ids)
+        work = self._work(n)
+        x, a, y, g = work["x"], work["a"], work["y"], work["g"]
+        q, e, totals = work["q"], work["e"], work["totals"]
         K.embed_norm(ids, at, net.tok_np, net.pos_np, *net.layers[0].ln_1.params, x, a)
         for i, layer in enumerate(net.layers):
-            acc = layer.attn.gemm(a)
-            K.attend(
-                acc,
-                layer.attn.scale_np,
-                layer.attn.c_np,
-                phys,
-                at,
-                self.keys[i],
-                self.values[i],
-                *layer.weight_args,
-                y,
-            )
-            acc = layer.proj.gemm(y)
+            acc = layer.attn.gemm(a, work["qkv"])
+            attn = (layer.attn.scale_np, layer.attn.c_np)
+            K.attend(acc, *attn, phys, at, self.keys[i], self.values[i], *layer.weight_args, y, q, e, totals)
+            acc = layer.proj.gemm(y, work["c"])
             K.residual_norm(x, acc, layer.proj.scale_np, layer.proj.c_np, *layer.ln_2.params, a)
-            acc = layer.fc.gemm(a)
+            acc = layer.fc.gemm(a, work["m"])
             K.activation(acc, layer.fc.scale_np, layer.fc.c_np, layer.lut_np, g)
-            acc = layer.out.gemm(g)
+            acc = layer.out.gemm(g, work["c"])
             norm = net.layers[i + 1].ln_1 if i + 1 < net.n_layers else net.ln_f
             K.residual_norm(x, acc, layer.out.scale_np, layer.out.c_np, *norm.params, a)
-        acc = net.head.gemm(a)
+        acc = net.head.gemm(a, work["v"])
         K.tables(
             acc, net.head.scale_np, net.head.c_np, net.exp_logits_np, self.m1.precision, tables, out_rows
         )
+
+    def _work(self, n: int) -> dict[str, np.ndarray]:
+        """The kernels' buffers for ``n`` rows (views of buffers kept across steps: a step of a small
+        model should not pay for allocating, and page-faulting, its GEMM outputs)."""
+        if self._buffers is None or len(self._buffers["x"]) < n:
+            net = self.net
+            C, M, nh, L = net.config.d_model, net.config.d_mlp, net.n_heads, self.max_len
+            rows = max(n, self.n_rows)
+            f32 = np.float32
+            self._buffers = {
+                "x": np.empty((rows, C)),
+                "a": np.empty((rows, C), dtype=f32),
+                "y": np.empty((rows, C), dtype=f32),
+                "g": np.empty((rows, M), dtype=f32),
+                "qkv": np.empty((rows, 3 * C), dtype=f32),
+                "c": np.empty((rows, C), dtype=f32),
+                "m": np.empty((rows, M), dtype=f32),
+                "v": np.empty((rows, N_SYMBOLS), dtype=f32),
+                "q": np.empty((rows, C), dtype=np.int32),
+                "e": np.empty((rows, nh, L), dtype=np.int32),
+                "totals": np.empty((rows, nh), dtype=np.int64),
+            }
+        return {k: v[:n] for k, v in self._buffers.items()}
 
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor, span: int, aligned: bool) -> torch.Tensor:
         """The new position of every physical row; its keys and values are stored in the cache and

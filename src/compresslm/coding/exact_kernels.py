@@ -53,15 +53,15 @@ def _norm_row(x, g_scaled, b, eps, out):  # pragma: no cover - compiled
     total = 0.0
     for j in range(C):
         total += x[j]
-    mu = math.floor((total + C / 2) / C)
+    mu = np.floor((total + C / 2) / C)
     ss = 0.0
     for j in range(C):
         d = x[j] - mu
         ss += d * d
-    sigma = math.floor(math.sqrt(math.floor(ss / C) + eps))  # isqrt: see exact._isqrt_
+    sigma = np.floor(math.sqrt(np.floor(ss / C) + eps))  # isqrt: see exact._isqrt_
     den = 2.0 * sigma
     for j in range(C):
-        y = math.floor(((x[j] - mu) * g_scaled[j] + sigma) / den) + b[j]
+        y = np.floor(((x[j] - mu) * g_scaled[j] + sigma) / den) + b[j]
         out[j] = min(max(y, -ACT), ACT)
 
 
@@ -83,7 +83,7 @@ def residual_norm(x, acc, scale, c, g_scaled, b, eps, a):  # pragma: no cover - 
     n, C = x.shape
     for i in range(n):
         for j in range(C):
-            v = x[i, j] + math.floor(acc[i, j] * scale[j] + c[j])
+            v = x[i, j] + np.floor(acc[i, j] * scale[j] + c[j])
             x[i, j] = min(max(v, -RESIDUAL), RESIDUAL)
         _norm_row(x[i], g_scaled, b, eps, a[i])
 
@@ -94,7 +94,7 @@ def activation(acc, scale, c, lut, out):  # pragma: no cover - compiled
     n, M = acc.shape
     for i in range(n):
         for j in range(M):
-            h = min(max(math.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT)
+            h = min(max(np.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT)
             out[i, j] = lut[int(h) + 127]
 
 
@@ -116,47 +116,41 @@ def new_cache(
 
 
 @njit(cache=True, nogil=True)
-def attend(
-    acc, scale, c, rows, positions, keys, values, weights, limit, index_m, index_s, y
-):  # pragma: no cover - compiled
-    """q, k, v from the attention GEMM's ``acc`` (n, 3C), requantized and saturated to int8; the
-    new key and value of row i stored at position ``positions[i]`` of cache row ``rows[i]``
-    (one layer of :func:`new_cache`: keys (rows, nh, hs, L), values (rows, nh, L, hs)); then per
-    head the attention of q over positions ``0..positions[i]`` of that cache row into ``y[i]``
-    (float32 ints, heads side by side, as the projection's GEMM reads them).
-
-    Weights (int32, at most 2**15): ``index_m < 0``: the layer's table per score difference,
-    ``weights[min(d, limit)]``; else the exp table at ``min(rshift(d index_m, index_s), limit)``
-    (integers: ``d m < 2**53``). Output ``rdiv(sum_j e_j v_j, sum_j e_j)`` as
-    ``floor((a + b/2) / b)`` on float64 integers."""
+def _qkv_store(acc, scale, c, rows, positions, keys, values, q):  # pragma: no cover - compiled
+    """q, k, v requantized and saturated to int8 from the attention GEMM's ``acc`` (n, 3C): q into
+    ``q`` (n, C) int32; k and v stored at position ``positions[i]`` of cache row ``rows[i]``."""
     n = acc.shape[0]
-    nh, hs, L = keys.shape[1], keys.shape[2], keys.shape[3]
+    nh, hs = keys.shape[1], keys.shape[2]
     C = nh * hs
-    q = np.empty(hs, dtype=np.int32)
-    scores = np.empty(L, dtype=np.int32)
-    e = np.empty(L, dtype=np.int32)
-    block = np.empty(hs, dtype=np.int32)
-    out = np.empty(hs, dtype=np.float64)
-    half = (1 << (index_s - 1)) if index_s >= 1 else 0
     for i in range(n):
         r, p = rows[i], positions[i]
-        span = p + 1
+        for j in range(C):
+            q[i, j] = np.int32(min(max(np.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT))
         for h in range(nh):
-            base = h * hs
-            kh, vh = keys[r, h], values[r, h]
             for d in range(hs):
-                j = base + d
-                vq = min(max(math.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT)
-                vk = min(max(math.floor(acc[i, C + j] * scale[C + j] + c[C + j]), -ACT), ACT)
-                vv = min(max(math.floor(acc[i, 2 * C + j] * scale[2 * C + j] + c[2 * C + j]), -ACT), ACT)
-                q[d] = np.int32(vq)
-                kh[d, p] = np.int8(vk)
-                vh[p, d] = np.int8(vv)
-            # scores: |q . k| <= hs 127**2 < 2**24 (check_bounds), int32
+                j = C + h * hs + d
+                keys[r, h, d, p] = np.int8(min(max(np.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT))
+                j += C
+                values[r, h, p, d] = np.int8(min(max(np.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT))
+
+
+@njit(cache=True, nogil=True)
+def _weigh(q, rows, positions, keys, weights, limit, index_m, index_s, e, totals):  # pragma: no cover
+    """Attention weights of row i, head h over positions ``0..positions[i]`` into ``e[i, h]``
+    (int32) and their sum into ``totals[i, h]``: scores ``q . k`` in int32 (``|q . k| <= hs 127**2
+    < 2**24``, check_bounds), the difference from the row's top score, then the weight table."""
+    n = q.shape[0]
+    nh, hs, L = keys.shape[1], keys.shape[2], keys.shape[3]
+    scores = np.empty(L, dtype=np.int32)
+    half = (1 << (index_s - 1)) if index_s >= 1 else 0
+    for i in range(n):
+        r, span = rows[i], positions[i] + 1
+        for h in range(nh):
+            kh, eh = keys[r, h], e[i, h]
             for t in range(span):
                 scores[t] = 0
             for d in range(hs):
-                qd, kd = q[d], kh[d]
+                qd, kd = q[i, h * hs + d], kh[d]
                 for t in range(span):
                     scores[t] += qd * np.int32(kd[t])
             top = scores[0]
@@ -169,23 +163,61 @@ def attend(
                     w = weights[min(diff, limit)]
                 else:
                     w = weights[min((diff * index_m + half) >> index_s, limit)]
-                e[t] = w
+                eh[t] = w
                 total += w
+            totals[i, h] = total
+
+
+@njit(cache=True, nogil=True)
+def _mix(e, totals, rows, positions, values, y):  # pragma: no cover - compiled
+    """``y[i, head h] = rdiv(sum_t e_t v_t, sum_t e_t)``: int32 products ``|e v| <= 2**15 127``
+    summed in int32 over blocks of PV_BLOCK positions, then in float64; the quotient as
+    ``floor((a + b/2) / b)``."""
+    n = e.shape[0]
+    nh, hs = values.shape[1], values.shape[3]
+    block = np.empty(hs, dtype=np.int32)
+    out = np.empty(hs, dtype=np.float64)
+    for i in range(n):
+        r, span = rows[i], positions[i] + 1
+        for h in range(nh):
+            vh, eh = values[r, h], e[i, h]
             for d in range(hs):
                 out[d] = 0.0
             for t0 in range(0, span, PV_BLOCK):
                 for d in range(hs):
                     block[d] = 0
                 for t in range(t0, min(t0 + PV_BLOCK, span)):
-                    et = e[t]
-                    vt = vh[t]
+                    et, vt = eh[t], vh[t]
                     for d in range(hs):
                         block[d] += et * np.int32(vt[d])
                 for d in range(hs):
                     out[d] += block[d]
-            ft = float(total)
+            half = totals[i, h] / 2
+            total = float(totals[i, h])
             for d in range(hs):
-                y[i, base + d] = math.floor((out[d] + ft / 2) / ft)
+                y[i, h * hs + d] = np.floor((out[d] + half) / total)
+
+
+@njit(cache=True, nogil=True)
+def attend(
+    acc, scale, c, rows, positions, keys, values, weights, limit, index_m, index_s, y, q, e, totals
+):  # pragma: no cover - compiled
+    """q, k, v from the attention GEMM's ``acc`` (n, 3C), requantized and saturated to int8; the
+    new key and value of row i stored at position ``positions[i]`` of cache row ``rows[i]``
+    (one layer of :func:`new_cache`: keys (rows, nh, hs, L), values (rows, nh, L, hs)); then per
+    head the attention of q over positions ``0..positions[i]`` of that cache row into ``y[i]``
+    (float32 ints, heads side by side, as the projection's GEMM reads them). Rows are processed
+    in order in each pass, and every row's keys are stored before any row attends: rows that are
+    positions 0..T-1 of one cache row get causal attention over one window.
+
+    Weights (int32, at most 2**15): ``index_m < 0``: the layer's table per score difference,
+    ``weights[min(d, limit)]``; else the exp table at ``min(rshift(d index_m, index_s), limit)``
+    (integers: ``d m < 2**53``). Scratch: ``q`` (n, C) int32, ``e`` (n, nh, L) int32, ``totals``
+    (n, nh) int64. Three passes (q/k/v, weights, weights x values): separate loop nests compile
+    to tighter vector code than one loop over rows doing all three."""
+    _qkv_store(acc, scale, c, rows, positions, keys, values, q)
+    _weigh(q, rows, positions, keys, weights, limit, index_m, index_s, e, totals)
+    _mix(e, totals, rows, positions, values, y)
 
 
 @njit(cache=True, nogil=True)
@@ -202,7 +234,7 @@ def tables(acc, scale, c, exp_logits, precision, out, out_rows):  # pragma: no c
     for i in range(n):
         top = -np.inf
         for s in range(V):
-            v = math.floor(acc[i, s] * scale[s] + c[s])
+            v = np.floor(acc[i, s] * scale[s] + c[s])
             logits[s] = v
             if v > top:
                 top = v
@@ -216,5 +248,5 @@ def tables(acc, scale, c, exp_logits, precision, out, out_rows):  # pragma: no c
         row[0] = 0
         cum = 0
         for s in range(V):
-            cum += np.int64(math.floor(e[s] * span / total)) + 1
+            cum += np.int64(np.floor(e[s] * span / total)) + 1
             row[s + 1] = cum
