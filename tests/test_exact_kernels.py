@@ -4,15 +4,22 @@ ragged windows (rows at different positions), START / RESTART / IDLE tokens, one
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import compresslm.coding.exact as exact
 from compresslm.coding.exact_ref import window_tables
 from compresslm.coding.m1 import ExactM1, session_tables
 from compresslm.coding.window_coder import IDLE, RESTART, START
-from test_m1_exact import random_exact
+from test_m1_exact import SRC, random_exact
 
 SHAPES = [(16, 2, 1, 32), (24, 3, 2, 40), (8, 1, 2, 16), (32, 2, 1, 64)]  # d_model, heads, layers, d_mlp
 
@@ -67,16 +74,24 @@ def _schedule(rng: np.random.Generator, n_rows: int, steps: int, max_len: int) -
     return out
 
 
-@pytest.mark.parametrize(("n_rows", "seed"), [(1, 0), (3, 1), (40, 2)])
-def test_kernel_session_equals_torch_session_on_random_schedules(n_rows: int, seed: int) -> None:
+@pytest.mark.parametrize(
+    ("n_rows", "seed", "int8"), [(1, 0, True), (3, 1, False), (40, 2, True), (40, 3, False)]
+)
+def test_kernel_session_equals_torch_session_on_random_schedules(
+    monkeypatch: pytest.MonkeyPatch, n_rows: int, seed: int, int8: bool
+) -> None:
     """Step by step, with every kind of token in every row, the two sessions' tables agree (and
-    rows that neither compute nor start get the all-zero table in both)."""
+    rows that neither compute nor start get the all-zero table in both); with the int8 GEMMs
+    where this machine's are exact, and with the float32 ones."""
+    if not int8:
+        monkeypatch.setattr(exact, "int8_gemm_exact", lambda: False)
     model = random_exact(seed + 20, n_layers=2, n_heads=2, d_model=16, d_mlp=24)
     fast = ExactM1(model, threads=1).session(n_rows, 12)
     slow = ExactM1(model, threads=1, kernels=False).session(n_rows, 12)
     try:
         for tokens in _schedule(np.random.default_rng(seed), n_rows, 60, 12):
             assert np.array_equal(fast.step(tokens), slow.step(tokens))
+        assert (fast._buffers["a"].dtype == np.int8) == (int8 and exact.int8_gemm_exact())
     finally:
         fast.close()
         slow.close()
@@ -89,3 +104,36 @@ def test_kernels_are_the_default_and_use_an_int8_cache() -> None:
         assert session.kernels and session.keys.dtype == np.int8 and session.values.dtype == np.int8
     finally:
         session.close()
+
+
+_SATURATING = """
+import json, sys
+import numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+from test_m1_exact import SRC, random_exact
+from compresslm.coding.exact import int8_gemm_exact
+from compresslm.coding.exact_ref import window_tables
+from compresslm.coding.m1 import ExactM1, session_tables
+a = np.full((4, 64), 127, dtype=np.int8)
+w = np.full((64, 8), 127, dtype=np.int8)
+direct = torch._int_mm(torch.from_numpy(a), torch.from_numpy(w)).numpy()
+model = random_exact(8, d_model=32, n_heads=2, d_mlp=64, spread=30.0)
+windows = [b"an int8 GEMM that saturates", b"must not change a table"]
+fast = session_tables(ExactM1(model, threads=1), windows, 32)
+same = all(np.array_equal(f, window_tables(model.tensors, 2, 2, w_, 14)) for f, w_ in zip(fast, windows))
+print(json.dumps({"direct_exact": bool((direct == 64 * 127 * 127).all()), "probe": int8_gemm_exact(), "same": same}))
+"""
+
+
+def test_int8_gemm_is_used_only_where_it_is_exact() -> None:
+    """oneDNN's int8 GEMM saturates 16-bit pair sums on x86 CPUs without VNNI (forced here with
+    ONEDNN_MAX_CPU_ISA=AVX2): the probe must see it, and the tables stay the reference's."""
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "PYTHONPATH": SRC}
+    tests = str(Path(__file__).resolve().parent)
+    out = subprocess.run(
+        [sys.executable, "-c", _SATURATING, tests], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["same"]
+    if not result["direct_exact"]:
+        assert not result["probe"]

@@ -40,9 +40,11 @@ still runs one session per lane with single-threaded ops, because that is faster
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -264,6 +266,37 @@ def numerics_of(meta: Mapping[str, Any]) -> str:
 
 
 F64 = torch.float64
+INT8_GEMM_MAX_K = ((1 << 31) - 1) // (ACT_MAX * 128)  # int32 accumulators: K * 127 * 128 < 2**31
+
+
+@functools.cache
+def int8_gemm_exact() -> bool:
+    """Whether this process's int8 GEMM (``torch._int_mm``: int8 x int8 -> int32) is exact here.
+
+    With int32 accumulators an int8 GEMM of K <= ``INT8_GEMM_MAX_K`` terms is exact in any order,
+    and on CPUs with VNNI (or AMX, or ARM's dot products) it is about 4x faster than the float32
+    GEMM. But on x86 CPUs without VNNI, oneDNN's int8 kernels (``vpmaddubsw``) saturate pairs of
+    products at 16 bits: measured here with ``ONEDNN_MAX_CPU_ISA=AVX2``, the tiny M1's GEMMs come
+    out wrong. So every process checks its backend once, on the inputs that saturate first (all
+    products at their extremes) and on random ones, over several shapes, against exact int64
+    products; anything short of exact (or no ``_int_mm``) keeps the float32 GEMMs.
+    ``COMPRESSLM_INT8_GEMM=0`` turns the int8 path off."""
+    if os.environ.get("COMPRESSLM_INT8_GEMM", "1") == "0" or not hasattr(torch, "_int_mm"):
+        return False
+    rng = np.random.default_rng(0)
+    try:
+        for m, k, n in ((1, 64, 192), (7, 8, 24), (64, 256, 64), (256, 64, 256), (33, 1040, 40)):
+            cases = [rng.integers(-127, 128, (m, k)), np.full((m, k), 127), np.full((m, k), -127)]
+            weights = [rng.integers(-128, 128, (k, n)), np.full((k, n), 127), np.full((k, n), -128)]
+            for a in cases:
+                for w in weights:
+                    a8, w8 = a.astype(np.int8), w.astype(np.int8)
+                    got = torch._int_mm(torch.from_numpy(a8), torch.from_numpy(w8)).numpy()
+                    if not np.array_equal(got, a8.astype(np.int64) @ w8.astype(np.int64)):
+                        return False
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
+    return True
 
 
 def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -314,12 +347,16 @@ class _Linear:
         )
         self.k = self.wt.shape[0]
         self.scale_np, self.c_np = self.scale.numpy(), self.c.numpy()  # the kernels' views
+        self.w8 = torch.from_numpy(np.ascontiguousarray(w[prefix + ".w"].T))  # (in, out) int8
 
     def gemm(self, a: np.ndarray, out: np.ndarray) -> np.ndarray:
         """The float32 GEMM alone, for the kernels (:mod:`.exact_kernels`): ``a`` (n, in) float32
         ints -> the accumulator (n, out): into ``out`` (float32) for one chunk, else the float64
-        sum of its chunks (a new array)."""
+        sum of its chunks (a new array); or int8 ``a`` -> int32 ``out`` by the int8 GEMM."""
         t = torch.from_numpy(a)
+        if a.dtype == np.int8:  # int32 accumulators (see int8_gemm_exact)
+            torch._int_mm(t, self.w8, out=torch.from_numpy(out))
+            return out
         if self.k <= GEMM_CHUNK:
             torch.mm(t, self.wt, out=torch.from_numpy(out))
             return out
@@ -422,14 +459,10 @@ class _Layer:
         self.weight_bytes = torch.from_numpy(table)  # for float32 GEMMs (long spans, whole chunks)
         # The same weights whole, in float64 (short spans: weights x values elementwise in float64)
         self.weights = torch.from_numpy(np.append(weights, 0).astype(np.float64))
-        # The kernels' arguments for the weights: the table per score difference (index_m = -1),
-        # or the exp table with the index's multiplier and shift
-        self.weight_args = (
-            np.append(weights, 0).astype(np.int32),
-            self.limit,
-            -1 if self.index_scale is None else m,
-            0 if self.index_scale is None else s,
-        )
+        # The kernels' arguments for the weights: the exp table with the index's multiplier and
+        # shift (the definition's arithmetic: a few integer operations per position beat a lookup
+        # in a table of up to 2**18 entries, which does not stay in the cache)
+        self.weight_args = (e.astype(np.int32), EXP_ENTRIES - 1, m, s)
 
 
 class ExactNet:
@@ -452,6 +485,9 @@ class ExactNet:
         self.layers = [_Layer(w, i, cfg.head_dim) for i in range(cfg.n_layers)]
         self.ln_f = _Norm(w, "ln_f")
         self.head = _Linear(w, "head")
+        # The kernels may run the linear layers as int8 GEMMs (where int8_gemm_exact says so)
+        linears = [self.head] + [getattr(layer, name) for layer in self.layers for name in LINEARS]
+        self.int8_gemm = all(lin.k <= INT8_GEMM_MAX_K for lin in linears)
         self.exp_logits = torch.from_numpy(w["exp_logits"].astype(np.float64))
         self.tok_np, self.pos_np, self.exp_logits_np = (
             self.tok.numpy(),
@@ -768,16 +804,18 @@ class ExactSession:
             net = self.net
             C, M, nh, L = net.config.d_model, net.config.d_mlp, net.n_heads, self.max_len
             rows = max(n, self.n_rows)
-            f32 = np.float32
+            # GEMM inputs and outputs: int8 and int32 for the int8 GEMM, else float32 and float32
+            a8 = net.int8_gemm and int8_gemm_exact()
+            ins, outs = (np.int8, np.int32) if a8 else (np.float32, np.float32)
             self._buffers = {
                 "x": np.empty((rows, C)),
-                "a": np.empty((rows, C), dtype=f32),
-                "y": np.empty((rows, C), dtype=f32),
-                "g": np.empty((rows, M), dtype=f32),
-                "qkv": np.empty((rows, 3 * C), dtype=f32),
-                "c": np.empty((rows, C), dtype=f32),
-                "m": np.empty((rows, M), dtype=f32),
-                "v": np.empty((rows, N_SYMBOLS), dtype=f32),
+                "a": np.empty((rows, C), dtype=ins),
+                "y": np.empty((rows, C), dtype=ins),
+                "g": np.empty((rows, M), dtype=ins),
+                "qkv": np.empty((rows, 3 * C), dtype=outs),
+                "c": np.empty((rows, C), dtype=outs),
+                "m": np.empty((rows, M), dtype=outs),
+                "v": np.empty((rows, N_SYMBOLS), dtype=outs),
                 "q": np.empty((rows, C), dtype=np.int32),
                 "e": np.empty((rows, nh, L), dtype=np.int32),
                 "totals": np.empty((rows, nh), dtype=np.int64),

@@ -118,31 +118,37 @@ def new_cache(
 @njit(cache=True, nogil=True)
 def _qkv_store(acc, scale, c, rows, positions, keys, values, q):  # pragma: no cover - compiled
     """q, k, v requantized and saturated to int8 from the attention GEMM's ``acc`` (n, 3C): q into
-    ``q`` (n, C) int32; k and v stored at position ``positions[i]`` of cache row ``rows[i]``."""
-    n = acc.shape[0]
+    ``q`` (n, C) int32; k and v stored at position ``positions[i]`` of cache row ``rows[i]``. The
+    row is requantized first in one contiguous (vectorizable) loop, then scattered."""
+    n, width = acc.shape
     nh, hs = keys.shape[1], keys.shape[2]
     C = nh * hs
+    row = np.empty(width, dtype=np.int32)
     for i in range(n):
         r, p = rows[i], positions[i]
+        for j in range(width):
+            row[j] = np.int32(min(max(np.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT))
         for j in range(C):
-            q[i, j] = np.int32(min(max(np.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT))
+            q[i, j] = row[j]
         for h in range(nh):
+            kh, vh = keys[r, h], values[r, h]
             for d in range(hs):
-                j = C + h * hs + d
-                keys[r, h, d, p] = np.int8(min(max(np.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT))
-                j += C
-                values[r, h, p, d] = np.int8(min(max(np.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT))
+                kh[d, p] = row[C + h * hs + d]
+                vh[p, d] = row[2 * C + h * hs + d]
 
 
 @njit(cache=True, nogil=True)
 def _weigh(q, rows, positions, keys, weights, limit, index_m, index_s, e, totals):  # pragma: no cover
     """Attention weights of row i, head h over positions ``0..positions[i]`` into ``e[i, h]``
     (int32) and their sum into ``totals[i, h]``: scores ``q . k`` in int32 (``|q . k| <= hs 127**2
-    < 2**24``, check_bounds), the difference from the row's top score, then the weight table."""
+    < 2**24``, check_bounds), the difference d from the row's top score, then the definition's
+    ``weights[min(rshift(d index_m, index_s), limit)]`` in int64 (``d m < 2**53``: check_bounds)
+    with ``weights`` the exp table (a few integer operations per position: cheaper than a lookup
+    in a table per score difference of up to 2**18 entries, which does not stay in the cache)."""
     n = q.shape[0]
     nh, hs, L = keys.shape[1], keys.shape[2], keys.shape[3]
     scores = np.empty(L, dtype=np.int32)
-    half = (1 << (index_s - 1)) if index_s >= 1 else 0
+    half = np.int64(1) << (index_s - 1)
     for i in range(n):
         r, span = rows[i], positions[i] + 1
         for h in range(nh):
@@ -158,11 +164,7 @@ def _weigh(q, rows, positions, keys, weights, limit, index_m, index_s, e, totals
                 top = max(top, scores[t])
             total = 0
             for t in range(span):
-                diff = np.int64(top - scores[t])
-                if index_m < 0:
-                    w = weights[min(diff, limit)]
-                else:
-                    w = weights[min((diff * index_m + half) >> index_s, limit)]
+                w = weights[min((np.int64(top - scores[t]) * index_m + half) >> index_s, limit)]
                 eh[t] = w
                 total += w
             totals[i, h] = total
@@ -210,9 +212,8 @@ def attend(
     in order in each pass, and every row's keys are stored before any row attends: rows that are
     positions 0..T-1 of one cache row get causal attention over one window.
 
-    Weights (int32, at most 2**15): ``index_m < 0``: the layer's table per score difference,
-    ``weights[min(d, limit)]``; else the exp table at ``min(rshift(d index_m, index_s), limit)``
-    (integers: ``d m < 2**53``). Scratch: ``q`` (n, C) int32, ``e`` (n, nh, L) int32, ``totals``
+    Weights (int32, at most 2**15): the exp table at ``min(rshift(d index_m, index_s), limit)``
+    for a score difference d (see :func:`_weigh`). Scratch: ``q`` (n, C) int32, ``e`` (n, nh, L) int32, ``totals``
     (n, nh) int64. Three passes (q/k/v, weights, weights x values): separate loop nests compile
     to tighter vector code than one loop over rows doing all three."""
     _qkv_store(acc, scale, c, rows, positions, keys, values, q)
