@@ -751,22 +751,23 @@ class ExactSession:
             raise ConfigError(f"a chunk of {T} bytes exceeds the session's {self.max_len} positions")
         tokens = np.zeros((n, T), dtype=np.int64)  # BOS, then the chunk's bytes but the last
         tokens[:, 1:] = chunks[:, :-1]
+        from compresslm.coding import exact_kernels as K
+
         m = max(1, min(rows_per_pass, self.rows))
         at = np.tile(np.arange(T, dtype=np.int64), m)
         phys = np.repeat(np.arange(m, dtype=np.int64), T)
-        tables = np.empty((m * T, N_SYMBOLS + 1), dtype=np.int64)
-        out_rows = np.arange(m * T, dtype=np.int64)
-        start, freq, total = (np.empty((n, T), dtype=np.int64) for _ in range(3))
+        symbols = np.ascontiguousarray(chunks, dtype=np.int64).reshape(-1)
+        start, freq, total = (np.empty(n * T, dtype=np.int64) for _ in range(3))
+        head, precision = self.net.head, self.m1.precision
         for r0 in range(0, n, m):
-            k = min(m, n - r0)
-            N = k * T
-            self._forward_kernels(tokens[r0 : r0 + k].reshape(-1), at[:N], phys[:N], tables, out_rows[:N])
-            sym = chunks[r0 : r0 + k].reshape(-1).astype(np.int64)
-            lo = tables[out_rows[:N], sym]
-            start[r0 : r0 + k] = lo.reshape(k, T)
-            freq[r0 : r0 + k] = (tables[out_rows[:N], sym + 1] - lo).reshape(k, T)
-            total[r0 : r0 + k] = tables[:N, N_SYMBOLS].reshape(k, T)
-        return start, freq, total
+            N = min(m, n - r0) * T
+            acc = self._head_kernels(tokens[r0 : r0 + N // T].reshape(-1), at[:N], phys[:N])
+            done = slice(r0 * T, r0 * T + N)
+            K.intervals(
+                acc, head.scale_np, head.c_np, self.net.exp_logits_np, precision,
+                symbols[done], start[done], freq[done], total[done],
+            )  # fmt: skip
+        return start.reshape(n, T), freq.reshape(n, T), total.reshape(n, T)
 
     def _forward_kernels(
         self, ids: np.ndarray, at: np.ndarray, phys: np.ndarray, tables: np.ndarray, out_rows: np.ndarray
@@ -774,6 +775,17 @@ class ExactSession:
         """The new position ``at[i]`` of cache row ``phys[i]`` for token ``ids[i]``, through the
         fused kernels (:mod:`.exact_kernels`): float32 GEMMs over the computed rows only, one
         kernel call between two GEMMs; the cumulative tables go to ``tables[out_rows]``."""
+        from compresslm.coding import exact_kernels as K
+
+        net = self.net
+        acc = self._head_kernels(ids, at, phys)
+        K.tables(
+            acc, net.head.scale_np, net.head.c_np, net.exp_logits_np, self.m1.precision, tables, out_rows
+        )
+
+    def _head_kernels(self, ids: np.ndarray, at: np.ndarray, phys: np.ndarray) -> np.ndarray:
+        """:meth:`_forward_kernels` up to the head's GEMM: its accumulator (n, 256), for the
+        tables (a step) or the coded bytes' intervals (:meth:`_chunk_intervals_kernels`)."""
         from compresslm.coding import exact_kernels as K
 
         net, n = self.net, len(ids)
@@ -792,10 +804,7 @@ class ExactSession:
             acc = layer.out.gemm(g, work["c"])
             norm = net.layers[i + 1].ln_1 if i + 1 < net.n_layers else net.ln_f
             K.residual_norm(x, acc, layer.out.scale_np, layer.out.c_np, *norm.params, a)
-        acc = net.head.gemm(a, work["v"])
-        K.tables(
-            acc, net.head.scale_np, net.head.c_np, net.exp_logits_np, self.m1.precision, tables, out_rows
-        )
+        return net.head.gemm(a, work["v"])
 
     def _work(self, n: int) -> dict[str, np.ndarray]:
         """The kernels' buffers for ``n`` rows (views of buffers kept across steps: a step of a small

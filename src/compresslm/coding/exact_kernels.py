@@ -251,3 +251,35 @@ def tables(acc, scale, c, exp_logits, precision, out, out_rows):  # pragma: no c
         for s in range(V):
             cum += np.int64(np.floor(e[s] * span / total)) + 1
             row[s + 1] = cum
+
+
+@njit(cache=True, nogil=True)
+def intervals(
+    acc, scale, c, exp_logits, precision, symbols, start, freq, total
+):  # pragma: no cover - compiled
+    """The encoder's :func:`tables`: the same integer softmax of row i, but only the interval of
+    its byte ``symbols[i]`` is kept (``start[i]`` = cum[b], ``freq[i]`` = cum[b + 1] - cum[b],
+    ``total[i]`` = cum[256], int64), not the whole table: an encoder that knows its bytes need not
+    write 257 integers per position and gather three. Same operations in the same order as
+    :func:`tables` (``floor(e_s (2**P - 256) / sum e) + 1``), so the same integers."""
+    n, V = acc.shape
+    last = exp_logits.shape[0] - 1
+    span = float((1 << precision) - V)
+    e = np.empty(V, dtype=np.float64)
+    for i in range(n):
+        top = -np.inf
+        for s in range(V):
+            e[s] = np.floor(acc[i, s] * scale[s] + c[s])  # the logit, until replaced by its weight
+            top = max(top, e[s])
+        weight = 0.0
+        for s in range(V):
+            d = top - e[s]
+            e[s] = exp_logits[last] if d >= last else exp_logits[int(d)]
+            weight += e[s]
+        b = symbols[i]
+        below, cum = 0, 0
+        for s in range(V):
+            f = np.int64(np.floor(e[s] * span / weight)) + 1
+            cum += f
+            below += f if s < b else 0
+        start[i], freq[i], total[i] = below, np.int64(np.floor(e[b] * span / weight)) + 1, cum
