@@ -349,7 +349,21 @@ def main(argv: list[str] | None = None) -> int:
         default=262_144,
         help="stdlib bytes compressed end to end (default 256 KiB)",
     )
+    v = p.add_argument_group("Stream speed (--stream-speed): the exact M1's step, fused kernels vs torch ops")
+    v.add_argument(
+        "--stream-speed",
+        nargs="+",
+        metavar="EXACT",
+        help="exact M1 folders: stream-mode encode/decode bytes/s and per CPU second (--threads lanes, "
+        "--batch-size rows), the step through the fused kernels and through torch ops in turns",
+    )
+    v.add_argument("--stream-bytes", type=int, default=1 << 20, help="stdlib bytes coded (default 1 MiB)")
+    v.add_argument("--kernels-only", action="store_true", help="skip the torch-ops step (slow)")
     args = p.parse_args(argv)
+    if args.stream_speed:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return stream_speed(args)
     if args.windows_coder:
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -923,6 +937,70 @@ def print_windows_coder(r: dict[str, Any], args: argparse.Namespace) -> None:
 def stdlib_sample(limit_bytes: int) -> list[tuple[str, bytes]]:
     """Files of the stdlib sample, none larger than a quarter of the sample."""
     return [(n, d) for n, d in stdlib_files("sample", limit_bytes * 4) if len(d) <= limit_bytes // 4][:200]
+
+
+def stream_speed(args: argparse.Namespace) -> int:
+    """Stream mode with each exact M1 on ``--stream-bytes`` of stdlib files (one stream, segments
+    sized to fill ``--batch-size`` rows): encode and decode bytes/s and bytes per CPU second of
+    this process, the step through the fused kernels and through torch ops taking turns in each
+    repeat; the matmul bound and the load average measured beside them."""
+    from compresslm.coding.compress import stream_segment_bytes
+    from compresslm.coding.stream import StreamCoder
+
+    data, total = [], 0
+    for _, d in stdlib_files("all", 0):
+        data.append(d[: args.stream_bytes - total])
+        total += len(data[-1])
+        if total >= args.stream_bytes:
+            break
+    joined = b"".join(data)
+    units = segment(joined, stream_segment_bytes(len(joined), args.batch_size))
+    paths = ("kernels",) if args.kernels_only else ("kernels", "torch")
+    runs: dict[tuple[str, str], dict[str, list[float]]] = {}
+    models = {d: M1.load(d, threads=args.threads) for d in args.stream_speed}
+    flops, loads = [], [os.getloadavg()[0]]
+    for _ in range(args.repeats):
+        for d, m1 in models.items():
+            for path in paths:
+                m1.kernels = path == "kernels"
+                r = runs.setdefault((d, path), {k: [] for k in ("enc", "enc_cpu", "dec", "dec_cpu")})
+                coder = StreamCoder(m1, batch_size=args.batch_size)
+                t, c = time.perf_counter(), time.process_time()
+                codes = coder.encode_many(units)
+                r["enc"].append(time.perf_counter() - t)
+                r["enc_cpu"].append(time.process_time() - c)
+                t, c = time.perf_counter(), time.process_time()
+                if coder.decode_many(codes, [len(u) for u in units]) != units:
+                    raise SystemExit(f"{d} ({path}): the round trip changed the bytes")
+                r["dec"].append(time.perf_counter() - t)
+                r["dec_cpu"].append(time.process_time() - c)
+        flops.append(matmul_reference(args.threads, max(m.lanes for m in models.values()))["reference"])
+        loads.append(os.getloadavg()[0])
+    n = len(joined)
+    print(
+        f"\nStream mode, {n:,} stdlib bytes, {len(units)} segments, {args.batch_size} rows, "
+        f"median of {args.repeats} (kB/s; per CPU second of this process)"
+    )
+    print(
+        "| M1 | step | lanes | encode | decode | encode per CPU s | decode per CPU s | bound | decode / bound |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (d, path), r in runs.items():
+        m1 = models[d]
+        bound = statistics.median(flops) / (2 * m1.n_params)
+        med = {k: statistics.median(v) for k, v in r.items()}
+        print(
+            f"| {Path(d).name} | {path} | {m1.lanes} | {n / med['enc'] / 1e3:.1f} | {n / med['dec'] / 1e3:.1f} | "
+            f"{n / med['enc_cpu'] / 1e3:.1f} | {n / med['dec_cpu'] / 1e3:.1f} | {bound / 1e3:.1f} | "
+            f"{100 * n / med['dec'] / bound:.1f}% |"
+        )
+    print(f"load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}")
+    if args.json:
+        out = {f"{Path(d).name}/{path}": r for (d, path), r in runs.items()}
+        Path(args.json).write_text(
+            json.dumps({"bytes": n, "runs": out, "loads": loads, "flops": flops}, indent=2)
+        )
+    return 0
 
 
 def neural(args: argparse.Namespace) -> int:
