@@ -78,3 +78,19 @@ def test_stream_codes_equal_scalar_coder_with_reference_tables() -> None:
                 enc.encode(tables[t], b)
         assert enc.finish() == code
     assert coder.decode_many(codes, [len(s) for s in segments]) == segments
+
+
+def test_kernel_chunks_longer_than_an_int32_block() -> None:
+    """Windows of more than 512 positions (the weights x values sums go through float64 between
+    int32 blocks) and of lengths that are not multiples of the query block: kernels = torch."""
+    model = random_exact(12, d_model=8, n_heads=1, n_layers=1, d_mlp=16, max_seq_len=600)
+    m1 = ExactM1(model, threads=1)
+    chunks = np.random.default_rng(12).integers(0, 256, (2, 530))
+    chunks[1, ::3] = 7
+    session = m1.session(2, 600)
+    try:
+        fast = session._chunk_intervals_kernels(chunks)
+    finally:
+        session.close()
+    for f, t in zip(fast, chunk_intervals(m1.net, chunks, m1.precision), strict=True):
+        assert np.array_equal(f, t)

@@ -761,7 +761,7 @@ class ExactSession:
         head, precision = self.net.head, self.m1.precision
         for r0 in range(0, n, m):
             N = min(m, n - r0) * T
-            acc = self._head_kernels(tokens[r0 : r0 + N // T].reshape(-1), at[:N], phys[:N])
+            acc = self._head_kernels(tokens[r0 : r0 + N // T].reshape(-1), at[:N], phys[:N], T)
             done = slice(r0 * T, r0 * T + N)
             K.intervals(
                 acc, head.scale_np, head.c_np, self.net.exp_logits_np, precision,
@@ -783,9 +783,11 @@ class ExactSession:
             acc, net.head.scale_np, net.head.c_np, net.exp_logits_np, self.m1.precision, tables, out_rows
         )
 
-    def _head_kernels(self, ids: np.ndarray, at: np.ndarray, phys: np.ndarray) -> np.ndarray:
+    def _head_kernels(self, ids: np.ndarray, at: np.ndarray, phys: np.ndarray, window: int = 0) -> np.ndarray:
         """:meth:`_forward_kernels` up to the head's GEMM: its accumulator (n, 256), for the
-        tables (a step) or the coded bytes' intervals (:meth:`_chunk_intervals_kernels`)."""
+        tables (a step) or the coded bytes' intervals (:meth:`_chunk_intervals_kernels`).
+        ``window`` > 0: the rows are whole windows of that many positions (the chunk encoder),
+        attending within each window (``attend_windows``: no cache)."""
         from compresslm.coding import exact_kernels as K
 
         net, n = self.net, len(ids)
@@ -796,7 +798,12 @@ class ExactSession:
         for i, layer in enumerate(net.layers):
             acc = layer.attn.gemm(a, work["qkv"])
             attn = (layer.attn.scale_np, layer.attn.c_np)
-            K.attend(acc, *attn, phys, at, self.keys[i], self.values[i], *layer.weight_args, y, q, e, totals)
+            if window:
+                K.attend_windows(acc, *attn, window, net.n_heads, *layer.weight_args, y)
+            else:
+                K.attend(
+                    acc, *attn, phys, at, self.keys[i], self.values[i], *layer.weight_args, y, q, e, totals
+                )
             acc = layer.proj.gemm(y, work["c"])
             K.residual_norm(x, acc, layer.proj.scale_np, layer.proj.c_np, *layer.ln_2.params, a)
             acc = layer.fc.gemm(a, work["m"])

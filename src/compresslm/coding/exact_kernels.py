@@ -283,3 +283,110 @@ def intervals(
             cum += f
             below += f if s < b else 0
         start[i], freq[i], total[i] = below, np.int64(np.floor(e[b] * span / weight)) + 1, cum
+
+
+#: Queries per block in :func:`attend_windows`: they share every key and value load.
+_QB = 4
+
+
+@njit(cache=True, nogil=True)
+def attend_windows(acc, scale, c, T, n_heads, weights, limit, index_m, index_s, y):  # pragma: no cover
+    """:func:`attend` for the chunk encoder: the rows of ``acc`` (n, 3C) are ``n / T`` whole windows,
+    row ``r T + t`` position t of window r, and every position attends over the window's positions
+    up to it (causal); no cache is read or written. The same integers as :func:`attend` (same
+    scores, differences, weights, sums and quotient), organized for whole windows: per window and
+    head, q, k and v are requantized once, and queries go in blocks of 4 that share each key and
+    value load (scores and weights x values of 4 queries per pass over the keys).
+
+    Scores ``q . k`` in int32 (``< 2**24``); a query's weights over positions after it are 0, so
+    the block's weights x values run over the block's last position for all 4 queries; int32
+    sums of ``e v`` (``|e v| <= 2**15 127``) over at most PV_BLOCK positions, then float64."""
+    n, width = acc.shape
+    C = width // 3
+    hs = C // n_heads
+    T4 = -(-T // _QB) * _QB  # queries padded to whole blocks (padding queries are 0, never written)
+    row = np.empty(width, dtype=np.int32)
+    q = np.zeros((n_heads, T4, hs), dtype=np.int32)
+    kt = np.zeros((n_heads, hs, T4), dtype=np.int32)
+    v = np.zeros((n_heads, T4, hs), dtype=np.int32)
+    s = np.empty((_QB, T4), dtype=np.int32)
+    e = np.empty((_QB, T4), dtype=np.int32)
+    tot = np.empty(_QB, dtype=np.int64)
+    o32 = np.empty((_QB, hs), dtype=np.int32)
+    o = np.empty((_QB, hs), dtype=np.float64)
+    half = np.int64(1) << (index_s - 1)
+    for r in range(n // T):
+        for t in range(T):
+            i = r * T + t
+            for j in range(width):
+                row[j] = np.int32(min(max(np.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT))
+            for h in range(n_heads):
+                for d in range(hs):
+                    q[h, t, d] = row[h * hs + d]
+                    kt[h, d, t] = row[C + h * hs + d]
+                    v[h, t, d] = row[2 * C + h * hs + d]
+        for h in range(n_heads):
+            qh, kh, vh = q[h], kt[h], v[h]
+            s0, s1, s2, s3 = s[0], s[1], s[2], s[3]
+            e0, e1, e2, e3 = e[0], e[1], e[2], e[3]
+            o0, o1, o2, o3 = o32[0], o32[1], o32[2], o32[3]
+            for t0 in range(0, T4, _QB):
+                span = t0 + _QB
+                for j in range(span):
+                    s0[j] = 0
+                    s1[j] = 0
+                    s2[j] = 0
+                    s3[j] = 0
+                for d in range(hs):
+                    a0, a1, a2, a3 = qh[t0, d], qh[t0 + 1, d], qh[t0 + 2, d], qh[t0 + 3, d]
+                    kd = kh[d]
+                    for j in range(span):
+                        k = kd[j]
+                        s0[j] += a0 * k
+                        s1[j] += a1 * k
+                        s2[j] += a2 * k
+                        s3[j] += a3 * k
+                for b in range(_QB):
+                    t = t0 + b
+                    sb, eb = s[b], e[b]
+                    for j in range(span):
+                        eb[j] = 0
+                    total = 0
+                    if t < T:
+                        top = sb[0]
+                        for j in range(t + 1):
+                            top = max(top, sb[j])
+                        for j in range(t + 1):
+                            w = weights[min((np.int64(top - sb[j]) * index_m + half) >> index_s, limit)]
+                            eb[j] = w
+                            total += w
+                    tot[b] = total
+                for d in range(hs):
+                    o[0, d] = 0.0
+                    o[1, d] = 0.0
+                    o[2, d] = 0.0
+                    o[3, d] = 0.0
+                for j0 in range(0, span, PV_BLOCK):
+                    for d in range(hs):
+                        o0[d] = 0
+                        o1[d] = 0
+                        o2[d] = 0
+                        o3[d] = 0
+                    for j in range(j0, min(j0 + PV_BLOCK, span)):
+                        w0, w1, w2, w3 = e0[j], e1[j], e2[j], e3[j]
+                        vj = vh[j]
+                        for d in range(hs):
+                            x = vj[d]
+                            o0[d] += w0 * x
+                            o1[d] += w1 * x
+                            o2[d] += w2 * x
+                            o3[d] += w3 * x
+                    for b in range(_QB):
+                        for d in range(hs):
+                            o[b, d] += o32[b, d]
+                for b in range(_QB):
+                    t = t0 + b
+                    if t < T:
+                        total = float(tot[b])
+                        for d in range(hs):
+                            y[r * T + t, h * hs + d] = np.floor((o[b, d] + total / 2) / total)
