@@ -332,11 +332,7 @@ def attend_windows(acc, scale, c, T, n_heads, weights, limit, index_m, index_s, 
             o0, o1, o2, o3 = o32[0], o32[1], o32[2], o32[3]
             for t0 in range(0, T4, _QB):
                 span = t0 + _QB
-                for j in range(span):
-                    s0[j] = 0
-                    s1[j] = 0
-                    s2[j] = 0
-                    s3[j] = 0
+                s[:, :span] = 0
                 for d in range(hs):
                     a0, a1, a2, a3 = qh[t0, d], qh[t0 + 1, d], qh[t0 + 2, d], qh[t0 + 3, d]
                     kd = kh[d]
@@ -349,8 +345,7 @@ def attend_windows(acc, scale, c, T, n_heads, weights, limit, index_m, index_s, 
                 for b in range(_QB):
                     t = t0 + b
                     sb, eb = s[b], e[b]
-                    for j in range(span):
-                        eb[j] = 0
+                    eb[:span] = 0
                     total = 0
                     if t < T:
                         top = sb[0]
@@ -361,17 +356,9 @@ def attend_windows(acc, scale, c, T, n_heads, weights, limit, index_m, index_s, 
                             eb[j] = w
                             total += w
                     tot[b] = total
-                for d in range(hs):
-                    o[0, d] = 0.0
-                    o[1, d] = 0.0
-                    o[2, d] = 0.0
-                    o[3, d] = 0.0
+                o[:] = 0.0
                 for j0 in range(0, span, PV_BLOCK):
-                    for d in range(hs):
-                        o0[d] = 0
-                        o1[d] = 0
-                        o2[d] = 0
-                        o3[d] = 0
+                    o32[:] = 0
                     for j in range(j0, min(j0 + PV_BLOCK, span)):
                         w0, w1, w2, w3 = e0[j], e1[j], e2[j], e3[j]
                         vj = vh[j]
