@@ -110,6 +110,26 @@ def _rows(pieces: list[bytes]) -> np.ndarray:
     return np.stack([_SCORER.similarities(p) for p in pieces]).astype(np.float32)
 
 
+def background_rows(name: str, seed: int, cache: Path, workers: int, m: Matrices) -> np.ndarray:
+    """Similarities of each of the pool's BACKGROUND windows to every reference (the same columns as
+    ``Matrices.sims``), cached beside the pool's matrices: the labelled negatives of the learned
+    variants. Rebuilds the pool's windows exactly as :func:`build` cut them."""
+    path = cache / f"{name}-{seed}-background.npy"
+    if path.exists():
+        return np.load(path)
+    pool = build_pool(POOLS[name], 4900, seed)
+    docs = [r["text"].encode("utf-8") for r in pool.records]
+    targets = [p for t in pool.targets for p in split_pieces(t.encode("utf-8"), DEFAULT_CHUNK)]
+    assert len(targets) == m.n_targets, "pool differs from the cached matrices"
+    background = background_pieces([docs[i] for i in m.background_doc], DEFAULT_CHUNK, seed)
+    with Pool(workers, initializer=_init, initargs=(targets + background,)) as p:
+        rows = np.concatenate(
+            p.map(_rows, [background[i : i + 32] for i in range(0, len(background), 32)], chunksize=1)
+        )
+    np.save(path, rows)
+    return rows
+
+
 def build(name: str, seed: int, cache: Path, workers: int) -> Matrices:
     """The pool's matrices, from ``cache`` when already computed (the slow part: every pair once)."""
     path = cache / f"{name}-{seed}.npz"
@@ -199,6 +219,140 @@ def _capped(m: Matrices, cap: int) -> np.ndarray:
 Variant = Callable[[Matrices, np.ndarray, np.ndarray], np.ndarray]
 
 
+# -- learned reference weights: a linear classifier on a piece's similarities to the references -----
+#
+# Every piece is a feature vector: its similarities to the T target and B background references.
+# Labelled examples cost only their own compressions against those references: target pieces that
+# are not references (positives) and pool background windows that are not references (negatives).
+# A linear score averaged over a document's pieces is the score of the averaged similarities, so
+# the streaming pass stays as it is; only the weights of the references change.
+
+
+def _training(
+    m: Matrices, tg: np.ndarray, bg: np.ndarray, rng: random.Random, n_pos: int, n_neg: int, loo: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features of held-out target pieces (positives) and held-out background windows (negatives).
+
+    ``loo``: a positive's similarities to references cut from its own target document are replaced
+    by the mean over the other positives (a piece of the same file is no evidence about the pool)."""
+    cols = np.r_[tg, m.n_targets + bg]
+    free = np.setdiff1d(np.arange(m.n_targets), tg)
+    pos = np.sort(np.array(rng.sample(list(free), min(n_pos, len(free)))))
+    neg_free = np.setdiff1d(np.arange(BACKGROUND), bg)
+    neg = np.sort(np.array(rng.sample(list(neg_free), min(n_neg, len(neg_free)))))
+    xp = m.target_sims[np.ix_(pos, cols)].astype(np.float64)
+    if loo:
+        same = np.zeros_like(xp, dtype=bool)
+        same[:, : len(tg)] = m.target_owner[pos][:, None] == m.target_owner[tg][None, :]
+        xp[same] = np.nan
+        xp = np.where(same, np.nanmean(xp, 0)[None, :], xp)
+    xn = m.bg_rows[np.ix_(neg, cols)].astype(np.float64)  # type: ignore[attr-defined]
+    return xp, xn
+
+
+def _pool_features(m: Matrices, tg: np.ndarray, bg: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """Every pool piece's similarities to the references; a background window cut from the piece's
+    own document is replaced by ``fill`` (that column's mean over the negatives)."""
+    x = np.concatenate([m.sims[:, tg].astype(np.float64), _background(m, bg)], 1)
+    return np.where(np.isnan(x), fill[None, :], x)
+
+
+def _center(x: np.ndarray) -> np.ndarray:
+    """Each row minus its mean over the references: what makes a piece compress well with anything."""
+    return x - x.mean(1, keepdims=True)
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, lam: float, w0: np.ndarray, iters: int = 30) -> np.ndarray:
+    """L2-regularised logistic regression toward ``w0`` (Newton steps; the intercept unpenalised)."""
+    n, d = x.shape
+    xa = np.concatenate([x, np.ones((n, 1))], 1)
+    w = np.r_[w0, 0.0]
+    reg = np.full(d + 1, lam)
+    reg[-1] = 0.0
+    prior = np.r_[w0, 0.0]
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(xa @ w)))
+        g = xa.T @ (p - y) + reg * (w - prior)
+        h = (xa * (p * (1 - p))[:, None]).T @ xa + np.diag(reg) + 1e-9 * np.eye(d + 1)
+        step = np.linalg.solve(h, g)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w[:-1]
+
+
+@dataclass
+class Learned:
+    """How the learned variants fit reference weights (see :func:`_learned`)."""
+
+    model: str  # "logreg" | "lda" | "meandiff"
+    lam: float = 1.0
+    n_pos: int = 128
+    n_neg: int = 128
+    loo: bool = False
+    self_refs: bool = False  # the references themselves are examples too, their own column imputed
+    pool_neg: int = 0  # negatives drawn from the pool's own pieces (unlabelled: PU) instead of windows
+    center: bool = False
+    prior: bool = False  # logreg: shrink toward the default's weights (scaled), not toward 0
+    blend: float = 0.0  # meandiff/lda: weight = (1 - blend) * learned + blend * default (unit norms)
+
+
+def _learned(m: Matrices, tg: np.ndarray, bg: np.ndarray, rng: random.Random, how: Learned) -> np.ndarray:
+    xp, xn = _training(m, tg, bg, rng, how.n_pos, how.n_neg, how.loo)
+    fill = xn.mean(0)
+    x = _pool_features(m, tg, bg, fill)
+    if how.self_refs:
+        cols = np.r_[tg, m.n_targets + bg]
+        tp = m.target_sims[np.ix_(tg, cols)].astype(np.float64)
+        own = np.zeros_like(tp, dtype=bool)
+        own[:, : len(tg)] = m.target_owner[tg][:, None] == m.target_owner[tg][None, :]
+        tp = np.where(own, np.nanmean(np.where(own, np.nan, tp), 0)[None, :], tp)
+        bn = m.bg_rows[np.ix_(bg, cols)].astype(np.float64)  # type: ignore[attr-defined]
+        eye = np.zeros_like(bn, dtype=bool)
+        eye[:, len(tg) :] = np.eye(len(bg), dtype=bool)
+        bn = np.where(eye, np.nanmean(np.where(eye, np.nan, bn), 0)[None, :], bn)
+        xp, xn = np.concatenate([xp, tp]), np.concatenate([xn, bn])
+    if how.pool_neg:
+        rows = np.array(rng.sample(range(len(x)), how.pool_neg))
+        xn = np.concatenate([xn, x[rows]])
+    if how.center:
+        xp, xn, x = _center(xp), _center(xn), _center(x)
+    default = np.r_[np.full(len(tg), 1.0 / len(tg)), np.full(len(bg), -1.0 / len(bg))]
+    if how.model == "meandiff":
+        w = xp.mean(0) - xn.mean(0)
+    elif how.model == "lda":
+        within = np.concatenate([xp - xp.mean(0), xn - xn.mean(0)])
+        cov = within.T @ within / len(within)
+        d = cov.shape[0]
+        cov = (1 - how.lam) * cov + how.lam * np.trace(cov) / d * np.eye(d)
+        w = np.linalg.solve(cov, xp.mean(0) - xn.mean(0))
+    else:
+        y = np.r_[np.ones(len(xp)), np.zeros(len(xn))]
+        xt = np.concatenate([xp, xn])
+        scale = xt.std(0).mean()
+        w0 = np.zeros(len(default))
+        if how.prior:
+            s = xt @ default
+            a = _logistic(((s - s.mean()) / s.std())[:, None], y, 1.0, np.zeros(1))[0] / s.std()
+            w0 = a * default
+        w = _logistic(xt / scale, y, how.lam, w0 * scale) / scale
+    if how.blend:
+        w = (1 - how.blend) * w / np.linalg.norm(w) + how.blend * default / np.linalg.norm(default)
+    return x @ w
+
+
+def _knn(m: Matrices, tg: np.ndarray, bg: np.ndarray, k: int, vote: bool) -> np.ndarray:
+    """Mean of the k best target similarities minus the mean of the k best background ones; with
+    ``vote``, the share of targets among the piece's k nearest references."""
+    t = np.sort(m.sims[:, tg].astype(np.float64), 1)[:, ::-1]
+    b = np.sort(np.nan_to_num(_background(m, bg), nan=-np.inf), 1)[:, ::-1]
+    if not vote:
+        return t[:, :k].mean(1) - b[:, :k].mean(1)
+    both = np.concatenate([t[:, :k], b[:, :k]], 1)
+    kth = np.sort(both, 1)[:, -k][:, None]
+    return (t[:, :k] >= kth).sum(1) / k
+
+
 @dataclass
 class Spec:
     """How a variant samples (target and background counts, candidate target pieces) and scores."""
@@ -208,6 +362,7 @@ class Spec:
     score: Variant = _default
     target_cap: int | None = None
     shrink: bool = False
+    learned: Learned | None = None
 
 
 def parse(name: str) -> Spec:
@@ -232,6 +387,31 @@ def parse(name: str) -> Spec:
         return Spec(score=_target_dedup)
     if key == "shrink":
         return Spec(shrink=True)
+    if key in ("knn", "knn-vote"):
+        k = int(value)
+        return Spec(score=lambda m, tg, bg: _knn(m, tg, bg, k, key == "knn-vote"))
+    if key in ("logreg", "lda", "meandiff"):
+        # e.g. logreg=0.1+pos128+neg128+loo+center+prior, lda=0.5, meandiff=blend0.5
+        opts = value.split("+") if value else []
+        how = Learned(key)
+        for o in opts:
+            if o.replace(".", "", 1).isdigit():
+                how.lam = float(o)
+            elif o.startswith("pos"):
+                how.n_pos = int(o[3:])
+            elif o.startswith("neg"):
+                how.n_neg = int(o[3:])
+            elif o.startswith("blend"):
+                how.blend = float(o[5:])
+            elif o.startswith("poolneg"):
+                how.pool_neg = int(o[7:])
+            elif o == "self":
+                how.self_refs = True
+            elif o in ("loo", "center", "prior"):
+                setattr(how, o, True)
+            else:
+                raise SystemExit(f"unknown option {o!r} in {name!r}")
+        return Spec(learned=how)
     raise SystemExit(f"unknown variant {name!r}")
 
 
@@ -255,7 +435,11 @@ def precision(m: Matrices, spec: Spec, draw: int, k: int) -> float:
     nt = len(candidates) if spec.n_targets is None else min(spec.n_targets, len(candidates))
     tg = np.sort(np.array(rng.sample(list(candidates), nt)))
     bg = np.sort(np.array(rng.sample(range(BACKGROUND), spec.n_background)))
-    scores = document_scores(m, spec.score(m, tg, bg), spec.shrink)
+    if spec.learned is not None:
+        piece_scores = _learned(m, tg, bg, random.Random(f"zipfit-variants-train:{draw}"), spec.learned)
+    else:
+        piece_scores = spec.score(m, tg, bg)
+    scores = document_scores(m, piece_scores, spec.shrink)
     return float(m.labels[np.argsort(-scores, kind="stable")[:k]].mean())
 
 
@@ -278,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, seed in pools:
         t0 = time.perf_counter()
         m = build(name, int(seed), Path(args.cache), args.workers)
+        if any(spec.learned is not None for spec in specs.values()):
+            m.bg_rows = background_rows(name, int(seed), Path(args.cache), args.workers, m)  # type: ignore[attr-defined]
         print(
             f"{name} ({seed}): {m.n_docs} documents, {m.n_targets} target pieces, "
             f"{time.perf_counter() - t0:.0f} s",

@@ -566,3 +566,106 @@ def test_background_precheck_finds_every_contained_piece() -> None:
             x = text[start : start + length]
             plain = [c not in x for c in contrast]
             assert scorer._own_background(x) == (None if all(plain) else plain)
+
+
+def _dictionary_case() -> tuple[list[str], list[str]]:
+    """A pool of Python and of reversed Python (another language to a compressor), repeats and long
+    documents, and a Python target with enough pieces to hold some out: the dictionary contrast
+    is fitted (:mod:`compresslm.select.dictionary`)."""
+    python = _docs(120, start=0)
+    reversed_python = [t[::-1] for t in _docs(100, start=60)]
+    long_doc = "".join(_docs(12, start=100))
+    sources = [*python, *reversed_python, long_doc, python[3], long_doc]
+    targets = _docs(100, start=130)
+    return sources, targets
+
+
+def straightforward_dictionary(sources: list[str], dictionary) -> list[float]:  # noqa: ANN001
+    """The weighted dictionary score written out with zstandard directly: per piece, the compressed
+    size against the background dictionary (B for the documents of sample A, else A) minus against
+    the target dictionary, over the piece's length, averaged over the document's pieces."""
+    import hashlib
+
+    import zstandard
+
+    def compressor(data: bytes) -> zstandard.ZstdCompressor:
+        params = zstandard.ZstdCompressionParameters.from_level(
+            dictionary.level,
+            window_log=max(17, (len(data) + 4096).bit_length()),
+            write_content_size=False,
+            write_checksum=False,
+            write_dict_id=False,
+        )
+        d = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        return zstandard.ZstdCompressor(dict_data=d, compression_params=params)
+
+    target, a, b = (compressor(d) for d in dictionary.dictionaries)
+    out = []
+    for s in sources:
+        x = s.encode()
+        background = b if hashlib.blake2b(x, digest_size=16).digest() in dictionary.members_a else a
+        pieces = split_pieces(x, DEFAULT_CHUNK, DEFAULT_MAX_CHUNKS)
+        values = [(len(background.compress(p)) - len(target.compress(p))) / len(p) for p in pieces]
+        out.append(dictionary.weight * (math.fsum(values) / len(values)))
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_dictionary_contrast_adds_its_weighted_score_to_the_pairwise_score(workers: int) -> None:
+    sources, targets = _dictionary_case()
+    pool = _pool(sources, batch=7)
+    method = ZipFit(workers=workers, seed=3, batch_size=16)
+    method.prepare(targets, pool)
+    dictionary = method._dictionary
+    assert dictionary is not None and dictionary.weight > 0
+    info = method.describe()["dictionary"]
+    assert isinstance(info, dict) and info["weight"] == dictionary.weight and info["target_pieces"] >= 16
+    # Sample A's documents are in the pool, so some are routed to dictionary B.
+    assert sum(hashlib_digest(s) in dictionary.members_a for s in sources) >= 16
+    got = np.concatenate([s for _, s in method.score_batches(pool)])
+    pairwise = straightforward_default(sources, method._targets, method._background)  # type: ignore[arg-type]
+    added = straightforward_dictionary(sources, dictionary)
+    assert got.tolist() == [p + d for p, d in zip(pairwise, added, strict=True)]
+    # Without it, the scores are the pairwise ones exactly, and the API runs the same default.
+    plain = ZipFit(workers=1, seed=3, dictionary=False)
+    plain.prepare(targets, pool)
+    assert plain.describe()["dictionary"] is None
+    assert np.concatenate([s for _, s in plain.score_batches(pool)]).tolist() == pairwise
+    assert zipfit_scores(sources, targets, seed=3, workers=1).tolist() == got.tolist()
+
+
+def hashlib_digest(text: str) -> bytes:
+    import hashlib
+
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+def test_dictionary_contrast_is_fitted_only_where_it_can_be() -> None:
+    sources, targets = _dictionary_case()
+    pool = _pool(sources)
+    # Too few target pieces beyond the 64 references to hold any out: the default's scores as before.
+    small = ZipFit(workers=1)
+    small.prepare(TARGETS, pool)
+    assert small.describe()["dictionary"] is None
+    # The paper's mode, whole documents and no contrast never use it; asking for it there is an error.
+    for opts in ({"compressor": "gzip:9"}, {"chunk": 0}, {"contrast": "none"}):
+        assert ZipFit(workers=1, **opts).dictionary is False  # type: ignore[arg-type]
+        with pytest.raises(ConfigError):
+            ZipFit(workers=1, dictionary=True, **opts)  # type: ignore[arg-type]
+    assert make_method("zipfit:lz4+nodict").dictionary is False  # type: ignore[attr-defined]
+    assert make_method("zipfit").dictionary is True  # type: ignore[attr-defined]
+
+
+def test_fit_weight_follows_the_separation_of_each_score() -> None:
+    from compresslm.select.dictionary import fit_weight
+
+    rng = np.random.default_rng(0)
+    neg = rng.normal(0.0, 1.0, size=(200, 2))
+    pos = rng.normal(0.0, 1.0, size=(64, 2)) + [1.0, 2.0]
+    weight = fit_weight(pos[:, 0], pos[:, 1], neg[:, 0], neg[:, 1])
+    expected = (pos[:, 1].mean() - neg[:, 1].mean()) / neg[:, 1].var()
+    expected /= (pos[:, 0].mean() - neg[:, 0].mean()) / neg[:, 0].var()
+    assert weight == pytest.approx(expected) and 1.5 < weight < 2.5
+    # A dictionary score that does not separate (or separates the wrong way) is not added.
+    assert fit_weight(pos[:, 0], neg[:64, 1] - 0.5, neg[:, 0], neg[:, 1]) == 0.0
+    assert fit_weight(pos[:, 0], pos[:, 1], neg[:, 0], neg[:, 1] * 0) == 0.0

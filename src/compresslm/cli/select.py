@@ -111,6 +111,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=non_negative_int,
         help="score at most N evenly spaced pieces of a long document (default 4; 0 = every piece)",
     )
+    z.add_argument(
+        "--dictionary",
+        choices=["on", "off"],
+        help="add the dictionary contrast (every target piece as one zstd dictionary against the "
+        "pool's, weighted by a fit on held-out pieces; docs/benchmarks.md); default: on with pieces "
+        "and background contrast, off with gzip:9",
+    )
     b = p.add_argument_group("baselines")
     b.add_argument("--dsir-buckets", type=positive_int, help="DSIR hashed n-gram buckets (default 10000)")
     b.add_argument(
@@ -241,6 +248,7 @@ def _select(args: argparse.Namespace) -> int:
         max_targets=args.max_targets,
         chunk=args.chunk_bytes,
         max_chunks=args.max_chunks,
+        dictionary=None if args.dictionary is None else args.dictionary == "on",
         workers=args.workers,
         seed=args.seed,
         num_buckets=args.dsir_buckets,

@@ -8,7 +8,8 @@ paper's setting with ours in a single run:
   contrast), ``zipfit:lz4`` (= the default mode), ``zipfit:zstd3``; modifiers: ``+contrast`` /
   ``+contrast=N`` (background contrast, N documents), ``+nocontrast``, ``+targets=N`` (at most N
   sampled targets), ``+all`` (every target), ``+chunk=N`` (pieces of about N bytes),
-  ``+chunks=N`` (at most N pieces per document), ``+whole`` (whole documents); e.g.
+  ``+chunks=N`` (at most N pieces per document), ``+whole`` (whole documents), ``+nodict`` /
+  ``+dict`` (without / with the dictionary contrast); e.g.
   ``zipfit:lz4+nocontrast+all+whole`` is plain ZIP-FIT with LZ4, ``zipfit:gzip9+contrast``;
 * ``dsir`` (Gumbel top-k), ``dsir:topk`` (plain top-k by importance weight);
 * ``d4``; ``d4:hashing`` (the cheap embedding backend, not the paper's);
@@ -53,12 +54,14 @@ def _zipfit_variant(variant: str) -> dict[str, Any]:
             opts["chunk"] = int(value)
         elif key == "chunks" and eq:
             opts["max_chunks"] = int(value)
+        elif key in ("dict", "nodict") and not eq:
+            opts["dictionary"] = key == "dict"
         elif key == "whole" and not eq:
             opts["chunk"] = 0
         else:
             raise ConfigError(
                 f"unknown zipfit variant modifier '+{extra}' (known: +contrast, +contrast=N, +nocontrast, "
-                "+targets=N, +all, +chunk=N, +chunks=N, +whole)"
+                "+targets=N, +all, +chunk=N, +chunks=N, +whole, +dict, +nodict)"
             )
     from compresslm.compressors.registry import list_compressors
 
@@ -118,6 +121,7 @@ _ZIPFIT_KEYS = {
     "max_targets",
     "chunk",
     "max_chunks",
+    "dictionary",
 }
 _DSIR_KEYS = {
     "sampling",

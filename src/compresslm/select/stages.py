@@ -416,9 +416,7 @@ def _use_stored_features(ctx: StageContext, shard: int, digest: str, method: Sel
 
 
 def _background_size(method: SelectionMethod) -> int:
-    from compresslm.select.zipfit import DEFAULT_CONTRAST_SIZE
-
-    return int(getattr(method, "contrast_size", None) or DEFAULT_CONTRAST_SIZE)
+    return int(method.pool_sample_size())  # type: ignore[attr-defined]
 
 
 def _needs_plan_map(method: SelectionMethod) -> bool:

@@ -79,6 +79,16 @@ import numpy as np
 from compresslm.compressors import canonical_spec, get_compressor
 from compresslm.errors import ConfigError
 from compresslm.select.base import PoolFactory, SelectionMethod
+from compresslm.select.dictionary import (
+    DICTIONARY_PIECES,
+    MIN_EXAMPLES,
+    WEIGHT_NEGATIVES,
+    WEIGHT_POSITIVES,
+    DictionaryContrast,
+    digest,
+    fit_weight,
+    window,
+)
 from compresslm.select.parallel import ordered_map, resolve_workers, tune_malloc
 
 #: The compressor used when none is named. The paper's is gzip:9 (``--compressor gzip:9``); LZ4
@@ -140,6 +150,8 @@ class PairScorer:
     Holds the compressor, the reference bytes and their sizes; stateless between calls, so every
     worker (or the parent, for ``workers=1``) computes bit-identical scores. With ``chunk > 0`` a
     source's similarity to each reference is the mean over its pieces (:func:`split_pieces`).
+    ``dictionary``: a :class:`~compresslm.select.dictionary.DictionaryContrast` whose weighted
+    score (over the same pieces) is added to every score; ignored when its weight is 0.
     """
 
     def __init__(
@@ -150,8 +162,10 @@ class PairScorer:
         sizes: np.ndarray | None = None,
         chunk: int = 0,
         max_chunks: int | None = None,
+        dictionary: DictionaryContrast | None = None,
     ) -> None:
         self.compressor = get_compressor(compressor)
+        self.dictionary = dictionary if dictionary is not None and dictionary.weight else None
         self.refs = list(targets) + list(contrast)
         self.n_targets = len(targets)
         self.contrast = list(contrast)
@@ -223,8 +237,17 @@ class PairScorer:
                 value -= math.fsum(background.tolist()) / len(background)
         return value
 
+    def _with_dictionary(self, value: float, x: bytes, pieces: Sequence[bytes]) -> float:
+        """``value`` plus the weighted dictionary score of ``x`` (scored by ``pieces``), if any."""
+        if self.dictionary is None:
+            return value
+        return value + self.dictionary.weight * self.dictionary.document_score(x, pieces)
+
     def score(self, x: bytes) -> float:
-        return self._combine(x, self.similarities(x))
+        value = self._combine(x, self.similarities(x))
+        if self.dictionary is None:
+            return value
+        return self._with_dictionary(value, x, split_pieces(x, self.chunk, self.max_chunks))
 
     def score_batch(self, docs: Sequence[Text]) -> np.ndarray:
         """The scores of ``docs``: :meth:`score` of each, bit for bit, computed for the whole batch
@@ -252,7 +275,7 @@ class PairScorer:
         row = 0
         for i, (x, k) in enumerate(zip(data, counts, strict=True)):
             doc_sims = sims[row] if k == 1 else np.mean(sims[row : row + k], axis=0)
-            out[i] = self._combine(x, doc_sims)
+            out[i] = self._with_dictionary(self._combine(x, doc_sims), x, pieces[row : row + k])
             row += k
         return out
 
@@ -269,9 +292,10 @@ def _init_worker(
     sizes: np.ndarray,
     chunk: int = 0,
     max_chunks: int | None = None,
+    dictionary: DictionaryContrast | None = None,
 ) -> None:
     global _WORKER_SCORER
-    _WORKER_SCORER = PairScorer(compressor, targets, contrast, sizes, chunk, max_chunks)
+    _WORKER_SCORER = PairScorer(compressor, targets, contrast, sizes, chunk, max_chunks, dictionary)
 
 
 def _score_task(docs: list[Text]) -> np.ndarray:
@@ -297,19 +321,20 @@ def iter_scores(
     start_method: str | None = None,
     chunk: int = 0,
     max_chunks: int | None = None,
+    dictionary: DictionaryContrast | None = None,
 ) -> Iterator[np.ndarray]:
     """Score each batch of sources; yields one float64 array per batch, in input order.
 
     The caller chooses the batching (one batch = one task for a worker). ``workers`` as in
-    :func:`zipfit_scores`, except that ``None`` always means every core here. ``chunk`` and
-    ``max_chunks`` as in :class:`PairScorer` (0: whole documents).
+    :func:`zipfit_scores`, except that ``None`` always means every core here. ``chunk``,
+    ``max_chunks`` and ``dictionary`` as in :class:`PairScorer` (0: whole documents).
     """
     if not targets:
         raise ConfigError("ZIP-FIT needs at least one target document (the target set is empty)")
     spec = canonical_spec(compressor)
     target_bytes = [_as_bytes(t) for t in targets]
     contrast_bytes = [_as_bytes(t) for t in contrast or ()]
-    scorer = PairScorer(spec, target_bytes, contrast_bytes, None, chunk, max_chunks)  # sizes once, here
+    scorer = PairScorer(spec, target_bytes, contrast_bytes, None, chunk, max_chunks, dictionary)  # sizes once
     n_workers = resolve_workers(workers)
     dedup = _Dedup(DEDUP_CHARS)
     if n_workers == 1:
@@ -321,7 +346,7 @@ def iter_scores(
             dedup.unique(batches),
             workers=n_workers,
             initializer=_init_worker,
-            initargs=(spec, target_bytes, contrast_bytes, scorer.sizes, chunk, max_chunks),
+            initargs=(spec, target_bytes, contrast_bytes, scorer.sizes, chunk, max_chunks, dictionary),
             start_method=start_method,
         )
     for scores in raw:
@@ -419,6 +444,7 @@ def zipfit_scores(
     max_targets: int | None = None,
     chunk: int | None = None,
     max_chunks: int | None = None,
+    dictionary: bool | None = None,
     seed: int = 0,
     workers: int | None = None,
     batch_size: int | None = None,
@@ -431,7 +457,7 @@ def zipfit_scores(
     scores is what the CLI selects from the same documents: the default mode (LZ4, pieces of
     :data:`DEFAULT_CHUNK` bytes, at most :data:`DEFAULT_MAX_TARGETS` sampled target pieces,
     background contrast against :data:`DEFAULT_CONTRAST_SIZE` pieces sampled from ``sources`` with
-    ``seed``), and with ``compressor="gzip:9"`` the paper exactly. ``contrast``: ``"none"``,
+    ``seed``, plus the fitted dictionary contrast), and with ``compressor="gzip:9"`` the paper exactly. ``contrast``: ``"none"``,
     ``"background"`` (sampled from ``sources``), ``None`` (the mode's default) or a list of
     background texts used as given. Other settings as in :class:`ZipFit`.
 
@@ -462,6 +488,7 @@ def zipfit_scores(
         chunk=chunk,
         max_chunks=max_chunks,
         background=explicit,
+        dictionary=dictionary,
     )
     pool = _list_pool(docs)
     method.prepare(targets, pool)  # type: ignore[arg-type]
@@ -554,6 +581,39 @@ def reservoir_sample(pool: PoolFactory, k: int, seed: int) -> list[str]:
     return sample
 
 
+def _sample_pool(
+    pool: PoolFactory, k: int, extra: int, chunk: int, seed: int
+) -> tuple[list[str], list[tuple[bytes, bytes]]]:
+    """:func:`reservoir_sample` of ``k`` texts and, in the same pass, an independent reservoir
+    sample of ``extra`` documents kept as (digest, one ``chunk``-byte window) -- the dictionary
+    contrast's pool windows, kept small however long the documents are."""
+    if not extra:
+        return reservoir_sample(pool, k, seed), []
+    rng = random.Random(seed)
+    rng_extra = random.Random(f"zipfit-dictionary-sample:{seed}")
+    sample: list[str] = []
+    windows: list[tuple[bytes, bytes]] = []
+    seen = 0
+    for batch in pool():
+        for _, text in batch:
+            if seen < k:
+                sample.append(text)
+            else:
+                j = rng.randrange(seen + 1)
+                if j < k:
+                    sample[j] = text
+            j = seen if seen < extra else rng_extra.randrange(seen + 1)
+            if j < extra:
+                data = _as_bytes(text)
+                item = (digest(data), window(data, chunk, seed))
+                if j == len(windows):
+                    windows.append(item)
+                else:
+                    windows[j] = item
+            seen += 1
+    return sample, windows
+
+
 def background_pieces(docs: Sequence[bytes], chunk: int, seed: int) -> list[bytes]:
     """One seeded random window of ``chunk`` bytes from each document (the whole of a shorter one):
     a background of the same size as the pieces it is compared with."""
@@ -598,6 +658,7 @@ class ZipFit(SelectionMethod):
         chunk: int | None = None,
         max_chunks: int | None = None,
         background: Sequence[Text] | None = None,
+        dictionary: bool | None = None,
     ) -> None:
         self.compressor = canonical_spec(compressor)  # ConfigError now, not after a pass over the pool
         if max_targets is not None and max_targets < 0:
@@ -631,9 +692,28 @@ class ZipFit(SelectionMethod):
         self.batch_size = batch_size
         self.start_method = start_method
         self._explicit_background = None if background is None else [_as_bytes(t) for t in background]
+        if dictionary and (not self.chunk or contrast != "background" or background is not None):
+            raise ConfigError(
+                "the dictionary contrast needs pieces (--chunk-bytes > 0) and a background sampled "
+                "from the pool (contrast 'background')"
+            )
+        #: Whether to fit the dictionary contrast (the default wherever it can run; never with gzip:9).
+        self.dictionary = (
+            bool(self.chunk) and contrast == "background" and background is None and not paper
+            if dictionary is None
+            else dictionary
+        )
+        self._dictionary: DictionaryContrast | None = None
         self._targets: list[bytes] | None = None
         self.n_targets_given: int | None = None
         self._background: list[bytes] = []
+
+    def pool_sample_size(self) -> int:
+        """Pool documents :meth:`prepare` samples: the background, and with the dictionary contrast
+        its labelled windows and two background dictionaries' documents (the staged engine's plan
+        map draws this many)."""
+        size = self.contrast_size or DEFAULT_CONTRAST_SIZE
+        return size + (WEIGHT_NEGATIVES + 2 * DICTIONARY_PIECES if self.dictionary else 0)
 
     def prepare(self, targets: Sequence[str], pool: PoolFactory) -> None:
         if not targets:
@@ -644,12 +724,59 @@ class ZipFit(SelectionMethod):
             target_bytes = [p for t in target_bytes for p in split_pieces(t, self.chunk)]
         self._targets = sample_targets(target_bytes, self.max_targets, self.seed)
         self._background = []
+        self._dictionary = None
         if self._explicit_background is not None:
             self._background = list(self._explicit_background)
         elif self.contrast == "background":
             size = self.contrast_size or DEFAULT_CONTRAST_SIZE
-            docs = [_as_bytes(t) for t in reservoir_sample(pool, size, self.seed)]
+            extra = WEIGHT_NEGATIVES + 2 * DICTIONARY_PIECES if self.dictionary else 0
+            sample, windows = _sample_pool(pool, size, extra, self.chunk, self.seed)
+            docs = [_as_bytes(t) for t in sample]
             self._background = background_pieces(docs, self.chunk, self.seed) if self.chunk else docs
+            if self.dictionary:
+                own = {digest(d) for d in docs}
+                distinct = {h: w for h, w in windows if h not in own}  # a repeated document once
+                self._dictionary = self._fit_dictionary(target_bytes, list(distinct.items()))
+
+    def _fit_dictionary(
+        self, pieces: list[bytes], windows: list[tuple[bytes, bytes]]
+    ) -> DictionaryContrast | None:
+        """The dictionary contrast and its weight (:mod:`compresslm.select.dictionary`), or None
+        when there are too few held-out target pieces or pool windows to fit the weight, or it
+        comes out 0. ``pieces``: every target piece; ``windows``: (document digest, window) of
+        pool documents outside the background sample, in sample order."""
+        assert self._targets is not None
+        rng = random.Random(f"zipfit-dictionary:{self.seed}")
+        refs = set(self._targets)
+        free = [p for p in dict.fromkeys(pieces) if p not in refs]  # distinct, not references
+        positives = rng.sample(free, min(WEIGHT_POSITIVES, len(free)))
+        rng.shuffle(windows)
+        n_neg = min(WEIGHT_NEGATIVES, len(windows) // 4)
+        negatives, rest = windows[:n_neg], windows[n_neg:]
+        held = set(positives)
+        in_dictionary = [p for p in pieces if p not in held]
+        n = min(DICTIONARY_PIECES, len(in_dictionary), len(rest) // 2)
+        if len(positives) < MIN_EXAMPLES or n_neg < MIN_EXAMPLES or n < MIN_EXAMPLES:
+            return None
+        target = sorted(rng.sample(range(len(in_dictionary)), n))
+        a, b = rest[:n], rest[n : 2 * n]
+        dictionary = DictionaryContrast(
+            [in_dictionary[i] for i in target],
+            [w for _, w in a],
+            [w for _, w in b],
+            frozenset(h for h, _ in a),
+        )
+        scorer = PairScorer(
+            self.compressor, self._targets, self._background, None, self.chunk, self.max_chunks
+        )
+        pairwise_pos = np.array([scorer.score(p) for p in positives])
+        pairwise_neg = np.array([scorer.score(w) for _, w in negatives])
+        dict_pos = np.array([dictionary.piece_scores([p], False)[0] for p in positives])
+        dict_neg = np.array(
+            [dictionary.piece_scores([w], h in dictionary.members_a)[0] for h, w in negatives]
+        )
+        dictionary.weight = fit_weight(pairwise_pos, dict_pos, pairwise_neg, dict_neg)
+        return dictionary if dictionary.weight else None
 
     def score_batches(self, pool: PoolFactory) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if self._targets is None:
@@ -686,6 +813,7 @@ class ZipFit(SelectionMethod):
             start_method=self.start_method,
             chunk=self.chunk,
             max_chunks=self.max_chunks,
+            dictionary=self._dictionary,
         ):
             yield index_queue.popleft(), scores
 
@@ -707,4 +835,5 @@ class ZipFit(SelectionMethod):
             "targets": self.n_targets_given,
             "targets_scored": len(self._targets) if self._targets is not None else None,
             "max_targets": self.max_targets,
+            "dictionary": self._dictionary.describe() if self._dictionary is not None else None,
         }
