@@ -30,7 +30,22 @@ docs/benchmarks.md, "Changes to the default's score, tried on the real pools"):
 * ``target-dedup``: drop the quarter of target pieces most similar to the background (licence
   boilerplate and the like carry no domain signal);
 * ``shrink``: each document's mean shrunk toward the pool's by its number of pieces (empirical
-  Bayes: a one-piece document's score is noisier, and ranking noisy scores favours them).
+  Bayes: a one-piece document's score is noisier, and ranking noisy scores favours them);
+* ``knn=K`` / ``knn-vote=K``: the mean of a piece's K best target similarities minus the mean of
+  its K best background ones / the share of targets among its K nearest references;
+* learned reference weights, a linear classifier on a piece's similarities to the 64 + 64
+  references, fitted on held-out target pieces (positives) and held-out background windows
+  (negatives: the windows of the cached 256 that are not references; their similarities are
+  cached in ``{pool}-{seed}-background.npy``): ``meandiff`` (weights = class-mean difference),
+  ``lda=S`` (Fisher's discriminant, covariance shrunk by S toward its diagonal), ``logreg=L``
+  (L2-regularised logistic regression; ``+prior``: shrunk toward the default's weights instead of
+  0); options ``+posN`` / ``+negN`` (examples), ``+loo`` (a positive's similarities to references
+  from its own target document imputed), ``+self`` (the references themselves as examples, their
+  own column imputed), ``+poolnegN`` (N pool pieces as further, unlabelled negatives), ``+center``
+  (each row minus its mean).
+
+The dictionary contrast that became part of the default (:mod:`compresslm.select.dictionary`) is
+not a function of these matrices; its simulation is ``benchmarks/zipfit_dictionary.py``.
 """
 
 from __future__ import annotations

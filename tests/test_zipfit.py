@@ -7,6 +7,7 @@ import math
 import multiprocessing
 import os
 import platform
+import random
 import signal
 import threading
 import time
@@ -568,16 +569,31 @@ def test_background_precheck_finds_every_contained_piece() -> None:
             assert scorer._own_background(x) == (None if all(plain) else plain)
 
 
-def _dictionary_case() -> tuple[list[str], list[str]]:
-    """A pool of Python and of reversed Python (another language to a compressor), repeats and long
-    documents, and a Python target with enough pieces to hold some out: the dictionary contrast
-    is fitted (:mod:`compresslm.select.dictionary`)."""
-    python = _docs(120, start=0)
-    reversed_python = [t[::-1] for t in _docs(100, start=60)]
-    long_doc = "".join(_docs(12, start=100))
-    sources = [*python, *reversed_python, long_doc, python[3], long_doc]
-    targets = _docs(100, start=130)
-    return sources, targets
+def _phrases(rng: random.Random, n: int) -> list[str]:
+    """``n`` phrases of 3-6 random words: a topic's idioms, shared by nothing outside the topic."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    word = lambda: "".join(rng.choice(letters) for _ in range(rng.randint(3, 8)))  # noqa: E731
+    return [" ".join(word() for _ in range(rng.randint(3, 6))) for _ in range(n)]
+
+
+def _dictionary_case() -> tuple[list[str], list[str], np.ndarray]:
+    """A target set too varied for 64 sampled pieces: 100 topics (each its own 40 phrases), three
+    one-piece target documents per topic; the pool holds one document per target topic (the
+    positives) and 600 documents of other topics, plus a long document and repeats. A pool
+    positive matches a sampled target piece only when one of its topic's three was sampled; the
+    target dictionary holds them all. Returns (sources, targets, positive mask)."""
+    rng = random.Random(11)
+    topics = [_phrases(rng, 40) for _ in range(700)]
+
+    def text(topic: list[str]) -> str:
+        return ". ".join(rng.choice(topic) for _ in range(40))[:600]
+
+    targets = [text(topics[t]) for t in range(100) for _ in range(3)]
+    sources = [text(topics[t]) for t in range(700)]
+    long_doc = " ".join(text(topics[t]) for t in range(150, 160))
+    sources += [long_doc, sources[3], long_doc]
+    positive = np.array([i < 100 or i == 701 for i in range(len(sources))])
+    return sources, targets, positive
 
 
 def straightforward_dictionary(sources: list[str], dictionary) -> list[float]:  # noqa: ANN001
@@ -612,7 +628,7 @@ def straightforward_dictionary(sources: list[str], dictionary) -> list[float]:  
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_dictionary_contrast_adds_its_weighted_score_to_the_pairwise_score(workers: int) -> None:
-    sources, targets = _dictionary_case()
+    sources, targets, _ = _dictionary_case()
     pool = _pool(sources, batch=7)
     method = ZipFit(workers=workers, seed=3, batch_size=16)
     method.prepare(targets, pool)
@@ -640,8 +656,17 @@ def hashlib_digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
+def test_dictionary_contrast_finds_what_sampled_targets_miss() -> None:
+    sources, targets, positive = _dictionary_case()
+    k = int(positive.sum())
+    with_dictionary = zipfit_scores(sources, targets, workers=1)
+    without = zipfit_scores(sources, targets, workers=1, dictionary=False)
+    precision = [float(positive[select_top_k(s, k=k)].mean()) for s in (with_dictionary, without)]
+    assert precision[0] >= 0.9 and precision[0] > precision[1] + 0.1, precision
+
+
 def test_dictionary_contrast_is_fitted_only_where_it_can_be() -> None:
-    sources, targets = _dictionary_case()
+    sources, targets, _ = _dictionary_case()
     pool = _pool(sources)
     # Too few target pieces beyond the 64 references to hold any out: the default's scores as before.
     small = ZipFit(workers=1)
@@ -666,6 +691,10 @@ def test_fit_weight_follows_the_separation_of_each_score() -> None:
     expected = (pos[:, 1].mean() - neg[:, 1].mean()) / neg[:, 1].var()
     expected /= (pos[:, 0].mean() - neg[:, 0].mean()) / neg[:, 0].var()
     assert weight == pytest.approx(expected) and 1.5 < weight < 2.5
+    # A dictionary score that only repeats the pairwise one, with noise, is not added: the sum
+    # would separate less than the pairwise score alone.
+    noise = rng.normal(0.0, 3.0, size=264)
+    assert fit_weight(pos[:, 0], pos[:, 0] + noise[:64], neg[:, 0], neg[:, 0] + noise[64:]) == 0.0
     # A dictionary score that does not separate (or separates the wrong way) is not added.
     assert fit_weight(pos[:, 0], neg[:64, 1] - 0.5, neg[:, 0], neg[:, 1]) == 0.0
     assert fit_weight(pos[:, 0], pos[:, 1], neg[:, 0], neg[:, 1] * 0) == 0.0

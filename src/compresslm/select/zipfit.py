@@ -566,29 +566,15 @@ def reservoir_sample(pool: PoolFactory, k: int, seed: int) -> list[str]:
 
     Deterministic for a given pool order and seed; fewer than ``k`` texts if the pool is smaller.
     """
-    rng = random.Random(seed)
-    sample: list[str] = []
-    seen = 0
-    for batch in pool():
-        for _, text in batch:
-            if seen < k:
-                sample.append(text)
-            else:
-                j = rng.randrange(seen + 1)
-                if j < k:
-                    sample[j] = text
-            seen += 1
-    return sample
+    return _sample_pool(pool, k, 0, 0, seed)[0]
 
 
 def _sample_pool(
     pool: PoolFactory, k: int, extra: int, chunk: int, seed: int
 ) -> tuple[list[str], list[tuple[bytes, bytes]]]:
-    """:func:`reservoir_sample` of ``k`` texts and, in the same pass, an independent reservoir
-    sample of ``extra`` documents kept as (digest, one ``chunk``-byte window) -- the dictionary
-    contrast's pool windows, kept small however long the documents are."""
-    if not extra:
-        return reservoir_sample(pool, k, seed), []
+    """:func:`reservoir_sample`'s ``k`` texts (Algorithm R) and, in the same pass, an independent
+    reservoir sample of ``extra`` documents kept as (digest, one ``chunk``-byte window): the
+    dictionary contrast's pool windows, kept small however long the documents are."""
     rng = random.Random(seed)
     rng_extra = random.Random(f"zipfit-dictionary-sample:{seed}")
     sample: list[str] = []
@@ -602,14 +588,15 @@ def _sample_pool(
                 j = rng.randrange(seen + 1)
                 if j < k:
                     sample[j] = text
-            j = seen if seen < extra else rng_extra.randrange(seen + 1)
-            if j < extra:
-                data = _as_bytes(text)
-                item = (digest(data), window(data, chunk, seed))
-                if j == len(windows):
-                    windows.append(item)
-                else:
-                    windows[j] = item
+            if extra:
+                j = seen if seen < extra else rng_extra.randrange(seen + 1)
+                if j < extra:
+                    data = _as_bytes(text)
+                    item = (digest(data), window(data, chunk, seed))
+                    if j == len(windows):
+                        windows.append(item)
+                    else:
+                        windows[j] = item
             seen += 1
     return sample, windows
 
