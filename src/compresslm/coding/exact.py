@@ -627,17 +627,19 @@ class ExactSession:
     def _allocate_int8(self, shape: tuple[int, ...], keep: np.ndarray | None) -> None:
         """The kernels' cache: keys and values as int8 (exact: both are in [-127, 127]), a quarter
         of the float32 cache's memory traffic."""
-        from compresslm.coding.exact_kernels import new_cache
+        from compresslm.coding.exact_kernels import attention_scratch, new_cache
 
-        keys, values = new_cache(*shape)
-        keys[:, :, :, :, 0] = self.start_keys.numpy()[:, None]
-        values[:, :, :, 0] = self.start_values.numpy()[:, None]
-        pos = np.zeros(shape[1], dtype=np.int64)
+        layers, rows, nh, L, hs = shape
+        keys, values = new_cache(*shape)  # (layers, nh, hs, L, rows)
+        keys[:, :, :, 0] = self.start_keys.numpy()[..., None]
+        values[:, :, :, 0] = self.start_values.numpy()[..., None]
+        pos = np.zeros(rows, dtype=np.int64)
         if keep is not None and len(keep):
-            keys[:, : len(keep)] = self.keys[:, keep]
-            values[:, : len(keep)] = self.values[:, keep]
+            keys[..., : len(keep)] = self.keys[..., keep]
+            values[..., : len(keep)] = self.values[..., keep]
             pos[: len(keep)] = self.pos[keep]
-        self.keys, self.values, self.pos, self.rows = keys, values, pos, shape[1]
+        self.keys, self.values, self.pos, self.rows = keys, values, pos, rows
+        self._scratch = attention_scratch(rows, nh, L, hs)
 
     def _qkv(self, layer: _Layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k and v as float32 ints in [-127, 127], each (n, nh, hs)."""
@@ -793,7 +795,6 @@ class ExactSession:
         net, n = self.net, len(ids)
         work = self._work(n)
         x, a, y, g = work["x"], work["a"], work["y"], work["g"]
-        q, e, totals = work["q"], work["e"], work["totals"]
         K.embed_norm(ids, at, net.tok_np, net.pos_np, *net.layers[0].ln_1.params, x, a)
         for i, layer in enumerate(net.layers):
             acc = layer.attn.gemm(a, work["qkv"])
@@ -802,7 +803,7 @@ class ExactSession:
                 K.attend_windows(acc, *attn, window, net.n_heads, *layer.weight_args, y)
             else:
                 K.attend(
-                    acc, *attn, phys, at, self.keys[i], self.values[i], *layer.weight_args, y, q, e, totals
+                    acc, *attn, phys, at, self.keys[i], self.values[i], *layer.weight_args, y, *self._scratch
                 )
             acc = layer.proj.gemm(y, work["c"])
             K.residual_norm(x, acc, layer.proj.scale_np, layer.proj.c_np, *layer.ln_2.params, a)
@@ -818,7 +819,7 @@ class ExactSession:
         model should not pay for allocating, and page-faulting, its GEMM outputs)."""
         if self._buffers is None or len(self._buffers["x"]) < n:
             net = self.net
-            C, M, nh, L = net.config.d_model, net.config.d_mlp, net.n_heads, self.max_len
+            C, M = net.config.d_model, net.config.d_mlp
             rows = max(n, self.n_rows)
             # GEMM inputs and outputs: int8 and int32 for the int8 GEMM, else float32 and float32
             a8 = net.int8_gemm and int8_gemm_exact()
@@ -832,9 +833,6 @@ class ExactSession:
                 "c": np.empty((rows, C), dtype=outs),
                 "m": np.empty((rows, M), dtype=outs),
                 "v": np.empty((rows, N_SYMBOLS), dtype=outs),
-                "q": np.empty((rows, C), dtype=np.int32),
-                "e": np.empty((rows, nh, L), dtype=np.int32),
-                "totals": np.empty((rows, nh), dtype=np.int64),
             }
         return {k: v[:n] for k, v in self._buffers.items()}
 

@@ -106,119 +106,116 @@ PV_BLOCK = 512
 def new_cache(
     n_layers: int, rows: int, n_heads: int, length: int, head_dim: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A zeroed KV cache in the layout :func:`attend` streams through: keys
-    (layers, rows, nh, hs, L) and values (layers, rows, nh, L, hs), int8 (every key and value is
-    an integer in [-127, 127]). Scores run over positions for each of the hs key components
-    (contiguous in L), weights x values over the hs components for each position."""
-    keys = np.zeros((n_layers, rows, n_heads, head_dim, length), dtype=np.int8)
-    values = np.zeros((n_layers, rows, n_heads, length, head_dim), dtype=np.int8)
-    return keys, values
+    """A zeroed KV cache in the layout :func:`attend` streams through: keys and values
+    (layers, nh, hs, L, rows), int8 (every key and value is an integer in [-127, 127]). Rows last:
+    every inner loop of the attention runs over the cache rows at once (long, vectorizable loops
+    whatever the head size and position), and a step's new keys land side by side."""
+    shape = (n_layers, n_heads, head_dim, length, rows)
+    return np.zeros(shape, dtype=np.int8), np.zeros(shape, dtype=np.int8)
 
 
-@njit(cache=True, nogil=True)
-def _qkv_store(acc, scale, c, rows, positions, keys, values, q):  # pragma: no cover - compiled
-    """q, k, v requantized and saturated to int8 from the attention GEMM's ``acc`` (n, 3C): q into
-    ``q`` (n, C) int32; k and v stored at position ``positions[i]`` of cache row ``rows[i]``. The
-    row is requantized first in one contiguous (vectorizable) loop, then scattered."""
-    n, width = acc.shape
-    nh, hs = keys.shape[1], keys.shape[2]
-    C = nh * hs
-    row = np.empty(width, dtype=np.int32)
-    for i in range(n):
-        r, p = rows[i], positions[i]
-        for j in range(width):
-            row[j] = np.int32(min(max(np.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT))
-        for j in range(C):
-            q[i, j] = row[j]
-        for h in range(nh):
-            kh, vh = keys[r, h], values[r, h]
-            for d in range(hs):
-                kh[d, p] = row[C + h * hs + d]
-                vh[p, d] = row[2 * C + h * hs + d]
-
-
-@njit(cache=True, nogil=True)
-def _weigh(q, rows, positions, keys, weights, limit, index_m, index_s, e, totals):  # pragma: no cover
-    """Attention weights of row i, head h over positions ``0..positions[i]`` into ``e[i, h]``
-    (int32) and their sum into ``totals[i, h]``: scores ``q . k`` in int32 (``|q . k| <= hs 127**2
-    < 2**24``, check_bounds), the difference d from the row's top score, then the definition's
-    ``weights[min(rshift(d index_m, index_s), limit)]`` in int64 (``d m < 2**53``: check_bounds)
-    with ``weights`` the exp table (a few integer operations per position: cheaper than a lookup
-    in a table per score difference of up to 2**18 entries, which does not stay in the cache)."""
-    n = q.shape[0]
-    nh, hs, L = keys.shape[1], keys.shape[2], keys.shape[3]
-    scores = np.empty(L, dtype=np.int32)
-    half = np.int64(1) << (index_s - 1)
-    for i in range(n):
-        r, span = rows[i], positions[i] + 1
-        for h in range(nh):
-            kh, eh = keys[r, h], e[i, h]
-            for t in range(span):
-                scores[t] = 0
-            for d in range(hs):
-                qd, kd = q[i, h * hs + d], kh[d]
-                for t in range(span):
-                    scores[t] += qd * np.int32(kd[t])
-            top = scores[0]
-            for t in range(span):
-                top = max(top, scores[t])
-            total = 0
-            for t in range(span):
-                w = weights[min((np.int64(top - scores[t]) * index_m + half) >> index_s, limit)]
-                eh[t] = w
-                total += w
-            totals[i, h] = total
-
-
-@njit(cache=True, nogil=True)
-def _mix(e, totals, rows, positions, values, y):  # pragma: no cover - compiled
-    """``y[i, head h] = rdiv(sum_t e_t v_t, sum_t e_t)``: int32 products ``|e v| <= 2**15 127``
-    summed in int32 over blocks of PV_BLOCK positions, then in float64; the quotient as
-    ``floor((a + b/2) / b)``."""
-    n = e.shape[0]
-    nh, hs = values.shape[1], values.shape[3]
-    block = np.empty(hs, dtype=np.int32)
-    out = np.empty(hs, dtype=np.float64)
-    for i in range(n):
-        r, span = rows[i], positions[i] + 1
-        for h in range(nh):
-            vh, eh = values[r, h], e[i, h]
-            for d in range(hs):
-                out[d] = 0.0
-            for t0 in range(0, span, PV_BLOCK):
-                for d in range(hs):
-                    block[d] = 0
-                for t in range(t0, min(t0 + PV_BLOCK, span)):
-                    et, vt = eh[t], vh[t]
-                    for d in range(hs):
-                        block[d] += et * np.int32(vt[d])
-                for d in range(hs):
-                    out[d] += block[d]
-            half = totals[i, h] / 2
-            total = float(totals[i, h])
-            for d in range(hs):
-                y[i, h * hs + d] = np.floor((out[d] + half) / total)
+def attention_scratch(rows: int, n_heads: int, length: int, head_dim: int) -> tuple[np.ndarray, ...]:
+    """:func:`attend`'s scratch for a cache of ``rows`` rows: q (nh, hs, rows) int32, scores and
+    weights (L, rows) int32 (kept by the caller across steps: no allocation per call)."""
+    return (
+        np.empty((n_heads, head_dim, rows), dtype=np.int32),
+        np.empty((length, rows), dtype=np.int32),
+        np.empty((length, rows), dtype=np.int32),
+    )
 
 
 @njit(cache=True, nogil=True)
 def attend(
-    acc, scale, c, rows, positions, keys, values, weights, limit, index_m, index_s, y, q, e, totals
+    acc, scale, c, rows, positions, keys, values, weights, limit, index_m, index_s, y, q, scores, e
 ):  # pragma: no cover - compiled
-    """q, k, v from the attention GEMM's ``acc`` (n, 3C), requantized and saturated to int8; the
-    new key and value of row i stored at position ``positions[i]`` of cache row ``rows[i]``
-    (one layer of :func:`new_cache`: keys (rows, nh, hs, L), values (rows, nh, L, hs)); then per
-    head the attention of q over positions ``0..positions[i]`` of that cache row into ``y[i]``
-    (float32 ints, heads side by side, as the projection's GEMM reads them). Rows are processed
-    in order in each pass, and every row's keys are stored before any row attends: rows that are
-    positions 0..T-1 of one cache row get causal attention over one window.
+    """Attention of the step's rows over their cache rows, every loop vectorized across cache rows.
 
-    Weights (int32, at most 2**15): the exp table at ``min(rshift(d index_m, index_s), limit)``
-    for a score difference d (see :func:`_weigh`). Scratch: ``q`` (n, C) int32, ``e`` (n, nh, L) int32, ``totals``
-    (n, nh) int64. Three passes (q/k/v, weights, weights x values): separate loop nests compile
-    to tighter vector code than one loop over rows doing all three."""
-    _qkv_store(acc, scale, c, rows, positions, keys, values, q)
-    _weigh(q, rows, positions, keys, weights, limit, index_m, index_s, e, totals)
-    _mix(e, totals, rows, positions, values, y)
+    Row i's q, k, v come from the attention GEMM's ``acc[i]`` (n, 3C), requantized and saturated
+    to int8; its key and value are stored at position ``positions[i]`` of cache row ``rows[i]``
+    (one layer of :func:`new_cache`, (nh, hs, L, cache rows)), every row's before any row attends.
+    Then per head, for all cache rows ``lo..hi`` spanned by the step at once: scores ``q . k`` in
+    int32 (``|q . k| <= hs 127**2 < 2**24``, check_bounds) for positions up to the step's longest
+    span, each row's top score over its own positions ``0..positions[i]``, the weight of a
+    difference d the definition's ``weights[min(rshift(d index_m, index_s), limit)]`` in int64
+    (``d m < 2**53``: check_bounds; ``weights`` is the exp table), 0 past the row's position;
+    weights x values as int32 products ``|e v| <= 2**15 127`` summed in int32 over blocks of
+    PV_BLOCK positions, then in float64; ``y[i]`` (heads side by side, as the projection's GEMM
+    reads them) ``= rdiv(sum e v, sum e)`` as ``floor((a + b/2) / b)``. Cache rows the step does
+    not compute are computed too and ignored (their weights are 0). Scratch (from
+    :func:`attention_scratch`): ``q``, ``scores``, ``e``."""
+    n, width = acc.shape
+    nh, hs, L, R = keys.shape
+    C = nh * hs
+    at = np.full(R, -1, dtype=np.int64)  # each cache row's position in this step, -1: not computed
+    row = np.empty(width, dtype=np.int32)
+    lo, hi, span = R, 0, 0
+    for i in range(n):
+        r, p = rows[i], positions[i]
+        at[r] = p
+        lo, hi, span = min(lo, r), max(hi, r + 1), max(span, p + 1)
+        for j in range(width):
+            row[j] = np.int32(min(max(np.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT))
+        for h in range(nh):
+            for d in range(hs):
+                j = h * hs + d
+                q[h, d, r] = row[j]
+                keys[h, d, p, r] = row[C + j]
+                values[h, d, p, r] = row[2 * C + j]
+    # Inner loops run over slices [lo, hi) from 0: numba then knows no index is negative, and the
+    # loops vectorize (``range(lo, hi)`` with a run-time ``lo`` kept them scalar, 10x slower).
+    m = hi - lo
+    live = at[lo:hi]
+    top = np.empty(m, dtype=np.int32)
+    total = np.empty(m, dtype=np.int64)
+    block = np.empty(m, dtype=np.int32)
+    out = np.empty(m, dtype=np.float64)
+    half = np.int64(1) << (index_s - 1)
+    for h in range(nh):
+        qh, kh, vh = q[h], keys[h], values[h]
+        for t in range(span):
+            st = scores[t, lo:hi]
+            for r in range(m):
+                st[r] = 0
+        for d in range(hs):
+            qd, kd = qh[d, lo:hi], kh[d]
+            for t in range(span):
+                st, kt = scores[t, lo:hi], kd[t, lo:hi]
+                for r in range(m):
+                    st[r] += qd[r] * np.int32(kt[r])
+        s0 = scores[0, lo:hi]
+        for r in range(m):
+            top[r] = s0[r]
+            total[r] = 0
+        for t in range(1, span):
+            st = scores[t, lo:hi]
+            for r in range(m):
+                if t <= live[r] and st[r] > top[r]:
+                    top[r] = st[r]
+        for t in range(span):
+            st, et = scores[t, lo:hi], e[t, lo:hi]
+            for r in range(m):
+                diff = max(np.int64(top[r] - st[r]), 0)  # past a row's position: any valid index
+                w = weights[min((diff * index_m + half) >> index_s, limit)]
+                w = w if t <= live[r] else 0
+                et[r] = w
+                total[r] += w
+        for d in range(hs):
+            vd = vh[d]
+            for r in range(m):
+                out[r] = 0.0
+            for t0 in range(0, span, PV_BLOCK):
+                for r in range(m):
+                    block[r] = 0
+                for t in range(t0, min(t0 + PV_BLOCK, span)):
+                    et, vt = e[t, lo:hi], vd[t, lo:hi]
+                    for r in range(m):
+                        block[r] += et[r] * np.int32(vt[r])
+                for r in range(m):
+                    out[r] += block[r]
+            for i in range(n):
+                r = rows[i] - lo
+                b = float(total[r])
+                y[i, h * hs + d] = np.floor((out[r] + b / 2) / b)
 
 
 @njit(cache=True, nogil=True)
