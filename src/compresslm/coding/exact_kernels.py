@@ -258,21 +258,27 @@ def intervals(
     its byte ``symbols[i]`` is kept (``start[i]`` = cum[b], ``freq[i]`` = cum[b + 1] - cum[b],
     ``total[i]`` = cum[256], int64), not the whole table: an encoder that knows its bytes need not
     write 257 integers per position and gather three. Same operations in the same order as
-    :func:`tables` (``floor(e_s (2**P - 256) / sum e) + 1``), so the same integers."""
+    :func:`tables` (``floor(e_s (2**P - 256) / sum e) + 1``), so the same integers. The logits
+    (integers below 2**53), their maximum and differences, and the weights' sum (below 2**29) are
+    held in int64: the same integers, exactly, and integer reductions vectorize (a float64 sum or
+    maximum must run in order)."""
     n, V = acc.shape
     last = exp_logits.shape[0] - 1
     span = float((1 << precision) - V)
+    logit = np.empty(V, dtype=np.int64)
     e = np.empty(V, dtype=np.float64)
     for i in range(n):
-        top = -np.inf
         for s in range(V):
-            e[s] = np.floor(acc[i, s] * scale[s] + c[s])  # the logit, until replaced by its weight
-            top = max(top, e[s])
-        weight = 0.0
+            logit[s] = np.int64(np.floor(acc[i, s] * scale[s] + c[s]))
+        top = logit[0]
         for s in range(V):
-            d = top - e[s]
-            e[s] = exp_logits[last] if d >= last else exp_logits[int(d)]
-            weight += e[s]
+            top = max(top, logit[s])
+        weight_sum = 0
+        for s in range(V):
+            w = exp_logits[min(top - logit[s], last)]
+            e[s] = w
+            weight_sum += np.int64(w)
+        weight = float(weight_sum)
         b = symbols[i]
         below, cum = 0, 0
         for s in range(V):
