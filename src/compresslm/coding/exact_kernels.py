@@ -132,7 +132,8 @@ def attend(
 
     Row i's q, k, v come from the attention GEMM's ``acc[i]`` (n, 3C), requantized and saturated
     to int8; its key and value are stored at position ``positions[i]`` of cache row ``rows[i]``
-    (one layer of :func:`new_cache`, (nh, hs, L, cache rows)), every row's before any row attends.
+    (one layer of :func:`new_cache`, (nh, hs, L, cache rows)), every row's before any row attends;
+    the step's ``rows`` are distinct cache rows (one query per cache row).
     Then per head, for all cache rows ``lo..hi`` spanned by the step at once: scores ``q . k`` in
     int32 (``|q . k| <= hs 127**2 < 2**24``, check_bounds) for positions up to the step's longest
     span, each row's top score over its own positions ``0..positions[i]``, the weight of a
