@@ -449,3 +449,41 @@ def test_staged_score_samples_have_a_bounded_number_of_groups(tmp_path: Path) ->
     assert len(groups) == SAMPLE_GROUPS + 1
     assert len(groups[OTHER_GROUP]) == 5 * 4
     assert sum(len(v) for v in groups.values()) == len(sources) * 4
+
+
+def test_staged_zipfit_fits_the_dictionary_contrast_from_plan_windows(tmp_path: Path) -> None:
+    """The plan map keeps texts only for the background's candidates and a digest and window of
+    every other sampled document; the driver fits the dictionary contrast from those, and the
+    staged selection finds what the in-process one finds (another, equally seeded draw)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_zipfit import _dictionary_case
+
+    sources, targets, positive = _dictionary_case()
+    paths = []
+    for shard in range(3):
+        path = tmp_path / f"pool{shard}.jsonl"
+        path.write_text(
+            "".join(
+                json.dumps({"text": t, "domain": "pos" if positive[i] else "neg"}) + "\n"
+                for i, t in enumerate(sources)
+                if i % 3 == shard
+            )
+        )
+        paths.append(str(path))
+    spec = SelectionSpec(k=int(positive.sum()))
+    outputs = Outputs(selected=str(tmp_path / "staged.jsonl"))
+    options = StagedOptions(engine="local", workers=2, work_dir=str(tmp_path / "work"))
+    read = ReadOptions(domain_field="domain")
+    result = run_staged_selection(
+        "zipfit", {}, targets, paths, spec, read_options=read, outputs=outputs, options=options
+    )
+    plan = sorted((tmp_path / "work" / "plan").glob("*.sample.jsonl"))
+    rows = [json.loads(line) for f in plan for line in f.read_text().splitlines()]
+    assert rows and all("digest" in r and "window" in r for r in rows)
+    assert 0 < sum("text" in r for r in rows) <= 3 * 64 < len(rows)
+    info = result.method_info["dictionary"]
+    assert isinstance(info, dict) and info["weight"] > 0
+    in_process = run_selection(make_method("zipfit", workers=1), targets, paths, spec, read_options=read)
+    assert in_process.method_info["dictionary"]["weight"] > 0  # type: ignore[index]
+    for r in (result, in_process):
+        assert sum(s.domain == "pos" for s in r.selected) >= 0.9 * spec.k

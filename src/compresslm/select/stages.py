@@ -44,6 +44,7 @@ point leaves either a finished shard or one that is redone; leftover temporaries
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import hashlib
@@ -377,13 +378,26 @@ def plan_shard(ctx: StageContext, task: dict[str, Any]) -> dict[str, Any]:
                 )
             os.replace(tmp, stored)
     elif method.name == "zipfit":
+        from compresslm.select.zipfit import sample_window
+
         rng = np.random.default_rng([ctx.seed, shard])
-        sample = KeyedSample(_background_size(method))
+        sample = KeyedSample(method.pool_sample_size())  # type: ignore[attr-defined]
         for batch in pool():
             keys = rng.random(len(batch))
             for key, (i, text) in zip(keys.tolist(), batch, strict=True):
                 sample.add(key, (i, text))
-        rows = [{"key": k, "index": i, "text": t} for k, (i, t) in sample.items()]
+        # Texts only for the background's candidates (this shard's smallest keys); the rest of the
+        # sample is for the dictionary contrast, which needs one window and a digest of each.
+        n_texts = _background_size(method)
+        rows = []
+        for rank, (k, (i, t)) in enumerate(sample.items()):
+            row: dict[str, Any] = {"key": k, "index": i}
+            if rank < n_texts:
+                row["text"] = t
+            if method.dictionary:  # type: ignore[attr-defined]
+                h, w = sample_window(t, method.chunk, method.seed)  # type: ignore[attr-defined]
+                row["digest"], row["window"] = h.hex(), base64.b64encode(w).decode("ascii")
+            rows.append(row)
         target = out / f"{shard:06d}.sample.jsonl"
         write_records(target, rows, force=True)
         result["file"] = target.name
@@ -416,7 +430,9 @@ def _use_stored_features(ctx: StageContext, shard: int, digest: str, method: Sel
 
 
 def _background_size(method: SelectionMethod) -> int:
-    return int(method.pool_sample_size())  # type: ignore[attr-defined]
+    from compresslm.select.zipfit import DEFAULT_CONTRAST_SIZE
+
+    return int(getattr(method, "contrast_size", None) or DEFAULT_CONTRAST_SIZE)
 
 
 def _needs_plan_map(method: SelectionMethod) -> bool:
@@ -438,17 +454,27 @@ def _prepare(
         method.fit(list(targets), raw)  # type: ignore[attr-defined]
         return
     background: list[str] = []
+    windows: list[tuple[bytes, bytes]] = []
     if plans:  # ZIP-FIT with background contrast: the smallest keys over all shards
-        sample = KeyedSample(_background_size(method))
+        sample = KeyedSample(method.pool_sample_size())  # type: ignore[attr-defined]
         for plan in plans:
             with (work / "plan" / plan["file"]).open(encoding="utf-8") as f:
                 for line in f:
                     row = json.loads(line)
-                    sample.add(row["key"], (plan["shard"], row["index"], row["text"]))
-        background = [text for _, (_, _, text) in sorted(sample.items(), key=lambda kv: kv[1][:2])]
-    # ZIP-FIT's prepare samples the targets and draws its background from the pool it is given:
-    # given exactly the merged sample, it keeps all of it (fewer than asked if the pool is smaller).
-    method.prepare(list(targets), lambda: iter([list(enumerate(background))] if background else []))
+                    sample.add(row["key"], (plan["shard"], row["index"], row))
+        merged = sample.items()
+        # The background: the smallest keys (each in its shard's smallest, so its text was kept).
+        first = sorted((v for _, v in merged[: _background_size(method)]), key=lambda v: v[:2])
+        background = [row["text"] for _, _, row in first]
+        windows = [
+            (bytes.fromhex(row["digest"]), base64.b64decode(row["window"]))
+            for _, (_, _, row) in merged
+            if "digest" in row
+        ]
+    if method.name == "zipfit":
+        method.prepare_sampled(list(targets), background, windows)  # type: ignore[attr-defined]
+    else:  # random, Compel: nothing sampled
+        method.prepare(list(targets), lambda: iter([]))
 
 
 # ---------------------------------------------------------------------------------- 2. score (map)

@@ -582,6 +582,13 @@ def reservoir_sample(pool: PoolFactory, k: int, seed: int) -> list[str]:
     return _sample_pool(pool, k, 0, 0, seed)[0]
 
 
+def sample_window(text: Text, chunk: int, seed: int) -> tuple[bytes, bytes]:
+    """What the dictionary contrast keeps of a sampled pool document: its :func:`digest` and one
+    ``chunk``-byte window chosen from its own bytes and ``seed`` (so any engine cuts the same)."""
+    data = _as_bytes(text)
+    return digest(data), window(data, chunk, seed)
+
+
 def _sample_pool(
     pool: PoolFactory, k: int, extra: int, chunk: int, seed: int
 ) -> tuple[list[str], list[tuple[bytes, bytes]]]:
@@ -604,8 +611,7 @@ def _sample_pool(
             if extra:
                 j = seen if seen < extra else rng_extra.randrange(seen + 1)
                 if j < extra:
-                    data = _as_bytes(text)
-                    item = (digest(data), window(data, chunk, seed))
+                    item = sample_window(text, chunk, seed)
                     if j == len(windows):
                         windows.append(item)
                     else:
@@ -720,6 +726,23 @@ class ZipFit(SelectionMethod):
     def prepare(self, targets: Sequence[str], pool: PoolFactory) -> None:
         if not targets:
             raise ConfigError("ZIP-FIT needs at least one target document (the target set is empty)")
+        sample: list[str] = []
+        windows: list[tuple[bytes, bytes]] = []
+        if self._explicit_background is None and self.contrast == "background":
+            size = self.contrast_size or DEFAULT_CONTRAST_SIZE
+            extra = WEIGHT_NEGATIVES + 2 * DICTIONARY_PIECES if self.dictionary else 0
+            sample, windows = _sample_pool(pool, size, extra, self.chunk, self.seed)
+        self.prepare_sampled(targets, sample, windows)
+
+    def prepare_sampled(
+        self, targets: Sequence[str], background: Sequence[Text], windows: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        """:meth:`prepare` from pool samples drawn elsewhere (the staged engine's plan map):
+        ``background``, the background documents (used as given); ``windows``, the
+        :func:`sample_window` of each document sampled for the dictionary contrast (ignored
+        without it; documents of the background are left out here)."""
+        if not targets:
+            raise ConfigError("ZIP-FIT needs at least one target document (the target set is empty)")
         self.n_targets_given = len(targets)
         target_bytes = [_as_bytes(t) for t in targets]
         if self.chunk:
@@ -730,10 +753,7 @@ class ZipFit(SelectionMethod):
         if self._explicit_background is not None:
             self._background = list(self._explicit_background)
         elif self.contrast == "background":
-            size = self.contrast_size or DEFAULT_CONTRAST_SIZE
-            extra = WEIGHT_NEGATIVES + 2 * DICTIONARY_PIECES if self.dictionary else 0
-            sample, windows = _sample_pool(pool, size, extra, self.chunk, self.seed)
-            docs = [_as_bytes(t) for t in sample]
+            docs = [_as_bytes(t) for t in background]
             self._background = background_pieces(docs, self.chunk, self.seed) if self.chunk else docs
             if self.dictionary:
                 own = {digest(d) for d in docs}
