@@ -2,8 +2,10 @@
 
 A step of a small exact M1 on the CPU is bound by the number of operations it issues, not by
 arithmetic (the tiny M1 does ~150k multiply-adds per byte; the torch path spent them in ~270
-small torch calls per step). Here the linear layers stay batched float32 GEMMs over all rows (BLAS
-is far faster than any loop for those, and exact: docs/numerics.md), and each stretch between two
+small torch calls per step). Here the linear layers stay batched GEMMs over all rows (int8 GEMMs
+with int32 accumulators where :func:`compresslm.coding.exact.int8_gemm_exact` finds them exact,
+else float32; BLAS is far faster than any loop for those, and both are exact: docs/numerics.md),
+and each stretch between two
 GEMMs is one compiled call over all rows: requantization, residual and LayerNorm; the activation
 table; q/k/v, the KV-cache write and the attention over the cache; the integer softmax into the
 coder's cumulative tables. A step makes about ``4 L + 2`` kernel calls and ``4 L + 1`` GEMMs.
@@ -18,18 +20,17 @@ coder's cumulative tables. A step makes about ``4 L + 2`` kernel calls and ``4 L
   requantization ``floor(acc (m 2**-s) + c')``, LayerNorm, ``rdiv`` as ``floor((a + b/2) / b)``, the
   integer softmax's quotient: integers below 2**53, sums and products exact in any order, floors of
   correctly rounded quotients equal to the integer floors. The same IEEE operations as the torch
-  path, so the same values bit for bit. Weights x values: products ``e v < 2**22`` summed in float64
-  (below 2**53 over any number of positions a model can have), exact in any order.
+  path, so the same values bit for bit. Weights x values: int32 products ``|e v| <= 2**15 127``
+  summed in int32 over blocks of PV_BLOCK positions, the blocks' sums added in float64.
 - No ``fastmath``: no reassociation or contraction is needed for speed here (integer reductions
   vectorize without it; the float64 loops run over independent output elements).
 
-Rows never interact, and a row's loop reads only its own cache row, so the order of rows and which
-rows a call computes cannot change a row's result. :func:`attend` processes its rows in order, so
-rows that are positions 0..T-1 of one cache row (in that order) get causal attention over one
-window: the same integers as stepping the window one position at a time.
+Rows never interact, and a row's result depends only on its own cache row (lanes of a vector),
+so the order of rows and which rows a call computes cannot change a row's result.
 
-Arrays: residual streams ``x`` are float64 (n, C) integers; GEMM inputs float32 (n, K) integers in
-[-127, 127]; GEMM outputs ``acc`` float32 (one chunk) or float64 (sum of chunks), (n, out);
+Arrays: residual streams ``x`` are float64 (n, C) integers; GEMM inputs int8 or float32 (n, K)
+integers in [-127, 127]; GEMM outputs ``acc`` int32, float32 (one chunk) or float64 (sum of
+chunks), (n, out);
 per-channel ``scale = m 2**-s`` and ``c = (bias m + 2**(s-1)) 2**-s`` float64 (see ``_Linear``).
 """
 
