@@ -728,9 +728,8 @@ class ExactSession:
         return tables
 
     def chunk_intervals(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:func:`chunk_intervals` with this session's model: through the fused kernels (in the
-        session's cache, whose rows then hold the chunks: an encoder that asks for whole chunks
-        never steps) or the torch ops (the cache is not used)."""
+        """:func:`chunk_intervals` with this session's model: through the fused kernels or the
+        torch ops (neither uses the session's cache)."""
         t0 = time.perf_counter()
         if self.kernels:
             out = self._chunk_intervals_kernels(chunks)
@@ -744,18 +743,18 @@ class ExactSession:
         self, chunks: np.ndarray, rows_per_pass: int = 16
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:func:`chunk_intervals` by the step's kernels: a pass computes every position of up to
-        ``rows_per_pass`` chunks as the rows of one call (cache row r holds chunk r, position t
-        attends over the positions before it: the kernels store each row's key before the rows
-        after it attend), so every GEMM has ``rows_per_pass * T`` rows; the same integers as
+        ``rows_per_pass`` chunks as the rows of one call (row ``r T + t`` is position t of chunk
+        r; attention within each chunk by ``attend_windows``, the interval of each coded byte by
+        ``intervals``), so every GEMM has ``rows_per_pass * T`` rows; the same integers as
         stepping, since the kernels compute the definition's whatever the rows."""
+        from compresslm.coding import exact_kernels as K
+
         n, T = chunks.shape
         if chunks.shape[1] > self.max_len:
             raise ConfigError(f"a chunk of {T} bytes exceeds the session's {self.max_len} positions")
         tokens = np.zeros((n, T), dtype=np.int64)  # BOS, then the chunk's bytes but the last
         tokens[:, 1:] = chunks[:, :-1]
-        from compresslm.coding import exact_kernels as K
-
-        m = max(1, min(rows_per_pass, self.rows))
+        m = max(1, rows_per_pass)
         at = np.tile(np.arange(T, dtype=np.int64), m)
         phys = np.repeat(np.arange(m, dtype=np.int64), T)
         symbols = np.ascontiguousarray(chunks, dtype=np.int64).reshape(-1)
