@@ -49,17 +49,22 @@ RESIDUAL = float((1 << 20) - 1)
 def _norm_row(x, g_scaled, b, eps, out):  # pragma: no cover - compiled
     """Integer LayerNorm of one float64-int vector into ``out`` (float32 ints in [-127, 127]):
     ``mu = floor((sum + C/2) / C)``, ``sigma = isqrt(floor(sum d**2 / C) + eps)``,
-    ``y = floor((d g 2**-15 + sigma) / (2 sigma)) + b`` (the quotients of rdiv, see ``_Norm``)."""
+    ``y = floor((d g 2**-15 + sigma) / (2 sigma)) + b`` (the quotients of rdiv, see ``_Norm``).
+    The two sums run in int64: every ``x[j]`` is an integer (``|x| < 2**20``), so ``sum x`` and
+    ``sum d**2`` (below 2**53 by check_bounds) are the same integers as float64 sums in any order,
+    and converted back to float64 exactly; unlike a float64 sum, which numba must run in order, an
+    integer sum vectorizes."""
     C = x.shape[0]
-    total = 0.0
+    total = 0
     for j in range(C):
-        total += x[j]
-    mu = np.floor((total + C / 2) / C)
-    ss = 0.0
+        total += np.int64(x[j])
+    mu = np.floor((float(total) + C / 2) / C)
+    m = np.int64(mu)
+    ss = 0
     for j in range(C):
-        d = x[j] - mu
+        d = np.int64(x[j]) - m
         ss += d * d
-    sigma = np.floor(math.sqrt(np.floor(ss / C) + eps))  # isqrt: see exact._isqrt_
+    sigma = np.floor(math.sqrt(np.floor(float(ss) / C) + eps))  # isqrt: see exact._isqrt_
     den = 2.0 * sigma
     for j in range(C):
         y = np.floor(((x[j] - mu) * g_scaled[j] + sigma) / den) + b[j]
