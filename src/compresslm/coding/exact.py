@@ -680,16 +680,19 @@ class ExactSession:
         if len(tokens) != self.n_rows:
             raise ConfigError(f"step needs {self.n_rows} tokens, got {len(tokens)}")
         tokens = np.asarray(tokens, dtype=np.int64)
-        tables = np.zeros((self.n_rows, N_SYMBOLS + 1), dtype=np.int64)
         active = tokens != IDLE
         if not active.any():
-            return tables
+            return np.zeros((self.n_rows, N_SYMBOLS + 1), dtype=np.int64)
+        # Not zeroed as a whole: computed rows are overwritten, the others zeroed or set below (a
+        # step's tables are as large as its cache's rows; zeroing them all showed in profiles).
+        tables = np.empty((self.n_rows, N_SYMBOLS + 1), dtype=np.int64)
+        computing = active & (tokens != START)
+        tables[~computing] = 0
         opening = (tokens == START) | (tokens >= RESTART)
         self._place(active, opening)
         if opening.any():
             self._open(self.phys[opening])
             tables[tokens == START] = self.start_table
-        computing = active & (tokens != START)
         if not computing.any():
             return tables
         t0 = time.perf_counter()

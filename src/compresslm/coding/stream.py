@@ -260,7 +260,9 @@ class _Lane:
                 tokens[rows] = np.where(j == 0, START, previous)
             else:
                 tokens[rows] = previous + np.where(j == 1, RESTART, 0)
-            tables = session.step(tokens)[rows]
+            tables = session.step(tokens)
+            if len(rows) < len(tables):  # else rows are all rows, in order: no copy of the tables
+                tables = tables[rows]
             self.positions += len(rows)
             self._code(rows, tables)
             if self.trace is not None:
