@@ -229,31 +229,32 @@ def attend(
 def tables(acc, scale, c, exp_logits, precision, out, out_rows):  # pragma: no cover - compiled
     """The head's logits ``requant(acc)`` (not saturated), the integer softmax and the coder's
     cumulative table of row i into ``out[out_rows[i]]`` (int64, 257 entries):
-    ``f_s = 1 + floor(e_s (2**P - 256) / sum e)`` with ``e_s = exp_logits[min(max l - l_s, 511)]``
-    (a difference beyond 511 may round in float64 but stays beyond 511: the clamp makes it exact)."""
+    ``f_s = 1 + floor(e_s (2**P - 256) / sum e)`` with ``e_s = exp_logits[min(max l - l_s, 511)]``.
+    As in :func:`intervals`, the logits (integers below 2**53), their maximum and differences and
+    the weights' sum (below 2**29) are held in int64: the same integers as float64, exactly (a
+    difference beyond 511 is clamped to 511 either way), and integer reductions vectorize."""
     n, V = acc.shape
     last = exp_logits.shape[0] - 1
     span = float((1 << precision) - V)
-    logits = np.empty(V, dtype=np.float64)
+    logit = np.empty(V, dtype=np.int64)
     e = np.empty(V, dtype=np.float64)
     for i in range(n):
-        top = -np.inf
         for s in range(V):
-            v = np.floor(acc[i, s] * scale[s] + c[s])
-            logits[s] = v
-            if v > top:
-                top = v
-        total = 0.0
+            logit[s] = np.int64(np.floor(acc[i, s] * scale[s] + c[s]))
+        top = logit[0]
         for s in range(V):
-            d = top - logits[s]
-            w = exp_logits[last] if d >= last else exp_logits[int(d)]
+            top = max(top, logit[s])
+        weight_sum = 0
+        for s in range(V):
+            w = exp_logits[min(top - logit[s], last)]
             e[s] = w
-            total += w
+            weight_sum += np.int64(w)
+        weight = float(weight_sum)
         row = out[out_rows[i]]
         row[0] = 0
         cum = 0
         for s in range(V):
-            cum += np.int64(np.floor(e[s] * span / total)) + 1
+            cum += np.int64(np.floor(e[s] * span / weight)) + 1
             row[s + 1] = cum
 
 
