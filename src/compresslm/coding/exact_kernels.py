@@ -259,6 +259,28 @@ def attend(
 
 
 @njit(cache=True, nogil=True)
+def _softmax_weights(acc_row, scale, c, exp_logits, logit, e):  # pragma: no cover - compiled
+    """One row's integer softmax weights into ``e`` (float64 holding integers) and their sum, the
+    part :func:`tables` and :func:`intervals` share: the logits ``requant(acc)`` into ``logit``, their
+    maximum, and ``e_s = exp_logits[min(max l - l_s, 511)]``. The logits (integers below 2**53),
+    their maximum and differences and the weights' sum (below 2**29) are held in int64: the same
+    integers as float64, exactly, and integer reductions vectorize (a float64 one runs in order)."""
+    V = acc_row.shape[0]
+    last = exp_logits.shape[0] - 1
+    for s in range(V):
+        logit[s] = np.int64(np.floor(acc_row[s] * scale[s] + c[s]))
+    top = logit[0]
+    for s in range(V):
+        top = max(top, logit[s])
+    weight_sum = 0
+    for s in range(V):
+        w = exp_logits[min(top - logit[s], last)]
+        e[s] = w
+        weight_sum += np.int64(w)
+    return float(weight_sum)
+
+
+@njit(cache=True, nogil=True)
 def tables(acc, scale, c, exp_logits, precision, out, out_rows):  # pragma: no cover - compiled
     """The head's logits ``requant(acc)`` (not saturated), the integer softmax and the coder's
     cumulative table of row i into ``out[out_rows[i]]`` (int64, 257 entries):
@@ -267,22 +289,11 @@ def tables(acc, scale, c, exp_logits, precision, out, out_rows):  # pragma: no c
     the weights' sum (below 2**29) are held in int64: the same integers as float64, exactly (a
     difference beyond 511 is clamped to 511 either way), and integer reductions vectorize."""
     n, V = acc.shape
-    last = exp_logits.shape[0] - 1
     span = float((1 << precision) - V)
     logit = np.empty(V, dtype=np.int64)
     e = np.empty(V, dtype=np.float64)
     for i in range(n):
-        for s in range(V):
-            logit[s] = np.int64(np.floor(acc[i, s] * scale[s] + c[s]))
-        top = logit[0]
-        for s in range(V):
-            top = max(top, logit[s])
-        weight_sum = 0
-        for s in range(V):
-            w = exp_logits[min(top - logit[s], last)]
-            e[s] = w
-            weight_sum += np.int64(w)
-        weight = float(weight_sum)
+        weight = _softmax_weights(acc[i], scale, c, exp_logits, logit, e)
         row = out[out_rows[i]]
         row[0] = 0
         cum = 0
@@ -304,22 +315,11 @@ def intervals(
     held in int64: the same integers, exactly, and integer reductions vectorize (a float64 sum or
     maximum must run in order)."""
     n, V = acc.shape
-    last = exp_logits.shape[0] - 1
     span = float((1 << precision) - V)
     logit = np.empty(V, dtype=np.int64)
     e = np.empty(V, dtype=np.float64)
     for i in range(n):
-        for s in range(V):
-            logit[s] = np.int64(np.floor(acc[i, s] * scale[s] + c[s]))
-        top = logit[0]
-        for s in range(V):
-            top = max(top, logit[s])
-        weight_sum = 0
-        for s in range(V):
-            w = exp_logits[min(top - logit[s], last)]
-            e[s] = w
-            weight_sum += np.int64(w)
-        weight = float(weight_sum)
+        weight = _softmax_weights(acc[i], scale, c, exp_logits, logit, e)
         b = symbols[i]
         below, cum = 0, 0
         for s in range(V):
