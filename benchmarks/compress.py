@@ -74,6 +74,18 @@ def matmul_reference(threads: int | None, lanes: int) -> dict[str, float]:
     }
 
 
+def timed_stream_round_trip(coder: Any, units: list[bytes]) -> tuple[dict[str, float], bool]:
+    """Encode then decode ``units`` with a stream coder: wall and CPU seconds of each direction
+    (``enc``, ``enc_cpu``, ``dec``, ``dec_cpu``) and whether the bytes came back unchanged."""
+    t, cpu = time.perf_counter(), time.process_time()
+    codes = coder.encode_many(units)
+    times = {"enc": time.perf_counter() - t, "enc_cpu": time.process_time() - cpu}
+    t, cpu = time.perf_counter(), time.process_time()
+    back = coder.decode_many(codes, [len(u) for u in units])
+    times.update(dec=time.perf_counter() - t, dec_cpu=time.process_time() - cpu)
+    return times, back == units
+
+
 def builtin_docs(n: int) -> list[bytes]:
     from compresslm.data.builtin import generic_mixture
 
@@ -967,16 +979,11 @@ def stream_speed(args: argparse.Namespace) -> int:
             for path in paths:
                 m1.kernels = path == "kernels"
                 r = runs.setdefault((d, path), {k: [] for k in ("enc", "enc_cpu", "dec", "dec_cpu")})
-                coder = StreamCoder(m1, batch_size=args.batch_size)
-                t, c = time.perf_counter(), time.process_time()
-                codes = coder.encode_many(units)
-                r["enc"].append(time.perf_counter() - t)
-                r["enc_cpu"].append(time.process_time() - c)
-                t, c = time.perf_counter(), time.process_time()
-                if coder.decode_many(codes, [len(u) for u in units]) != units:
+                times, identical = timed_stream_round_trip(StreamCoder(m1, batch_size=args.batch_size), units)
+                if not identical:
                     raise SystemExit(f"{d} ({path}): the round trip changed the bytes")
-                r["dec"].append(time.perf_counter() - t)
-                r["dec_cpu"].append(time.process_time() - c)
+                for key, seconds in times.items():
+                    r[key].append(seconds)
         flops.append(matmul_reference(args.threads, max(m.lanes for m in models.values()))["reference"])
         loads.append(os.getloadavg()[0])
     n = len(joined)
@@ -1070,16 +1077,12 @@ def neural(args: argparse.Namespace) -> int:
     for _ in range(args.repeats if models else 0):
         for model_dir, m1 in models.items():
             row = results["models"][model_dir]
-            coder = StreamCoder(m1, batch_size=args.batch_size)
-            t, cpu = time.perf_counter(), time.process_time()
-            codes = coder.encode_many(units)
-            row["encode_s_runs"].append(time.perf_counter() - t)
-            row["encode_cpu_s_runs"].append(time.process_time() - cpu)
-            t, cpu = time.perf_counter(), time.process_time()
-            back = coder.decode_many(codes, [len(u) for u in units])
-            row["decode_s_runs"].append(time.perf_counter() - t)
-            row["decode_cpu_s_runs"].append(time.process_time() - cpu)
-            row["identical"] = row["identical"] and back == units
+            times, identical = timed_stream_round_trip(StreamCoder(m1, batch_size=args.batch_size), units)
+            row["encode_s_runs"].append(times["enc"])
+            row["encode_cpu_s_runs"].append(times["enc_cpu"])
+            row["decode_s_runs"].append(times["dec"])
+            row["decode_cpu_s_runs"].append(times["dec_cpu"])
+            row["identical"] = row["identical"] and identical
         flops.append(matmul_reference(args.threads, max(m.lanes for m in models.values()))["reference"])
         loads.append(os.getloadavg()[0])
     results["load_average_1min"] = loads
