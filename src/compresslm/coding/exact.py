@@ -65,6 +65,7 @@ from compresslm.coding.exact_ref import (
     N_SYMBOLS,
     RESIDUAL_MAX,
 )
+from compresslm.coding.range_coder import VectorDecoder
 from compresslm.coding.window_coder import IDLE, RESTART, START
 from compresslm.errors import ConfigError
 from compresslm.models.checkpoint import (
@@ -429,6 +430,7 @@ class _Layer:
         self.fc, self.out = _Linear(w, p + "fc"), _Linear(w, p + "out")
         self.lut = torch.from_numpy(w[p + "act.lut"].astype(np.float32))
         self.lut_np = self.lut.numpy()
+        self.lut_i8 = w[p + "act.lut"].astype(np.int8)  # the kernels' table for int8 GEMM inputs
         m, s = (int(v) for v in w[p + "attn.index"])
         # A score difference d is an integer in [0, dmax]; its attention weight is
         # exp_attention[min(rshift(d m, s), 511)], non-increasing in d and constant from the first d
@@ -489,11 +491,8 @@ class ExactNet:
         linears = [self.head] + [getattr(layer, name) for layer in self.layers for name in LINEARS]
         self.int8_gemm = all(lin.k <= INT8_GEMM_MAX_K for lin in linears)
         self.exp_logits = torch.from_numpy(w["exp_logits"].astype(np.float64))
-        self.tok_np, self.pos_np, self.exp_logits_np = (
-            self.tok.numpy(),
-            self.pos.numpy(),
-            self.exp_logits.numpy(),
-        )
+        self.tok_np, self.pos_np = self.tok.numpy(), self.pos.numpy()
+        self.exp_logits_np = w["exp_logits"].astype(np.int64)  # the kernels' (int64 sums)
 
     def tables(self, logits: torch.Tensor, precision: int) -> np.ndarray:
         """Integer softmax of float64-int logits (n, 256) -> int64 cumulative tables (n, 257).
@@ -677,9 +676,7 @@ class ExactSession:
 
     @torch.inference_mode()
     def step(self, tokens: np.ndarray) -> np.ndarray:
-        if len(tokens) != self.n_rows:
-            raise ConfigError(f"step needs {self.n_rows} tokens, got {len(tokens)}")
-        tokens = np.asarray(tokens, dtype=np.int64)
+        tokens = self._check_tokens(tokens)
         active = tokens != IDLE
         if not active.any():
             return np.zeros((self.n_rows, N_SYMBOLS + 1), dtype=np.int64)
@@ -688,36 +685,27 @@ class ExactSession:
         tables = np.empty((self.n_rows, N_SYMBOLS + 1), dtype=np.int64)
         computing = active & (tokens != START)
         tables[~computing] = 0
-        opening = (tokens == START) | (tokens >= RESTART)
-        self._place(active, opening)
-        if opening.any():
-            self._open(self.phys[opening])
+        if self._place_and_open(tokens, active):
             tables[tokens == START] = self.start_table
         if not computing.any():
             return tables
         t0 = time.perf_counter()
-        phys = self.phys[computing]
-        at = self.pos[phys] + 1
-        span = int(at.max()) + 1
-        if span > self.max_len:
-            raise ConfigError(f"a window row ran past its {self.max_len} positions")
-        self.pos[phys] = at
+        rows = np.flatnonzero(computing)
+        ids, at, phys = self._advance(tokens, rows)
         if self.kernels:
-            ids = np.where(tokens >= RESTART, tokens - RESTART, tokens)[computing]
-            self._forward_kernels(ids, at, phys, tables, np.flatnonzero(computing))
-            self.timings.forward_s += time.perf_counter() - t0
-            self.timings.steps += 1
-            self.timings.row_positions += len(phys)
+            self._forward_kernels(ids, at, phys, tables, rows)
+            self._count(t0, len(phys))
             return tables
+        span = int(at.max()) + 1
         # Every physical row is computed (no gather of the cache): rows with nothing to do run BOS
         # at the last position of the span in their own, dead or about-to-be-reopened, cache, so
         # when the busy rows share a position (stream mode) no row needs a mask.
-        ids = np.full(self.rows, BOS, dtype=np.int64)
-        ids[phys] = np.where(tokens >= RESTART, tokens - RESTART, tokens)[computing]
+        ids_all = np.full(self.rows, BOS, dtype=np.int64)
+        ids_all[phys] = ids
         pos = np.full(self.rows, span - 1, dtype=np.int64)
         pos[phys] = at
         logits = self._forward(
-            torch.from_numpy(ids), torch.from_numpy(pos), span, bool((at == span - 1).all())
+            torch.from_numpy(ids_all), torch.from_numpy(pos), span, bool((at == span - 1).all())
         )
         t1 = time.perf_counter()
         if len(phys) < self.rows or np.any(phys != np.arange(self.rows)):
@@ -729,6 +717,69 @@ class ExactSession:
         timings.steps += 1
         timings.row_positions += self.rows
         return tables
+
+    def step_decode(self, tokens: np.ndarray, decoder: VectorDecoder) -> np.ndarray:
+        """:meth:`step`, and every row whose token is not IDLE decodes its next symbol from
+        ``decoder`` (decoder row = session row) with the step's table; the symbols, in row order.
+        The same symbols and decoder states as ``decoder.decode(rows, step(tokens)[rows])``: with
+        the kernels, one fused kernel (``exact_kernels.decode``) computes the tables' frequencies
+        and decodes with them, never writing the tables (257 int64 per row). No row may send START
+        (its table is the constant ``start_table``, which needs no step: code it before)."""
+        tokens = self._check_tokens(tokens)
+        if np.any(tokens == START):
+            raise ConfigError("step_decode takes no START token: code the start_table without a step")
+        active = tokens != IDLE
+        rows = np.flatnonzero(active)
+        if not self.kernels:
+            return decoder.decode(rows, self.step(tokens)[rows])
+        if not len(rows):
+            return np.zeros(0, dtype=np.int64)
+        from compresslm.coding import exact_kernels as K
+
+        self._place_and_open(tokens, active)
+        t0 = time.perf_counter()
+        ids, at, phys = self._advance(tokens, rows)
+        acc = self._head_kernels(ids, at, phys)
+        sym = np.empty(len(rows), dtype=np.int64)
+        head = self.net.head
+        K.decode(
+            acc, head.scale_np, head.c_np, self.net.exp_logits_np, self.m1.precision,
+            *decoder.state(), rows, sym,
+        )  # fmt: skip
+        self._count(t0, len(phys))
+        return sym
+
+    def _check_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        if len(tokens) != self.n_rows:
+            raise ConfigError(f"step needs {self.n_rows} tokens, got {len(tokens)}")
+        return np.asarray(tokens, dtype=np.int64)
+
+    def _place_and_open(self, tokens: np.ndarray, active: np.ndarray) -> bool:
+        """Physical rows for the ``active`` rows (see :meth:`_place`), opening the rows whose token
+        is START or RESTART + b; whether any opened."""
+        opening = (tokens == START) | (tokens >= RESTART)
+        self._place(active, opening)
+        if not opening.any():
+            return False
+        self._open(self.phys[opening])
+        return True
+
+    def _advance(self, tokens: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The computed ``rows`` move one position on: their token ids (RESTART + b is byte b), new
+        positions and physical rows."""
+        phys = self.phys[rows]
+        at = self.pos[phys] + 1
+        if int(at.max()) >= self.max_len:
+            raise ConfigError(f"a window row ran past its {self.max_len} positions")
+        self.pos[phys] = at
+        ids = tokens[rows]
+        return np.where(ids >= RESTART, ids - RESTART, ids), at, phys
+
+    def _count(self, t0: float, positions: int) -> None:
+        timings = self.timings
+        timings.forward_s += time.perf_counter() - t0
+        timings.steps += 1
+        timings.row_positions += positions
 
     def chunk_intervals(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:func:`chunk_intervals` with this session's model: through the fused kernels or the
@@ -810,7 +861,8 @@ class ExactSession:
             acc = layer.proj.gemm(y, work["c"])
             K.residual_norm(x, acc, layer.proj.scale_np, layer.proj.c_np, *layer.ln_2.params, a)
             acc = layer.fc.gemm(a, work["m"])
-            K.activation(acc, layer.fc.scale_np, layer.fc.c_np, layer.lut_np, g)
+            lut = layer.lut_i8 if g.dtype == np.int8 else layer.lut_np  # in g's dtype: see activation
+            K.activation(acc, layer.fc.scale_np, layer.fc.c_np, lut, g)
             acc = layer.out.gemm(g, work["c"])
             norm = net.layers[i + 1].ln_1 if i + 1 < net.n_layers else net.ln_f
             K.residual_norm(x, acc, layer.out.scale_np, layer.out.c_np, *norm.params, a)

@@ -8,7 +8,8 @@ else float32; BLAS is far faster than any loop for those, and both are exact: do
 and each stretch between two
 GEMMs is one compiled call over all rows: requantization, residual and LayerNorm; the activation
 table; q/k/v, the KV-cache write and the attention over the cache; the integer softmax into the
-coder's cumulative tables. A step makes about ``4 L + 2`` kernel calls and ``4 L + 1`` GEMMs.
+coder's cumulative tables (or, for the stream decoder, straight into its range decoder's step:
+:func:`decode`). A step makes about ``4 L + 2`` kernel calls and ``4 L + 1`` GEMMs.
 
 **Why these kernels compute the definition's integers** (docs/numerics.md, ``exact_ref``):
 
@@ -40,6 +41,8 @@ import math
 
 import numpy as np
 from numba import njit
+
+from compresslm.coding.range_coder import decode_advance
 
 ACT = 127.0
 RESIDUAL = float((1 << 20) - 1)
@@ -96,12 +99,20 @@ def residual_norm(x, acc, scale, c, g_scaled, b, eps, a):  # pragma: no cover - 
 
 @njit(cache=True, nogil=True)
 def activation(acc, scale, c, lut, out):  # pragma: no cover - compiled
-    """The MLP's activation: ``out = lut[sat(requant(acc), 127) + 127]`` (float32 ints)."""
+    """The MLP's activation: ``out = lut[sat(requant(acc), 127) + 127]``, ``lut`` in ``out``'s dtype.
+
+    Two passes per row: the requantized, saturated indices into a row of uint8 (``h + 127`` in
+    [0, 254]), then the table lookups. The first pass is arithmetic the compiler vectorizes, which
+    a lookup in the same loop prevented (half the time of one loop); the table in the output's dtype
+    makes the second a plain byte gather, with no conversion per element."""
     n, M = acc.shape
+    index = np.empty(M, dtype=np.uint8)
     for i in range(n):
+        a, o = acc[i], out[i]
         for j in range(M):
-            h = min(max(np.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT)
-            out[i, j] = lut[int(h) + 127]
+            index[j] = np.int64(min(max(np.floor(a[j] * scale[j] + c[j]), -ACT), ACT)) + 127
+        for j in range(M):
+            o[j] = lut[index[j]]
 
 
 #: Weights x values accumulate int32 products ``e v`` (|e v| <= 2**15 127) in int32 over blocks of
@@ -260,45 +271,65 @@ def attend(
 
 @njit(cache=True, nogil=True)
 def _softmax_weights(acc_row, scale, c, exp_logits, logit, e):  # pragma: no cover - compiled
-    """One row's integer softmax weights into ``e`` (float64 holding integers) and their sum, the
-    part :func:`tables` and :func:`intervals` share: the logits ``requant(acc)`` into ``logit``, their
-    maximum, and ``e_s = exp_logits[min(max l - l_s, 511)]``. The logits (integers below 2**53),
-    their maximum and differences and the weights' sum (below 2**29) are held in int64: the same
-    integers as float64, exactly, and integer reductions vectorize (a float64 one runs in order)."""
+    """One row's integer softmax weights into ``e`` (int64) and their sum, the part :func:`tables`,
+    :func:`intervals` and :func:`decode` share: the logits ``requant(acc)`` into ``logit``, their
+    maximum, and ``e_s = exp_logits[min(max l - l_s, 511)]`` (``exp_logits`` int64). The logits
+    (integers below 2**53), their maximum and differences and the weights' sum (below 2**29) are
+    held in int64: the same integers as float64, exactly, and integer reductions vectorize (a
+    float64 one runs in order). The maximum is taken in the requantizing loop (one pass). The table
+    index is unsigned (``max l - l_s >= 0``, so the same value): a signed one made numba add the
+    wrap-around of negative indices to every lookup (the lookups then took twice as long)."""
     V = acc_row.shape[0]
-    last = exp_logits.shape[0] - 1
+    last = np.uint64(exp_logits.shape[0] - 1)
+    top = np.int64(-(1 << 62))  # below every logit (|l| < 2**53: check_bounds)
     for s in range(V):
-        logit[s] = np.int64(np.floor(acc_row[s] * scale[s] + c[s]))
-    top = logit[0]
-    for s in range(V):
-        top = max(top, logit[s])
+        v = np.int64(np.floor(acc_row[s] * scale[s] + c[s]))
+        logit[s] = v
+        top = max(top, v)
     weight_sum = 0
     for s in range(V):
-        w = exp_logits[min(top - logit[s], last)]
+        w = exp_logits[min(np.uint64(top - logit[s]), last)]
         e[s] = w
-        weight_sum += np.int64(w)
-    return float(weight_sum)
+        weight_sum += w
+    return weight_sum
+
+
+@njit(cache=True, nogil=True)
+def _frequencies(e, weight_sum, span, f):  # pragma: no cover - compiled
+    """``f_s = floor(e_s span / sum e) + 1`` (int64) for one row's weights ``e``, and their total.
+
+    The quotient in float64, as the torch path computes it: ``e_s span < 2**44`` and ``sum e``
+    are integers held exactly, so the floor of the correctly rounded quotient is the integer floor
+    (see :mod:`.exact`). A loop of its own, which vectorizes (the cumulative sums that follow in
+    :func:`tables` cannot); float64 ``e_s`` converted from int64 is exact (``e_s <= 2**20``)."""
+    weight = float(weight_sum)
+    total = 0
+    for s in range(e.shape[0]):
+        fs = np.int64(np.floor(float(e[s]) * span / weight)) + 1
+        f[s] = fs
+        total += fs
+    return total
 
 
 @njit(cache=True, nogil=True)
 def tables(acc, scale, c, exp_logits, precision, out, out_rows):  # pragma: no cover - compiled
     """The head's logits ``requant(acc)`` (not saturated), the integer softmax and the coder's
     cumulative table of row i into ``out[out_rows[i]]`` (int64, 257 entries):
-    ``f_s = 1 + floor(e_s (2**P - 256) / sum e)`` with ``e_s = exp_logits[min(max l - l_s, 511)]``.
-    As in :func:`intervals`, the logits (integers below 2**53), their maximum and differences and
-    the weights' sum (below 2**29) are held in int64: the same integers as float64, exactly (a
-    difference beyond 511 is clamped to 511 either way), and integer reductions vectorize."""
+    ``f_s = 1 + floor(e_s (2**P - 256) / sum e)`` with ``e_s = exp_logits[min(max l - l_s, 511)]``
+    (:func:`_softmax_weights`, :func:`_frequencies`). A difference beyond 511 is clamped to 511 as
+    in the definition."""
     n, V = acc.shape
     span = float((1 << precision) - V)
     logit = np.empty(V, dtype=np.int64)
-    e = np.empty(V, dtype=np.float64)
+    e = np.empty(V, dtype=np.int64)
+    f = np.empty(V, dtype=np.int64)
     for i in range(n):
-        weight = _softmax_weights(acc[i], scale, c, exp_logits, logit, e)
+        _frequencies(e, _softmax_weights(acc[i], scale, c, exp_logits, logit, e), span, f)
         row = out[out_rows[i]]
         row[0] = 0
         cum = 0
         for s in range(V):
-            cum += np.int64(np.floor(e[s] * span / weight)) + 1
+            cum += f[s]
             row[s + 1] = cum
 
 
@@ -306,27 +337,71 @@ def tables(acc, scale, c, exp_logits, precision, out, out_rows):  # pragma: no c
 def intervals(
     acc, scale, c, exp_logits, precision, symbols, start, freq, total
 ):  # pragma: no cover - compiled
-    """The encoder's :func:`tables`: the same integer softmax of row i, but only the interval of
-    its byte ``symbols[i]`` is kept (``start[i]`` = cum[b], ``freq[i]`` = cum[b + 1] - cum[b],
-    ``total[i]`` = cum[256], int64), not the whole table: an encoder that knows its bytes need not
-    write 257 integers per position and gather three. Same operations in the same order as
-    :func:`tables` (``floor(e_s (2**P - 256) / sum e) + 1``), so the same integers. The logits
-    (integers below 2**53), their maximum and differences, and the weights' sum (below 2**29) are
-    held in int64: the same integers, exactly, and integer reductions vectorize (a float64 sum or
-    maximum must run in order)."""
+    """The encoder's :func:`tables`: the same integer softmax and frequencies of row i, but only
+    the interval of its byte ``symbols[i]`` is kept (``start[i]`` = cum[b], ``freq[i]`` = cum[b + 1]
+    - cum[b], ``total[i]`` = cum[256], int64), not the whole table: an encoder that knows its bytes
+    need not write 257 integers per position and gather three."""
     n, V = acc.shape
     span = float((1 << precision) - V)
     logit = np.empty(V, dtype=np.int64)
-    e = np.empty(V, dtype=np.float64)
+    e = np.empty(V, dtype=np.int64)
+    f = np.empty(V, dtype=np.int64)
     for i in range(n):
-        weight = _softmax_weights(acc[i], scale, c, exp_logits, logit, e)
+        cum = _frequencies(e, _softmax_weights(acc[i], scale, c, exp_logits, logit, e), span, f)
         b = symbols[i]
-        below, cum = 0, 0
-        for s in range(V):
-            f = np.int64(np.floor(e[s] * span / weight)) + 1
-            cum += f
-            below += f if s < b else 0
-        start[i], freq[i], total[i] = below, np.int64(np.floor(e[b] * span / weight)) + 1, cum
+        below = 0
+        for s in range(b):
+            below += f[s]
+        start[i], freq[i], total[i] = below, f[b], cum
+
+
+#: Symbols per block in :func:`decode`'s search: the blocks' sums first, then one block's symbols.
+_SEARCH_BLOCK = 16
+
+
+@njit(cache=True, nogil=True)
+def decode(
+    acc, scale, c, exp_logits, precision, value, rng, pos, end, data, rows, sym
+):  # pragma: no cover - compiled
+    """:func:`tables` and the range decoder's step (``range_coder._decode_step``) in one pass per
+    row: row i's frequencies (the same integers as :func:`tables`) stay in a buffer of the kernel,
+    and decoder row ``rows[i]`` (state ``value``, ``rng``, ``pos``, ``end``, bytes ``data``: a
+    ``VectorDecoder``'s arrays) decodes its next symbol into ``sym[i]`` with them. The cumulative
+    table is never written: the decoder needs its total (the frequencies' sum) and the last ``s``
+    with ``cum[s] <= v`` (``v = min(value // r, total - 1) < total``), found from the sums of
+    blocks of ``_SEARCH_BLOCK`` frequencies (``cum`` at each block's start) then within the block.
+    As every ``f_s >= 1``, ``cum`` is strictly increasing and that ``s`` is the one the binary
+    search of ``_decode_step`` finds; the row then advances by ``range_coder.decode_advance``, the
+    very code ``_decode_step`` runs. So the symbols and decoder states are those of ``tables`` then
+    ``VectorDecoder.decode``, without writing (and reading back) 257 int64 per row."""
+    n, V = acc.shape
+    span = float((1 << precision) - V)
+    logit = np.empty(V, dtype=np.int64)
+    e = np.empty(V, dtype=np.int64)
+    f = np.empty(V, dtype=np.int64)
+    nb = V // _SEARCH_BLOCK
+    blocks = np.empty(nb, dtype=np.int64)
+    for i in range(n):
+        total = _frequencies(e, _softmax_weights(acc[i], scale, c, exp_logits, logit, e), span, f)
+        row = rows[i]
+        r = rng[row] // total
+        v = min(value[row] // r, total - 1)
+        for k in range(nb):
+            b = 0
+            for s in range(k * _SEARCH_BLOCK, (k + 1) * _SEARCH_BLOCK):
+                b += f[s]
+            blocks[k] = b
+        below, s = 0, 0
+        for k in range(nb):  # whole blocks below v
+            if below + blocks[k] > v:
+                break
+            below += blocks[k]
+            s += _SEARCH_BLOCK
+        while below + f[s] <= v:  # ends at s < V: cum[V] = total > v
+            below += f[s]
+            s += 1
+        sym[i] = s
+        decode_advance(value, rng, pos, end, data, row, r, below, f[s])
 
 
 #: Queries per block in :func:`attend_windows`: they share every key and value load.

@@ -164,12 +164,30 @@ def _encode_runs(low, rng, n, buf, rows, start, freq, total, count):  # pragma: 
 
 
 @njit(cache=True, nogil=True)
+def decode_advance(value, rng, pos, end, data, row, r, start, freq):  # pragma: no cover - compiled
+    """Row ``row`` has decoded the symbol of cumulative ``start`` and frequency ``freq`` (at
+    ``r = range // total``): narrow its interval, then read bytes ``data[pos]`` while ``pos < end``
+    (zeros after, from the sentinel at ``data[-1]``) until ``range >= 2**24``. The part of a
+    decoding step after the search, shared by :func:`_decode_step` and the exact M1's fused
+    decoding kernel (``exact_kernels.decode``), so both advance a row by the same operations."""
+    val = value[row] - r * start
+    rg = r * freq
+    p, e = pos[row], end[row]
+    sentinel = data.shape[0] - 1
+    while rg < BOTTOM:
+        val = (val << 8) | data[p if p < e else sentinel]
+        rg <<= 8
+        p += 1
+    value[row] = min(val, rg - 1)  # only a damaged code gets here; keeps it bounded
+    rng[row] = rg
+    pos[row] = p
+
+
+@njit(cache=True, nogil=True)
 def _decode_step(value, rng, pos, end, data, rows, cum, sym):  # pragma: no cover - compiled
     """Row ``rows[i]`` decodes one symbol with table ``cum[i]`` into ``sym[i]``: the ``s`` with
     ``r cum[s] <= value < r cum[s + 1]`` (binary search for the last ``cum[s] <= v``, as the
-    reference's ``searchsorted``), then reads bytes ``data[pos]`` while ``pos < end`` (zeros after,
-    from the sentinel at ``data[-1]``)."""
-    sentinel = data.shape[0] - 1
+    reference's ``searchsorted``), then :func:`decode_advance`."""
     for i in range(rows.shape[0]):
         row = rows[i]
         tot = cum[i, _N]
@@ -183,16 +201,7 @@ def _decode_step(value, rng, pos, end, data, rows, cum, sym):  # pragma: no cove
             else:
                 b = mid
         sym[i] = a
-        val = value[row] - r * cum[i, a]
-        rg = r * (cum[i, a + 1] - cum[i, a])
-        p, e = pos[row], end[row]
-        while rg < BOTTOM:
-            val = (val << 8) | data[p if p < e else sentinel]
-            rg <<= 8
-            p += 1
-        value[row] = min(val, rg - 1)  # only a damaged code gets here; keeps it bounded
-        rng[row] = rg
-        pos[row] = p
+        decode_advance(value, rng, pos, end, data, row, r, cum[i, a], cum[i, a + 1] - cum[i, a])
 
 
 class VectorEncoder:
@@ -273,6 +282,11 @@ class VectorDecoder:
         self.range[row] = TOP
         self.pos[row] = offset + 4
         self.end[row] = offset + length
+
+    def state(self) -> tuple[np.ndarray, ...]:
+        """The arrays a compiled decoding step updates in place, in the order of
+        :func:`decode_advance`'s first five arguments: value, range, pos, end and data."""
+        return self.value, self.range, self.pos, self.end, self.data
 
     def decode(self, rows: np.ndarray, cum: np.ndarray) -> np.ndarray:
         """The next symbol of each row in ``rows``, given its table ``cum[k]`` (k, 257)."""

@@ -243,6 +243,9 @@ class _Lane:
             return self._run_chunks()
         start_table: np.ndarray | None = getattr(session, "start_table", None)
         tokens = np.full(session.n_rows, IDLE, dtype=np.int64)
+        # A decoder over a session that decodes in its step (the exact M1's kernels) skips the
+        # tables; it needs the start table, so that no token is START
+        fused = self.decoder is not None and start_table is not None and hasattr(session, "step_decode")
         while not self.failed.is_set():
             if start_table is not None:
                 # Bytes that open a chunk take the constant start table, before the model step: so
@@ -260,11 +263,14 @@ class _Lane:
                 tokens[rows] = np.where(j == 0, START, previous)
             else:
                 tokens[rows] = previous + np.where(j == 1, RESTART, 0)
-            tables = session.step(tokens)
-            if len(rows) < len(tables):  # else rows are all rows, in order: no copy of the tables
-                tables = tables[rows]
             self.positions += len(rows)
-            self._code(rows, tables)
+            if fused:  # the session's step decodes too (rows are exactly the non-IDLE tokens)
+                self._decoded(rows, session.step_decode(tokens, self.decoder))  # type: ignore[attr-defined]
+            else:
+                tables = session.step(tokens)
+                if len(rows) < len(tables):  # else rows are all rows, in order: no copy of the tables
+                    tables = tables[rows]
+                self._code(rows, tables)
             if self.trace is not None:
                 self.trace.append((len(rows), session.n_rows, time.perf_counter()))
 
@@ -311,6 +317,16 @@ class _Lane:
         else:
             assert self.decoder is not None
             self.flat[at] = self.decoder.decode(rows, tables)
+        self._next(rows, pos)
+
+    def _decoded(self, rows: np.ndarray, symbols: np.ndarray) -> None:
+        """The decoder's :meth:`_code` when the session decoded the rows' bytes itself."""
+        pos = self.pos[rows]
+        self.flat[self.base[rows] + pos] = symbols
+        self._next(rows, pos)
+
+    def _next(self, rows: np.ndarray, pos: np.ndarray) -> None:
+        """``rows``, at ``pos``, have coded a byte; finished rows take new work."""
         self.pos[rows] = pos + 1
         for row in rows[pos + 1 == self.end[rows]].tolist():
             if self.encoder is not None and self.codes is not None:
