@@ -292,8 +292,15 @@ def int8_gemm_exact() -> bool:
             for a in cases:
                 for w in weights:
                     a8, w8 = a.astype(np.int8), w.astype(np.int8)
+                    want = a8.astype(np.int64) @ w8.astype(np.int64)
                     got = torch._int_mm(torch.from_numpy(a8), torch.from_numpy(w8)).numpy()
-                    if not np.array_equal(got, a8.astype(np.int64) @ w8.astype(np.int64)):
+                    # and as the kernels call it: transposed (_Linear.gemm_t, the weights first),
+                    # and on a transposed view (the projection reads attend's y_t.T; one row is
+                    # passed as a plain (1, k) array, see _head_kernels)
+                    got_t = torch._int_mm(torch.from_numpy(w8.T.copy()), torch.from_numpy(a8).T).numpy()
+                    view = torch.from_numpy(a8.T.copy()).T if m > 1 else torch.from_numpy(a8)
+                    got_v = torch._int_mm(view, torch.from_numpy(w8)).numpy()
+                    if not all(np.array_equal(g, want) for g in (got, got_t.T, got_v)):
                         return False
     except (RuntimeError, TypeError, NotImplementedError):
         return False
@@ -349,6 +356,7 @@ class _Linear:
         self.k = self.wt.shape[0]
         self.scale_np, self.c_np = self.scale.numpy(), self.c.numpy()  # the kernels' views
         self.w8 = torch.from_numpy(np.ascontiguousarray(w[prefix + ".w"].T))  # (in, out) int8
+        self._w_t: tuple[torch.Tensor, torch.Tensor] | None = None  # see gemm_t
 
     def gemm(self, a: np.ndarray, out: np.ndarray) -> np.ndarray:
         """The float32 GEMM alone, for the kernels (:mod:`.exact_kernels`): ``a`` (n, in) float32
@@ -367,6 +375,23 @@ class _Linear:
             acc = part if acc is None else acc.add_(part)
         assert acc is not None
         return acc.numpy()
+
+    def gemm_t(self, a: np.ndarray, out_t: np.ndarray) -> np.ndarray:
+        """:meth:`gemm` transposed: ``out_t`` (out, n) = ``acc.T``, as ``W a.T`` (the same products
+        and sums of each output, so the same exact integers; for the kernels that read a column of
+        every row at once, see ``exact_kernels.attend``). Where :meth:`gemm` chunks the reduction
+        (float32, K > GEMM_CHUNK) it returns the transpose of its float64 sum."""
+        t = torch.from_numpy(a).T
+        if self._w_t is None:  # (out, in) contiguous, made on first use (only attention's is used)
+            self._w_t = (self.w8.T.contiguous(), self.wt.T.contiguous())
+        w8_t, wt_t = self._w_t
+        if a.dtype == np.int8:  # int32 accumulators (see int8_gemm_exact)
+            torch._int_mm(w8_t, t, out=torch.from_numpy(out_t))
+            return out_t
+        if self.k <= GEMM_CHUNK:
+            torch.mm(wt_t, t, out=torch.from_numpy(out_t))
+            return out_t
+        return np.ascontiguousarray(self.gemm(a, out_t.T).T)
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
         """``a``: (n, in) float32 holding ints in [-127, 127] -> requantized float64 ints (n, out).
@@ -850,14 +875,19 @@ class ExactSession:
         x, a, y, g = work["x"], work["a"], work["y"], work["g"]
         K.embed_norm(ids, at, net.tok_np, net.pos_np, *net.layers[0].ln_1.params, x, a)
         for i, layer in enumerate(net.layers):
-            acc = layer.attn.gemm(a, work["qkv"])
             attn = (layer.attn.scale_np, layer.attn.c_np)
             if window:
+                acc = layer.attn.gemm(a, work["qkv"])
                 K.attend_windows(acc, *attn, window, net.n_heads, *layer.weight_args, y)
-            else:
+            else:  # transposed in and out (see attend); the projection reads y_t.T, a view
+                acc_t = layer.attn.gemm_t(a, work["qkv_t"])
                 K.attend(
-                    acc, *attn, phys, at, self.keys[i], self.values[i], *layer.weight_args, y, *self._scratch
-                )
+                    acc_t, *attn, phys, at, self.keys[i], self.values[i], *layer.weight_args, work["y_t"],
+                    *self._scratch,
+                )  # fmt: skip
+                # One row: (1, C) with real strides (torch's _int_mm misreads the transpose's
+                # degenerate ones, (1, 1), as a column-major matrix)
+                y = work["y_t"].T if n > 1 else work["y_t"].reshape(1, -1)
             acc = layer.proj.gemm(y, work["c"])
             K.residual_norm(x, acc, layer.proj.scale_np, layer.proj.c_np, *layer.ln_2.params, a)
             acc = layer.fc.gemm(a, work["m"])
@@ -888,7 +918,12 @@ class ExactSession:
                 "m": np.empty((rows, M), dtype=outs),
                 "v": np.empty((rows, N_SYMBOLS), dtype=outs),
             }
-        return {k: v[:n] for k, v in self._buffers.items()}
+        work = {k: v[:n] for k, v in self._buffers.items()}
+        # Transposed buffers (out, n), contiguous: the first (out n) elements of a flat buffer
+        for name, base in (("qkv_t", "qkv"), ("y_t", "y")):
+            width = self._buffers[base].shape[1]
+            work[name] = self._buffers[base].reshape(-1)[: width * n].reshape(width, n)
+        return work
 
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor, span: int, aligned: bool) -> torch.Tensor:
         """The new position of every physical row; its keys and values are stored in the cache and

@@ -143,42 +143,66 @@ def attention_scratch(rows: int, n_heads: int, length: int, head_dim: int) -> tu
 
 @njit(cache=True, nogil=True)
 def attend(
-    acc, scale, c, rows, positions, keys, values, weights, limit, index_m, index_s, y, q, scores, e
+    acc_t, scale, c, rows, positions, keys, values, weights, limit, index_m, index_s, y_t, q, scores, e
 ):  # pragma: no cover - compiled
     """Attention of the step's rows over their cache rows, every loop vectorized across cache rows.
 
-    Row i's q, k, v come from the attention GEMM's ``acc[i]`` (n, 3C), requantized and saturated
-    to int8; its key and value are stored at position ``positions[i]`` of cache row ``rows[i]``
-    (one layer of :func:`new_cache`, (nh, hs, L, cache rows)), every row's before any row attends;
-    the step's ``rows`` are distinct cache rows (one query per cache row).
+    Row i's q, k, v come from column i of the attention GEMM's transposed accumulator ``acc_t``
+    (3C, n), requantized and saturated to int8; its key and value are stored at position
+    ``positions[i]`` of cache row ``rows[i]`` (one layer of :func:`new_cache`, (nh, hs, L, cache
+    rows)), every row's before any row attends; the step's ``rows`` are distinct cache rows (one
+    query per cache row). Transposed in and out (``acc_t`` and ``y_t`` (C, n)) because the cache
+    is rows-last: a (head, dimension) of every row is one contiguous run of ``acc_t``, of the
+    cache and of ``y_t`` (written row by row, a row's 3C values would land L R bytes apart: the
+    same L1 set whenever L R is a multiple of 4096, a miss per store; the GEMMs read and write
+    either orientation at the same speed). When the step's rows are consecutive cache rows at one
+    position (stream mode's usual step) those runs are plain vectorized copies.
     Then per head, for all cache rows ``lo..hi`` spanned by the step at once: scores ``q . k`` in
     int32 (``|q . k| <= hs 127**2 < 2**24``, check_bounds) for positions up to the step's longest
     span, each row's top score over its own positions ``0..positions[i]``, the weight of a
     difference d the definition's ``weights[min(rshift(d index_m, index_s), limit)]`` in int64
     (``d m < 2**53``: check_bounds; ``weights`` is the exp table), 0 past the row's position;
     weights x values as int32 products ``|e v| <= 2**15 127`` summed in int32 over blocks of
-    PV_BLOCK positions, then in float64; ``y[i]`` (heads side by side, as the projection's GEMM
-    reads them) ``= rdiv(sum e v, sum e)`` as ``floor((a + b/2) / b)``. Cache rows the step does
-    not compute are computed too and ignored (their weights are 0). Scratch (from
-    :func:`attention_scratch`): ``q``, ``scores``, ``e``."""
-    n, width = acc.shape
+    PV_BLOCK positions, then in float64; ``y_t[h hs + d, i] = rdiv(sum e v, sum e)`` as
+    ``floor((a + b/2) / b)`` (heads stacked, as the projection's GEMM reads the transpose). Cache
+    rows the step does not compute are computed too and ignored (their weights are 0). Scratch
+    (from :func:`attention_scratch`): ``q``, ``scores``, ``e``."""
+    width, n = acc_t.shape
     nh, hs, L, R = keys.shape
     C = nh * hs
     at = np.full(R, -1, dtype=np.int64)  # each cache row's position in this step, -1: not computed
-    row = np.empty(width, dtype=np.int32)
     lo, hi, span = R, 0, 0
+    first, p0 = rows[0], positions[0]
+    aligned = True  # rows first, first + 1, ... in order, all at position p0
     for i in range(n):
         r, p = rows[i], positions[i]
         at[r] = p
         lo, hi, span = min(lo, r), max(hi, r + 1), max(span, p + 1)
-        for j in range(width):
-            row[j] = np.int32(min(max(np.floor(acc[i, j] * scale[j] + c[j]), -ACT), ACT))
-        for h in range(nh):
-            for d in range(hs):
-                j = h * hs + d
-                q[h, d, r] = row[j]
-                keys[h, d, p, r] = row[C + j]
-                values[h, d, p, r] = row[2 * C + j]
+        aligned = aligned and r == first + i and p == p0
+    column = np.empty(n, dtype=np.int32)
+    for j in range(width):
+        part, hd = j // C, j % C
+        h, d = hd // hs, hd % hs
+        a, sj, cj = acc_t[j], scale[j], c[j]
+        if aligned:  # vectorized: straight into the cache (or q)
+            if part == 0:
+                qd = q[h, d, first : first + n]
+                for i in range(n):
+                    qd[i] = np.int32(min(max(np.floor(a[i] * sj + cj), -ACT), ACT))
+            else:
+                cd = (keys if part == 1 else values)[h, d, p0, first : first + n]
+                for i in range(n):
+                    cd[i] = np.int8(min(max(np.floor(a[i] * sj + cj), -ACT), ACT))
+            continue
+        for i in range(n):
+            column[i] = np.int32(min(max(np.floor(a[i] * sj + cj), -ACT), ACT))
+        for i in range(n):
+            if part == 0:
+                q[h, d, rows[i]] = column[i]
+            elif part == 1:
+                keys[h, d, positions[i], rows[i]] = column[i]
+            else:
+                values[h, d, positions[i], rows[i]] = column[i]
     # Inner loops run over slices [lo, hi) from 0: numba then knows no index is negative, and the
     # loops vectorize (``range(lo, hi)`` with a run-time ``lo`` kept them scalar, 10x slower).
     m = hi - lo
@@ -187,6 +211,8 @@ def attend(
     total = np.empty(m, dtype=np.int64)
     block = np.empty(m, dtype=np.int32)
     out = np.empty(m, dtype=np.float64)
+    sums = np.empty(m, dtype=np.float64)  # sum e and half of it, float64 (exact: below 2**53)
+    half_total = np.empty(m, dtype=np.float64)
     half = np.int64(1) << (index_s - 1)
     for h in range(nh):
         qh, kh, vh = q[h], keys[h], values[h]
@@ -238,6 +264,9 @@ def attend(
                 w = w if t <= live[r] else 0
                 et[r] = w
                 total[r] += w
+        for r in range(m):
+            sums[r] = float(total[r])
+            half_total[r] = sums[r] / 2
         for d in range(hs):
             vd = vh[d]
             for r in range(m):
@@ -263,10 +292,14 @@ def attend(
                         block[r] += et[r] * np.int32(vt[r])
                 for r in range(m):
                     out[r] += block[r]
-            for i in range(n):
-                r = rows[i] - lo
-                b = float(total[r])
-                y[i, h * hs + d] = np.floor((out[r] + b / 2) / b)
+            yd = y_t[h * hs + d]
+            if aligned:  # rows lo.. in order: vectorized
+                for i in range(n):
+                    yd[i] = np.floor((out[i] + half_total[i]) / sums[i])
+            else:
+                for i in range(n):
+                    r = rows[i] - lo
+                    yd[i] = np.floor((out[r] + half_total[r]) / sums[r])
 
 
 @njit(cache=True, nogil=True)
