@@ -489,7 +489,8 @@ class _Layer:
         # The kernels' arguments for the weights: the exp table with the index's multiplier and
         # shift (the definition's arithmetic: a few integer operations per position beat a lookup
         # in a table of up to 2**18 entries, which does not stay in the cache)
-        self.weight_args = (e.astype(np.int32), EXP_ENTRIES - 1, m, s)
+        # (and one 0 after the table: exact_kernels.attend's weight past a row's position)
+        self.weight_args = (np.append(e, 0).astype(np.int32), EXP_ENTRIES - 1, m, s)
 
 
 class ExactNet:
@@ -654,9 +655,9 @@ class ExactSession:
         from compresslm.coding.exact_kernels import attention_scratch, new_cache
 
         layers, rows, nh, L, hs = shape
-        keys, values = new_cache(*shape)  # (layers, nh, hs, L, rows)
-        keys[:, :, :, 0] = self.start_keys.numpy()[..., None]
-        values[:, :, :, 0] = self.start_values.numpy()[..., None]
+        keys, values = new_cache(*shape)  # (layers, nh, L, hs, rows)
+        keys[:, :, 0] = self.start_keys.numpy()[..., None]
+        values[:, :, 0] = self.start_values.numpy()[..., None]
         pos = np.zeros(rows, dtype=np.int64)
         if keep is not None and len(keep):
             keys[..., : len(keep)] = self.keys[..., keep]

@@ -124,10 +124,16 @@ def new_cache(
     n_layers: int, rows: int, n_heads: int, length: int, head_dim: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """A zeroed KV cache in the layout :func:`attend` streams through: keys and values
-    (layers, nh, hs, L, rows), int8 (every key and value is an integer in [-127, 127]). Rows last:
-    every inner loop of the attention runs over the cache rows at once (long, vectorizable loops
-    whatever the head size and position), and a step's new keys land side by side."""
-    shape = (n_layers, n_heads, head_dim, length, rows)
+    (layers, nh, L, hs, rows), int8 (every key and value is an integer in [-127, 127]).
+
+    Rows last: every inner loop of the attention runs over the cache rows at once (long,
+    vectorizable loops whatever the head size and position), and a step's new keys land side by
+    side. Positions outermost within a head: a step reads a head's keys, then its values, for
+    positions ``0..span`` as one contiguous run, which the hardware prefetchers stream from L3 or
+    memory (the whole cache of a lane is megabytes, it does not stay in L2 between steps). With
+    the dimension outermost (hs, L, rows), every dimension was a separate short run: weights x
+    values measured 4x slower from L3 than from L2 that way, and as fast as from L2 this way."""
+    shape = (n_layers, n_heads, length, head_dim, rows)
     return np.zeros(shape, dtype=np.int8), np.zeros(shape, dtype=np.int8)
 
 
@@ -141,6 +147,11 @@ def attention_scratch(rows: int, n_heads: int, length: int, head_dim: int) -> tu
     )
 
 
+#: Positions per pass of :func:`attend`'s scores: four query dimensions are loaded once for this
+#: many positions (fewer passes over q, which is 4 hs rows bytes; 8 measured best of 4, 8, 16).
+_SCORE_BLOCK = 8
+
+
 @njit(cache=True, nogil=True)
 def attend(
     acc_t, scale, c, rows, positions, keys, values, weights, limit, index_m, index_s, y_t, q, scores, e
@@ -149,26 +160,29 @@ def attend(
 
     Row i's q, k, v come from column i of the attention GEMM's transposed accumulator ``acc_t``
     (3C, n), requantized and saturated to int8; its key and value are stored at position
-    ``positions[i]`` of cache row ``rows[i]`` (one layer of :func:`new_cache`, (nh, hs, L, cache
+    ``positions[i]`` of cache row ``rows[i]`` (one layer of :func:`new_cache`, (nh, L, hs, cache
     rows)), every row's before any row attends; the step's ``rows`` are distinct cache rows (one
     query per cache row). Transposed in and out (``acc_t`` and ``y_t`` (C, n)) because the cache
     is rows-last: a (head, dimension) of every row is one contiguous run of ``acc_t``, of the
-    cache and of ``y_t`` (written row by row, a row's 3C values would land L R bytes apart: the
-    same L1 set whenever L R is a multiple of 4096, a miss per store; the GEMMs read and write
-    either orientation at the same speed). When the step's rows are consecutive cache rows at one
-    position (stream mode's usual step) those runs are plain vectorized copies.
+    cache and of ``y_t`` (written row by row, a row's 3C values would land far apart, in few L1
+    sets: a miss per store; the GEMMs read and write either orientation at the same speed). When
+    the step's rows are consecutive cache rows at one position (stream mode's usual step) those
+    runs are plain vectorized copies.
+
     Then per head, for all cache rows ``lo..hi`` spanned by the step at once: scores ``q . k`` in
     int32 (``|q . k| <= hs 127**2 < 2**24``, check_bounds) for positions up to the step's longest
     span, each row's top score over its own positions ``0..positions[i]``, the weight of a
     difference d the definition's ``weights[min(rshift(d index_m, index_s), limit)]`` in int64
-    (``d m < 2**53``: check_bounds; ``weights`` is the exp table), 0 past the row's position;
-    weights x values as int32 products ``|e v| <= 2**15 127`` summed in int32 over blocks of
-    PV_BLOCK positions, then in float64; ``y_t[h hs + d, i] = rdiv(sum e v, sum e)`` as
-    ``floor((a + b/2) / b)`` (heads stacked, as the projection's GEMM reads the transpose). Cache
-    rows the step does not compute are computed too and ignored (their weights are 0). Scratch
-    (from :func:`attention_scratch`): ``q``, ``scores``, ``e``."""
+    (``d m < 2**53``: check_bounds; ``weights`` is the exp table followed by one 0, the weight
+    of positions past a row's own: index ``limit + 1``); weights x values as int32 products
+    ``|e v| <= 2**15 127`` summed in int32 over blocks of PV_BLOCK positions, then in float64;
+    ``y_t[h hs + d, i] = rdiv(sum e v, sum e)`` as ``floor((a + b/2) / b)`` (heads stacked, as the
+    projection's GEMM reads the transpose). Positions are the outer loops of both products, so
+    the cache is read in the order it lies in memory. Cache rows the step does not compute are
+    computed too and ignored (their weights are 0). Scratch (from :func:`attention_scratch`):
+    ``q``, ``scores``, ``e``."""
     width, n = acc_t.shape
-    nh, hs, L, R = keys.shape
+    nh, L, hs, R = keys.shape
     C = nh * hs
     at = np.full(R, -1, dtype=np.int64)  # each cache row's position in this step, -1: not computed
     lo, hi, span = R, 0, 0
@@ -190,7 +204,7 @@ def attend(
                 for i in range(n):
                     qd[i] = np.int32(min(max(np.floor(a[i] * sj + cj), -ACT), ACT))
             else:
-                cd = (keys if part == 1 else values)[h, d, p0, first : first + n]
+                cd = (keys if part == 1 else values)[h, p0, d, first : first + n]
                 for i in range(n):
                     cd[i] = np.int8(min(max(np.floor(a[i] * sj + cj), -ACT), ACT))
             continue
@@ -200,53 +214,51 @@ def attend(
             if part == 0:
                 q[h, d, rows[i]] = column[i]
             elif part == 1:
-                keys[h, d, positions[i], rows[i]] = column[i]
+                keys[h, positions[i], d, rows[i]] = column[i]
             else:
-                values[h, d, positions[i], rows[i]] = column[i]
+                values[h, positions[i], d, rows[i]] = column[i]
     # Inner loops run over slices [lo, hi) from 0: numba then knows no index is negative, and the
     # loops vectorize (``range(lo, hi)`` with a run-time ``lo`` kept them scalar, 10x slower).
     m = hi - lo
     live = at[lo:hi]
     top = np.empty(m, dtype=np.int32)
     total = np.empty(m, dtype=np.int64)
-    block = np.empty(m, dtype=np.int32)
-    out = np.empty(m, dtype=np.float64)
+    index = np.empty(m, dtype=np.int32)
+    block = np.empty((hs, m), dtype=np.int32)  # weights x values of a block of positions, int32
+    out = np.empty((hs, m), dtype=np.float64)  # their sum over the blocks
     sums = np.empty(m, dtype=np.float64)  # sum e and half of it, float64 (exact: below 2**53)
     half_total = np.empty(m, dtype=np.float64)
     half = np.int64(1) << (index_s - 1)
+    d4 = hs - hs % 4
     for h in range(nh):
         qh, kh, vh = q[h], keys[h], values[h]
-        for t in range(span):
-            st = scores[t, lo:hi]
-            for r in range(m):
-                st[r] = 0
-        # Four dimensions (then four positions below) per pass over a score row: a quarter of the
-        # loads and stores of the accumulator (the loop's cost; the int32 sums are the same
-        # integers in any order). Eight were slower (registers).
-        d4 = hs - hs % 4
-        for d in range(0, d4, 4):
-            q0, q1, q2, q3 = qh[d, lo:hi], qh[d + 1, lo:hi], qh[d + 2, lo:hi], qh[d + 3, lo:hi]
-            for t in range(span):
+        # Scores: a block of positions at a time, four dimensions per pass over a score row (a
+        # quarter of the accumulator's loads and stores, the loop's cost; the int32 sums are the
+        # same integers in any order).
+        for t0 in range(0, span, _SCORE_BLOCK):
+            t1 = min(t0 + _SCORE_BLOCK, span)
+            for t in range(t0, t1):
                 st = scores[t, lo:hi]
-                k0, k1, k2, k3 = (
-                    kh[d, t, lo:hi],
-                    kh[d + 1, t, lo:hi],
-                    kh[d + 2, t, lo:hi],
-                    kh[d + 3, t, lo:hi],
-                )
                 for r in range(m):
-                    st[r] += (
-                        q0[r] * np.int32(k0[r])
-                        + q1[r] * np.int32(k1[r])
-                        + q2[r] * np.int32(k2[r])
-                        + q3[r] * np.int32(k3[r])
-                    )
-        for d in range(d4, hs):
-            qd, kd = qh[d, lo:hi], kh[d]
-            for t in range(span):
-                st, kt = scores[t, lo:hi], kd[t, lo:hi]
-                for r in range(m):
-                    st[r] += qd[r] * np.int32(kt[r])
+                    st[r] = 0
+            for d in range(0, d4, 4):
+                q0, q1, q2, q3 = qh[d, lo:hi], qh[d + 1, lo:hi], qh[d + 2, lo:hi], qh[d + 3, lo:hi]
+                for t in range(t0, t1):
+                    st, kt = scores[t, lo:hi], kh[t]
+                    k0, k1, k2, k3 = kt[d, lo:hi], kt[d + 1, lo:hi], kt[d + 2, lo:hi], kt[d + 3, lo:hi]
+                    for r in range(m):
+                        st[r] += (
+                            q0[r] * np.int32(k0[r])
+                            + q1[r] * np.int32(k1[r])
+                            + q2[r] * np.int32(k2[r])
+                            + q3[r] * np.int32(k3[r])
+                        )
+            for d in range(d4, hs):
+                qd = qh[d, lo:hi]
+                for t in range(t0, t1):
+                    st, kd = scores[t, lo:hi], kh[t, d, lo:hi]
+                    for r in range(m):
+                        st[r] += qd[r] * np.int32(kd[r])
         s0 = scores[0, lo:hi]
         for r in range(m):
             top[r] = s0[r]
@@ -256,50 +268,66 @@ def attend(
             for r in range(m):
                 if t <= live[r] and st[r] > top[r]:
                     top[r] = st[r]
+        # The weights: the table's indices first (integer arithmetic, vectorized), then the
+        # lookups (a gather), then the sums: split, the index loop vectorizes; fused, none did.
         for t in range(span):
             st, et = scores[t, lo:hi], e[t, lo:hi]
             for r in range(m):
                 diff = max(np.int64(top[r] - st[r]), 0)  # past a row's position: any valid index
-                w = weights[min((diff * index_m + half) >> index_s, limit)]
-                w = w if t <= live[r] else 0
-                et[r] = w
-                total[r] += w
+                k = min((diff * index_m + half) >> index_s, limit)
+                index[r] = np.int32(k if t <= live[r] else limit + 1)
+            for r in range(m):
+                et[r] = weights[index[r]]
+            for r in range(m):
+                total[r] += et[r]
         for r in range(m):
             sums[r] = float(total[r])
             half_total[r] = sums[r] / 2
         for d in range(hs):
-            vd = vh[d]
+            od = out[d]
             for r in range(m):
-                out[r] = 0.0
-            for t0 in range(0, span, PV_BLOCK):
+                od[r] = 0.0
+        # Weights x values: positions outermost (the cache's order), four per pass over the
+        # (hs, rows) accumulator block.
+        for t0 in range(0, span, PV_BLOCK):
+            t1 = min(t0 + PV_BLOCK, span)
+            t4 = t1 - (t1 - t0) % 4
+            for d in range(hs):
+                bd = block[d]
                 for r in range(m):
-                    block[r] = 0
-                t1 = min(t0 + PV_BLOCK, span)
-                t4 = t1 - (t1 - t0) % 4
-                for t in range(t0, t4, 4):
-                    e0, e1, e2, e3 = e[t, lo:hi], e[t + 1, lo:hi], e[t + 2, lo:hi], e[t + 3, lo:hi]
-                    v0, v1, v2, v3 = vd[t, lo:hi], vd[t + 1, lo:hi], vd[t + 2, lo:hi], vd[t + 3, lo:hi]
+                    bd[r] = 0
+            for t in range(t0, t4, 4):
+                e0, e1, e2, e3 = e[t, lo:hi], e[t + 1, lo:hi], e[t + 2, lo:hi], e[t + 3, lo:hi]
+                w0, w1, w2, w3 = vh[t], vh[t + 1], vh[t + 2], vh[t + 3]
+                for d in range(hs):
+                    bd = block[d]
+                    v0, v1, v2, v3 = w0[d, lo:hi], w1[d, lo:hi], w2[d, lo:hi], w3[d, lo:hi]
                     for r in range(m):
-                        block[r] += (
+                        bd[r] += (
                             e0[r] * np.int32(v0[r])
                             + e1[r] * np.int32(v1[r])
                             + e2[r] * np.int32(v2[r])
                             + e3[r] * np.int32(v3[r])
                         )
-                for t in range(t4, t1):
-                    et, vt = e[t, lo:hi], vd[t, lo:hi]
+            for t in range(t4, t1):
+                et, wt = e[t, lo:hi], vh[t]
+                for d in range(hs):
+                    bd, vd = block[d], wt[d, lo:hi]
                     for r in range(m):
-                        block[r] += et[r] * np.int32(vt[r])
+                        bd[r] += et[r] * np.int32(vd[r])
+            for d in range(hs):
+                od, bd = out[d], block[d]
                 for r in range(m):
-                    out[r] += block[r]
-            yd = y_t[h * hs + d]
+                    od[r] += bd[r]
+        for d in range(hs):
+            od, yd = out[d], y_t[h * hs + d]
             if aligned:  # rows lo.. in order: vectorized
                 for i in range(n):
-                    yd[i] = np.floor((out[i] + half_total[i]) / sums[i])
+                    yd[i] = np.floor((od[i] + half_total[i]) / sums[i])
             else:
                 for i in range(n):
                     r = rows[i] - lo
-                    yd[i] = np.floor((out[r] + half_total[r]) / sums[r])
+                    yd[i] = np.floor((od[r] + half_total[r]) / sums[r])
 
 
 @njit(cache=True, nogil=True)
