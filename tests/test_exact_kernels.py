@@ -97,6 +97,26 @@ def test_kernel_session_equals_torch_session_on_random_schedules(
         slow.close()
 
 
+@pytest.mark.parametrize("int8", [True, False])
+def test_kernel_session_in_lockstep_equals_torch_and_reference(
+    monkeypatch: pytest.MonkeyPatch, int8: bool
+) -> None:
+    """Stream mode's usual step: consecutive rows, all at one position (``attend``'s contiguous
+    path), until some rows end and the rest go on (its general path), one and many rows; the
+    tables are the torch path's and the definition's."""
+    if not int8:
+        monkeypatch.setattr(exact, "int8_gemm_exact", lambda: False)
+    model = random_exact(31, n_layers=2, n_heads=2, d_model=16, d_mlp=24, spread=1.0)
+    rng = np.random.default_rng(5)
+    for lengths in ([20], [20] * 7, [20] * 5 + [9, 14]):
+        windows = [bytes(rng.integers(0, 256, n).astype(np.uint8)) for n in lengths]
+        fast = session_tables(ExactM1(model, threads=1), windows, 32)
+        slow = session_tables(ExactM1(model, threads=1, kernels=False), windows, 32)
+        for w, f, s in zip(windows, fast, slow, strict=True):
+            assert np.array_equal(f, s)
+            assert np.array_equal(f, window_tables(model.tensors, 2, 2, w, 14))
+
+
 def test_kernels_are_the_default_and_use_an_int8_cache() -> None:
     m1 = ExactM1(random_exact(4), threads=1)
     session = m1.session(2, 8)
