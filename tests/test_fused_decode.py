@@ -82,9 +82,10 @@ def test_fused_decode_equals_tables_then_decoder(
             _restart(rng, fused, int(row), len(blob))
 
 
-def _tokens(rng: np.random.Generator, pos: np.ndarray, max_len: int) -> np.ndarray:
+def _tokens(rng: np.random.Generator, pos: np.ndarray, max_len: int, idle: float) -> np.ndarray:
     """Stream-mode tokens: rows open with RESTART + b, continue with bytes, go IDLE (ending their
-    window) and reopen; no START (the start table needs no step)."""
+    window; a busy row with probability ``idle``) and reopen; no START (the start table needs no
+    step)."""
     tokens = np.full(len(pos), IDLE, dtype=np.int64)
     for r in range(len(pos)):
         u = rng.random()
@@ -93,7 +94,7 @@ def _tokens(rng: np.random.Generator, pos: np.ndarray, max_len: int) -> np.ndarr
                 pos[r] = -1
             else:
                 tokens[r], pos[r] = RESTART + rng.integers(256), 1
-        elif u < 0.15:
+        elif u < 0.1 + idle:
             pos[r] = -1
         else:
             tokens[r] = rng.integers(256)
@@ -102,11 +103,12 @@ def _tokens(rng: np.random.Generator, pos: np.ndarray, max_len: int) -> np.ndarr
 
 
 @pytest.mark.parametrize(
-    ("n_rows", "seed", "kernels"), [(1, 0, True), (7, 1, True), (20, 2, True), (5, 3, False)]
+    ("n_rows", "seed", "kernels"), [(1, 0, True), (7, 1, True), (20, 2, True), (40, 4, True), (5, 3, False)]
 )
 def test_session_step_decode_equals_step_then_decoder(n_rows: int, seed: int, kernels: bool) -> None:
     """An exact M1 session's ``step_decode`` against a twin session's ``step`` then the vector
-    decoder, on random schedules (rows idle, compact the cache and reopen) and random codes."""
+    decoder, on random schedules (rows idle, compact the cache and reopen; every tenth step most
+    rows go idle, so the cache shrinks, then grows back) and random codes; and its errors."""
     d, nh, nl, m = SHAPES[seed % len(SHAPES)]
     model = random_exact(seed, d_model=d, n_heads=nh, n_layers=nl, d_mlp=m, activation="gelu")
     m1 = ExactM1(model, threads=1, kernels=kernels)
@@ -117,14 +119,21 @@ def test_session_step_decode_equals_step_then_decoder(n_rows: int, seed: int, ke
     pos = np.full(n_rows, -1)
     a, b = m1.session(n_rows, 24), m1.session(n_rows, 24)
     try:
-        for _ in range(40):
-            tokens = _tokens(rng, pos, 24)
+        for step in range(40):
+            tokens = _tokens(rng, pos, 24, 0.7 if step % 10 == 9 else 0.05)
             rows = np.flatnonzero(tokens != IDLE)
             expected = ref.decode(rows, a.step(tokens)[rows])
             assert np.array_equal(b.step_decode(tokens, fused), expected)
             assert _same_state(ref, fused)
         with pytest.raises(ConfigError, match="START"):
             b.step_decode(np.full(n_rows, START), fused)
+        b.step_decode(np.full(n_rows, IDLE), fused)  # every row idle: their contexts end
+        with pytest.raises(ConfigError, match="lost its context"):
+            b.step_decode(np.full(n_rows, 7), fused)  # rows open with RESTART + b, not a byte
+        b.step_decode(np.full(n_rows, RESTART + 1), fused)
+        with pytest.raises(ConfigError, match="ran past"):
+            for _ in range(24):
+                b.step_decode(np.full(n_rows, 1), fused)
     finally:
         a.close()
         b.close()

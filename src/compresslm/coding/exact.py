@@ -358,40 +358,41 @@ class _Linear:
         self.w8 = torch.from_numpy(np.ascontiguousarray(w[prefix + ".w"].T))  # (in, out) int8
         self._w_t: tuple[torch.Tensor, torch.Tensor] | None = None  # see gemm_t
 
-    def gemm(self, a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def gemm(self, a: torch.Tensor, out: np.ndarray, out_t: torch.Tensor) -> np.ndarray:
         """The float32 GEMM alone, for the kernels (:mod:`.exact_kernels`): ``a`` (n, in) float32
-        ints -> the accumulator (n, out): into ``out`` (float32) for one chunk, else the float64
-        sum of its chunks (a new array); or int8 ``a`` -> int32 ``out`` by the int8 GEMM."""
-        t = torch.from_numpy(a)
-        if a.dtype == np.int8:  # int32 accumulators (see int8_gemm_exact)
-            torch._int_mm(t, self.w8, out=torch.from_numpy(out))
+        ints -> the accumulator (n, out): into ``out`` (float32; ``out_t`` is its tensor view) for
+        one chunk, else the float64 sum of its chunks (a new array); or int8 ``a`` -> int32 ``out``
+        by the int8 GEMM. Operands come as tensors (views the session keeps): wrapping the arrays
+        on every call cost about a microsecond each, 18 per step of a 2-layer model."""
+        if a.dtype == torch.int8:  # int32 accumulators (see int8_gemm_exact)
+            torch._int_mm(a, self.w8, out=out_t)
             return out
         if self.k <= GEMM_CHUNK:
-            torch.mm(t, self.wt, out=torch.from_numpy(out))
+            torch.mm(a, self.wt, out=out_t)
             return out
         acc = None
         for i in range(0, self.k, GEMM_CHUNK):
-            part = (t[:, i : i + GEMM_CHUNK] @ self.wt[i : i + GEMM_CHUNK]).to(F64)
+            part = (a[:, i : i + GEMM_CHUNK] @ self.wt[i : i + GEMM_CHUNK]).to(F64)
             acc = part if acc is None else acc.add_(part)
         assert acc is not None
         return acc.numpy()
 
-    def gemm_t(self, a: np.ndarray, out_t: np.ndarray) -> np.ndarray:
+    def gemm_t(self, a_t: torch.Tensor, out_t: np.ndarray, out_tt: torch.Tensor) -> np.ndarray:
         """:meth:`gemm` transposed: ``out_t`` (out, n) = ``acc.T``, as ``W a.T`` (the same products
         and sums of each output, so the same exact integers; for the kernels that read a column of
-        every row at once, see ``exact_kernels.attend``). Where :meth:`gemm` chunks the reduction
-        (float32, K > GEMM_CHUNK) it returns the transpose of its float64 sum."""
-        t = torch.from_numpy(a).T
+        every row at once, see ``exact_kernels.attend``). ``a_t`` is ``a.T`` as a tensor (in, n),
+        ``out_tt`` the tensor view of ``out_t``. Where :meth:`gemm` chunks the reduction (float32,
+        K > GEMM_CHUNK) it returns the transpose of its float64 sum."""
         if self._w_t is None:  # (out, in) contiguous, made on first use (only attention's is used)
             self._w_t = (self.w8.T.contiguous(), self.wt.T.contiguous())
         w8_t, wt_t = self._w_t
-        if a.dtype == np.int8:  # int32 accumulators (see int8_gemm_exact)
-            torch._int_mm(w8_t, t, out=torch.from_numpy(out_t))
+        if a_t.dtype == torch.int8:  # int32 accumulators (see int8_gemm_exact)
+            torch._int_mm(w8_t, a_t, out=out_tt)
             return out_t
         if self.k <= GEMM_CHUNK:
-            torch.mm(wt_t, t, out=torch.from_numpy(out_t))
+            torch.mm(wt_t, a_t, out=out_tt)
             return out_t
-        return np.ascontiguousarray(self.gemm(a, out_t.T).T)
+        return np.ascontiguousarray(self.gemm(a_t.T, out_t.T, out_tt.T).T)
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
         """``a``: (n, in) float32 holding ints in [-127, 127] -> requantized float64 ints (n, out).
@@ -608,6 +609,9 @@ class ExactSession:
         # The fused kernels (CPU) or the torch ops (the reference the kernels are tested against)
         self.kernels = bool(getattr(m1, "kernels", False))
         self._buffers: dict[str, np.ndarray] | None = None
+        self._views: tuple[int, dict[str, np.ndarray], dict[str, torch.Tensor]] | None = None
+        # step_decode's rows, token ids, positions and physical rows (see exact_kernels.advance_rows)
+        self._plan = tuple(np.empty(n_rows, dtype=np.int64) for _ in range(4))
         _single_threaded_ops(+1)
         # Logical rows (what the caller indexes) live in physical rows of the cache (see _place).
         self.phys = np.full(n_rows, -1, dtype=np.int64)
@@ -752,28 +756,42 @@ class ExactSession:
         and decodes with them, never writing the tables (257 int64 per row). No row may send START
         (its table is the constant ``start_table``, which needs no step: code it before)."""
         tokens = self._check_tokens(tokens)
-        if np.any(tokens == START):
-            raise ConfigError("step_decode takes no START token: code the start_table without a step")
-        active = tokens != IDLE
-        rows = np.flatnonzero(active)
         if not self.kernels:
+            self._refuse_start(tokens)
+            rows = np.flatnonzero(tokens != IDLE)
             return decoder.decode(rows, self.step(tokens)[rows])
-        if not len(rows):
-            return np.zeros(0, dtype=np.int64)
         from compresslm.coding import exact_kernels as K
 
-        self._place_and_open(tokens, active)
+        # The bookkeeping in two compiled calls (``_open`` stays the session's), the general path
+        # where they decline (a START, a cache to resize, an error to report)
+        rows, ids, at, phys = self._plan
+        opened = K.place_rows(tokens, self.phys, self.rows, MIN_ROWS, phys)
+        if opened < 0:
+            self._refuse_start(tokens)
+            self._place_and_open(tokens, tokens != IDLE)
+        elif opened:
+            self._open(phys[:opened].copy())
+        k = K.advance_rows(tokens, self.phys, self.pos, self.max_len, rows, ids, at, phys)
+        if k < 0:
+            raise ConfigError(f"a window row ran past its {self.max_len} positions")
+        if not k:
+            return np.zeros(0, dtype=np.int64)
         t0 = time.perf_counter()
-        ids, at, phys = self._advance(tokens, rows)
+        rows, ids, at, phys = rows[:k], ids[:k], at[:k], phys[:k]
         acc = self._head_kernels(ids, at, phys)
-        sym = np.empty(len(rows), dtype=np.int64)
+        sym = np.empty(k, dtype=np.int64)
         head = self.net.head
         K.decode(
             acc, head.scale_np, head.c_np, self.net.exp_logits_np, self.m1.precision,
             *decoder.state(), rows, sym,
         )  # fmt: skip
-        self._count(t0, len(phys))
+        self._count(t0, k)
         return sym
+
+    @staticmethod
+    def _refuse_start(tokens: np.ndarray) -> None:
+        if np.any(tokens == START):
+            raise ConfigError("step_decode takes no START token: code the start_table without a step")
 
     def _check_tokens(self, tokens: np.ndarray) -> np.ndarray:
         if len(tokens) != self.n_rows:
@@ -872,36 +890,39 @@ class ExactSession:
         from compresslm.coding import exact_kernels as K
 
         net, n = self.net, len(ids)
-        work = self._work(n)
-        x, a, y, g = work["x"], work["a"], work["y"], work["g"]
+        work, tensors = self._work(n)
+        x, a, g, c = work["x"], work["a"], work["g"], work["c"]
+        a_t, c_t = tensors["a"], tensors["c"]
         K.embed_norm(ids, at, net.tok_np, net.pos_np, *net.layers[0].ln_1.params, x, a)
         for i, layer in enumerate(net.layers):
             attn = (layer.attn.scale_np, layer.attn.c_np)
             if window:
-                acc = layer.attn.gemm(a, work["qkv"])
-                K.attend_windows(acc, *attn, window, net.n_heads, *layer.weight_args, y)
+                acc = layer.attn.gemm(a_t, work["qkv"], tensors["qkv"])
+                K.attend_windows(acc, *attn, window, net.n_heads, *layer.weight_args, work["y"])
+                y = tensors["y"]
             else:  # transposed in and out (see attend); the projection reads y_t.T, a view
-                acc_t = layer.attn.gemm_t(a, work["qkv_t"])
+                acc_t = layer.attn.gemm_t(tensors["a.T"], work["qkv_t"], tensors["qkv_t"])
                 K.attend(
                     acc_t, *attn, phys, at, self.keys[i], self.values[i], *layer.weight_args, work["y_t"],
                     *self._scratch,
                 )  # fmt: skip
-                # One row: (1, C) with real strides (torch's _int_mm misreads the transpose's
-                # degenerate ones, (1, 1), as a column-major matrix)
-                y = work["y_t"].T if n > 1 else work["y_t"].reshape(1, -1)
-            acc = layer.proj.gemm(y, work["c"])
+                y = tensors["y_t.T"]
+            acc = layer.proj.gemm(y, c, c_t)
             K.residual_norm(x, acc, layer.proj.scale_np, layer.proj.c_np, *layer.ln_2.params, a)
-            acc = layer.fc.gemm(a, work["m"])
+            acc = layer.fc.gemm(a_t, work["m"], tensors["m"])
             lut = layer.lut_i8 if g.dtype == np.int8 else layer.lut_np  # in g's dtype: see activation
             K.activation(acc, layer.fc.scale_np, layer.fc.c_np, lut, g)
-            acc = layer.out.gemm(g, work["c"])
+            acc = layer.out.gemm(tensors["g"], c, c_t)
             norm = net.layers[i + 1].ln_1 if i + 1 < net.n_layers else net.ln_f
             K.residual_norm(x, acc, layer.out.scale_np, layer.out.c_np, *norm.params, a)
-        return net.head.gemm(a, work["v"])
+        return net.head.gemm(a_t, work["v"], tensors["v"])
 
-    def _work(self, n: int) -> dict[str, np.ndarray]:
+    def _work(self, n: int) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
         """The kernels' buffers for ``n`` rows (views of buffers kept across steps: a step of a small
-        model should not pay for allocating, and page-faulting, its GEMM outputs)."""
+        model should not pay for allocating, and page-faulting, its GEMM outputs), and the torch
+        views of the GEMMs' operands (wrapping arrays cost about a microsecond each, 18 per step of
+        a 2-layer model). The views of the last row count are kept: a lane's steps mostly compute
+        the same number of rows."""
         if self._buffers is None or len(self._buffers["x"]) < n:
             net = self.net
             C, M = net.config.d_model, net.config.d_mlp
@@ -919,12 +940,24 @@ class ExactSession:
                 "m": np.empty((rows, M), dtype=outs),
                 "v": np.empty((rows, N_SYMBOLS), dtype=outs),
             }
-        work = {k: v[:n] for k, v in self._buffers.items()}
-        # Transposed buffers (out, n), contiguous: the first (out n) elements of a flat buffer
-        for name, base in (("qkv_t", "qkv"), ("y_t", "y")):
-            width = self._buffers[base].shape[1]
-            work[name] = self._buffers[base].reshape(-1)[: width * n].reshape(width, n)
-        return work
+            self._views = None
+        if self._views is None or self._views[0] != n:
+            work = {k: v[:n] for k, v in self._buffers.items()}
+            # Transposed buffers (out, n), contiguous: the first (out n) elements of a flat buffer
+            for name, base in (("qkv_t", "qkv"), ("y_t", "y")):
+                width = self._buffers[base].shape[1]
+                work[name] = self._buffers[base].reshape(-1)[: width * n].reshape(width, n)
+            with torch.inference_mode(False):  # ordinary tensors: used in and out of inference mode
+                tensors = {
+                    k: torch.from_numpy(work[k]) for k in ("a", "y", "g", "qkv", "c", "m", "v", "qkv_t")
+                }
+                tensors["a.T"] = tensors["a"].T
+                # The projection's input y_t.T; one row as (1, C) with real strides (torch's _int_mm
+                # misreads the transpose's degenerate ones, (1, 1), as a column-major matrix)
+                y_t = work["y_t"]
+                tensors["y_t.T"] = torch.from_numpy(y_t).T if n > 1 else torch.from_numpy(y_t.reshape(1, -1))
+            self._views = (n, work, tensors)
+        return self._views[1], self._views[2]
 
     def _forward(self, ids: torch.Tensor, pos: torch.Tensor, span: int, aligned: bool) -> torch.Tensor:
         """The new position of every physical row; its keys and values are stored in the cache and

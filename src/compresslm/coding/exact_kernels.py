@@ -43,6 +43,7 @@ import numpy as np
 from numba import njit
 
 from compresslm.coding.range_coder import decode_advance
+from compresslm.coding.window_coder import IDLE, RESTART, START
 
 ACT = 127.0
 RESIDUAL = float((1 << 20) - 1)
@@ -568,3 +569,75 @@ def attend_windows(acc, scale, c, T, n_heads, weights, limit, index_m, index_s, 
                         total = float(tot[b])
                         for d in range(hs):
                             y[r * T + t, h * hs + d] = np.floor((o[b, d] + total / 2) / total)
+
+
+# The session's bookkeeping for a step, compiled: a dozen numpy operations on arrays of a few
+# hundred rows cost more than these loops (about 1 us each, holding the GIL the other lanes wait
+# for). ``ExactSession.step_decode`` uses them; the general path (m1.place_rows and numpy) stays
+# for what they decline.
+
+
+@njit(cache=True, nogil=True)
+def place_rows(tokens, phys, n_phys, min_rows, opened):  # pragma: no cover - compiled
+    """``m1.place_rows`` for a step without START tokens, when the cache keeps its size: rows with
+    a token other than IDLE keep their physical row (``phys``, logical -> physical, -1 for none),
+    the others lose theirs, and a row without one (it must open: RESTART + b) takes the first free
+    physical rows in row order, as ``place_rows`` gives them. Writes the physical rows of the rows
+    that open (RESTART + b) to ``opened`` and returns their count; returns -1, having changed
+    nothing, where the general path must run: a START or out-of-range token, a cache ``place_rows``
+    would resize (more active rows than physical ones, or at most half of them in use above
+    ``min_rows``), or a row that lost its context (which the general path reports)."""
+    n = tokens.shape[0]
+    used = np.zeros(n_phys, dtype=np.bool_)
+    n_active = 0
+    for r in range(n):
+        t = tokens[r]
+        if t == IDLE:
+            continue
+        if t < 0 or START <= t < RESTART or t >= RESTART + 256:
+            return -1
+        n_active += 1
+        if phys[r] >= 0:
+            used[phys[r]] = True
+        elif t < RESTART:
+            return -1
+    if n_active > n_phys or (n_phys > min_rows and n_active <= n_phys // 2):
+        return -1
+    free, m = 0, 0
+    for r in range(n):
+        t = tokens[r]
+        if t == IDLE:
+            phys[r] = -1
+            continue
+        if phys[r] < 0:
+            while used[free]:
+                free += 1
+            used[free] = True
+            phys[r] = free
+        if t >= RESTART:
+            opened[m] = phys[r]
+            m += 1
+    return m
+
+
+@njit(cache=True, nogil=True)
+def advance_rows(tokens, phys, pos, max_len, rows, ids, at, cache_rows):  # pragma: no cover - compiled
+    """The rows whose token is not IDLE (placed, and opened rows at position 0) move one position
+    on: in row order, their rows, token ids (RESTART + b is byte b), new positions (``pos``, per
+    physical row, updated) and physical rows into ``rows``, ``ids``, ``at``, ``cache_rows``;
+    returns their count, or -1, having changed nothing, if a row would pass ``max_len``
+    positions."""
+    n = tokens.shape[0]
+    for r in range(n):
+        if tokens[r] != IDLE and pos[phys[r]] + 1 >= max_len:
+            return -1
+    k = 0
+    for r in range(n):
+        t = tokens[r]
+        if t == IDLE:
+            continue
+        p = phys[r]
+        pos[p] += 1
+        rows[k], ids[k], at[k], cache_rows[k] = r, t - RESTART if t >= RESTART else t, pos[p], p
+        k += 1
+    return k

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from compresslm.coding.range_coder import MAX_TOTAL, VectorDecoder, VectorEncoder
 from compresslm.coding.window_coder import (
@@ -243,6 +244,7 @@ class _Lane:
             return self._run_chunks()
         start_table: np.ndarray | None = getattr(session, "start_table", None)
         tokens = np.full(session.n_rows, IDLE, dtype=np.int64)
+        found = np.empty(session.n_rows, dtype=np.int64)  # rows found by the lane's kernels
         # A decoder over a session that decodes in its step (the exact M1's kernels) skips the
         # tables; it needs the start table, so that no token is START
         fused = self.decoder is not None and start_table is not None and hasattr(session, "step_decode")
@@ -250,29 +252,25 @@ class _Lane:
             if start_table is not None:
                 # Bytes that open a chunk take the constant start table, before the model step: so
                 # every busy row computes in the step (none idles at its chunk boundary).
-                while len(rows := np.flatnonzero((self.unit >= 0) & (self.pos % context == 0))):
-                    self._code(rows, np.broadcast_to(start_table, (len(rows), len(start_table))))
-            rows = np.flatnonzero(self.unit >= 0)
-            if not len(rows):
+                while k := _chunk_openings(self.unit, self.pos, context, found):
+                    rows = found[:k].copy()
+                    self._code(rows, np.broadcast_to(start_table, (k, len(start_table))))
+            k = _step_tokens(
+                self.unit, self.pos, self.base, flat, context, start_table is not None, tokens, found
+            )
+            if not k:
                 return
-            at = self.base[rows] + self.pos[rows]
-            j = self.pos[rows] % context
-            previous = flat[np.maximum(at - 1, 0)].astype(np.int64)
-            tokens.fill(IDLE)
-            if start_table is None:
-                tokens[rows] = np.where(j == 0, START, previous)
-            else:
-                tokens[rows] = previous + np.where(j == 1, RESTART, 0)
-            self.positions += len(rows)
+            rows = found[:k].copy()
+            self.positions += k
             if fused:  # the session's step decodes too (rows are exactly the non-IDLE tokens)
-                self._decoded(rows, session.step_decode(tokens, self.decoder))  # type: ignore[attr-defined]
+                self._next(rows, session.step_decode(tokens, self.decoder))  # type: ignore[attr-defined]
             else:
                 tables = session.step(tokens)
-                if len(rows) < len(tables):  # else rows are all rows, in order: no copy of the tables
+                if k < len(tables):  # else rows are all rows, in order: no copy of the tables
                     tables = tables[rows]
                 self._code(rows, tables)
             if self.trace is not None:
-                self.trace.append((len(rows), session.n_rows, time.perf_counter()))
+                self.trace.append((k, session.n_rows, time.perf_counter()))
 
     def _run_chunks(self) -> None:
         """The encoder over a model that gives the intervals of whole chunks at once (the exact
@@ -306,30 +304,82 @@ class _Lane:
 
     def _code(self, rows: np.ndarray, tables: np.ndarray) -> None:
         """Code the next byte of every row in ``rows`` with its table; finished rows take new work."""
-        pos = self.pos[rows]
-        at = self.base[rows] + pos
-        k = np.arange(len(rows))
         if self.encoder is not None:
-            sym = self.flat[at].astype(np.int64)
+            k = np.arange(len(rows))
+            sym = self.flat[self.base[rows] + self.pos[rows]].astype(np.int64)
             lo, hi = tables[k, sym], tables[k, sym + 1]
             self.encoder.encode(rows, lo, hi - lo, tables[:, 256])
             self.ideal_bits += float(np.log2(tables[:, 256] / (hi - lo)).sum())
+            self._next(rows, None)
         else:
             assert self.decoder is not None
-            self.flat[at] = self.decoder.decode(rows, tables)
-        self._next(rows, pos)
+            self._next(rows, self.decoder.decode(rows, tables))
 
-    def _decoded(self, rows: np.ndarray, symbols: np.ndarray) -> None:
-        """The decoder's :meth:`_code` when the session decoded the rows' bytes itself."""
-        pos = self.pos[rows]
-        self.flat[self.base[rows] + pos] = symbols
-        self._next(rows, pos)
-
-    def _next(self, rows: np.ndarray, pos: np.ndarray) -> None:
-        """``rows``, at ``pos``, have coded a byte; finished rows take new work."""
-        self.pos[rows] = pos + 1
-        for row in rows[pos + 1 == self.end[rows]].tolist():
+    def _next(self, rows: np.ndarray, decoded: np.ndarray | None) -> None:
+        """``rows`` have coded their next byte (``decoded``: the bytes a decoder read, stored);
+        finished rows take new work."""
+        finished = np.empty(len(rows), dtype=np.int64)
+        write = decoded is not None
+        n = _advance(
+            rows, decoded if write else rows, write, self.pos, self.base, self.end, self.flat, finished
+        )
+        for row in finished[:n].tolist():
             if self.encoder is not None and self.codes is not None:
                 self.codes[int(self.unit[row])] = self.encoder.finish(row)
             self.done(int(self.end[row]))
             self._assign(row)
+
+
+# The lane's bookkeeping per step in compiled loops over its rows: a dozen numpy operations on
+# arrays of a few hundred rows cost more than the loops (about 1 us each, and the lane holds the
+# GIL meanwhile, which the other lanes wait for).
+
+
+@njit(cache=True, nogil=True)
+def _chunk_openings(unit, pos, context, rows):  # pragma: no cover - compiled
+    """The busy rows (``unit >= 0``) whose next byte opens a chunk into ``rows``; their count."""
+    k = 0
+    for r in range(unit.shape[0]):
+        if unit[r] >= 0 and pos[r] % context == 0:
+            rows[k] = r
+            k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _step_tokens(unit, pos, base, flat, context, restart, tokens, rows):  # pragma: no cover - compiled
+    """Every row's token for the next model step (module docstring): a busy row sends its previous
+    byte (``RESTART + b`` when that byte opened its chunk and the session has a start table,
+    ``restart``; without one a row at a chunk's start sends START), the others IDLE. The busy rows
+    go to ``rows``; returns their count."""
+    k = 0
+    for r in range(unit.shape[0]):
+        if unit[r] < 0:
+            tokens[r] = IDLE
+            continue
+        j = pos[r] % context
+        previous = np.int64(flat[max(base[r] + pos[r] - 1, 0)])
+        if restart:
+            tokens[r] = previous + RESTART if j == 1 else previous
+        else:
+            tokens[r] = START if j == 0 else previous
+        rows[k] = r
+        k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _advance(rows, decoded, write, pos, base, end, flat, finished):  # pragma: no cover - compiled
+    """Rows ``rows`` move past their next byte (a decoder first stores it: ``write``, the bytes in
+    ``decoded``); the rows that reach their segment's end go to ``finished``; returns their count."""
+    n = 0
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        p = pos[r]
+        if write:
+            flat[base[r] + p] = decoded[i]
+        pos[r] = p + 1
+        if p + 1 == end[r]:
+            finished[n] = r
+            n += 1
+    return n
