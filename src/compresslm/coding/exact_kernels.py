@@ -285,7 +285,8 @@ def attend(
         for r in range(m):
             sums[r] = float(total[r])
             half_total[r] = sums[r] / 2
-            inverse[r] = 1.0 / sums[r]
+            # (0 for cache rows the step does not compute: their sums are 0, their outputs unused)
+            inverse[r] = 1.0 / sums[r] if total[r] > 0 else 0.0
         for d in range(hs):
             od = out[d]
             for r in range(m):
