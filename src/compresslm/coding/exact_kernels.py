@@ -50,29 +50,40 @@ RESIDUAL = float((1 << 20) - 1)
 
 
 @njit(cache=True, nogil=True)
-def _norm_row(x, g_scaled, b, eps, out):  # pragma: no cover - compiled
-    """Integer LayerNorm of one float64-int vector into ``out`` (float32 ints in [-127, 127]):
-    ``mu = floor((sum + C/2) / C)``, ``sigma = isqrt(floor(sum d**2 / C) + eps)``,
-    ``y = floor((d g 2**-15 + sigma) / (2 sigma)) + b`` (the quotients of rdiv, see ``_Norm``).
-    The two sums run in int64: every ``x[j]`` is an integer (``|x| < 2**20``), so ``sum x`` and
-    ``sum d**2`` (below 2**53 by check_bounds) are the same integers as float64 sums in any order,
-    and converted back to float64 exactly; unlike a float64 sum, which numba must run in order, an
-    integer sum vectorizes."""
-    C = x.shape[0]
-    total = 0
-    for j in range(C):
-        total += np.int64(x[j])
-    mu = np.floor((float(total) + C / 2) / C)
-    m = np.int64(mu)
-    ss = 0
-    for j in range(C):
-        d = np.int64(x[j]) - m
-        ss += d * d
-    sigma = np.floor(math.sqrt(np.floor(float(ss) / C) + eps))  # isqrt: see exact._isqrt_
-    den = 2.0 * sigma
-    for j in range(C):
-        y = np.floor(((x[j] - mu) * g_scaled[j] + sigma) / den) + b[j]
-        out[j] = min(max(y, -ACT), ACT)
+def _norm_rows(x, total, g_scaled, b, eps, out):  # pragma: no cover - compiled
+    """Integer LayerNorm of every float64-int row of ``x`` into ``out`` (ints in [-127, 127]), given
+    each row's sum ``total[i]`` (int64): ``mu = floor((sum + C/2) / C)``, ``sigma = isqrt(floor(sum
+    d**2 / C) + eps)``, ``y = floor((d g 2**-15 + sigma) / (2 sigma)) + b`` (the quotients of rdiv,
+    see ``_Norm``). The sums run in int64: every ``x[j]`` is an integer (``|x| < 2**20``), so
+    ``sum x`` and ``sum d**2`` (below 2**53 by check_bounds) are the same integers as float64 sums
+    in any order, and converted back to float64 exactly; unlike a float64 sum, which numba must
+    run in order, an integer sum vectorizes.
+
+    In phases over all rows (every row's mean and squares, then every sigma, then every output),
+    not row after row: the same operations on the same values, but a row's chain of dependent
+    steps (sums, mean, square root, quotients) no longer waits for the previous row's (a 256-row,
+    64-wide call measured 26 -> 13 us)."""
+    n, C = x.shape
+    mu = np.empty(n, dtype=np.float64)
+    sigma = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        xi = x[i]
+        m = np.floor((float(total[i]) + C / 2) / C)
+        mi = np.int64(m)
+        ss = 0
+        for j in range(C):
+            d = np.int64(xi[j]) - mi
+            ss += d * d
+        mu[i], sigma[i] = m, float(ss)
+    for i in range(n):
+        sigma[i] = np.floor(math.sqrt(np.floor(sigma[i] / C) + eps))  # isqrt: see exact._isqrt_
+    for i in range(n):
+        xi, o = x[i], out[i]
+        m, sg = mu[i], sigma[i]
+        den = 2.0 * sg
+        for j in range(C):
+            y = np.floor(((xi[j] - m) * g_scaled[j] + sg) / den) + b[j]
+            o[j] = min(max(y, -ACT), ACT)
 
 
 @njit(cache=True, nogil=True)
@@ -80,22 +91,33 @@ def embed_norm(ids, positions, tok, pos, g_scaled, b, eps, x, a):  # pragma: no 
     """The embedding of every row (``x[i] = sat(tok[ids[i]] + pos[positions[i]], R)``, the tables
     already requantized) and the first LayerNorm of it into ``a``."""
     n, C = x.shape
+    total = np.empty(n, dtype=np.int64)
     for i in range(n):
-        t, p = ids[i], positions[i]
+        t, p, xi = ids[i], positions[i], x[i]
+        row_sum = 0
         for j in range(C):
-            x[i, j] = min(max(tok[t, j] + pos[p, j], -RESIDUAL), RESIDUAL)
-        _norm_row(x[i], g_scaled, b, eps, a[i])
+            v = min(max(tok[t, j] + pos[p, j], -RESIDUAL), RESIDUAL)
+            xi[j] = v
+            row_sum += np.int64(v)
+        total[i] = row_sum
+    _norm_rows(x, total, g_scaled, b, eps, a)
 
 
 @njit(cache=True, nogil=True)
 def residual_norm(x, acc, scale, c, g_scaled, b, eps, a):  # pragma: no cover - compiled
-    """``x = sat(x + requant(acc), R)`` in place, then LayerNorm of it into ``a``."""
+    """``x = sat(x + requant(acc), R)`` in place, then LayerNorm of it into ``a`` (each row's sum
+    taken as it is written)."""
     n, C = x.shape
+    total = np.empty(n, dtype=np.int64)
     for i in range(n):
+        xi, ai = x[i], acc[i]
+        row_sum = 0
         for j in range(C):
-            v = x[i, j] + np.floor(acc[i, j] * scale[j] + c[j])
-            x[i, j] = min(max(v, -RESIDUAL), RESIDUAL)
-        _norm_row(x[i], g_scaled, b, eps, a[i])
+            v = min(max(xi[j] + np.floor(ai[j] * scale[j] + c[j]), -RESIDUAL), RESIDUAL)
+            xi[j] = v
+            row_sum += np.int64(v)
+        total[i] = row_sum
+    _norm_rows(x, total, g_scaled, b, eps, a)
 
 
 @njit(cache=True, nogil=True)
