@@ -451,8 +451,8 @@ def intervals(
         start[i], freq[i], total[i] = below, f[b], cum
 
 
-#: Symbols per block in :func:`decode`'s search: the blocks' sums first, then one block's symbols.
-_SEARCH_BLOCK = 16
+#: Symbols per block in :func:`decode`'s search: whole blocks first, then one block's symbols.
+_SEARCH_BLOCK = 8
 
 
 @njit(cache=True, nogil=True)
@@ -464,34 +464,31 @@ def decode(
     and decoder row ``rows[i]`` (state ``value``, ``rng``, ``pos``, ``end``, bytes ``data``: a
     ``VectorDecoder``'s arrays) decodes its next symbol into ``sym[i]`` with them. The cumulative
     table is never written: the decoder needs its total (the frequencies' sum) and the last ``s``
-    with ``cum[s] <= v`` (``v = min(value // r, total - 1) < total``), found from the sums of
-    blocks of ``_SEARCH_BLOCK`` frequencies (``cum`` at each block's start) then within the block.
-    As every ``f_s >= 1``, ``cum`` is strictly increasing and that ``s`` is the one the binary
-    search of ``_decode_step`` finds; the row then advances by ``range_coder.decode_advance``, the
-    very code ``_decode_step`` runs. So the symbols and decoder states are those of ``tables`` then
-    ``VectorDecoder.decode``, without writing (and reading back) 257 int64 per row."""
+    with ``cum[s] <= v`` (``v = min(value // r, total - 1) < total``), found by adding whole
+    blocks of ``_SEARCH_BLOCK`` frequencies while the sum stays ``<= v``, then single ones (the
+    blocks' sums taken only up to the symbol's block). As every ``f_s >= 1``, ``cum`` is strictly
+    increasing and that ``s`` is the one the binary search of ``_decode_step`` finds; the row then
+    advances by ``range_coder.decode_advance``, the very code ``_decode_step`` runs. So the symbols
+    and decoder states are those of ``tables`` then ``VectorDecoder.decode``, without writing (and
+    reading back) 257 int64 per row."""
     n, V = acc.shape
     span = float((1 << precision) - V)
     logit = np.empty(V, dtype=np.int64)
     e = np.empty(V, dtype=np.int64)
     f = np.empty(V, dtype=np.int64)
-    nb = V // _SEARCH_BLOCK
-    blocks = np.empty(nb, dtype=np.int64)
     for i in range(n):
         total = _frequencies(e, _softmax_weights(acc[i], scale, c, exp_logits, logit, e), span, f)
         row = rows[i]
         r = rng[row] // total
         v = min(value[row] // r, total - 1)
-        for k in range(nb):
-            b = 0
-            for s in range(k * _SEARCH_BLOCK, (k + 1) * _SEARCH_BLOCK):
-                b += f[s]
-            blocks[k] = b
-        below, s = 0, 0
-        for k in range(nb):  # whole blocks below v
-            if below + blocks[k] > v:
+        below, s = 0, 0  # below = cum[s] <= v
+        while s + _SEARCH_BLOCK <= V:
+            block = 0
+            for t in range(s, s + _SEARCH_BLOCK):
+                block += f[t]
+            if below + block > v:
                 break
-            below += blocks[k]
+            below += block
             s += _SEARCH_BLOCK
         while below + f[s] <= v:  # ends at s < V: cum[V] = total > v
             below += f[s]
