@@ -409,6 +409,15 @@ def _frequencies(e, weight_sum, span, f):  # pragma: no cover - compiled
     return total
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _softmax_setup(V, precision):  # pragma: no cover - compiled
+    """What :func:`tables`, :func:`intervals` and :func:`decode` share before their row loop: the
+    frequencies' span ``2**P - V`` (float64) and int64 buffers for one row's logits, weights and
+    frequencies."""
+    buffers = (np.empty(V, dtype=np.int64), np.empty(V, dtype=np.int64), np.empty(V, dtype=np.int64))
+    return float((1 << precision) - V), buffers[0], buffers[1], buffers[2]
+
+
 @njit(cache=True, nogil=True)
 def tables(acc, scale, c, exp_logits, precision, out, out_rows):  # pragma: no cover - compiled
     """The head's logits ``requant(acc)`` (not saturated), the integer softmax and the coder's
@@ -417,10 +426,7 @@ def tables(acc, scale, c, exp_logits, precision, out, out_rows):  # pragma: no c
     (:func:`_softmax_weights`, :func:`_frequencies`). A difference beyond 511 is clamped to 511 as
     in the definition."""
     n, V = acc.shape
-    span = float((1 << precision) - V)
-    logit = np.empty(V, dtype=np.int64)
-    e = np.empty(V, dtype=np.int64)
-    f = np.empty(V, dtype=np.int64)
+    span, logit, e, f = _softmax_setup(V, precision)
     for i in range(n):
         _frequencies(e, _softmax_weights(acc[i], scale, c, exp_logits, logit, e), span, f)
         row = out[out_rows[i]]
@@ -440,10 +446,7 @@ def intervals(
     - cum[b], ``total[i]`` = cum[256], int64), not the whole table: an encoder that knows its bytes
     need not write 257 integers per position and gather three."""
     n, V = acc.shape
-    span = float((1 << precision) - V)
-    logit = np.empty(V, dtype=np.int64)
-    e = np.empty(V, dtype=np.int64)
-    f = np.empty(V, dtype=np.int64)
+    span, logit, e, f = _softmax_setup(V, precision)
     for i in range(n):
         cum = _frequencies(e, _softmax_weights(acc[i], scale, c, exp_logits, logit, e), span, f)
         b = symbols[i]
@@ -474,10 +477,7 @@ def decode(
     and decoder states are those of ``tables`` then ``VectorDecoder.decode``, without writing (and
     reading back) 257 int64 per row."""
     n, V = acc.shape
-    span = float((1 << precision) - V)
-    logit = np.empty(V, dtype=np.int64)
-    e = np.empty(V, dtype=np.int64)
-    f = np.empty(V, dtype=np.int64)
+    span, logit, e, f = _softmax_setup(V, precision)
     for i in range(n):
         total = _frequencies(e, _softmax_weights(acc[i], scale, c, exp_logits, logit, e), span, f)
         row = rows[i]
