@@ -659,13 +659,16 @@ class ExactSession:
         from compresslm.coding.exact_kernels import attention_scratch, new_cache
 
         layers, rows, nh, L, hs = shape
-        keys, values = new_cache(*shape)  # (layers, nh, L, hs, rows)
-        keys[:, :, 0] = self.start_keys.numpy()[..., None]
-        values[:, :, 0] = self.start_values.numpy()[..., None]
+        keys, values = new_cache(*shape)  # (layers, L, hs, nh rows): head h, row r at h rows + r
+        for cache, start in ((keys, self.start_keys), (values, self.start_values)):  # position 0
+            lanes = cache[:, 0].reshape(layers, hs, nh, rows)
+            lanes[:] = start.numpy().transpose(0, 2, 1)[..., None]
         pos = np.zeros(rows, dtype=np.int64)
         if keep is not None and len(keep):
-            keys[..., : len(keep)] = self.keys[..., keep]
-            values[..., : len(keep)] = self.values[..., keep]
+            old_rows = self.rows
+            for cache, old in ((keys, self.keys), (values, self.values)):
+                new_lanes = cache.reshape(layers, L, hs, nh, rows)
+                new_lanes[..., : len(keep)] = old.reshape(layers, L, hs, nh, old_rows)[..., keep]
             pos[: len(keep)] = self.pos[keep]
         self.keys, self.values, self.pos, self.rows = keys, values, pos, rows
         self._scratch = attention_scratch(rows, nh, L, hs)

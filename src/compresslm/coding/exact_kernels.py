@@ -147,26 +147,28 @@ def new_cache(
     n_layers: int, rows: int, n_heads: int, length: int, head_dim: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """A zeroed KV cache in the layout :func:`attend` streams through: keys and values
-    (layers, nh, L, hs, rows), int8 (every key and value is an integer in [-127, 127]).
+    (layers, L, hs, nh rows), int8 (every key and value is an integer in [-127, 127]); cache row r
+    of head h is lane ``h rows + r`` of the last axis.
 
-    Rows last: every inner loop of the attention runs over the cache rows at once (long,
-    vectorizable loops whatever the head size and position), and a step's new keys land side by
-    side. Positions outermost within a head: a step reads a head's keys, then its values, for
-    positions ``0..span`` as one contiguous run, which the hardware prefetchers stream from L3 or
-    memory (the whole cache of a lane is megabytes, it does not stay in L2 between steps). With
-    the dimension outermost (hs, L, rows), every dimension was a separate short run: weights x
-    values measured 4x slower from L3 than from L2 that way, and as fast as from L2 this way."""
-    shape = (n_layers, n_heads, length, head_dim, rows)
+    Heads and rows last: the attention of each (head, row) pair is independent, so every inner
+    loop of the attention runs over all heads of all the step's rows at once (long, vectorizable
+    loops, however few rows or small the head), and a step's new keys land side by side.
+    Positions outermost: a step reads its keys, then its values, for positions ``0..span`` as one
+    contiguous run, which the hardware prefetchers stream from L3 or memory (a lane's cache is
+    megabytes, it does not stay in L2 between steps). With the dimension outermost (hs, L, rows),
+    every dimension was a separate short run: weights x values measured 4x slower from L3 than
+    from L2 that way, and as fast as from L2 this way."""
+    shape = (n_layers, length, head_dim, n_heads * rows)
     return np.zeros(shape, dtype=np.int8), np.zeros(shape, dtype=np.int8)
 
 
 def attention_scratch(rows: int, n_heads: int, length: int, head_dim: int) -> tuple[np.ndarray, ...]:
-    """:func:`attend`'s scratch for a cache of ``rows`` rows: q (nh, hs, rows) int32, scores and
-    weights (L, rows) int32 (kept by the caller across steps: no allocation per call)."""
+    """:func:`attend`'s scratch for a cache of ``rows`` rows: q (hs, nh rows) int32, scores and
+    weights (L, nh rows) int32 (kept by the caller across steps: no allocation per call)."""
     return (
-        np.empty((n_heads, head_dim, rows), dtype=np.int32),
-        np.empty((length, rows), dtype=np.int32),
-        np.empty((length, rows), dtype=np.int32),
+        np.empty((head_dim, n_heads * rows), dtype=np.int32),
+        np.empty((length, n_heads * rows), dtype=np.int32),
+        np.empty((length, n_heads * rows), dtype=np.int32),
     )
 
 
@@ -193,34 +195,38 @@ _SCORE_BLOCK = 8
 def attend(
     acc_t, scale, c, rows, positions, keys, values, weights, limit, index_m, index_s, y_t, q, scores, e
 ):  # pragma: no cover - compiled
-    """Attention of the step's rows over their cache rows, every loop vectorized across cache rows.
+    """Attention of the step's rows over their cache rows, every loop vectorized across all heads
+    of the cache rows at once.
 
     Row i's q, k, v come from column i of the attention GEMM's transposed accumulator ``acc_t``
     (3C, n), requantized and saturated to int8; its key and value are stored at position
-    ``positions[i]`` of cache row ``rows[i]`` (one layer of :func:`new_cache`, (nh, L, hs, cache
-    rows)), every row's before any row attends; the step's ``rows`` are distinct cache rows (one
-    query per cache row). Transposed in and out (``acc_t`` and ``y_t`` (C, n)) because the cache
-    is rows-last: a (head, dimension) of every row is one contiguous run of ``acc_t``, of the
-    cache and of ``y_t`` (written row by row, a row's 3C values would land far apart, in few L1
-    sets: a miss per store; the GEMMs read and write either orientation at the same speed). When
-    the step's rows are consecutive cache rows at one position (stream mode's usual step) those
-    runs are plain vectorized copies.
+    ``positions[i]`` of cache row ``rows[i]`` (one layer of :func:`new_cache`, (L, hs, nh R): head
+    h of cache row r in lane ``h R + r``), every row's before any row attends; the step's ``rows``
+    are distinct cache rows (one query per cache row). Transposed in and out (``acc_t`` and
+    ``y_t`` (C, n)) because the cache is rows-last: a (head, dimension) of every row is one
+    contiguous run of ``acc_t``, of the cache and of ``y_t`` (written row by row, a row's 3C
+    values would land far apart, in few L1 sets: a miss per store; the GEMMs read and write
+    either orientation at the same speed). When the step's rows are consecutive cache rows at one
+    position (stream mode's usual step) those runs are plain vectorized copies.
 
-    Then per head, for all cache rows ``lo..hi`` spanned by the step at once: scores ``q . k`` in
-    int32 (``|q . k| <= hs 127**2 < 2**24``, check_bounds) for positions up to the step's longest
-    span, each row's top score over its own positions ``0..positions[i]``, the weight of a
-    difference d the definition's ``weights[min(rshift(d index_m, index_s), limit)]`` in int64
-    (``d m < 2**53``: check_bounds; ``weights`` is the exp table followed by one 0, the weight
-    of positions past a row's own: index ``limit + 1``); weights x values as int32 products
-    ``|e v| <= 2**15 127`` summed in int32 over blocks of PV_BLOCK positions, then in float64;
-    ``y_t[h hs + d, i] = rdiv(sum e v, sum e)`` as ``floor((a + b/2) / b)`` (heads stacked, as the
-    projection's GEMM reads the transpose). Positions are the outer loops of both products, so
-    the cache is read in the order it lies in memory. Cache rows the step does not compute are
+    Then, for the lanes ``lo .. (nh - 1) R + hi`` (every head of the cache rows ``lo..hi`` the step
+    spans) at once: scores ``q . k`` in int32 (``|q . k| <= hs 127**2 < 2**24``, check_bounds) for
+    positions up to the step's longest span, each lane's top score over its row's positions
+    ``0..positions[i]``, the weight of a difference d the definition's
+    ``weights[min(rshift(d index_m, index_s), limit)]`` in int64 (``d m < 2**53``: check_bounds;
+    ``weights`` is the exp table followed by one 0, the weight of positions past a row's own:
+    index ``limit + 1``); weights x values as int32 products ``|e v| <= 2**15 127`` summed in
+    int32 over blocks of PV_BLOCK positions, then in float64; ``y_t[h hs + d, i] = rdiv(sum e v,
+    sum e)`` (heads stacked, as the projection's GEMM reads the transpose). Positions are the
+    outer loops of both products, so the cache is read in the order it lies in memory. Lanes the
+    step does not compute (rows outside it, between ``hi`` of one head and ``lo`` of the next) are
     computed too and ignored (their weights are 0). Scratch (from :func:`attention_scratch`):
     ``q``, ``scores``, ``e``."""
     width, n = acc_t.shape
-    nh, L, hs, R = keys.shape
-    C = nh * hs
+    L, hs, lanes = keys.shape
+    C = width // 3
+    nh = C // hs
+    R = lanes // nh
     at = np.full(R, -1, dtype=np.int64)  # each cache row's position in this step, -1: not computed
     lo, hi, span = R, 0, 0
     first, p0 = rows[0], positions[0]
@@ -233,15 +239,15 @@ def attend(
     column = np.empty(n, dtype=np.int32)
     for j in range(width):
         part, hd = j // C, j % C
-        h, d = hd // hs, hd % hs
+        d, base = hd % hs, (hd // hs) * R  # dimension, and the head's first lane
         a, sj, cj = acc_t[j], scale[j], c[j]
         if aligned:  # vectorized: straight into the cache (or q)
             if part == 0:
-                qd = q[h, d, first : first + n]
+                qd = q[d, base + first : base + first + n]
                 for i in range(n):
                     qd[i] = np.int32(min(max(np.floor(a[i] * sj + cj), -ACT), ACT))
             else:
-                cd = (keys if part == 1 else values)[h, p0, d, first : first + n]
+                cd = (keys if part == 1 else values)[p0, d, base + first : base + first + n]
                 for i in range(n):
                     cd[i] = np.int8(min(max(np.floor(a[i] * sj + cj), -ACT), ACT))
             continue
@@ -249,15 +255,18 @@ def attend(
             column[i] = np.int32(min(max(np.floor(a[i] * sj + cj), -ACT), ACT))
         for i in range(n):
             if part == 0:
-                q[h, d, rows[i]] = column[i]
+                q[d, base + rows[i]] = column[i]
             elif part == 1:
-                keys[h, positions[i], d, rows[i]] = column[i]
+                keys[positions[i], d, base + rows[i]] = column[i]
             else:
-                values[h, positions[i], d, rows[i]] = column[i]
+                values[positions[i], d, base + rows[i]] = column[i]
     # Inner loops run over slices [lo, hi) from 0: numba then knows no index is negative, and the
     # loops vectorize (``range(lo, hi)`` with a run-time ``lo`` kept them scalar, 10x slower).
+    hi = (nh - 1) * R + hi  # lanes lo..hi: every head of the rows the step spans
     m = hi - lo
-    live = at[lo:hi]
+    live = np.empty(m, dtype=np.int64)  # each lane's position (its row's), -1: not computed
+    for v in range(m):
+        live[v] = at[(lo + v) % R]
     top = np.empty(m, dtype=np.int32)
     total = np.empty(m, dtype=np.int64)
     index = np.empty(m, dtype=np.int32)
@@ -268,103 +277,105 @@ def attend(
     inverse = np.empty(m, dtype=np.float64)
     half = np.int64(1) << (index_s - 1)
     d4 = hs - hs % 4
-    for h in range(nh):
-        qh, kh, vh = q[h], keys[h], values[h]
-        # Scores: a block of positions at a time, four dimensions per pass over a score row (a
-        # quarter of the accumulator's loads and stores, the loop's cost; the int32 sums are the
-        # same integers in any order).
-        for t0 in range(0, span, _SCORE_BLOCK):
-            t1 = min(t0 + _SCORE_BLOCK, span)
-            for t in range(t0, t1):
-                st = scores[t, lo:hi]
-                for r in range(m):
-                    st[r] = 0
-            for d in range(0, d4, 4):
-                q0, q1, q2, q3 = qh[d, lo:hi], qh[d + 1, lo:hi], qh[d + 2, lo:hi], qh[d + 3, lo:hi]
-                for t in range(t0, t1):
-                    st, kt = scores[t, lo:hi], kh[t]
-                    k0, k1, k2, k3 = kt[d, lo:hi], kt[d + 1, lo:hi], kt[d + 2, lo:hi], kt[d + 3, lo:hi]
-                    _add_products4(st, q0, k0, q1, k1, q2, k2, q3, k3)
-            for d in range(d4, hs):
-                qd = qh[d, lo:hi]
-                for t in range(t0, t1):
-                    st, kd = scores[t, lo:hi], kh[t, d, lo:hi]
-                    for r in range(m):
-                        st[r] += qd[r] * np.int32(kd[r])
-        s0 = scores[0, lo:hi]
-        for r in range(m):
-            top[r] = s0[r]
-            total[r] = 0
-        for t in range(1, span):
+    # Scores: a block of positions at a time, four dimensions per pass over a score row.
+    for t0 in range(0, span, _SCORE_BLOCK):
+        t1 = min(t0 + _SCORE_BLOCK, span)
+        for t in range(t0, t1):
             st = scores[t, lo:hi]
-            for r in range(m):
-                if t <= live[r] and st[r] > top[r]:
-                    top[r] = st[r]
-        # The weights: the table's indices first (integer arithmetic, vectorized), then the
-        # lookups (a gather), then the sums: split, the index loop vectorizes; fused, none did.
-        for t in range(span):
-            st, et = scores[t, lo:hi], e[t, lo:hi]
-            for r in range(m):
-                diff = max(np.int64(top[r] - st[r]), 0)  # past a row's position: any valid index
-                k = min((diff * index_m + half) >> index_s, limit)
-                index[r] = np.int32(k if t <= live[r] else limit + 1)
-            for r in range(m):
-                et[r] = weights[index[r]]
-            for r in range(m):
-                total[r] += et[r]
-        for r in range(m):
-            sums[r] = float(total[r])
-            half_total[r] = sums[r] / 2
-            # (0 for cache rows the step does not compute: their sums are 0, their outputs unused)
-            inverse[r] = 1.0 / sums[r] if total[r] > 0 else 0.0
+            for v in range(m):
+                st[v] = 0
+        for d in range(0, d4, 4):
+            q0, q1, q2, q3 = q[d, lo:hi], q[d + 1, lo:hi], q[d + 2, lo:hi], q[d + 3, lo:hi]
+            for t in range(t0, t1):
+                kt = keys[t]
+                _add_products4(
+                    scores[t, lo:hi], q0, kt[d, lo:hi], q1, kt[d + 1, lo:hi], q2, kt[d + 2, lo:hi],
+                    q3, kt[d + 3, lo:hi],
+                )  # fmt: skip
+        for d in range(d4, hs):
+            qd = q[d, lo:hi]
+            for t in range(t0, t1):
+                st, kd = scores[t, lo:hi], keys[t, d, lo:hi]
+                for v in range(m):
+                    st[v] += qd[v] * np.int32(kd[v])
+    s0 = scores[0, lo:hi]
+    for v in range(m):
+        top[v] = s0[v]
+        total[v] = 0
+    for t in range(1, span):
+        st = scores[t, lo:hi]
+        for v in range(m):
+            if t <= live[v] and st[v] > top[v]:
+                top[v] = st[v]
+    # The weights: the table's indices first (integer arithmetic, vectorized), then the lookups
+    # (a gather), then the sums: split, the index loop vectorizes; fused, none did.
+    for t in range(span):
+        st, et = scores[t, lo:hi], e[t, lo:hi]
+        for v in range(m):
+            diff = max(np.int64(top[v] - st[v]), 0)  # past a row's position: any valid index
+            k = min((diff * index_m + half) >> index_s, limit)
+            index[v] = np.int32(k if t <= live[v] else limit + 1)
+        for v in range(m):
+            et[v] = weights[index[v]]
+        for v in range(m):
+            total[v] += et[v]
+    for v in range(m):
+        sums[v] = float(total[v])
+        half_total[v] = sums[v] / 2
+        # (0 for lanes the step does not compute: their sums are 0, their outputs unused)
+        inverse[v] = 1.0 / sums[v] if total[v] > 0 else 0.0
+    for d in range(hs):
+        od = out[d]
+        for v in range(m):
+            od[v] = 0.0
+    # Weights x values: positions outermost (the cache's order), four per pass over the
+    # (hs, lanes) accumulator block.
+    for t0 in range(0, span, PV_BLOCK):
+        t1 = min(t0 + PV_BLOCK, span)
+        t4 = t1 - (t1 - t0) % 4
         for d in range(hs):
-            od = out[d]
-            for r in range(m):
-                od[r] = 0.0
-        # Weights x values: positions outermost (the cache's order), four per pass over the
-        # (hs, rows) accumulator block.
-        for t0 in range(0, span, PV_BLOCK):
-            t1 = min(t0 + PV_BLOCK, span)
-            t4 = t1 - (t1 - t0) % 4
+            bd = block[d]
+            for v in range(m):
+                bd[v] = 0
+        for t in range(t0, t4, 4):
+            e0, e1, e2, e3 = e[t, lo:hi], e[t + 1, lo:hi], e[t + 2, lo:hi], e[t + 3, lo:hi]
+            w0, w1, w2, w3 = values[t], values[t + 1], values[t + 2], values[t + 3]
             for d in range(hs):
-                bd = block[d]
-                for r in range(m):
-                    bd[r] = 0
-            for t in range(t0, t4, 4):
-                e0, e1, e2, e3 = e[t, lo:hi], e[t + 1, lo:hi], e[t + 2, lo:hi], e[t + 3, lo:hi]
-                w0, w1, w2, w3 = vh[t], vh[t + 1], vh[t + 2], vh[t + 3]
-                for d in range(hs):
-                    bd = block[d]
-                    v0, v1, v2, v3 = w0[d, lo:hi], w1[d, lo:hi], w2[d, lo:hi], w3[d, lo:hi]
-                    _add_products4(bd, e0, v0, e1, v1, e2, v2, e3, v3)
-            for t in range(t4, t1):
-                et, wt = e[t, lo:hi], vh[t]
-                for d in range(hs):
-                    bd, vd = block[d], wt[d, lo:hi]
-                    for r in range(m):
-                        bd[r] += et[r] * np.int32(vd[r])
+                _add_products4(
+                    block[d], e0, w0[d, lo:hi], e1, w1[d, lo:hi], e2, w2[d, lo:hi], e3, w3[d, lo:hi]
+                )
+        for t in range(t4, t1):
+            et, wt = e[t, lo:hi], values[t]
             for d in range(hs):
-                od, bd = out[d], block[d]
-                for r in range(m):
-                    od[r] += bd[r]
-        # y = rdiv(a, b) = floor((a + b/2) / b) without a division per output: the quotient
-        # through the row's 1/b is within one of the floor (relative error below 2**-51 on a
-        # quotient below 2**8), and the remainder ``a + b/2 - q b`` (exact: half-integers below
-        # 2**53) puts it right: the same integer as the definition's.
+                bd, vd = block[d], wt[d, lo:hi]
+                for v in range(m):
+                    bd[v] += et[v] * np.int32(vd[v])
         for d in range(hs):
-            od = out[d]
-            for r in range(m):
-                num = od[r] + half_total[r]
-                quot = np.floor(num * inverse[r])
-                rem = num - quot * sums[r]
-                od[r] = quot - 1.0 if rem < 0 else (quot + 1.0 if rem >= sums[r] else quot)
-            yd = y_t[h * hs + d]
-            if aligned:  # rows lo.. in order: vectorized
+            od, bd = out[d], block[d]
+            for v in range(m):
+                od[v] += bd[v]
+    # y = rdiv(a, b) = floor((a + b/2) / b) without a division per output: the quotient through
+    # the lane's 1/b is within one of the floor (relative error below 2**-51 on a quotient below
+    # 2**8), and the remainder ``a + b/2 - q b`` (exact: half-integers below 2**53) puts it
+    # right: the same integer as the definition's.
+    for d in range(hs):
+        od = out[d]
+        for v in range(m):
+            num = od[v] + half_total[v]
+            quot = np.floor(num * inverse[v])
+            rem = num - quot * sums[v]
+            od[v] = quot - 1.0 if rem < 0 else (quot + 1.0 if rem >= sums[v] else quot)
+    for h in range(nh):
+        shift = h * R - lo  # lane of row r, head h, in the lo.. slices: r + shift
+        for d in range(hs):
+            od, yd = out[d], y_t[h * hs + d]
+            if aligned:  # rows first.. in order: vectorized
+                src = od[first + shift : first + shift + n]
                 for i in range(n):
-                    yd[i] = od[i]
+                    yd[i] = src[i]
             else:
                 for i in range(n):
-                    yd[i] = od[rows[i] - lo]
+                    yd[i] = od[rows[i] + shift]
 
 
 @njit(cache=True, nogil=True)
